@@ -1,0 +1,61 @@
+"""/api/v1/hosts"""
+
+from fastapi import APIRouter, Query, Response, status
+
+from app.api.schemas import HostCreate, HostOut, RefreshOut
+from app.deps import SessionDep, SyncDep
+from app.services import hosts as host_service
+
+router = APIRouter(prefix="/hosts", tags=["hosts"])
+
+
+@router.get("", response_model=list[HostOut])
+def list_hosts(session: SessionDep) -> list[HostOut]:
+    """Every registered host with its state, facts and guest totals."""
+    hosts = host_service.list_hosts(session)
+    return [HostOut.of(s) for s in host_service.summarize(session, hosts)]
+
+
+@router.post("", response_model=HostOut, status_code=status.HTTP_201_CREATED)
+def add_host(body: HostCreate, session: SessionDep, sync: SyncDep) -> HostOut:
+    """Register a host; its worker connects and syncs in the background."""
+    host = host_service.add_host(session, name=body.name, uri=body.uri)
+    session.commit()
+    sync.add(host.id, host.uri)
+    return HostOut.of(host_service.summarize(session, [host])[0])
+
+
+@router.get("/{host_id}", response_model=HostOut)
+def get_host(host_id: int, session: SessionDep) -> HostOut:
+    """One host."""
+    host = host_service.get_host(session, host_id)
+    return HostOut.of(host_service.summarize(session, [host])[0])
+
+
+@router.delete("/{host_id}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_host(host_id: int, session: SessionDep, sync: SyncDep) -> Response:
+    """Forget a host and its inventory; nothing on the host changes."""
+    host_service.remove_host(session, host_id)
+    session.commit()
+    sync.remove(host_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{host_id}/refresh",
+    response_model=RefreshOut,
+    responses={202: {"model": RefreshOut, "description": "sync requested, not finished yet"}},
+)
+def refresh_host(
+    host_id: int,
+    session: SessionDep,
+    sync: SyncDep,
+    response: Response,
+    wait: float = Query(0, ge=0, le=30, description="seconds to wait for the sync to finish"),
+) -> RefreshOut:
+    """Sync a host now: 200 when it finished within `wait`, else 202."""
+    host_service.get_host(session, host_id)
+    synced = sync.refresh(host_id, wait=wait)
+    if not synced:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return RefreshOut(host_id=host_id, synced=synced)

@@ -1,0 +1,132 @@
+"""What the API accepts and returns."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.models import Guest
+from app.services import guests as guest_service
+from app.services.hosts import HostSummary
+from app.services.inventory import last_seen
+
+
+class HostCreate(BaseModel):
+    """A host to register."""
+
+    name: str = Field(max_length=64, examples=["lab-1"])
+    uri: str = Field(max_length=512, examples=["qemu+ssh://root@lab-1/system"])
+
+
+class HostOut(BaseModel):
+    """A host, its connection state, facts and guest totals."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    uri: str
+    created_at: datetime
+    connection: str
+    last_error: str | None
+    unreachable_since: datetime | None
+    last_contact_at: datetime | None
+    last_sync_at: datetime | None
+    last_sync_ms: float | None
+    hostname: str | None
+    hypervisor: str | None
+    hypervisor_version: str | None
+    libvirt_version: str | None
+    cpu_model: str | None
+    cpus_online: int | None
+    memory_kib: int | None
+    memory_source: str | None
+    kvm_available: bool | None
+    guests_total: int
+    guests_running: int
+    vcpus_total: int
+    memory_total_kib: int
+
+    @classmethod
+    def of(cls, summary: HostSummary) -> "HostOut":
+        """From a host and its totals."""
+        return cls.model_validate(
+            {
+                **{
+                    k: getattr(summary.host, k)
+                    for k in cls.model_fields
+                    if hasattr(summary.host, k)
+                },
+                "guests_total": summary.guests_total,
+                "guests_running": summary.guests_running,
+                "vcpus_total": summary.vcpus,
+                "memory_total_kib": summary.memory_kib,
+            }
+        )
+
+
+class GuestOut(BaseModel):
+    """A guest as the inventory knows it."""
+
+    uuid: str
+    name: str
+    host_id: int
+    host_name: str
+    status: str = Field(description="gone, unknown (host unreachable) or the libvirt state")
+    state: str = Field(description="the libvirt state when last seen")
+    vcpus: int
+    memory_max_kib: int
+    memory_current_kib: int
+    autostart: bool
+    persistent: bool
+    disks: list[dict[str, Any]]
+    nics: list[dict[str, Any]]
+    first_seen_at: datetime
+    last_seen_at: datetime
+    changed_at: datetime
+    gone_at: datetime | None
+
+    @classmethod
+    def of(cls, guest: Guest) -> "GuestOut":
+        """From a guest row with its host loaded."""
+        return cls(
+            uuid=guest.uuid,
+            name=guest.name,
+            host_id=guest.host_id,
+            host_name=guest.host.name,
+            status=guest_service.status(guest, guest.host),
+            state=guest.state,
+            vcpus=guest.vcpus,
+            memory_max_kib=guest.memory_max_kib,
+            memory_current_kib=guest.memory_current_kib,
+            autostart=guest.autostart,
+            persistent=guest.persistent,
+            disks=guest.disks,
+            nics=guest.nics,
+            first_seen_at=guest.first_seen_at,
+            last_seen_at=last_seen(guest, guest.host),
+            changed_at=guest.changed_at,
+            gone_at=guest.gone_at,
+        )
+
+
+class GuestDetail(GuestOut):
+    """A guest with its domain XML."""
+
+    domain_xml: str
+
+
+class GuestList(BaseModel):
+    """One page of guests."""
+
+    items: list[GuestOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class RefreshOut(BaseModel):
+    """Whether a requested sync finished within the wait."""
+
+    host_id: int
+    synced: bool

@@ -1,0 +1,30 @@
+"""Settings, read from VIRTDECK_* environment variables and an optional .env file."""
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything virtdeck can be told from outside."""
+
+    model_config = SettingsConfigDict(env_prefix="VIRTDECK_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./data/virtdeck.db"
+    # Registered as the first host when none exists yet; empty turns this off.
+    default_host_uri: str = "qemu:///system"
+    default_host_name: str = "local"
+    sync_enabled: bool = True
+    sync_interval: float = 5.0
+    # Reconnect backoff for an unreachable host: doubles from min to max.
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+    # libvirt keepalive: a host silent for interval * (count + 1) seconds is dropped.
+    keepalive_interval: int = 3
+    keepalive_count: int = 3
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings."""
+    return Settings()

@@ -1,0 +1,36 @@
+"""Our own exceptions; each carries the HTTP status it maps to."""
+
+
+class VirtdeckError(Exception):
+    """Base error: a readable message, an HTTP status, and optionally the field at fault."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class NotFound(VirtdeckError):
+    """The thing asked for does not exist."""
+
+    status_code = 404
+
+
+class Conflict(VirtdeckError):
+    """The request clashes with the current state (duplicate, busy, wrong state)."""
+
+    status_code = 409
+
+
+class Invalid(VirtdeckError):
+    """The input is not acceptable; `field` names the culprit."""
+
+    status_code = 422
+
+
+class HostUnreachable(VirtdeckError):
+    """The libvirt host did not answer or refused the connection."""
+
+    status_code = 503

@@ -1,0 +1,45 @@
+"""A guest (libvirt domain) as last seen on its host."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.models.base import Base, UTCDateTime, utcnow
+from app.models.host import Host
+
+
+class Guest(Base):
+    """One domain on one host; kept (marked gone) after it disappears."""
+
+    __tablename__ = "guests"
+    __table_args__ = (
+        Index("uq_guests_host_id_uuid", "host_id", "uuid", unique=True),
+        Index("ix_guests_uuid", "uuid"),
+        Index("ix_guests_host_id_name", "host_id", "name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    uuid: Mapped[str] = mapped_column(String(36))
+    name: Mapped[str] = mapped_column(String(255))
+    # libvirt's state as last seen: running, blocked, paused, shutdown, shutoff, crashed,
+    # pmsuspended, nostate.
+    state: Mapped[str] = mapped_column(String(16))
+    vcpus: Mapped[int] = mapped_column(Integer)
+    memory_max_kib: Mapped[int] = mapped_column(BigInteger)
+    memory_current_kib: Mapped[int] = mapped_column(BigInteger)
+    autostart: Mapped[bool] = mapped_column(Boolean)
+    persistent: Mapped[bool] = mapped_column(Boolean)
+    disks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    nics: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    domain_xml: Mapped[str] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when a sync of a reachable host no longer finds the guest.
+    gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When it was last seen while gone; present guests are seen at every host sync.
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    host: Mapped[Host] = relationship(lazy="raise")

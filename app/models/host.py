@@ -1,0 +1,37 @@
+"""A libvirt host and what we know of it."""
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, UTCDateTime, utcnow
+
+
+class Host(Base):
+    """A registered libvirt connection URI with its facts and connection state."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    uri: Mapped[str] = mapped_column(String(512), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    # connecting | connected | unreachable
+    connection: Mapped[str] = mapped_column(String(16), default="connecting")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    unreachable_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_sync_ms: Mapped[float | None] = mapped_column()
+
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    hypervisor: Mapped[str | None] = mapped_column(String(32))
+    hypervisor_version: Mapped[str | None] = mapped_column(String(32))
+    libvirt_version: Mapped[str | None] = mapped_column(String(32))
+    cpu_model: Mapped[str | None] = mapped_column(String(128))
+    cpus_online: Mapped[int | None] = mapped_column(Integer)
+    memory_kib: Mapped[int | None] = mapped_column(BigInteger)
+    memory_source: Mapped[str | None] = mapped_column(String(128))
+    kvm_available: Mapped[bool | None] = mapped_column(Boolean)

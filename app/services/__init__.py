@@ -1,0 +1,1 @@
+"""Use cases shared by the web pages and the JSON API."""

@@ -1,0 +1,100 @@
+"""Read the guest inventory: filters, pages and one guest."""
+
+from dataclasses import dataclass
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session, contains_eager, defer
+
+from app.errors import Invalid, NotFound
+from app.models import Guest, Host
+
+LIBVIRT_STATES = (
+    "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended", "nostate",
+)  # fmt: skip
+STATE_FILTERS = (*LIBVIRT_STATES, "gone")
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class GuestPage:
+    """One page of guests and how many match in all."""
+
+    items: list[Guest]
+    total: int
+    limit: int
+    offset: int
+
+
+def status(guest: Guest, host: Host) -> str:
+    """What to show for a guest: gone, unknown (host unreachable), or its libvirt state."""
+    if guest.gone_at is not None:
+        return "gone"
+    if host.connection == "unreachable":
+        return "unknown"
+    return guest.state
+
+
+def _filtered(query: Select, *, host_id: int | None, state: str | None, q: str | None) -> Select:
+    if host_id is not None:
+        query = query.where(Guest.host_id == host_id)
+    if state == "gone":
+        query = query.where(Guest.gone_at.is_not(None))
+    else:
+        query = query.where(Guest.gone_at.is_(None))
+        if state:
+            query = query.where(Guest.state == state)
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Guest.name.ilike(f"%{escaped}%", escape="\\"))
+    return query
+
+
+def list_guests(
+    session: Session,
+    *,
+    host_id: int | None = None,
+    state: str | None = None,
+    q: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> GuestPage:
+    """Guests matching the filters (gone ones only when state='gone'), by name."""
+    if state and state not in STATE_FILTERS:
+        raise Invalid(f"state: must be one of {', '.join(STATE_FILTERS)}", field="state")
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid(f"limit: must be from 1 to {MAX_PAGE}", field="limit")
+    if offset < 0:
+        raise Invalid("offset: must not be negative", field="offset")
+    q = (q or "").strip() or None
+    total = session.scalar(
+        _filtered(select(func.count(Guest.id)), host_id=host_id, state=state, q=q)
+    )
+    rows = session.scalars(
+        _filtered(
+            select(Guest)
+            .join(Guest.host)
+            .options(contains_eager(Guest.host), defer(Guest.domain_xml, raiseload=True)),
+            host_id=host_id,
+            state=state,
+            q=q,
+        )
+        .order_by(Guest.name, Guest.host_id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return GuestPage(items=list(rows), total=total or 0, limit=limit, offset=offset)
+
+
+def get_guest(session: Session, uuid: str) -> Guest:
+    """The guest with this UUID, preferring a present one over a gone one; else NotFound."""
+    guest = session.scalars(
+        select(Guest)
+        .join(Guest.host)
+        .options(contains_eager(Guest.host))
+        .where(Guest.uuid == uuid.lower())
+        .order_by(Guest.gone_at.is_not(None), Guest.changed_at.desc())
+        .limit(1)
+    ).first()
+    if guest is None:
+        raise NotFound(f"guest {uuid} not found")
+    return guest

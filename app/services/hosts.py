@@ -1,0 +1,132 @@
+"""Register, read and remove hosts; record what their workers learn."""
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict, Invalid, NotFound
+from app.models import Guest, Host
+from app.models.base import utcnow
+from app.virt.types import HostFacts
+from app.virt.uri import validate_uri
+
+HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class HostSummary:
+    """A host with the totals of its present guests."""
+
+    host: Host
+    guests_total: int
+    guests_running: int
+    vcpus: int
+    memory_kib: int
+
+
+def validate_name(raw: str) -> str:
+    """The host name stripped, or Invalid naming the field."""
+    name = raw.strip()
+    if not HOST_NAME.match(name):
+        raise Invalid(
+            "name: 1-64 letters, digits, spaces, '.', '_' or '-', starting with a letter or digit",
+            field="name",
+        )
+    return name
+
+
+def add_host(session: Session, *, name: str, uri: str) -> Host:
+    """Register a host after checking its name and URI; nothing is stored on refusal."""
+    name = validate_name(name)
+    uri = validate_uri(uri)
+    if session.scalar(select(Host.id).where(Host.name == name)) is not None:
+        raise Conflict(f"name: a host called '{name}' already exists", field="name")
+    if session.scalar(select(Host.id).where(Host.uri == uri)) is not None:
+        raise Conflict(f"uri: {uri} is already registered", field="uri")
+    host = Host(name=name, uri=uri)
+    session.add(host)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent request registered the same name or URI
+        raise Conflict("name or uri: already registered") from exc
+    return host
+
+
+def get_host(session: Session, host_id: int) -> Host:
+    """The host, or NotFound."""
+    host = session.get(Host, host_id)
+    if host is None:
+        raise NotFound(f"host {host_id} not found")
+    return host
+
+
+def remove_host(session: Session, host_id: int) -> Host:
+    """Forget a host and its inventory (the host itself is not touched)."""
+    host = get_host(session, host_id)
+    session.execute(Guest.__table__.delete().where(Guest.host_id == host_id))
+    session.delete(host)
+    return host
+
+
+def list_hosts(session: Session) -> list[Host]:
+    """All hosts by name."""
+    return list(session.scalars(select(Host).order_by(Host.name)))
+
+
+def summarize(session: Session, hosts: list[Host]) -> list[HostSummary]:
+    """Totals of present guests per host, in one query."""
+    running = case((Guest.state == "running", 1), else_=0)
+    rows = session.execute(
+        select(
+            Guest.host_id,
+            func.count(),
+            func.coalesce(func.sum(running), 0),
+            func.coalesce(func.sum(Guest.vcpus), 0),
+            func.coalesce(func.sum(Guest.memory_max_kib), 0),
+        )
+        .where(Guest.gone_at.is_(None))
+        .group_by(Guest.host_id)
+    ).all()
+    totals = {row[0]: row[1:] for row in rows}
+    return [HostSummary(host, *totals.get(host.id, (0, 0, 0, 0))) for host in hosts]
+
+
+def ensure_default_host(session: Session, *, name: str, uri: str) -> Host | None:
+    """Register the default host when no host exists yet."""
+    if not uri or session.scalar(select(func.count()).select_from(Host)):
+        return None
+    return add_host(session, name=name, uri=uri)
+
+
+def record_facts(session: Session, host_id: int, facts: HostFacts) -> None:
+    """Store what a freshly connected host says about itself."""
+    host = session.get(Host, host_id)
+    if host is None:
+        return
+    for key, value in vars(facts).items():
+        if getattr(host, key) != value:
+            setattr(host, key, value)
+    mark_connected(host, utcnow())
+
+
+def mark_connected(host: Host, now: datetime) -> None:
+    """Stamp a host as answering now."""
+    host.connection = "connected"
+    host.last_error = None
+    host.unreachable_since = None
+    host.last_contact_at = now
+
+
+def record_unreachable(session: Session, host_id: int, error: str) -> None:
+    """Mark a host unreachable, keeping the time it first became so."""
+    host = session.get(Host, host_id)
+    if host is None:
+        return
+    if host.connection != "unreachable":
+        host.unreachable_since = utcnow()
+    host.connection = "unreachable"
+    host.last_error = error

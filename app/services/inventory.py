@@ -1,0 +1,103 @@
+"""Write what a host reports into the guest inventory, touching only what changed."""
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from app.models import Guest, Host
+from app.models.base import utcnow
+from app.services.hosts import mark_connected
+from app.virt.types import GuestInfo
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """How many guest rows one sync inserted, changed and marked gone."""
+
+    inserted: int = 0
+    updated: int = 0
+    gone: int = 0
+
+    @property
+    def rows_written(self) -> int:
+        """All guest rows the sync wrote."""
+        return self.inserted + self.updated + self.gone
+
+
+def _observed(info: GuestInfo) -> dict[str, Any]:
+    spec = info.spec
+    return {
+        "name": spec.name,
+        "state": info.state,
+        "vcpus": spec.vcpus,
+        "memory_max_kib": spec.memory_max_kib,
+        "memory_current_kib": spec.memory_current_kib,
+        "autostart": info.autostart,
+        "persistent": info.persistent,
+        "disks": [asdict(d) for d in spec.disks],
+        "nics": [asdict(n) for n in spec.nics],
+        "domain_xml": info.xml,
+    }
+
+
+# The XML carries name, vCPUs, memory, disks and NICs; the rest comes from other calls.
+COMPARED = ("state", "autostart", "persistent", "domain_xml", "gone_at")
+
+
+def apply_sync(
+    session: Session, host_id: int, guests: list[GuestInfo], *, sync_ms: float
+) -> SyncResult:
+    """Upsert the host's guests, mark the missing ones gone, and stamp the host as synced."""
+    host = session.get(Host, host_id)
+    if host is None:  # removed while its worker was reading it
+        return SyncResult()
+    now = utcnow()
+    columns = [getattr(Guest, name) for name in COMPARED]
+    known = {
+        row.uuid: row
+        for row in session.execute(
+            select(Guest.id, Guest.uuid, *columns).where(Guest.host_id == host_id)
+        )
+    }
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    for info in guests:
+        observed = _observed(info)
+        row = known.pop(info.spec.uuid, None)
+        if row is None:
+            inserts.append(
+                {**observed, "host_id": host_id, "uuid": info.spec.uuid,
+                 "first_seen_at": now, "changed_at": now, "last_seen_at": now}
+            )  # fmt: skip
+        elif _differs(row, observed):
+            updates.append({**observed, "id": row.id, "gone_at": None, "changed_at": now})
+    vanished = [
+        {"id": row.id, "gone_at": now, "changed_at": now, "last_seen_at": host.last_sync_at or now}
+        for row in known.values()
+        if row.gone_at is None
+    ]
+    if inserts:
+        session.execute(insert(Guest), inserts)
+    for batch in (updates, vanished):
+        if batch:
+            session.execute(update(Guest), batch)
+    mark_connected(host, now)
+    host.last_sync_at = now
+    host.last_sync_ms = round(sync_ms, 1)
+    return SyncResult(len(inserts), len(updates), len(vanished))
+
+
+def _differs(row: Any, observed: dict[str, Any]) -> bool:
+    return row.gone_at is not None or any(
+        getattr(row, name) != observed[name] for name in COMPARED if name != "gone_at"
+    )
+
+
+def last_seen(guest: Guest, host: Host) -> datetime:
+    """When the guest was last seen: at the host's last sync unless it is gone."""
+    if guest.gone_at is None and host.last_sync_at is not None:
+        return host.last_sync_at
+    return guest.last_seen_at

@@ -1,0 +1,194 @@
+"""Open libvirt connections and read host facts and guests from them."""
+
+import contextlib
+import logging
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+
+import libvirt
+
+from app.errors import Conflict, HostUnreachable, NotFound, VirtdeckError
+from app.virt.domain_xml import parse_domain
+from app.virt.types import DomainSpec, GuestInfo, HostFacts
+
+log = logging.getLogger(__name__)
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+NOT_FOUND_CODES = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+    libvirt.VIR_ERR_NO_NETWORK,
+    libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,
+}
+CONFLICT_CODES = {libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_OPERATION_FAILED}
+UNREACHABLE_CODES = {
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_INVALID_CONN,
+}
+
+# Without a handler libvirt prints every error to stderr as well as raising it.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def ensure_event_loop() -> None:
+    """Run libvirt's default event loop in a daemon thread (keepalive and callbacks need it)."""
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def translate(exc: libvirt.libvirtError) -> VirtdeckError:
+    """Our exception for a libvirt error."""
+    code = exc.get_error_code()
+    message = exc.get_error_message() or str(exc)
+    if code in NOT_FOUND_CODES:
+        return NotFound(message)
+    if code in UNREACHABLE_CODES:
+        return HostUnreachable(message)
+    if code in CONFLICT_CODES:
+        return Conflict(message)
+    return VirtdeckError(message)
+
+
+def _version(number: int) -> str:
+    major, rest = divmod(number, 1_000_000)
+    minor, release = divmod(rest, 1000)
+    return f"{major}.{minor}.{release}"
+
+
+class HostConnection:
+    """One open connection to a libvirt host; use it from the host's own worker thread."""
+
+    def __init__(
+        self, uri: str, *, keepalive: tuple[int, int], on_close: Callable[[str], None]
+    ) -> None:
+        """Open the connection; a failure raises HostUnreachable."""
+        ensure_event_loop()
+        self.uri = uri
+        self._parsed: dict[str, tuple[str, DomainSpec]] = {}
+        try:
+            # No credential types: libvirt fails instead of prompting on a terminal.
+            self._conn = libvirt.openAuth(uri, [[], None, None], 0)
+        except libvirt.libvirtError as exc:
+            raise HostUnreachable(f"cannot connect to {uri}: {exc.get_error_message()}") from exc
+        self._set_keepalive(*keepalive)
+        self._conn.registerCloseCallback(
+            lambda _c, reason, _o: on_close(_close_reason(reason)), None
+        )
+
+    def _set_keepalive(self, interval: int, count: int) -> None:
+        try:
+            self._conn.setKeepAlive(interval, count)
+        except libvirt.libvirtError as exc:
+            log.debug("keepalive not available for %s: %s", self.uri, exc.get_error_message())
+
+    def close(self) -> None:
+        """Close the connection, ignoring errors from an already dead one."""
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.unregisterCloseCallback()
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.close()
+
+    def _call(self, fn: Callable, *args):
+        try:
+            return fn(*args)
+        except libvirt.libvirtError as exc:
+            raise translate(exc) from exc
+
+    def facts(self) -> HostFacts:
+        """Hostname, versions, CPU and memory of the host."""
+        conn = self._conn
+        model, memory_mib, cpus, *_ = self._call(conn.getInfo)
+        caps = ET.fromstring(self._call(conn.getCapabilities))
+        try:
+            cpus_online = conn.getCPUMap()[2]
+        except libvirt.libvirtError:
+            cpus_online = cpus
+        try:
+            total_kib = conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)["total"]
+            memory_kib, source = total_kib, "host /proc/meminfo (virNodeGetMemoryStats)"
+        except (libvirt.libvirtError, KeyError):
+            memory_kib, source = memory_mib * 1024, "NUMA topology (virNodeGetInfo)"
+        return HostFacts(
+            hostname=self._call(conn.getHostname),
+            hypervisor=self._call(conn.getType),
+            hypervisor_version=_version(self._call(conn.getVersion)),
+            libvirt_version=_version(self._call(conn.getLibVersion)),
+            cpu_model=caps.findtext("host/cpu/model") or model,
+            cpus_online=cpus_online,
+            memory_kib=memory_kib,
+            memory_source=source,
+            kvm_available=caps.find("guest/arch/domain[@type='kvm']") is not None,
+        )
+
+    def guests(self) -> list[GuestInfo]:
+        """Every domain on the host; one that vanishes while being read is skipped."""
+        conn = self._conn
+        autostart = {
+            d.UUIDString()
+            for d in self._call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+        }
+        persistent = {
+            d.UUIDString()
+            for d in self._call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+        }
+        found: list[GuestInfo] = []
+        parsed: dict[str, tuple[str, DomainSpec]] = {}
+        for dom in self._call(conn.listAllDomains, 0):
+            uuid = dom.UUIDString()
+            try:
+                state = dom.state()[0]
+                xml = dom.XMLDesc(0)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    continue
+                raise translate(exc) from exc
+            cached = self._parsed.get(uuid)
+            spec = cached[1] if cached and cached[0] == xml else parse_domain(xml)
+            parsed[uuid] = (xml, spec)
+            found.append(
+                GuestInfo(
+                    spec=spec,
+                    state=STATE_NAMES.get(state, "nostate"),
+                    autostart=uuid in autostart,
+                    persistent=uuid in persistent,
+                    xml=xml,
+                )
+            )
+        self._parsed = parsed
+        return found
+
+
+def _close_reason(reason: int) -> str:
+    return {
+        libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection error",
+        libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "connection closed by the host",
+        libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "host stopped answering (keepalive)",
+        libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "closed by virtdeck",
+    }.get(reason, "connection lost")

@@ -1,0 +1,75 @@
+"""Read the parts of a domain's XML that the inventory keeps."""
+
+import xml.etree.ElementTree as ET
+
+from app.virt.types import Disk, DomainSpec, Nic
+
+UNIT_KIB = {
+    "b": 1 / 1024, "bytes": 1 / 1024, "kb": 1000 / 1024, "k": 1, "kib": 1,
+    "mb": 1000**2 / 1024, "m": 1024, "mib": 1024, "gb": 1000**3 / 1024, "g": 1024**2,
+    "gib": 1024**2, "tb": 1000**4 / 1024, "t": 1024**3, "tib": 1024**3,
+}  # fmt: skip
+
+
+def _kib(element: ET.Element | None) -> int:
+    if element is None or not (element.text or "").strip():
+        return 0
+    unit = element.get("unit", "KiB").lower()
+    return int(int(element.text.strip()) * UNIT_KIB.get(unit, 1))
+
+
+def _disk(element: ET.Element) -> Disk:
+    source = element.find("source")
+    driver = element.find("driver")
+    target = element.find("target")
+    path = None
+    if source is not None:
+        path = source.get("file") or source.get("dev") or source.get("name")
+        if source.get("pool") and source.get("volume"):
+            path = f"{source.get('pool')}/{source.get('volume')}"
+    return Disk(
+        target=target.get("dev", "") if target is not None else "",
+        device=element.get("device", "disk"),
+        source=path,
+        format=driver.get("type") if driver is not None else None,
+        bus=target.get("bus") if target is not None else None,
+    )
+
+
+def _nic(element: ET.Element) -> Nic:
+    mac = element.find("mac")
+    source = element.find("source")
+    model = element.find("model")
+    kind = element.get("type", "")
+    source_name = None
+    if source is not None:
+        source_name = source.get("network") or source.get("bridge") or source.get("dev")
+    return Nic(
+        mac=mac.get("address") if mac is not None else None,
+        type=kind,
+        source=source_name,
+        model=model.get("type") if model is not None else None,
+    )
+
+
+def parse_domain(xml: str) -> DomainSpec:
+    """The inventory's view of a domain XML document."""
+    root = ET.fromstring(xml)
+    vcpu = root.find("vcpu")
+    vcpus = 0
+    if vcpu is not None:
+        vcpus = int(vcpu.get("current") or (vcpu.text or "0").strip())
+    memory_max = _kib(root.find("memory"))
+    current = root.find("currentMemory")
+    devices = root.find("devices")
+    disks = tuple(_disk(d) for d in devices.iter("disk")) if devices is not None else ()
+    nics = tuple(_nic(n) for n in devices.iter("interface")) if devices is not None else ()
+    return DomainSpec(
+        uuid=(root.findtext("uuid") or "").strip(),
+        name=(root.findtext("name") or "").strip(),
+        vcpus=vcpus,
+        memory_max_kib=memory_max,
+        memory_current_kib=_kib(current) if current is not None else memory_max,
+        disks=disks,
+        nics=nics,
+    )

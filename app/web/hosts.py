@@ -1,0 +1,103 @@
+"""Overview, host pages, and adding and removing hosts."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.deps import SessionDep, SyncDep
+from app.errors import VirtdeckError
+from app.services import guests as guest_service
+from app.services import hosts as host_service
+from app.web.templating import templates
+
+router = APIRouter()
+PAGE_SIZE = 100
+
+
+def _redirect(request: Request, url: str) -> Response:
+    if request.headers.get("HX-Request"):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)
+
+
+def _wants(request: Request, target: str) -> bool:
+    return request.headers.get("HX-Target") == target
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, session: SessionDep) -> HTMLResponse:
+    """A card per host; htmx asks for just the cards when it refreshes them."""
+    summaries = host_service.summarize(session, host_service.list_hosts(session))
+    page = "partials/host_cards.html" if _wants(request, "host-cards") else "overview.html"
+    return templates.TemplateResponse(request, page, {"summaries": summaries, "form": {}})
+
+
+@router.post("/hosts", response_class=HTMLResponse)
+def add_host(
+    request: Request,
+    session: SessionDep,
+    sync: SyncDep,
+    name: Annotated[str, Form()] = "",
+    uri: Annotated[str, Form()] = "",
+) -> Response:
+    """Register a host from the form; a refusal shows the form again with the reason."""
+    try:
+        host = host_service.add_host(session, name=name, uri=uri)
+    except VirtdeckError as exc:
+        if exc.field is None:
+            raise
+        form = {"name": name, "uri": uri, "errors": {exc.field: exc.message}}
+        return templates.TemplateResponse(
+            request, "partials/host_form.html", {"form": form}, status_code=exc.status_code
+        )
+    session.commit()
+    sync.add(host.id, host.uri)
+    return _redirect(request, f"/hosts/{host.id}")
+
+
+@router.get("/hosts/{host_id}", response_class=HTMLResponse)
+def host_page(
+    request: Request,
+    session: SessionDep,
+    host_id: int,
+    q: str = "",
+    state: str = "",
+    page: int = 1,
+) -> HTMLResponse:
+    """A host's facts and its guests, searchable by name and filterable by state."""
+    host = host_service.get_host(session, host_id)
+    page = max(page, 1)
+    guests = guest_service.list_guests(
+        session,
+        host_id=host_id,
+        state=state or None,
+        q=q,
+        limit=PAGE_SIZE,
+        offset=(page - 1) * PAGE_SIZE,
+    )
+    context = {
+        "host": host,
+        "summary": host_service.summarize(session, [host])[0],
+        "guests": guests,
+        "q": q,
+        "state": state,
+        "page": page,
+        "pages": max(1, -(-guests.total // PAGE_SIZE)),
+        "states": guest_service.STATE_FILTERS,
+        "status": guest_service.status,
+    }
+    if _wants(request, "guest-table"):
+        return templates.TemplateResponse(request, "partials/guest_table.html", context)
+    if _wants(request, "host-facts"):
+        return templates.TemplateResponse(request, "partials/host_facts.html", context)
+    return templates.TemplateResponse(request, "host.html", context)
+
+
+@router.post("/hosts/{host_id}/delete")
+def remove_host(request: Request, session: SessionDep, sync: SyncDep, host_id: int) -> Response:
+    """Forget a host (its guests keep running)."""
+    host_service.remove_host(session, host_id)
+    session.commit()
+    sync.remove(host_id)
+    return _redirect(request, "/")

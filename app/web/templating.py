@@ -1,0 +1,38 @@
+"""The Jinja environment and the filters the templates use."""
+
+from datetime import datetime
+from pathlib import Path
+
+from fastapi.templating import Jinja2Templates
+
+from app.models.base import utcnow
+
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+templates = Jinja2Templates(directory=TEMPLATES)
+
+
+def kib(value: int | None) -> str:
+    """KiB as a short human size."""
+    if value is None:
+        return "—"
+    size = float(value)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if size == int(size) else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{value} KiB"
+
+
+def ago(value: datetime | None) -> str:
+    """A time as 'N s/min/h/d ago'."""
+    if value is None:
+        return "never"
+    seconds = max(0, int((utcnow() - value).total_seconds()))
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+templates.env.filters["kib"] = kib
+templates.env.filters["ago"] = ago

@@ -1,0 +1,1 @@
+"""Background work: one sync worker per host."""

@@ -1,0 +1,162 @@
+"""A thread per host keeps a libvirt connection and syncs the inventory into the database."""
+
+import logging
+import threading
+import time
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db import transaction
+from app.errors import VirtdeckError
+from app.services import hosts as host_service
+from app.services.inventory import SyncResult, apply_sync
+from app.virt.connection import HostConnection
+
+log = logging.getLogger(__name__)
+
+
+class HostWorker(threading.Thread):
+    """Connects to one host, syncs it every interval or on demand, reconnects with backoff."""
+
+    def __init__(
+        self, host_id: int, uri: str, *, sessions: sessionmaker[Session], settings: Settings
+    ) -> None:
+        super().__init__(name=f"sync-host-{host_id}", daemon=True)
+        self.host_id = host_id
+        self.uri = uri
+        self._sessions = sessions
+        self._settings = settings
+        self._conn: HostConnection | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lost: str | None = None
+        self._synced = threading.Condition()
+        self.generation = 0
+        self.last_result = SyncResult()
+
+    def request_sync(self) -> int:
+        """Ask for a sync now; returns the generation that will include it."""
+        with self._synced:
+            target = self.generation + 1
+        self._wake.set()
+        return target
+
+    def wait_for(self, generation: int, timeout: float) -> bool:
+        """Wait until a sync of at least this generation has completed."""
+        with self._synced:
+            return self._synced.wait_for(lambda: self.generation >= generation, timeout)
+
+    def stop(self) -> None:
+        """Ask the worker to end and drop its connection."""
+        self._stopping.set()
+        self._wake.set()
+
+    def _on_close(self, reason: str) -> None:
+        self._lost = reason
+        self._wake.set()
+
+    def run(self) -> None:
+        backoff = self._settings.reconnect_min
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self._sync_once()
+                backoff = self._settings.reconnect_min
+                delay = self._settings.sync_interval
+            except VirtdeckError as exc:
+                self._drop_connection()
+                self._record_unreachable(exc.message)
+                delay, backoff = backoff, min(backoff * 2, self._settings.reconnect_max)
+            except Exception:
+                log.exception("sync of host %s failed", self.host_id)
+                delay = self._settings.sync_interval
+            self._wake.wait(delay)
+        self._drop_connection()
+
+    def _sync_once(self) -> None:
+        if self._lost is not None:
+            reason, self._lost = self._lost, None
+            self._drop_connection()
+            self._record_unreachable(reason)
+        if self._conn is None:
+            keepalive = (self._settings.keepalive_interval, self._settings.keepalive_count)
+            self._conn = HostConnection(self.uri, keepalive=keepalive, on_close=self._on_close)
+            facts = self._conn.facts()
+            with transaction(self._sessions) as session:
+                host_service.record_facts(session, self.host_id, facts)
+        started = time.perf_counter()
+        guests = self._conn.guests()
+        with transaction(self._sessions) as session:
+            result = apply_sync(
+                session,
+                self.host_id,
+                guests,
+                sync_ms=(time.perf_counter() - started) * 1000,
+            )
+        with self._synced:
+            self.generation += 1
+            self.last_result = result
+            self._synced.notify_all()
+
+    def _record_unreachable(self, error: str) -> None:
+        with transaction(self._sessions) as session:
+            host_service.record_unreachable(session, self.host_id, error)
+        with self._synced:  # an attempt that failed still answers those waiting for it
+            self.generation += 1
+            self._synced.notify_all()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class SyncManager:
+    """Owns the workers of every registered host."""
+
+    def __init__(self, *, sessions: sessionmaker[Session], settings: Settings) -> None:
+        self._sessions = sessions
+        self._settings = settings
+        self._workers: dict[int, HostWorker] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start a worker for each host in the database."""
+        with self._sessions() as session:
+            registered = [(h.id, h.uri) for h in host_service.list_hosts(session)]
+        for host_id, uri in registered:
+            self.add(host_id, uri)
+
+    def add(self, host_id: int, uri: str) -> None:
+        """Start syncing a host."""
+        with self._lock:
+            if host_id in self._workers:
+                return
+            worker = HostWorker(host_id, uri, sessions=self._sessions, settings=self._settings)
+            self._workers[host_id] = worker
+        worker.start()
+
+    def remove(self, host_id: int) -> None:
+        """Stop syncing a host."""
+        with self._lock:
+            worker = self._workers.pop(host_id, None)
+        if worker is not None:
+            worker.stop()
+
+    def refresh(self, host_id: int, *, wait: float = 0.0) -> bool:
+        """Sync a host now; with wait, block up to that many seconds for it to finish."""
+        worker = self._workers.get(host_id)
+        if worker is None:
+            return False
+        generation = worker.request_sync()
+        return wait > 0 and worker.wait_for(generation, wait)
+
+    def stop(self) -> None:
+        """Stop every worker."""
+        with self._lock:
+            workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            worker.join(timeout=2)
