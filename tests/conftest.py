@@ -1,0 +1,117 @@
+"""Shared fixtures: migrated SQLite and PostgreSQL databases, apps on test-driver hosts."""
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import delete
+from sqlalchemy.engine import make_url
+
+from app.config import Settings
+from app.db import make_engine, make_session_factory, transaction
+from app.main import create_app
+from app.migrate import upgrade
+from app.models import Guest, Host
+
+DATA = Path(__file__).resolve().parent / "data"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "VIRTDECK_TEST_POSTGRES_URL", "postgresql+psycopg://virtdeck:virtdeck@127.0.0.1:5432/postgres"
+)
+
+
+def node_uri(name: str) -> str:
+    """The test-driver URI of a node file under tests/data."""
+    return f"test://{DATA / name}"
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session, dropped at the end."""
+    name = f"virtdeck_test_{uuid.uuid4().hex[:10]}"
+    admin = _libpq(POSTGRES_ADMIN_URL)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated SQLite database file for this test session."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'virtdeck.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each database test runs on SQLite and on PostgreSQL; rows are removed afterwards."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    yield url
+    engine = make_engine(url)
+    with transaction(make_session_factory(engine)) as session:
+        session.execute(delete(Guest))
+        session.execute(delete(Host))
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(database_url: str):
+    """A session factory on the test database."""
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def make_client(database_url: str) -> Iterator[Callable[..., TestClient]]:
+    """Start apps (lifespan and sync workers included) on the test database."""
+    clients: list[TestClient] = []
+
+    def start(**overrides) -> TestClient:
+        defaults = {"default_host_uri": "", "sync_interval": 60, "reconnect_min": 0.2}
+        settings = Settings(database_url=database_url, **{**defaults, **overrides})
+        client = TestClient(create_app(settings))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    """An app with no hosts yet."""
+    return make_client()
+
+
+def add_host(client: TestClient, name: str, uri: str) -> dict:
+    """Register a host through the API and wait for its first sync."""
+    response = client.post("/api/v1/hosts", json={"name": name, "uri": uri})
+    assert response.status_code == 201, response.text
+    host = response.json()
+    sync = client.post(f"/api/v1/hosts/{host['id']}/refresh", params={"wait": 15})
+    assert sync.status_code == 200, sync.text
+    return client.get(f"/api/v1/hosts/{host['id']}").json()
+
+
+@pytest.fixture
+def two_hosts(client: TestClient) -> tuple[dict, dict]:
+    """Hosts alpha (8 CPUs, 3 guests) and beta (4 CPUs, 4 guests), synced."""
+    alpha = add_host(client, "alpha", node_uri("node-alpha.xml"))
+    beta = add_host(client, "beta", node_uri("node-beta.xml"))
+    return alpha, beta

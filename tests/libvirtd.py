@@ -1,0 +1,69 @@
+"""Small throwaway KVM guests on the real libvirtd (qemu:///system), made and removed by virsh."""
+
+import subprocess
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SYSTEM_URI = "qemu:///system"
+IMAGES = Path("/var/lib/libvirt/images")
+
+
+def virsh(*args: str, check: bool = True) -> str:
+    """Run virsh against qemu:///system and return its output."""
+    done = subprocess.run(
+        ["virsh", "-c", SYSTEM_URI, *args], capture_output=True, text=True, timeout=60
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"virsh {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+
+@dataclass(frozen=True)
+class ThrowawayGuest:
+    """A guest a test made."""
+
+    name: str
+    uuid: str
+    disk: Path
+
+
+def domain_xml(name: str, guest_uuid: str, disk: Path) -> str:
+    """A 64 MiB, 1-vCPU guest with one empty qcow2 disk and no network."""
+    domain = ET.Element("domain", type="kvm" if Path("/dev/kvm").exists() else "qemu")
+    ET.SubElement(domain, "name").text = name
+    ET.SubElement(domain, "uuid").text = guest_uuid
+    ET.SubElement(domain, "memory", unit="MiB").text = "64"
+    ET.SubElement(domain, "vcpu").text = "1"
+    os_ = ET.SubElement(domain, "os")
+    ET.SubElement(os_, "type", arch="x86_64", machine="pc").text = "hvm"
+    devices = ET.SubElement(domain, "devices")
+    disk_el = ET.SubElement(devices, "disk", type="file", device="disk")
+    ET.SubElement(disk_el, "driver", name="qemu", type="qcow2")
+    ET.SubElement(disk_el, "source", file=str(disk))
+    ET.SubElement(disk_el, "target", dev="vda", bus="virtio")
+    ET.SubElement(devices, "graphics", type="vnc", listen="127.0.0.1", autoport="yes")
+    return ET.tostring(domain, encoding="unicode")
+
+
+@contextmanager
+def throwaway_guest(tmp_path: Path) -> Iterator[ThrowawayGuest]:
+    """Define a uniquely named guest; destroy and undefine it and delete its disk afterwards."""
+    name = f"vdtest-{uuid.uuid4().hex[:10]}"
+    guest = ThrowawayGuest(name=name, uuid=str(uuid.uuid4()), disk=IMAGES / f"{name}.qcow2")
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(guest.disk), "16M"], check=True
+    )
+    xml_file = tmp_path / f"{name}.xml"
+    xml_file.write_text(domain_xml(guest.name, guest.uuid, guest.disk))
+    try:
+        virsh("define", str(xml_file))
+        yield guest
+    finally:
+        virsh("destroy", guest.uuid, check=False)
+        virsh("undefine", guest.uuid, "--snapshots-metadata", "--checkpoints-metadata", check=False)
+        guest.disk.unlink(missing_ok=True)

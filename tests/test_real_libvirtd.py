@@ -1,0 +1,61 @@
+"""The inventory follows a real KVM guest on the local libvirtd (qemu:///system)."""
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import add_host
+from tests.libvirtd import SYSTEM_URI, throwaway_guest, virsh
+
+pytestmark = pytest.mark.libvirtd
+
+
+def refresh(client: TestClient, host_id: int) -> None:
+    response = client.post(f"/api/v1/hosts/{host_id}/refresh", params={"wait": 15})
+    assert response.status_code == 200, response.text
+
+
+def test_local_host_facts_come_from_the_real_hypervisor(client: TestClient) -> None:
+    host = add_host(client, "local", SYSTEM_URI)
+
+    assert host["connection"] == "connected"
+    assert host["hypervisor"] == "QEMU"
+    assert host["kvm_available"] is Path("/dev/kvm").exists()
+    assert host["memory_source"] == "host /proc/meminfo (virNodeGetMemoryStats)"
+    meminfo_total = int(Path("/proc/meminfo").read_text().split()[1])
+    assert host["memory_kib"] == pytest.approx(meminfo_total, rel=0.01)
+    assert host["cpus_online"] >= 1
+    assert host["cpu_model"]
+
+
+def test_a_kvm_guest_is_synced_then_stopped_then_marked_gone(
+    client: TestClient, tmp_path: Path
+) -> None:
+    host = add_host(client, "local", SYSTEM_URI)
+    with throwaway_guest(tmp_path) as made:
+        virsh("start", made.uuid)
+        refresh(client, host["id"])
+
+        guest = client.get(f"/api/v1/guests/{made.uuid}").json()
+        assert guest["name"] == made.name
+        assert guest["status"] == "running"
+        assert (guest["vcpus"], guest["memory_max_kib"]) == (1, 64 * 1024)
+        assert guest["disks"][0]["source"] == str(made.disk)
+        assert guest["disks"][0]["format"] == "qcow2"
+        page = client.get(f"/hosts/{host['id']}", params={"q": made.name})
+        assert made.name in page.text and "badge-running" in page.text
+
+        virsh("destroy", made.uuid)
+        refresh(client, host["id"])
+        assert client.get(f"/api/v1/guests/{made.uuid}").json()["status"] == "shutoff"
+
+        virsh("undefine", made.uuid)
+        refresh(client, host["id"])
+        gone = client.get(f"/api/v1/guests/{made.uuid}").json()
+        assert gone["status"] == "gone"
+        assert gone["gone_at"] is not None
+        listed = client.get("/api/v1/guests", params={"q": made.name}).json()
+        assert listed["items"] == []
+        gone_list = client.get("/api/v1/guests", params={"q": made.name, "state": "gone"})
+        assert [g["uuid"] for g in gone_list.json()["items"]] == [made.uuid]

@@ -1,0 +1,110 @@
+"""The HTMX pages: whole pages, fragments for htmx, and the add-host form."""
+
+import re
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import node_uri
+
+HTMX = {"HX-Request": "true"}
+
+
+def test_overview_shows_a_card_per_host_with_guest_totals(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    page = client.get("/")
+
+    assert page.status_code == 200
+    assert "<html" in page.text
+    cards = re.findall(r'data-host="(\w+)"', page.text)
+    assert cards == ["alpha", "beta"]
+    assert "2 running / 3" in page.text and "1 running / 4" in page.text
+    assert "/static/vendor/htmx-2.0.11.min.js" in page.text
+
+
+def test_overview_refresh_returns_only_the_cards(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    fragment = client.get("/", headers={**HTMX, "HX-Target": "host-cards"})
+
+    assert "<html" not in fragment.text
+    assert fragment.text.lstrip().startswith('<div id="host-cards"')
+    assert "alpha" in fragment.text
+
+
+def test_host_page_searches_and_filters_guests(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    alpha, _ = two_hosts
+    full = client.get(f"/hosts/{alpha['id']}")
+    search = client.get(
+        f"/hosts/{alpha['id']}", params={"q": "web"}, headers={**HTMX, "HX-Target": "guest-table"}
+    )
+    stopped = client.get(
+        f"/hosts/{alpha['id']}",
+        params={"state": "shutoff"},
+        headers={**HTMX, "HX-Target": "guest-table"},
+    )
+
+    assert "16 GiB" in full.text and "NUMA topology (virNodeGetInfo)" in full.text
+    assert re.findall(r">(web-\d|db-\d)</a>", full.text) == ["db-1", "web-1", "web-2"]
+    assert "<html" not in search.text
+    assert re.findall(r">(web-\d|db-\d)</a>", search.text) == ["web-1", "web-2"]
+    assert re.findall(r">(web-\d|db-\d)</a>", stopped.text) == ["db-1"]
+    assert "badge-shutoff" in stopped.text
+
+
+def test_guest_page_shows_the_domain_xml_escaped(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    page = client.get("/guests/a1000000-0000-4000-8000-000000000001")
+
+    assert page.status_code == 200
+    assert "&lt;domain" in page.text and "<domain" not in page.text
+    assert "/var/lib/libvirt/images/web-1.qcow2" in page.text
+    assert "52:54:00:a1:00:01" in page.text
+
+
+def test_add_host_form_shows_the_field_error_and_stores_nothing(client: TestClient) -> None:
+    response = client.post(
+        "/hosts", data={"name": "evil", "uri": "qemu+ssh://x/system?command=sh"}, headers=HTMX
+    )
+
+    assert response.status_code == 422
+    assert 'data-field="uri"' in response.text
+    assert "query parameter &#39;command&#39; is not allowed" in response.text
+    assert 'value="evil"' in response.text
+    assert client.get("/api/v1/hosts").json() == []
+
+
+def test_add_host_form_redirects_to_the_new_host(client: TestClient) -> None:
+    htmx = client.post(
+        "/hosts", data={"name": "alpha", "uri": node_uri("node-alpha.xml")}, headers=HTMX
+    )
+    plain = client.post(
+        "/hosts", data={"name": "beta", "uri": node_uri("node-beta.xml")}, follow_redirects=False
+    )
+
+    hosts = {h["name"]: h["id"] for h in client.get("/api/v1/hosts").json()}
+    assert htmx.status_code == 204
+    assert htmx.headers["HX-Redirect"] == f"/hosts/{hosts['alpha']}"
+    assert plain.status_code == 303
+    assert plain.headers["location"] == f"/hosts/{hosts['beta']}"
+
+
+def test_removing_a_host_in_the_page_returns_to_the_overview(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    alpha, _ = two_hosts
+    response = client.post(f"/hosts/{alpha['id']}/delete", headers=HTMX)
+
+    assert response.headers["HX-Redirect"] == "/"
+    assert re.findall(r'data-host="(\w+)"', client.get("/").text) == ["beta"]
+
+
+def test_unknown_pages_say_what_is_missing(client: TestClient) -> None:
+    page = client.get("/hosts/999")
+    toast = client.post("/hosts/999/delete", headers=HTMX)
+
+    assert page.status_code == 404 and "host 999 not found" in page.text
+    assert toast.status_code == 404 and toast.headers["HX-Retarget"] == "#toasts"
