@@ -22,7 +22,6 @@ def virsh(*args: str, check: bool = True) -> str:
     return done.stdout
 
 
-
 @dataclass(frozen=True)
 class ThrowawayGuest:
     """A guest a test made."""
@@ -55,9 +54,7 @@ def throwaway_guest(tmp_path: Path) -> Iterator[ThrowawayGuest]:
     """Define a uniquely named guest; destroy and undefine it and delete its disk afterwards."""
     name = f"vdtest-{uuid.uuid4().hex[:10]}"
     guest = ThrowawayGuest(name=name, uuid=str(uuid.uuid4()), disk=IMAGES / f"{name}.qcow2")
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", "qcow2", str(guest.disk), "16M"], check=True
-    )
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(guest.disk), "16M"], check=True)
     xml_file = tmp_path / f"{name}.xml"
     xml_file.write_text(domain_xml(guest.name, guest.uuid, guest.disk))
     try:

@@ -25,8 +25,10 @@ def test_added_host_reports_its_facts_and_guest_totals(client: TestClient) -> No
     assert host["last_sync_at"] and host["last_contact_at"]
 
 
-def test_hosts_are_listed_by_name_and_shown_by_id(client: TestClient, two_hosts: tuple[dict, dict]) -> None:
-    alpha, beta = two_hosts
+def test_hosts_are_listed_by_name_and_shown_by_id(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    _alpha, beta = two_hosts
     listed = client.get("/api/v1/hosts").json()
     assert [h["name"] for h in listed] == ["alpha", "beta"]
     shown = client.get(f"/api/v1/hosts/{beta['id']}").json()
@@ -88,7 +90,7 @@ def test_unknown_host_ids_are_404_with_a_message(client: TestClient) -> None:
 def test_removing_a_host_forgets_it_and_its_guests(
     client: TestClient, two_hosts: tuple[dict, dict]
 ) -> None:
-    alpha, beta = two_hosts
+    alpha, _beta = two_hosts
 
     assert client.delete(f"/api/v1/hosts/{alpha['id']}").status_code == 204
 
