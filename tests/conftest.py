@@ -1,6 +1,7 @@
 """Shared fixtures: migrated SQLite and PostgreSQL databases, apps on test-driver hosts."""
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -115,3 +116,12 @@ def two_hosts(client: TestClient) -> tuple[dict, dict]:
     alpha = add_host(client, "alpha", node_uri("node-alpha.xml"))
     beta = add_host(client, "beta", node_uri("node-beta.xml"))
     return alpha, beta
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[int]:
+    """A loopback TCP port that accepts connections and never answers: a hung host."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]

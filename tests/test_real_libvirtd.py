@@ -2,11 +2,13 @@
 
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import add_host
 from tests.libvirtd import SYSTEM_URI, throwaway_guest, virsh
+from tests.serve import running_server
 
 pytestmark = pytest.mark.libvirtd
 
@@ -59,3 +61,21 @@ def test_a_kvm_guest_is_synced_then_stopped_then_marked_gone(
         assert listed["items"] == []
         gone_list = client.get("/api/v1/guests", params={"q": made.name, "state": "gone"})
         assert [g["uuid"] for g in gone_list.json()["items"]] == [made.uuid]
+
+
+def test_serve_with_defaults_registers_the_local_hypervisor_and_shows_its_guests(
+    tmp_path: Path,
+) -> None:
+    with throwaway_guest(tmp_path) as made:
+        # The settings `make run` uses, but for the database file and the port.
+        with running_server(tmp_path, {"VIRTDECK_SYNC_INTERVAL": "1"}) as server:
+            hosts = server.api("GET", "/hosts").json()
+            assert [(h["name"], h["uri"]) for h in hosts] == [("local", SYSTEM_URI)]
+            synced = server.api("POST", f"/hosts/{hosts[0]['id']}/refresh", params={"wait": 15})
+            assert synced.status_code == 200
+
+            overview = httpx.get(f"{server.url}/").text
+            host_page = httpx.get(f"{server.url}/hosts/{hosts[0]['id']}", params={"q": made.name})
+
+        assert 'data-host="local"' in overview and "badge-connected" in overview
+        assert made.name in host_page.text and "badge-shutoff" in host_page.text

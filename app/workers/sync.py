@@ -34,6 +34,9 @@ class HostWorker(threading.Thread):
         self._synced = threading.Condition()
         self.generation = 0
         self.last_result = SyncResult()
+        # When the current connect-and-sync attempt began (monotonic), None between attempts.
+        self.attempt_started: float | None = None
+        self.stall_reported = False
 
     def request_sync(self) -> int:
         """Ask for a sync now; returns the generation that will include it."""
@@ -60,6 +63,7 @@ class HostWorker(threading.Thread):
         backoff = self._settings.reconnect_min
         while not self._stopping.is_set():
             self._wake.clear()
+            self.attempt_started, self.stall_reported = time.monotonic(), False
             try:
                 self._sync_once()
                 backoff = self._settings.reconnect_min
@@ -71,6 +75,7 @@ class HostWorker(threading.Thread):
             except Exception:
                 log.exception("sync of host %s failed", self.host_id)
                 delay = self._settings.sync_interval
+            self.attempt_started = None
             self._wake.wait(delay)
         self._drop_connection()
 
@@ -99,6 +104,17 @@ class HostWorker(threading.Thread):
             self.last_result = result
             self._synced.notify_all()
 
+    def check_stalled(self, timeout: float) -> None:
+        """Mark the host unreachable once if the current attempt has waited too long on it."""
+        started = self.attempt_started
+        if started is None or self.stall_reported or time.monotonic() - started < timeout:
+            return
+        self.stall_reported = True
+        with transaction(self._sessions) as session:
+            host_service.record_unreachable(
+                session, self.host_id, f"no answer from the host for {timeout:g} s"
+            )
+
     def _record_unreachable(self, error: str) -> None:
         with transaction(self._sessions) as session:
             host_service.record_unreachable(session, self.host_id, error)
@@ -120,6 +136,8 @@ class SyncManager:
         self._settings = settings
         self._workers: dict[int, HostWorker] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name="sync-watchdog", daemon=True)
 
     def start(self) -> None:
         """Start a worker for each host in the database."""
@@ -127,6 +145,17 @@ class SyncManager:
             registered = [(h.id, h.uri) for h in host_service.list_hosts(session)]
         for host_id, uri in registered:
             self.add(host_id, uri)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """A worker blocked inside libvirt cannot report itself; this thread does it for it."""
+        timeout = self._settings.stall_timeout
+        while not self._stopping.wait(min(1.0, timeout / 4)):
+            for worker in list(self._workers.values()):
+                try:
+                    worker.check_stalled(timeout)
+                except Exception:
+                    log.exception("watchdog check of host %s failed", worker.host_id)
 
     def add(self, host_id: int, uri: str) -> None:
         """Start syncing a host."""
@@ -154,6 +183,7 @@ class SyncManager:
 
     def stop(self) -> None:
         """Stop every worker."""
+        self._stopping.set()
         with self._lock:
             workers, self._workers = list(self._workers.values()), {}
         for worker in workers:

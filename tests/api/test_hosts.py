@@ -137,3 +137,27 @@ def test_default_host_is_registered_only_when_there_is_none(make_client) -> None
 
     second = make_client(default_host_uri="test:///default", default_host_name="again")
     assert [h["name"] for h in second.get("/api/v1/hosts").json()] == ["here"]
+
+
+def test_a_host_that_accepts_but_never_answers_is_marked_unreachable(
+    make_client, silent_listener: int
+) -> None:
+    client = make_client(stall_timeout=1.0)
+    response = client.post(
+        "/api/v1/hosts",
+        json={"name": "silent", "uri": f"test+tcp://127.0.0.1:{silent_listener}/default"},
+    )
+    host_id = response.json()["id"]
+
+    deadline = time.monotonic() + 10
+    host = client.get(f"/api/v1/hosts/{host_id}").json()
+    while host["connection"] != "unreachable" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        host = client.get(f"/api/v1/hosts/{host_id}").json()
+
+    started = time.perf_counter()
+    page = client.get("/")
+    assert time.perf_counter() - started < 1.0
+    assert host["connection"] == "unreachable"
+    assert host["last_error"] == "no answer from the host for 1 s"
+    assert "silent" in page.text and "unreachable" in page.text

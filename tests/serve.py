@@ -1,0 +1,80 @@
+"""Run the real `virtdeck serve` as a subprocess for end-to-end tests."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+STARTUP_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `virtdeck serve`."""
+
+    url: str
+    log: Path
+
+    def api(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """Call the server's JSON API."""
+        return httpx.request(method, f"{self.url}/api/v1{path}", timeout=20, **kwargs)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@contextmanager
+def running_server(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
+    """`virtdeck serve` on a free port with SQLite in workdir; stopped afterwards, always."""
+    script = Path(sys.executable).parent / "virtdeck"
+    port = _free_port()
+    full_env = {**os.environ, "VIRTDECK_DATABASE_URL": f"sqlite:///{workdir / 'v.db'}", **env}
+    log = workdir / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=workdir,  # away from any .env in the checkout
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        running = Server(url=f"http://127.0.0.1:{port}", log=log)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"virtdeck serve exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if running.api("GET", "/hosts").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                waited = f"virtdeck serve did not answer in {STARTUP_TIMEOUT} s"
+                pytest.fail(f"{waited}:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield running
+    finally:
+        _stop(process)
