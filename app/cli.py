@@ -1,24 +1,80 @@
-"""The `virtdeck` command: serve, migrate."""
+"""The `virtdeck` command: serve, migrate, create-user, create-token."""
 
 import argparse
+import getpass
 import logging
+import sys
+from datetime import timedelta
 
 import uvicorn
+from sqlalchemy import select
 
 from app.config import get_settings
+from app.db import make_engine, make_session_factory, transaction
+from app.errors import NotFound, VirtdeckError
 from app.migrate import upgrade
+from app.models import ROLES, User
+from app.models.base import utcnow
+from app.services.auth import create_token
+from app.services.users import create_user
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse the command line and run the subcommand."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="virtdeck", description="virt-manager in the browser")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="apply pending migrations and serve the web app")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
     commands.add_parser("migrate", help="apply pending database migrations")
-    args = parser.parse_args(argv)
+    user = commands.add_parser(
+        "create-user", help="create a user (password from a prompt or stdin)"
+    )
+    user.add_argument("name")
+    user.add_argument("--role", choices=ROLES, required=True)
+    token = commands.add_parser("create-token", help="print a new API token for a user")
+    token.add_argument("user", help="the user the token acts for")
+    token.add_argument("--name", required=True, help="a label for the token")
+    token.add_argument("--role", choices=ROLES, help="the user's role (default) or a lower one")
+    token.add_argument("--expires-days", type=float, help="days until it expires (default never)")
+    return parser
 
+
+def _read_password() -> str:
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Password again: "):
+        raise VirtdeckError("the passwords differ")
+    return first
+
+
+def _create_user(database_url: str, args: argparse.Namespace) -> str:
+    password = _read_password()
+    engine = make_engine(database_url)
+    with transaction(make_session_factory(engine)) as session:
+        user = create_user(session, name=args.name, password=password, role=args.role)
+        message = f"created {user.role} {user.name}"
+    engine.dispose()
+    return message
+
+
+def _create_token(database_url: str, args: argparse.Namespace) -> str:
+    expires = utcnow() + timedelta(days=args.expires_days) if args.expires_days else None
+    engine = make_engine(database_url)
+    with transaction(make_session_factory(engine)) as session:
+        user = session.scalar(select(User).where(User.name == args.user))
+        if user is None:
+            raise NotFound(f"user {args.user} not found")
+        secret, _token = create_token(
+            session, user, name=args.name, role=args.role, expires_at=expires
+        )
+    engine.dispose()
+    return secret
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and run the subcommand."""
+    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -28,3 +84,11 @@ def main(argv: list[str] | None = None) -> None:
         from app.main import create_app
 
         uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        return
+    try:
+        if args.command == "create-user":
+            print(_create_user(settings.database_url, args))
+        elif args.command == "create-token":
+            print(_create_token(settings.database_url, args))
+    except VirtdeckError as exc:
+        sys.exit(f"virtdeck: {exc.message}")

@@ -24,6 +24,16 @@ class Settings(BaseSettings):
     # libvirt keepalive: a host silent for interval * (count + 1) seconds is dropped.
     keepalive_interval: int = 3
     keepalive_count: int = 3
+    # Browser sessions end after this long without a user action, and this long after login.
+    session_idle_minutes: float = 30.0
+    session_absolute_hours: float = 12.0
+    # Failed logins: past `after` failures within the window, each attempt must wait
+    # base * 2^(failures - after) seconds (at most max) after the last failure.
+    login_throttle_after: int = 5
+    login_throttle_address_after: int = 20
+    login_throttle_base: float = 1.0
+    login_throttle_max: float = 300.0
+    login_throttle_window_minutes: float = 15.0
 
 
 @lru_cache

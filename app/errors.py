@@ -5,11 +5,14 @@ class VirtdeckError(Exception):
     """Base error: a readable message, an HTTP status, and optionally the field at fault."""
 
     status_code = 400
+    # A refusal (authentication, permission, CSRF, throttling) rather than a failure.
+    denied = False
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.headers: dict[str, str] = {}
 
 
 class NotFound(VirtdeckError):

@@ -1,25 +1,32 @@
-"""create_app(settings): routers, static files, error handlers and the sync workers."""
+"""create_app(settings): routers, static files, error handlers, audit, and the sync workers."""
 
 import logging
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from app import api, web
+from app.api import ops
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory, transaction
+from app.deps import SAFE_METHODS
 from app.errors import VirtdeckError
+from app.services import audit
+from app.services.auth import ANONYMOUS
 from app.services.hosts import ensure_default_host
 from app.workers.sync import SyncManager
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
+TARGET_KINDS = {"uuid": "guest"}
 
 
 def _wants_json(request: Request) -> bool:
@@ -32,6 +39,84 @@ def _validation_message(exc: RequestValidationError) -> str:
         field = ".".join(str(p) for p in error["loc"] if p not in ("body", "query", "path"))
         parts.append(f"{field}: {error['msg']}" if field else error["msg"])
     return "; ".join(parts)
+
+
+def _target(request: Request) -> str | None:
+    explicit = getattr(request.state, "audit_target", None)
+    if explicit:
+        return explicit
+    params = request.path_params
+    return (
+        ", ".join(
+            f"{TARGET_KINDS.get(key, key.removesuffix('_id'))}:{value}"
+            for key, value in params.items()
+        )
+        or None
+    )
+
+
+def _action(request: Request) -> str:
+    declared = getattr(request.state, "action", None)
+    if declared:
+        return declared
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', request.url.path)}"
+
+
+def _write_audit(app: FastAPI, request: Request, status_code: int) -> None:
+    state = request.state
+    with transaction(app.state.sessions) as session:
+        audit.record(
+            session,
+            request_id=state.request_id,
+            principal=getattr(state, "principal", ANONYMOUS),
+            method=request.method,
+            path=request.url.path,
+            action=_action(request),
+            target=_target(request),
+            status_code=status_code,
+            denied=getattr(state, "audit_denied", False),
+            error=getattr(state, "audit_error", None),
+        )
+
+
+def _install_audit(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def audit_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request.state.request_id = uuid.uuid4().hex
+        try:
+            response = await call_next(request)
+        except Exception:
+            request.state.audit_error = "internal error"
+            await run_in_threadpool(_write_audit, app, request, 500)
+            raise
+        response.headers["X-Request-ID"] = request.state.request_id
+        denied = getattr(request.state, "audit_denied", False)
+        if request.method not in SAFE_METHODS or denied:
+            await run_in_threadpool(_write_audit, app, request, response.status_code)
+        return response
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VirtdeckError)
+    async def virtdeck_error(request: Request, exc: VirtdeckError) -> Response:
+        request.state.audit_error = exc.message
+        request.state.audit_denied = exc.denied
+        if _wants_json(request):
+            body = {"detail": exc.message, "field": exc.field}
+            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return web.error_page(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        message = _validation_message(exc)
+        request.state.audit_error = message
+        if _wants_json(request):
+            body = {"detail": message, "errors": exc.errors()}
+            return JSONResponse(jsonable_encoder(body), status_code=422)
+        return web.error_page(request, VirtdeckError(message), status_code=422)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -59,22 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.sync = sync
-
-    @app.exception_handler(VirtdeckError)
-    async def virtdeck_error(request: Request, exc: VirtdeckError) -> Response:
-        if _wants_json(request):
-            body = {"detail": exc.message, "field": exc.field}
-            return JSONResponse(body, status_code=exc.status_code)
-        return web.error_page(request, exc.status_code, exc.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        message = _validation_message(exc)
-        if _wants_json(request):
-            body = {"detail": message, "errors": exc.errors()}
-            return JSONResponse(jsonable_encoder(body), status_code=422)
-        return web.error_page(request, 422, message)
-
+    _install_error_handlers(app)
+    _install_audit(app)
+    app.include_router(ops.router)
     app.include_router(api.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")

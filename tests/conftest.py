@@ -1,6 +1,7 @@
 """Shared fixtures: migrated SQLite and PostgreSQL databases, apps on test-driver hosts."""
 
 import os
+import re
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +17,9 @@ from app.config import Settings
 from app.db import make_engine, make_session_factory, transaction
 from app.main import create_app
 from app.migrate import upgrade
-from app.models import Guest, Host
+from app.models import Guest, Host, LoginFailure, User
+from app.services.auth import create_token
+from app.services.users import create_user
 
 DATA = Path(__file__).resolve().parent / "data"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -63,8 +66,8 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     yield url
     engine = make_engine(url)
     with transaction(make_session_factory(engine)) as session:
-        session.execute(delete(Guest))
-        session.execute(delete(Host))
+        for model in (Guest, Host, LoginFailure, User):  # sessions and tokens go with users
+            session.execute(delete(model))
     engine.dispose()
 
 
@@ -76,17 +79,36 @@ def sessions(database_url: str):
     engine.dispose()
 
 
+PASSWORD = "correct horse battery"
+
+
+def make_user(database_url: str, name: str, role: str) -> str:
+    """Create a user with PASSWORD and return a new API token of theirs."""
+    engine = make_engine(database_url)
+    with transaction(make_session_factory(engine)) as session:
+        user = create_user(session, name=name, password=PASSWORD, role=role)
+        secret, _token = create_token(session, user, name=f"{name}-tests")
+    engine.dispose()
+    return secret
+
+
 @pytest.fixture
 def make_client(database_url: str) -> Iterator[Callable[..., TestClient]]:
-    """Start apps (lifespan and sync workers included) on the test database."""
+    """Start apps (lifespan and sync workers included) on the test database.
+
+    With `role`, the client sends an API token of a new user with that role.
+    """
     clients: list[TestClient] = []
 
-    def start(**overrides) -> TestClient:
+    def start(*, role: str | None = "admin", **overrides) -> TestClient:
         defaults = {"default_host_uri": "", "sync_interval": 60, "reconnect_min": 0.2}
         settings = Settings(database_url=database_url, **{**defaults, **overrides})
-        client = TestClient(create_app(settings))
+        client = TestClient(create_app(settings), client=("127.0.0.1", 40000))
         client.__enter__()
         clients.append(client)
+        if role is not None:
+            name = f"{role}-{uuid.uuid4().hex[:6]}"
+            client.headers["Authorization"] = f"Bearer {make_user(database_url, name, role)}"
         return client
 
     yield start
@@ -96,8 +118,18 @@ def make_client(database_url: str) -> Iterator[Callable[..., TestClient]]:
 
 @pytest.fixture
 def client(make_client: Callable[..., TestClient]) -> TestClient:
-    """An app with no hosts yet."""
+    """An admin's API client on an app with no hosts yet."""
     return make_client()
+
+
+def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
+    """Log in through the form; returns the session's CSRF token."""
+    response = client.post("/login", data={"name": name, "password": password})
+    assert response.status_code == 303, response.text
+    page = client.get("/tokens")
+    match = re.search(r'"X-CSRF-Token": "([^"]+)"', page.text)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
 
 
 def add_host(client: TestClient, name: str, uri: str) -> dict:

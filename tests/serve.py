@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 STARTUP_TIMEOUT = 20.0
+ADMIN_PASSWORD = "admin password for tests"
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,24 @@ class Server:
 
     url: str
     log: Path
+    token: str | None = None
 
     def api(self, method: str, path: str, **kwargs) -> httpx.Response:
-        """Call the server's JSON API."""
-        return httpx.request(method, f"{self.url}/api/v1{path}", timeout=20, **kwargs)
+        """Call the server's JSON API, with the admin's token when there is one."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.request(
+            method, f"{self.url}/api/v1{path}", timeout=20, headers=headers, **kwargs
+        )
+
+
+def virtdeck(*args: str, env: dict[str, str], stdin: str = "") -> str:
+    """Run the virtdeck command line and return what it printed."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "virtdeck"), *args],
+        input=stdin, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 def _free_port() -> int:
@@ -46,11 +61,21 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_server(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
-    """`virtdeck serve` on a free port with SQLite in workdir; stopped afterwards, always."""
+def running_server(
+    workdir: Path, env: dict[str, str], *, admin: str | None = "admin"
+) -> Iterator[Server]:
+    """`virtdeck serve` on a free port with SQLite in workdir; stopped afterwards, always.
+
+    With `admin`, that admin user (password ADMIN_PASSWORD) and a token of theirs are made
+    with the command line first.
+    """
     script = Path(sys.executable).parent / "virtdeck"
     port = _free_port()
     full_env = {**os.environ, "VIRTDECK_DATABASE_URL": f"sqlite:///{workdir / 'v.db'}", **env}
+    token = None
+    if admin:
+        virtdeck("create-user", admin, "--role", "admin", env=full_env, stdin=ADMIN_PASSWORD)
+        token = virtdeck("create-token", admin, "--name", "tests", env=full_env)
     log = workdir / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -61,13 +86,13 @@ def running_server(workdir: Path, env: dict[str, str]) -> Iterator[Server]:
             stderr=subprocess.STDOUT,
         )
     try:
-        running = Server(url=f"http://127.0.0.1:{port}", log=log)
+        running = Server(url=f"http://127.0.0.1:{port}", log=log, token=token)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if process.poll() is not None:
                 pytest.fail(f"virtdeck serve exited with {process.returncode}:\n{log.read_text()}")
             try:
-                if running.api("GET", "/hosts").status_code == 200:
+                if httpx.get(f"{running.url}/healthz", timeout=5).status_code == 200:
                     break
             except httpx.TransportError:
                 pass

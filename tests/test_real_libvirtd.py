@@ -74,8 +74,11 @@ def test_serve_with_defaults_registers_the_local_hypervisor_and_shows_its_guests
             synced = server.api("POST", f"/hosts/{hosts[0]['id']}/refresh", params={"wait": 15})
             assert synced.status_code == 200
 
-            overview = httpx.get(f"{server.url}/").text
-            host_page = httpx.get(f"{server.url}/hosts/{hosts[0]['id']}", params={"q": made.name})
+            auth = {"Authorization": f"Bearer {server.token}"}
+            overview = httpx.get(f"{server.url}/", headers=auth).text
+            host_page = httpx.get(
+                f"{server.url}/hosts/{hosts[0]['id']}", params={"q": made.name}, headers=auth
+            )
 
         assert 'data-host="local"' in overview and "badge-connected" in overview
         assert made.name in host_page.text and "badge-shutoff" in host_page.text

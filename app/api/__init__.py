@@ -2,8 +2,10 @@
 
 from fastapi import APIRouter
 
-from app.api import guests, hosts
+from app.api import accounts, audit, guests, hosts
 
 router = APIRouter(prefix="/api/v1")
 router.include_router(hosts.router)
 router.include_router(guests.router)
+router.include_router(accounts.router)
+router.include_router(audit.router)

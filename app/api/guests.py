@@ -5,13 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.api.schemas import GuestDetail, GuestList, GuestOut
-from app.deps import SessionDep
+from app.deps import SessionDep, guard
 from app.services import guests as guest_service
+from app.services.auth import Permission
 
 router = APIRouter(prefix="/guests", tags=["guests"])
 
 
-@router.get("", response_model=GuestList)
+@router.get("", response_model=GuestList, dependencies=guard(Permission.VIEW))
 def list_guests(
     session: SessionDep,
     host_id: int | None = None,
@@ -32,7 +33,7 @@ def list_guests(
     )
 
 
-@router.get("/{uuid}", response_model=GuestDetail)
+@router.get("/{uuid}", response_model=GuestDetail, dependencies=guard(Permission.VIEW))
 def get_guest(uuid: str, session: SessionDep) -> GuestDetail:
     """One guest, with its domain XML."""
     guest = guest_service.get_guest(session, uuid)

@@ -1,38 +1,49 @@
 """/api/v1/hosts"""
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.schemas import HostCreate, HostOut, RefreshOut
-from app.deps import SessionDep, SyncDep
+from app.deps import SessionDep, SyncDep, guard
 from app.services import hosts as host_service
+from app.services.auth import Permission
 
 router = APIRouter(prefix="/hosts", tags=["hosts"])
 
 
-@router.get("", response_model=list[HostOut])
+@router.get("", response_model=list[HostOut], dependencies=guard(Permission.VIEW))
 def list_hosts(session: SessionDep) -> list[HostOut]:
     """Every registered host with its state, facts and guest totals."""
     hosts = host_service.list_hosts(session)
     return [HostOut.of(s) for s in host_service.summarize(session, hosts)]
 
 
-@router.post("", response_model=HostOut, status_code=status.HTTP_201_CREATED)
-def add_host(body: HostCreate, session: SessionDep, sync: SyncDep) -> HostOut:
+@router.post(
+    "",
+    response_model=HostOut,
+    status_code=status.HTTP_201_CREATED,
+    dependencies=guard(Permission.ADMIN, "host.add"),
+)
+def add_host(request: Request, body: HostCreate, session: SessionDep, sync: SyncDep) -> HostOut:
     """Register a host; its worker connects and syncs in the background."""
     host = host_service.add_host(session, name=body.name, uri=body.uri)
+    request.state.audit_target = f"host:{host.id} ({host.name})"
     session.commit()
     sync.add(host.id, host.uri)
     return HostOut.of(host_service.summarize(session, [host])[0])
 
 
-@router.get("/{host_id}", response_model=HostOut)
+@router.get("/{host_id}", response_model=HostOut, dependencies=guard(Permission.VIEW))
 def get_host(host_id: int, session: SessionDep) -> HostOut:
     """One host."""
     host = host_service.get_host(session, host_id)
     return HostOut.of(host_service.summarize(session, [host])[0])
 
 
-@router.delete("/{host_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{host_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=guard(Permission.ADMIN, "host.remove"),
+)
 def remove_host(host_id: int, session: SessionDep, sync: SyncDep) -> Response:
     """Forget a host and its inventory; nothing on the host changes."""
     host_service.remove_host(session, host_id)
@@ -45,6 +56,7 @@ def remove_host(host_id: int, session: SessionDep, sync: SyncDep) -> Response:
     "/{host_id}/refresh",
     response_model=RefreshOut,
     responses={202: {"model": RefreshOut, "description": "sync requested, not finished yet"}},
+    dependencies=guard(Permission.OPERATE, "host.refresh"),
 )
 def refresh_host(
     host_id: int,

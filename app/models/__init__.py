@@ -1,7 +1,19 @@
 """All models, imported so that Base.metadata knows every table."""
 
+from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.guest import Guest
 from app.models.host import Host
+from app.models.user import ROLES, ApiToken, LoginFailure, LoginSession, User
 
-__all__ = ["Base", "Guest", "Host"]
+__all__ = [
+    "ROLES",
+    "ApiToken",
+    "AuditEntry",
+    "Base",
+    "Guest",
+    "Host",
+    "LoginFailure",
+    "LoginSession",
+    "User",
+]

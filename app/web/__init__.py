@@ -1,31 +1,39 @@
 """HTMX pages: the same URL answers with a whole page or, for htmx, just the fragment."""
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from urllib.parse import quote
 
-from app.web import guests, hosts
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from app.errors import VirtdeckError
+from app.services.auth import NotAuthenticated
+from app.web import auth, guests, hosts
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
+router.include_router(auth.router)
 router.include_router(hosts.router)
 router.include_router(guests.router)
 
 
-def error_page(request: Request, status_code: int, message: str) -> HTMLResponse:
-    """An error as a toast for htmx requests, or as a page of its own."""
-    if request.headers.get("HX-Request"):
+def error_page(request: Request, exc: VirtdeckError, *, status_code: int | None = None) -> Response:
+    """Login for the anonymous; else the error as a toast for htmx, or as a page of its own."""
+    status_code = status_code or exc.status_code
+    htmx = bool(request.headers.get("HX-Request"))
+    if isinstance(exc, NotAuthenticated):
+        url = "/login?next=" + quote(request.url.path)
+        if htmx:
+            return Response(status_code=401, headers={"HX-Redirect": url})
+        return RedirectResponse(url, status_code=303)
+    if htmx:
         response = templates.TemplateResponse(
-            request,
-            "partials/toast.html",
-            {"message": message, "kind": "error"},
-            status_code=status_code,
-        )
+            request, "partials/toast.html", {"message": exc.message, "kind": "error"},
+            status_code=status_code, headers=exc.headers,
+        )  # fmt: skip
         response.headers["HX-Retarget"] = "#toasts"
         response.headers["HX-Reswap"] = "beforeend"
         return response
     return templates.TemplateResponse(
-        request,
-        "error.html",
-        {"message": message, "status_code": status_code},
-        status_code=status_code,
-    )
+        request, "error.html", {"message": exc.message, "status_code": status_code},
+        status_code=status_code, headers=exc.headers,
+    )  # fmt: skip

@@ -3,29 +3,24 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
-from app.deps import SessionDep, SyncDep
+from app.deps import SessionDep, SyncDep, guard
 from app.errors import VirtdeckError
 from app.services import guests as guest_service
 from app.services import hosts as host_service
-from app.web.templating import templates
+from app.services.auth import Permission
+from app.web.templating import redirect, templates
 
 router = APIRouter()
 PAGE_SIZE = 100
-
-
-def _redirect(request: Request, url: str) -> Response:
-    if request.headers.get("HX-Request"):
-        return Response(status_code=204, headers={"HX-Redirect": url})
-    return RedirectResponse(url, status_code=303)
 
 
 def _wants(request: Request, target: str) -> bool:
     return request.headers.get("HX-Target") == target
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
 def overview(request: Request, session: SessionDep) -> HTMLResponse:
     """A card per host; htmx asks for just the cards when it refreshes them."""
     summaries = host_service.summarize(session, host_service.list_hosts(session))
@@ -33,7 +28,9 @@ def overview(request: Request, session: SessionDep) -> HTMLResponse:
     return templates.TemplateResponse(request, page, {"summaries": summaries, "form": {}})
 
 
-@router.post("/hosts", response_class=HTMLResponse)
+@router.post(
+    "/hosts", response_class=HTMLResponse, dependencies=guard(Permission.ADMIN, "host.add")
+)
 def add_host(
     request: Request,
     session: SessionDep,
@@ -51,12 +48,13 @@ def add_host(
         return templates.TemplateResponse(
             request, "partials/host_form.html", {"form": form}, status_code=exc.status_code
         )
+    request.state.audit_target = f"host:{host.id} ({host.name})"
     session.commit()
     sync.add(host.id, host.uri)
-    return _redirect(request, f"/hosts/{host.id}")
+    return redirect(request, f"/hosts/{host.id}")
 
 
-@router.get("/hosts/{host_id}", response_class=HTMLResponse)
+@router.get("/hosts/{host_id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
 def host_page(
     request: Request,
     session: SessionDep,
@@ -94,10 +92,10 @@ def host_page(
     return templates.TemplateResponse(request, "host.html", context)
 
 
-@router.post("/hosts/{host_id}/delete")
+@router.post("/hosts/{host_id}/delete", dependencies=guard(Permission.ADMIN, "host.remove"))
 def remove_host(request: Request, session: SessionDep, sync: SyncDep, host_id: int) -> Response:
     """Forget a host (its guests keep running)."""
     host_service.remove_host(session, host_id)
     session.commit()
     sync.remove(host_id)
-    return _redirect(request, "/")
+    return redirect(request, "/")

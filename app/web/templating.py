@@ -3,12 +3,22 @@
 from datetime import datetime
 from pathlib import Path
 
+from fastapi import Request
+from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app.models.base import utcnow
+from app.services.auth import Permission
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
-templates = Jinja2Templates(directory=TEMPLATES)
+
+
+def _principal(request: Request) -> dict:
+    """Every template sees who is logged in as `me` (None before authentication)."""
+    return {"me": getattr(request.state, "principal", None)}
+
+
+templates = Jinja2Templates(directory=TEMPLATES, context_processors=[_principal])
 
 
 def kib(value: int | None) -> str:
@@ -34,5 +44,13 @@ def ago(value: datetime | None) -> str:
     return f"{seconds} s ago"
 
 
+templates.env.globals["Permission"] = Permission
 templates.env.filters["kib"] = kib
 templates.env.filters["ago"] = ago
+
+
+def redirect(request: Request, url: str) -> Response:
+    """Go to url: HX-Redirect for htmx, 303 See Other for a plain form."""
+    if request.headers.get("HX-Request"):
+        return Response(status_code=204, headers={"HX-Redirect": url})
+    return RedirectResponse(url, status_code=303)

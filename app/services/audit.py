@@ -1,0 +1,105 @@
+"""Write and read the audit log."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.errors import Invalid
+from app.models import AuditEntry
+from app.services.auth import Principal
+
+RESULTS = ("ok", "denied", "failed")
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of audit entries, newest first, and how many match in all."""
+
+    items: list[AuditEntry]
+    total: int
+    limit: int
+    offset: int
+
+
+def result_of(status_code: int, *, denied: bool) -> str:
+    """ok, denied (authentication, permission, CSRF, throttling) or failed."""
+    if denied:
+        return "denied"
+    return "ok" if status_code < 400 else "failed"
+
+
+def record(
+    session: Session,
+    *,
+    request_id: str,
+    principal: Principal,
+    method: str,
+    path: str,
+    action: str,
+    target: str | None,
+    status_code: int,
+    denied: bool,
+    error: str | None,
+) -> AuditEntry:
+    """Append one entry."""
+    entry = AuditEntry(
+        request_id=request_id,
+        user_id=principal.user_id,
+        username=principal.username,
+        auth=principal.auth,
+        token_id=principal.token_id,
+        token_name=principal.token_name,
+        method=method,
+        path=path[:512],
+        action=action[:64],
+        target=target[:255] if target else None,
+        result=result_of(status_code, denied=denied),
+        status_code=status_code,
+        error=error,
+    )
+    session.add(entry)
+    return entry
+
+
+def list_entries(
+    session: Session,
+    *,
+    username: str | None = None,
+    action: str | None = None,
+    result: str | None = None,
+    target: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> AuditPage:
+    """Entries matching the filters, newest first."""
+    if result and result not in RESULTS:
+        raise Invalid(f"result: must be one of {', '.join(RESULTS)}", field="result")
+    if not 1 <= limit <= MAX_PAGE:
+        raise Invalid(f"limit: must be from 1 to {MAX_PAGE}", field="limit")
+    conditions = []
+    if username:
+        conditions.append(AuditEntry.username == username)
+    if action:
+        conditions.append(AuditEntry.action.startswith(action, autoescape=True))
+    if result:
+        conditions.append(AuditEntry.result == result)
+    if target:
+        conditions.append(AuditEntry.target == target)
+    if since:
+        conditions.append(AuditEntry.at >= since)
+    if until:
+        conditions.append(AuditEntry.at < until)
+    total = session.scalar(select(func.count(AuditEntry.id)).where(*conditions)) or 0
+    rows = session.scalars(
+        select(AuditEntry)
+        .where(*conditions)
+        .order_by(AuditEntry.id.desc())
+        .limit(limit)
+        .offset(max(offset, 0))
+    )
+    return AuditPage(list(rows), total, limit, offset)
