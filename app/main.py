@@ -59,8 +59,10 @@ def _action(request: Request) -> str:
     declared = getattr(request.state, "action", None)
     if declared:
         return declared
-    route = request.scope.get("route")
-    return f"{request.method} {getattr(route, 'path', request.url.path)}"
+    path = request.url.path
+    for key, value in request.path_params.items():  # back to the route's template
+        path = path.replace(f"/{value}", f"/{{{key}}}", 1)
+    return f"{request.method} {path}"
 
 
 def _write_audit(app: FastAPI, request: Request, status_code: int) -> None:

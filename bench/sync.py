@@ -42,11 +42,14 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import Settings  # noqa: E402
 from app.db import make_engine, make_session_factory, transaction  # noqa: E402
+from app.deps import SESSION_COOKIE  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 from app.models import Guest  # noqa: E402
+from app.services.auth import start_session  # noqa: E402
 from app.services.hosts import add_host, record_facts  # noqa: E402
 from app.services.inventory import SyncResult, apply_sync  # noqa: E402
+from app.services.users import create_user  # noqa: E402
 from app.virt.connection import HostConnection  # noqa: E402
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
@@ -311,7 +314,14 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Row]:
             finally:
                 for _, conn in connections:
                     conn.close()
-            rows += page_timings(url, hosts[0][0], args.requests, min(100, total_guests))
+            with transaction(sessions) as session:
+                viewer = create_user(
+                    session, name="bench", password="bench password", role="viewer"
+                )
+                cookie = start_session(session, viewer)[0]
+            rows += page_timings(
+                url, hosts[0][0], args.requests, min(100, total_guests), cookie=cookie
+            )
         finally:
             engine.dispose()
     return rows
@@ -346,10 +356,13 @@ def sync_rows(
     return rows
 
 
-def page_timings(url: str, host_id: int, requests: int, page_items: int) -> list[Row]:
-    """Median and p95 of the guest list, the overview and a host page."""
+def page_timings(
+    url: str, host_id: int, requests: int, page_items: int, *, cookie: str
+) -> list[Row]:
+    """Median and p95 of the guest list, the overview and a host page, as a logged-in viewer."""
     rows: list[Row] = []
-    with serve(url) as base, httpx.Client(base_url=base, timeout=30) as client:
+    cookies = {SESSION_COOKIE: cookie}
+    with serve(url) as base, httpx.Client(base_url=base, timeout=30, cookies=cookies) as client:
         pages = (
             ("GET /api/v1/guests?limit=100", "/api/v1/guests?limit=100", _ok(page_items)),
             ("GET / (overview)", "/", _ok(0)),

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -24,6 +24,8 @@ class Server:
     url: str
     log: Path
     token: str | None = None
+    # The environment it runs with (its database among it), for the command line.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def api(self, method: str, path: str, **kwargs) -> httpx.Response:
         """Call the server's JSON API, with the admin's token when there is one."""
@@ -86,7 +88,7 @@ def running_server(
             stderr=subprocess.STDOUT,
         )
     try:
-        running = Server(url=f"http://127.0.0.1:{port}", log=log, token=token)
+        running = Server(url=f"http://127.0.0.1:{port}", log=log, token=token, env=full_env)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if process.poll() is not None:

@@ -6,6 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+
 VIRTDECK = Path(sys.executable).with_name("virtdeck")
 
 
@@ -25,3 +30,37 @@ def test_help_lists_serve_and_migrate() -> None:
 
     assert done.returncode == 0
     assert "serve" in done.stdout and "migrate" in done.stdout
+
+
+def test_create_user_and_create_token_give_a_working_api_token(tmp_path: Path) -> None:
+    env = {**os.environ, "VIRTDECK_DATABASE_URL": f"sqlite:///{tmp_path / 'v.db'}"}
+    made = subprocess.run(
+        [VIRTDECK, "create-user", "ops", "--role", "operator"],
+        input="a long enough password\n", env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    token = subprocess.run(
+        [VIRTDECK, "create-token", "ops", "--name", "cron", "--role", "viewer"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    too_high = subprocess.run(
+        [VIRTDECK, "create-token", "ops", "--name", "x", "--role", "admin"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+
+    assert made.returncode == 0 and made.stdout.strip() == "created operator ops"
+    assert token.returncode == 0 and token.stdout.startswith("vd_")
+    assert too_high.returncode != 0 and "cannot exceed the user's own role" in too_high.stderr
+    app = create_app(Settings(database_url=env["VIRTDECK_DATABASE_URL"], default_host_uri=""))
+    with TestClient(app) as client:
+        me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token.stdout.strip()}"})
+    assert me.json()["username"] == "ops" and me.json()["role"] == "viewer"
+
+
+def test_create_user_refuses_a_short_password(tmp_path: Path) -> None:
+    env = {**os.environ, "VIRTDECK_DATABASE_URL": f"sqlite:///{tmp_path / 'v.db'}"}
+    done = subprocess.run(
+        [VIRTDECK, "create-user", "ops", "--role", "admin"],
+        input="short\n", env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "password: at least 10 characters" in done.stderr

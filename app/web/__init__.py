@@ -7,13 +7,15 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.errors import VirtdeckError
 from app.services.auth import NotAuthenticated
-from app.web import auth, guests, hosts
+from app.web import accounts, audit, auth, guests, hosts
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
 router.include_router(auth.router)
 router.include_router(hosts.router)
 router.include_router(guests.router)
+router.include_router(accounts.router)
+router.include_router(audit.router)
 
 
 def error_page(request: Request, exc: VirtdeckError, *, status_code: int | None = None) -> Response:

@@ -1,5 +1,6 @@
 """Log in, log out, and create the first admin."""
 
+import math
 from datetime import timedelta
 from ipaddress import ip_address
 from typing import Annotated
@@ -47,7 +48,8 @@ def _logged_in(request: Request, session, user: User, settings: Settings, target
     response.set_cookie(
         SESSION_COOKIE,
         secret,
-        max_age=int(timedelta(hours=settings.session_absolute_hours).total_seconds()),
+        # The server enforces the limit; the cookie only must not vanish before it.
+        max_age=math.ceil(timedelta(hours=settings.session_absolute_hours).total_seconds()) + 60,
         httponly=True,
         samesite="lax",
         secure=request.url.scheme == "https",

@@ -44,9 +44,16 @@ def ago(value: datetime | None) -> str:
     return f"{seconds} s ago"
 
 
+def utc(value: datetime | None) -> str:
+    """A time as 'YYYY-MM-DD HH:MM:SS' (UTC), or a dash."""
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+
+
 templates.env.globals["Permission"] = Permission
+templates.env.globals["utcnow"] = utcnow
 templates.env.filters["kib"] = kib
 templates.env.filters["ago"] = ago
+templates.env.filters["utc"] = utc
 
 
 def redirect(request: Request, url: str) -> Response:
