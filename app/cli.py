@@ -83,7 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         from app.main import create_app
 
-        uvicorn.run(create_app(settings), host=args.host, port=args.port)
+        uvicorn.run(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
+        )
         return
     try:
         if args.command == "create-user":

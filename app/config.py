@@ -14,6 +14,8 @@ class Settings(BaseSettings):
     # Registered as the first host when none exists yet; empty turns this off.
     default_host_uri: str = "qemu:///system"
     default_host_name: str = "local"
+    # Proxies whose X-Forwarded-Proto/-For are believed (so cookies get Secure behind TLS).
+    forwarded_allow_ips: str = "127.0.0.1"
     sync_enabled: bool = True
     sync_interval: float = 5.0
     # Reconnect backoff for an unreachable host: doubles from min to max.

@@ -25,7 +25,7 @@ class Server:
     log: Path
     token: str | None = None
     # The environment it runs with (its database among it), for the command line.
-    env: dict[str, str] = field(default_factory=dict, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def api(self, method: str, path: str, **kwargs) -> httpx.Response:
         """Call the server's JSON API, with the admin's token when there is one."""

@@ -159,10 +159,11 @@ def test_logout_ends_the_session(make_client, database_url: str) -> None:
     assert client.get("/", follow_redirects=False).status_code == 303
 
 
-def test_token_is_shown_once_and_stored_only_as_its_hash(
-    client: TestClient, database_url: str
-) -> None:
-    created = client.post("/api/v1/tokens", json={"name": "nightly", "role": "viewer"})
+def test_token_is_shown_once_and_stored_only_as_its_hash(make_client, database_url: str) -> None:
+    client, csrf = cookie_client(make_client, database_url)
+    created = client.post(
+        "/api/v1/tokens", json={"name": "nightly", "role": "viewer"}, headers={CSRF_HEADER: csrf}
+    )
     secret = created.json()["token"]
     listed = client.get("/api/v1/tokens")
 
@@ -178,11 +179,15 @@ def test_token_is_shown_once_and_stored_only_as_its_hash(
     engine.dispose()
 
 
-def test_token_roles_never_exceed_the_user(make_client) -> None:
-    operator = make_client(role="operator")
+def test_token_roles_never_exceed_the_user(make_client, database_url: str) -> None:
+    operator, csrf = cookie_client(make_client, database_url, role="operator")
 
-    too_high = operator.post("/api/v1/tokens", json={"name": "x", "role": "admin"})
-    lower = operator.post("/api/v1/tokens", json={"name": "ro", "role": "viewer"}).json()
+    too_high = operator.post(
+        "/api/v1/tokens", json={"name": "x", "role": "admin"}, headers={CSRF_HEADER: csrf}
+    )
+    lower = operator.post(
+        "/api/v1/tokens", json={"name": "ro", "role": "viewer"}, headers={CSRF_HEADER: csrf}
+    ).json()
     as_viewer = TestClient(operator.app, headers={"Authorization": f"Bearer {lower['token']}"})
 
     assert too_high.status_code == 422 and too_high.json()["field"] == "role"
@@ -190,11 +195,25 @@ def test_token_roles_never_exceed_the_user(make_client) -> None:
     assert as_viewer.post(f"/api/v1/hosts/{1}/refresh").status_code == 403
 
 
-def test_expired_and_revoked_tokens_are_refused(client: TestClient) -> None:
+def test_tokens_cannot_mint_tokens(client: TestClient) -> None:
+    response = client.post("/api/v1/tokens", json={"name": "child"})
+
+    assert response.status_code == 403
+    assert "browser session or the command line" in response.json()["detail"]
+    assert [t["name"] for t in client.get("/api/v1/tokens").json()] == [
+        client.get("/api/v1/me").json()["token_name"]
+    ]
+
+
+def test_expired_and_revoked_tokens_are_refused(make_client, database_url: str) -> None:
+    client, csrf = cookie_client(make_client, database_url)
+    headers = {CSRF_HEADER: csrf}
     soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
-    expiring = client.post("/api/v1/tokens", json={"name": "brief", "expires_at": soon}).json()
-    revoked = client.post("/api/v1/tokens", json={"name": "gone"}).json()
-    client.delete(f"/api/v1/tokens/{revoked['id']}")
+    expiring = client.post(
+        "/api/v1/tokens", json={"name": "brief", "expires_at": soon}, headers=headers
+    ).json()
+    revoked = client.post("/api/v1/tokens", json={"name": "gone"}, headers=headers).json()
+    client.delete(f"/api/v1/tokens/{revoked['id']}", headers=headers)
     time.sleep(1.2)
 
     for secret in (expiring["token"], revoked["token"]):
@@ -203,7 +222,9 @@ def test_expired_and_revoked_tokens_are_refused(client: TestClient) -> None:
         )
         assert response.status_code == 401
         assert response.json()["detail"] == "the API token is invalid, expired or revoked"
-    past = client.post("/api/v1/tokens", json={"name": "old", "expires_at": "2001-01-01T00:00Z"})
+    past = client.post(
+        "/api/v1/tokens", json={"name": "old", "expires_at": "2001-01-01T00:00Z"}, headers=headers
+    )
     assert past.status_code == 422 and past.json()["field"] == "expires_at"
 
 

@@ -56,6 +56,14 @@ EXPECTED = {
     ("PATCH", "/api/v1/users/{user_id}"): ADMIN,
     ("DELETE", "/api/v1/users/{user_id}"): ADMIN,
     ("GET", "/api/v1/audit"): ADMIN,
+    ("GET", "/tokens"): VIEW,
+    ("POST", "/tokens"): VIEW,
+    ("POST", "/tokens/{token_id}/revoke"): VIEW,
+    ("GET", "/users"): ADMIN,
+    ("POST", "/users"): ADMIN,
+    ("POST", "/users/{user_id}"): ADMIN,
+    ("POST", "/users/{user_id}/delete"): ADMIN,
+    ("GET", "/audit"): ADMIN,
 }
 
 

@@ -9,7 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.deps import SessionDep, guard, needs
 from app.errors import Invalid
 from app.services import users as user_service
-from app.services.auth import Permission, Principal, create_token, list_tokens, revoke_token
+from app.services.auth import (
+    Permission,
+    Principal,
+    create_token_for,
+    list_tokens,
+    revoke_token,
+)
 
 router = APIRouter(tags=["accounts"])
 
@@ -112,10 +118,9 @@ def post_token(
     session: SessionDep,
     principal: Annotated[Principal, needs(Permission.VIEW, "token.create")],
 ) -> TokenCreated:
-    """Create a token for yourself; its secret is in this answer only."""
-    user = user_service.get_user(session, principal.user_id)
-    secret, token = create_token(
-        session, user, name=body.name, role=body.role, expires_at=body.expires_at
+    """Create a token for yourself (from a browser session); its secret is in this answer only."""
+    secret, token = create_token_for(
+        session, principal, name=body.name, role=body.role, expires_at=body.expires_at
     )
     request.state.audit_target = f"token:{token.id} ({token.name})"
     session.commit()

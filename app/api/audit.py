@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from app.deps import SessionDep, guard
 from app.services import audit as audit_service
 from app.services.auth import Permission
+from app.services.paging import MAX_OFFSET
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
@@ -54,7 +55,7 @@ def list_audit(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=audit_service.MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> AuditList:
     """Who did what, newest first, with filters."""
     page = audit_service.list_entries(

@@ -8,6 +8,7 @@ from app.api.schemas import GuestDetail, GuestList, GuestOut
 from app.deps import SessionDep, guard
 from app.services import guests as guest_service
 from app.services.auth import Permission
+from app.services.paging import MAX_OFFSET
 
 router = APIRouter(prefix="/guests", tags=["guests"])
 
@@ -19,7 +20,7 @@ def list_guests(
     state: Annotated[str | None, Query(description="a libvirt state, or 'gone'")] = None,
     q: Annotated[str | None, Query(max_length=255, description="part of the name")] = None,
     limit: Annotated[int, Query(ge=1, le=guest_service.MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> GuestList:
     """Guests by name, filtered and paginated; gone guests only with state=gone."""
     page = guest_service.list_guests(

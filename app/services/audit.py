@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from app.errors import Invalid
 from app.models import AuditEntry
 from app.services.auth import Principal
+from app.services.paging import check_page
 
 RESULTS = ("ok", "denied", "failed")
 MAX_PAGE = 500
@@ -79,8 +80,7 @@ def list_entries(
     """Entries matching the filters, newest first."""
     if result and result not in RESULTS:
         raise Invalid(f"result: must be one of {', '.join(RESULTS)}", field="result")
-    if not 1 <= limit <= MAX_PAGE:
-        raise Invalid(f"limit: must be from 1 to {MAX_PAGE}", field="limit")
+    check_page(limit=limit, offset=offset, max_limit=MAX_PAGE)
     conditions = []
     if username:
         conditions.append(AuditEntry.username == username)
@@ -100,6 +100,6 @@ def list_entries(
         .where(*conditions)
         .order_by(AuditEntry.id.desc())
         .limit(limit)
-        .offset(max(offset, 0))
+        .offset(offset)
     )
     return AuditPage(list(rows), total, limit, offset)

@@ -145,6 +145,33 @@ def create_token(
     return secret, token
 
 
+def create_token_for(
+    session: Session,
+    principal: Principal,
+    *,
+    name: str,
+    role: str | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[str, ApiToken]:
+    """A token for the requester, never above the role this request holds.
+
+    Tokens cannot mint tokens: a leaked or short-lived token must not outlive its revocation.
+    """
+    if principal.auth == "token":
+        raise Forbidden("API tokens are created from a browser session or the command line")
+    user = session.get(User, principal.user_id)
+    if user is None:
+        raise NotFound(f"user {principal.user_id} not found")
+    role = role or principal.role
+    if (
+        principal.role
+        and role in LOWEST_ROLE.values()
+        and role_rank(role) > role_rank(principal.role)
+    ):
+        raise Invalid(f"role: cannot exceed your role ({principal.role})", field="role")
+    return create_token(session, user, name=name, role=role, expires_at=expires_at)
+
+
 def token_principal(session: Session, secret: str) -> Principal | None:
     """The principal of a valid, unexpired, unrevoked token of an enabled user."""
     token = session.scalar(select(ApiToken).where(ApiToken.secret_hash == _digest(secret)))

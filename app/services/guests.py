@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session, contains_eager, defer
 
 from app.errors import Invalid, NotFound
 from app.models import Guest, Host
+from app.services.paging import check_page
 
 LIBVIRT_STATES = (
     "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended", "nostate",
@@ -61,10 +62,7 @@ def list_guests(
     """Guests matching the filters (gone ones only when state='gone'), by name."""
     if state and state not in STATE_FILTERS:
         raise Invalid(f"state: must be one of {', '.join(STATE_FILTERS)}", field="state")
-    if not 1 <= limit <= MAX_PAGE:
-        raise Invalid(f"limit: must be from 1 to {MAX_PAGE}", field="limit")
-    if offset < 0:
-        raise Invalid("offset: must not be negative", field="offset")
+    check_page(limit=limit, offset=offset, max_limit=MAX_PAGE)
     q = (q or "").strip() or None
     total = session.scalar(
         _filtered(select(func.count(Guest.id)), host_id=host_id, state=state, q=q)

@@ -11,6 +11,7 @@ QEMU_PATHS = {"/system", "/session"}
 # Query parameters that only tune transport checks. Never `command`, `netcat`, `socket` or
 # `proxy`: those make libvirt run or open whatever the URI says.
 ALLOWED_PARAMS = {"no_verify", "no_tty", "keyfile", "known_hosts", "known_hosts_verify", "pkipath"}
+UNSAFE_CHARS = frozenset("<>\"'`{}|\\^")
 HOSTNAME = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}|[0-9A-Fa-f:.]+)$")
 USERNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
@@ -24,8 +25,8 @@ def validate_uri(raw: str) -> str:
     uri = raw.strip()
     if not uri:
         raise _refuse("a libvirt URI is required, e.g. qemu:///system")
-    if any(ord(ch) < 33 or ord(ch) == 127 for ch in uri):
-        raise _refuse("spaces and control characters are not allowed")
+    if any(ord(ch) < 33 or ord(ch) == 127 or ch in UNSAFE_CHARS for ch in uri):
+        raise _refuse("spaces, control characters and any of <>\"'`{}|\\^ are not allowed")
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme not in LOCAL_SCHEMES | REMOTE_SCHEMES:

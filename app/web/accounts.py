@@ -12,8 +12,8 @@ from app.errors import Invalid, VirtdeckError
 from app.models import ROLES
 from app.models.base import utcnow
 from app.services import users as user_service
-from app.services.auth import Permission, Principal, create_token, list_tokens, revoke_token
-from app.web.templating import redirect, templates
+from app.services.auth import Permission, Principal, create_token_for, list_tokens, revoke_token
+from app.web.templating import form_refused, redirect, templates
 
 router = APIRouter()
 MAX_EXPIRY_DAYS = 3650
@@ -83,17 +83,14 @@ def add_token(
         if role not in roles:
             raise Invalid(f"role: one of {', '.join(roles)}", field="role")
         expires_at = expiry(expires_days)
-        user = user_service.get_user(session, principal.user_id)
-        secret, token = create_token(session, user, name=name, role=role, expires_at=expires_at)
+        secret, token = create_token_for(
+            session, principal, name=name, role=role, expires_at=expires_at
+        )
     except VirtdeckError as exc:
         if exc.field not in TOKEN_FIELDS:
             raise
         form = {"name": name, "role": role, "expires_days": expires_days}
-        form["errors"] = {exc.field: exc.message}
-        return templates.TemplateResponse(
-            request, "partials/token_form.html", {"form": form, "roles": roles},
-            status_code=exc.status_code,
-        )  # fmt: skip
+        return form_refused(request, "partials/token_form.html", exc, form=form, roles=roles)
     request.state.audit_target = f"token:{token.id} ({token.name})"
     session.commit()
     context = {**_token_context(session, principal), "created": token, "secret": secret}
@@ -148,11 +145,8 @@ def add_user(
     except VirtdeckError as exc:
         if exc.field not in USER_FIELDS:
             raise
-        form = {"name": name, "role": role, "errors": {exc.field: exc.message}}
-        return templates.TemplateResponse(
-            request, "partials/user_form.html", {"form": form, "roles": ROLES},
-            status_code=exc.status_code,
-        )  # fmt: skip
+        form = {"name": name, "role": role}
+        return form_refused(request, "partials/user_form.html", exc, form=form, roles=ROLES)
     request.state.audit_target = f"user:{user.id} ({user.name})"
     session.commit()
     if not _htmx(request):

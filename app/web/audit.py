@@ -6,12 +6,9 @@ from fastapi.responses import HTMLResponse
 from app.deps import SessionDep, guard
 from app.services import audit as audit_service
 from app.services.auth import Permission
-from app.web.templating import templates
+from app.web.templating import PAGE_SIZE, page_window, templates
 
 router = APIRouter()
-PAGE_SIZE = 100
-# Far past any real log; keeps the offset within what the databases accept.
-MAX_PAGE = 1_000_000
 
 
 @router.get("/audit", response_class=HTMLResponse, dependencies=guard(Permission.ADMIN))
@@ -24,14 +21,14 @@ def audit_page(
     page: int = 1,
 ) -> HTMLResponse:
     """Audit entries filtered by user, action (or its start) and result, a page at a time."""
-    page = min(max(page, 1), MAX_PAGE)
+    page, offset = page_window(page)
     entries = audit_service.list_entries(
         session,
         username=user.strip() or None,
         action=action.strip() or None,
         result=result or None,
         limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
+        offset=offset,
     )
     context = {
         "entries": entries,

@@ -13,8 +13,14 @@ from app.deps import SESSION_COOKIE, SessionDep, SettingsDep, guard
 from app.errors import Invalid, NotFound, VirtdeckError
 from app.models import User
 from app.services import users as user_service
-from app.services.auth import Permission, end_session, purge_expired_sessions, start_session
-from app.web.templating import redirect, templates
+from app.services.auth import (
+    Permission,
+    Principal,
+    end_session,
+    purge_expired_sessions,
+    start_session,
+)
+from app.web.templating import form_refused, redirect, templates
 
 router = APIRouter()
 
@@ -41,8 +47,11 @@ def _safe_next(target: str) -> str:
 
 def _logged_in(request: Request, session, user: User, settings: Settings, target: str) -> Response:
     purge_expired_sessions(session, settings=settings)
-    secret, _login = start_session(session, user)
+    secret, login = start_session(session, user)
     request.state.audit_target = f"user:{user.id} ({user.name})"
+    request.state.principal = Principal(
+        user.id, user.name, user.role, "cookie", csrf_token=login.csrf_token
+    )
     session.commit()
     response = redirect(request, _safe_next(target))
     response.set_cookie(
@@ -135,6 +144,5 @@ def setup(
     except VirtdeckError as exc:
         if exc.field is None:
             raise
-        form = {"name": name, "errors": {exc.field: exc.message}}
-        return templates.TemplateResponse(request, "setup.html", {"form": form}, status_code=422)
+        return form_refused(request, "setup.html", exc, form={"name": name})
     return _logged_in(request, session, user, settings, "/")

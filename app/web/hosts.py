@@ -10,10 +10,9 @@ from app.errors import VirtdeckError
 from app.services import guests as guest_service
 from app.services import hosts as host_service
 from app.services.auth import Permission
-from app.web.templating import redirect, templates
+from app.web.templating import PAGE_SIZE, form_refused, page_window, redirect, templates
 
 router = APIRouter()
-PAGE_SIZE = 100
 
 
 def _wants(request: Request, target: str) -> bool:
@@ -44,9 +43,8 @@ def add_host(
     except VirtdeckError as exc:
         if exc.field is None:
             raise
-        form = {"name": name, "uri": uri, "errors": {exc.field: exc.message}}
-        return templates.TemplateResponse(
-            request, "partials/host_form.html", {"form": form}, status_code=exc.status_code
+        return form_refused(
+            request, "partials/host_form.html", exc, form={"name": name, "uri": uri}
         )
     request.state.audit_target = f"host:{host.id} ({host.name})"
     session.commit()
@@ -65,14 +63,14 @@ def host_page(
 ) -> HTMLResponse:
     """A host's facts and its guests, searchable by name and filterable by state."""
     host = host_service.get_host(session, host_id)
-    page = max(page, 1)
+    page, offset = page_window(page)
     guests = guest_service.list_guests(
         session,
         host_id=host_id,
         state=state or None,
         q=q,
         limit=PAGE_SIZE,
-        offset=(page - 1) * PAGE_SIZE,
+        offset=offset,
     )
     context = {
         "host": host,

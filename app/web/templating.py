@@ -7,8 +7,10 @@ from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from app.errors import VirtdeckError
 from app.models.base import utcnow
 from app.services.auth import Permission
+from app.services.paging import MAX_OFFSET
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -61,3 +63,23 @@ def redirect(request: Request, url: str) -> Response:
     if request.headers.get("HX-Request"):
         return Response(status_code=204, headers={"HX-Redirect": url})
     return RedirectResponse(url, status_code=303)
+
+
+PAGE_SIZE = 100
+
+
+def page_window(page: int) -> tuple[int, int]:
+    """The page number kept within range, and its offset for PAGE_SIZE rows a page."""
+    page = min(max(page, 1), MAX_OFFSET // PAGE_SIZE)
+    return page, (page - 1) * PAGE_SIZE
+
+
+def form_refused(
+    request: Request, template: str, exc: VirtdeckError, *, form: dict, **context
+) -> Response:
+    """The form again with the typed values and the reason next to its field; audited."""
+    request.state.audit_error = exc.message
+    form = {**form, "errors": {exc.field: exc.message}}
+    return templates.TemplateResponse(
+        request, template, {**context, "form": form}, status_code=exc.status_code
+    )

@@ -36,6 +36,8 @@ REFUSED = [
     ("qemu:///system#x", "fragment"),
     ("qemu:///system ; rm -rf /", "spaces"),
     ("test:default", "needs a path"),
+    ("test:///tmp/<img src=x>.xml", "not allowed"),
+    ('qemu+ssh://kvm"1/system', "not allowed"),
 ]
 
 
