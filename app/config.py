@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     # Reconnect backoff for an unreachable host: doubles from min to max.
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
+    # How long a request waits for one libvirt call (an action, a listing) before giving up.
+    call_timeout: float = 30.0
     # A connect or sync still waiting for the host after this many seconds marks it unreachable.
     stall_timeout: float = 15.0
     # libvirt keepalive: a host silent for interval * (count + 1) seconds is dropped.

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.services.auth import (
@@ -40,6 +40,11 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_sessions(request: Request) -> sessionmaker[Session]:
+    """The session factory, for work that commits in steps of its own (locks, jobs)."""
+    return request.app.state.sessions
+
+
 def get_sync(request: Request) -> SyncManager:
     """The sync manager of this process."""
     return request.app.state.sync
@@ -48,6 +53,7 @@ def get_sync(request: Request) -> SyncManager:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SyncDep = Annotated[SyncManager, Depends(get_sync)]
+SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 
 
 def resolve_principal(request: Request, session: Session, settings: Settings) -> Principal:

@@ -4,15 +4,18 @@ from app.models.audit import AuditEntry
 from app.models.base import Base
 from app.models.guest import Guest
 from app.models.host import Host
+from app.models.job import JOB_STATES, Job
 from app.models.user import ROLES, ApiToken, LoginFailure, LoginSession, User
 
 __all__ = [
+    "JOB_STATES",
     "ROLES",
     "ApiToken",
     "AuditEntry",
     "Base",
     "Guest",
     "Host",
+    "Job",
     "LoginFailure",
     "LoginSession",
     "User",

@@ -42,4 +42,11 @@ class Guest(Base):
     # When it was last seen while gone; present guests are seen at every host sync.
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    # The database-wide per-guest lock: the action holding it and since when.
+    busy_action: Mapped[str | None] = mapped_column(String(32))
+    busy_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A change asked of libvirt that it does not report as a state, e.g. "shutting down".
+    transition: Mapped[str | None] = mapped_column(String(32))
+    transition_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
     host: Mapped[Host] = relationship(lazy="raise")

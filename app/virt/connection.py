@@ -150,6 +150,26 @@ class HostConnection:
             kvm_available=caps.find("guest/arch/domain[@type='kvm']") is not None,
         )
 
+    @property
+    def lv(self) -> libvirt.virConnect:
+        """The libvirt connection itself, for the modules of app.virt only."""
+        return self._conn
+
+    def _info(self, dom: libvirt.virDomain, *, autostart: bool, persistent: bool) -> GuestInfo:
+        uuid = dom.UUIDString()
+        state = dom.state()[0]
+        xml = dom.XMLDesc(0)
+        cached = self._parsed.get(uuid)
+        spec = cached[1] if cached and cached[0] == xml else parse_domain(xml)
+        self._parsed[uuid] = (xml, spec)
+        return GuestInfo(
+            spec=spec,
+            state=STATE_NAMES.get(state, "nostate"),
+            autostart=autostart,
+            persistent=persistent,
+            xml=xml,
+        )
+
     def guests(self) -> list[GuestInfo]:
         """Every domain on the host; one that vanishes while being read is skipped."""
         conn = self._conn
@@ -162,30 +182,63 @@ class HostConnection:
             for d in self._call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
         }
         found: list[GuestInfo] = []
-        parsed: dict[str, tuple[str, DomainSpec]] = {}
-        for dom in self._call(conn.listAllDomains, 0):
+        domains = self._call(conn.listAllDomains, 0)
+        self._parsed = {
+            u: p for u, p in self._parsed.items() if u in {d.UUIDString() for d in domains}
+        }
+        for dom in domains:
             uuid = dom.UUIDString()
             try:
-                state = dom.state()[0]
-                xml = dom.XMLDesc(0)
+                info = self._info(dom, autostart=uuid in autostart, persistent=uuid in persistent)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     continue
                 raise translate(exc) from exc
-            cached = self._parsed.get(uuid)
-            spec = cached[1] if cached and cached[0] == xml else parse_domain(xml)
-            parsed[uuid] = (xml, spec)
-            found.append(
-                GuestInfo(
-                    spec=spec,
-                    state=STATE_NAMES.get(state, "nostate"),
-                    autostart=uuid in autostart,
-                    persistent=uuid in persistent,
-                    xml=xml,
-                )
-            )
-        self._parsed = parsed
+            found.append(info)
         return found
+
+    def domain(self, uuid: str) -> libvirt.virDomain:
+        """The domain with this UUID (for app.virt modules), or NotFound."""
+        return self._call(self._conn.lookupByUUIDString, uuid)
+
+    def guest(self, uuid: str) -> GuestInfo:
+        """One guest as it is now."""
+        dom = self.domain(uuid)
+        try:
+            return self._info(
+                dom, autostart=bool(dom.autostart()), persistent=bool(dom.isPersistent())
+            )
+        except libvirt.libvirtError as exc:
+            raise translate(exc) from exc
+
+    def act(self, uuid: str, action: str) -> None:
+        """Run a lifecycle action (a key of LIFECYCLE) on a guest."""
+        dom = self.domain(uuid)
+        run = LIFECYCLE[action]
+        try:
+            run(dom)
+        except libvirt.libvirtError as exc:
+            raise translate(exc) from exc
+
+
+def _resume(dom: libvirt.virDomain) -> None:
+    if dom.state()[0] == libvirt.VIR_DOMAIN_PMSUSPENDED:
+        dom.pMWakeup(0)
+    else:
+        dom.resume()
+
+
+# What each lifecycle action asks of libvirt.
+LIFECYCLE: dict[str, Callable[[libvirt.virDomain], object]] = {
+    "start": lambda dom: dom.create(),
+    "shutdown": lambda dom: dom.shutdown(),  # ACPI: the guest decides when it is off
+    "force_off": lambda dom: dom.destroy(),
+    "reboot": lambda dom: dom.reboot(0),
+    "suspend": lambda dom: dom.suspend(),
+    "resume": _resume,
+    "autostart_on": lambda dom: dom.setAutostart(1),
+    "autostart_off": lambda dom: dom.setAutostart(0),
+}
 
 
 def _close_reason(reason: int) -> str:

@@ -3,17 +3,22 @@
 import logging
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as CallTimeout
+from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import transaction
-from app.errors import VirtdeckError
+from app.errors import HostUnreachable, VirtdeckError
 from app.services import hosts as host_service
 from app.services.inventory import SyncResult, apply_sync
 from app.virt.connection import HostConnection
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class HostWorker(threading.Thread):
@@ -49,6 +54,11 @@ class HostWorker(threading.Thread):
         """Wait until a sync of at least this generation has completed."""
         with self._synced:
             return self._synced.wait_for(lambda: self.generation >= generation, timeout)
+
+    @property
+    def connection(self) -> HostConnection | None:
+        """The open connection, if the host is connected."""
+        return None if self._lost is not None else self._conn
 
     def stop(self) -> None:
         """Ask the worker to end and drop its connection."""
@@ -138,6 +148,8 @@ class SyncManager:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="sync-watchdog", daemon=True)
+        # Requests call libvirt here, so that a hung host costs a request a timeout, not forever.
+        self._calls = ThreadPoolExecutor(max_workers=8, thread_name_prefix="virt-call")
 
     def start(self) -> None:
         """Start a worker for each host in the database."""
@@ -181,6 +193,19 @@ class SyncManager:
         generation = worker.request_sync()
         return wait > 0 and worker.wait_for(generation, wait)
 
+    def call(self, host_id: int, fn: Callable[[HostConnection], T]) -> T:
+        """Run fn on the host's open connection; HostUnreachable if none or no answer in time."""
+        worker = self._workers.get(host_id)
+        connection = worker.connection if worker is not None else None
+        if connection is None:
+            raise HostUnreachable("the host is not connected; try again when it is")
+        future = self._calls.submit(fn, connection)
+        timeout = self._settings.call_timeout
+        try:
+            return future.result(timeout=timeout)
+        except CallTimeout as exc:
+            raise HostUnreachable(f"the host did not answer within {timeout:g} s") from exc
+
     def stop(self) -> None:
         """Stop every worker."""
         self._stopping.set()
@@ -190,3 +215,4 @@ class SyncManager:
             worker.stop()
         for worker in workers:
             worker.join(timeout=2)
+        self._calls.shutdown(wait=False, cancel_futures=True)
