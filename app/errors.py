@@ -8,10 +8,14 @@ class VirtdeckError(Exception):
     # A refusal (authentication, permission, CSRF, throttling) rather than a failure.
     denied = False
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, extra: dict | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        # More for the JSON answer, e.g. a guest's current state with a 409.
+        self.extra = extra or {}
         self.headers: dict[str, str] = {}
 
 

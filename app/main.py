@@ -45,14 +45,12 @@ def _target(request: Request) -> str | None:
     explicit = getattr(request.state, "audit_target", None)
     if explicit:
         return explicit
-    params = request.path_params
-    return (
-        ", ".join(
-            f"{TARGET_KINDS.get(key, key.removesuffix('_id'))}:{value}"
-            for key, value in params.items()
-        )
-        or None
-    )
+    names = [
+        f"{TARGET_KINDS.get(key, key.removesuffix('_id'))}:{value}"
+        for key, value in request.path_params.items()
+        if key in TARGET_KINDS or key.endswith("_id")  # not e.g. {action}
+    ]
+    return ", ".join(names) or None
 
 
 def _action(request: Request) -> str:
@@ -107,7 +105,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         request.state.audit_error = exc.message
         request.state.audit_denied = exc.denied
         if _wants_json(request):
-            body = {"detail": exc.message, "field": exc.field}
+            body = {"detail": exc.message, "field": exc.field, **exc.extra}
             return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
         return web.error_page(request, exc)
 

@@ -47,6 +47,8 @@ EXPECTED = {
     ("POST", "/api/v1/hosts/{host_id}/refresh"): OPERATE,
     ("GET", "/api/v1/guests"): VIEW,
     ("GET", "/api/v1/guests/{uuid}"): VIEW,
+    ("POST", "/api/v1/guests/{uuid}/actions/{action}"): OPERATE,
+    ("POST", "/guests/{uuid}/actions/{action}"): OPERATE,
     ("GET", "/api/v1/me"): VIEW,
     ("GET", "/api/v1/tokens"): VIEW,
     ("POST", "/api/v1/tokens"): VIEW,

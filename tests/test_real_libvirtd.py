@@ -82,3 +82,34 @@ def test_serve_with_defaults_registers_the_local_hypervisor_and_shows_its_guests
 
         assert 'data-host="local"' in overview and "badge-connected" in overview
         assert made.name in host_page.text and "badge-shutoff" in host_page.text
+
+
+def test_a_kvm_guest_is_started_suspended_resumed_shut_down_and_forced_off(
+    client: TestClient, tmp_path: Path
+) -> None:
+    host = add_host(client, "local", SYSTEM_URI)
+    with throwaway_guest(tmp_path) as made:
+        refresh(client, host["id"])
+
+        def act(action: str) -> dict:
+            response = client.post(f"/api/v1/guests/{made.uuid}/actions/{action}")
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        def virsh_state() -> str:
+            return virsh("domstate", made.uuid).strip()
+
+        assert act("start")["status"] == "running" and virsh_state() == "running"
+        assert act("suspend")["status"] == "paused" and virsh_state() == "paused"
+        assert act("resume")["status"] == "running" and virsh_state() == "running"
+        # No OS answers ACPI in this guest: it stays "shutting down" until forced off.
+        asked = act("shutdown")
+        assert asked["status"] == "shutting down" and asked["actions"] == [
+            "force_off",
+            "autostart_on",
+        ]
+        refresh(client, host["id"])
+        assert client.get(f"/api/v1/guests/{made.uuid}").json()["status"] == "shutting down"
+        assert act("force_off")["status"] == "shutoff" and virsh_state() == "shut off"
+        assert act("autostart_on")["autostart"] is True
+        assert virsh("dominfo", made.uuid).count("Autostart:      enable") == 1

@@ -1,13 +1,15 @@
 """/api/v1/guests"""
 
+from enum import StrEnum
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from app.api.schemas import GuestDetail, GuestList, GuestOut
-from app.deps import SessionDep, guard
+from app.deps import SessionDep, SessionsDep, SyncDep, guard
 from app.services import guests as guest_service
 from app.services.auth import Permission
+from app.services.guest_actions import ACTIONS, run_action
 from app.services.paging import MAX_OFFSET
 
 router = APIRouter(prefix="/guests", tags=["guests"])
@@ -32,6 +34,27 @@ def list_guests(
         limit=page.limit,
         offset=page.offset,
     )
+
+
+GuestAction = StrEnum("GuestAction", {a: a for a in ACTIONS})
+
+
+@router.post(
+    "/{uuid}/actions/{action}",
+    response_model=GuestOut,
+    dependencies=guard(Permission.OPERATE, "guest.action"),
+    responses={409: {"description": "the guest's state does not allow it, or it is busy"}},
+)
+def guest_action(
+    request: Request,
+    uuid: str,
+    action: GuestAction,
+    sessions: SessionsDep,
+    sync: SyncDep,
+) -> GuestOut:
+    """Start, shut down, force off, reboot, suspend or resume a guest, or set its autostart."""
+    request.state.action = f"guest.{action.value}"
+    return GuestOut.of(run_action(sessions, sync, uuid=uuid, action=action.value))
 
 
 @router.get("/{uuid}", response_model=GuestDetail, dependencies=guard(Permission.VIEW))

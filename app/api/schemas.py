@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.models import Guest
 from app.services import guests as guest_service
+from app.services.guest_actions import allowed_actions
 from app.services.hosts import HostSummary
 from app.services.inventory import last_seen
 
@@ -74,6 +75,8 @@ class GuestOut(BaseModel):
     host_name: str
     status: str = Field(description="gone, unknown (host unreachable) or the libvirt state")
     state: str = Field(description="the libvirt state when last seen")
+    actions: list[str] = Field(description="the actions its state allows now")
+    busy_action: str | None = Field(description="the action in progress, if any")
     vcpus: int
     memory_max_kib: int
     memory_current_kib: int
@@ -96,6 +99,8 @@ class GuestOut(BaseModel):
             host_name=guest.host.name,
             status=guest_service.status(guest, guest.host),
             state=guest.state,
+            actions=allowed_actions(guest, guest.host),
+            busy_action=guest.busy_action,
             vcpus=guest.vcpus,
             memory_max_kib=guest.memory_max_kib,
             memory_current_kib=guest.memory_current_kib,

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from app.errors import Invalid
@@ -103,3 +103,16 @@ def list_entries(
         .offset(offset)
     )
     return AuditPage(list(rows), total, limit, offset)
+
+
+def guest_activity(session: Session, uuid: str, *, limit: int = 20) -> list[AuditEntry]:
+    """The latest actions on one guest, newest first: its activity list."""
+    target = f"guest:{uuid}"
+    return list(
+        session.scalars(
+            select(AuditEntry)
+            .where(or_(AuditEntry.target == target, AuditEntry.target.startswith(target + " ")))
+            .order_by(AuditEntry.id.desc())
+            .limit(limit)
+        )
+    )

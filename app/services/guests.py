@@ -27,11 +27,13 @@ class GuestPage:
 
 
 def status(guest: Guest, host: Host) -> str:
-    """What to show for a guest: gone, unknown (host unreachable), or its libvirt state."""
+    """What to show: gone, unknown (host unreachable), a pending transition, or libvirt's state."""
     if guest.gone_at is not None:
         return "gone"
     if host.connection == "unreachable":
         return "unknown"
+    if guest.transition and guest.state in ("running", "blocked"):
+        return guest.transition
     return guest.state
 
 

@@ -1,7 +1,7 @@
 """Write what a host reports into the guest inventory, touching only what changed."""
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -45,7 +45,10 @@ def _observed(info: GuestInfo) -> dict[str, Any]:
 
 
 # The XML carries name, vCPUs, memory, disks and NICs; the rest comes from other calls.
-COMPARED = ("state", "autostart", "persistent", "domain_xml", "gone_at")
+COMPARED = ("state", "autostart", "persistent", "domain_xml", "gone_at", "transition")
+# States in which a requested shutdown is still under way.
+STILL_ON = frozenset({"running", "blocked", "shutdown"})
+TRANSITION_TIMEOUT = timedelta(minutes=5)
 
 
 def apply_sync(
@@ -60,7 +63,9 @@ def apply_sync(
     known = {
         row.uuid: row
         for row in session.execute(
-            select(Guest.id, Guest.uuid, *columns).where(Guest.host_id == host_id)
+            select(Guest.id, Guest.uuid, Guest.transition_since, *columns).where(
+                Guest.host_id == host_id
+            )
         )
     }
     inserts: list[dict[str, Any]] = []
@@ -72,8 +77,11 @@ def apply_sync(
                 {**_observed(info), "host_id": host_id, "uuid": info.spec.uuid,
                  "first_seen_at": now, "changed_at": now, "last_seen_at": now}
             )  # fmt: skip
-        elif _differs(row, info):
-            updates.append({**_observed(info), "id": row.id, "gone_at": None, "changed_at": now})
+        elif _differs(row, info, now):
+            updates.append(
+                {**_observed(info), **_transition(row, info, now), "id": row.id, "gone_at": None,
+                 "changed_at": now}
+            )  # fmt: skip
     vanished = [
         {"id": row.id, "gone_at": now, "changed_at": now, "last_seen_at": host.last_sync_at or now}
         for row in known.values()
@@ -90,15 +98,48 @@ def apply_sync(
     return SyncResult(len(inserts), len(updates), len(vanished))
 
 
-def _differs(row: Any, info: GuestInfo) -> bool:
+def _settled(row: Any, info: GuestInfo, now: datetime) -> bool:
+    """Whether a pending transition (a shutdown asked for) is over, or has waited too long."""
+    return info.state not in STILL_ON or now - row.transition_since > TRANSITION_TIMEOUT
+
+
+def _transition(row: Any, info: GuestInfo, now: datetime) -> dict[str, Any]:
+    if row.transition is not None and _settled(row, info, now):
+        return {"transition": None, "transition_since": None}
+    return {"transition": row.transition, "transition_since": row.transition_since}
+
+
+def _differs(row: Any, info: GuestInfo, now: datetime) -> bool:
     """Whether the stored row (its COMPARED columns) no longer matches what the host reports."""
     return (
         row.gone_at is not None
+        or (row.transition is not None and _settled(row, info, now))
         or row.state != info.state
         or row.autostart != info.autostart
         or row.persistent != info.persistent
         or row.domain_xml != info.xml
     )
+
+
+def record_guest(
+    session: Session, host_id: int, info: GuestInfo, *, transition: str | None = None
+) -> Guest:
+    """Write one guest as it is now (after an action or a create), with its transition."""
+    now = utcnow()
+    guest = session.scalar(
+        select(Guest).where(Guest.host_id == host_id, Guest.uuid == info.spec.uuid)
+    )
+    if guest is None:
+        guest = Guest(host_id=host_id, uuid=info.spec.uuid, first_seen_at=now)
+        session.add(guest)
+    for key, value in _observed(info).items():
+        setattr(guest, key, value)
+    guest.gone_at = None
+    guest.changed_at = guest.last_seen_at = now
+    guest.transition = transition
+    guest.transition_since = now if transition else None
+    session.flush()
+    return guest
 
 
 def last_seen(guest: Guest, host: Host) -> datetime:

@@ -1,25 +1,68 @@
-"""The guest page."""
+"""The guest page, and lifecycle actions from the page and the host's guest table."""
+
+import json
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
-from app.deps import SessionDep, guard
+from app.deps import SessionDep, SessionsDep, SyncDep, guard
+from app.errors import VirtdeckError
+from app.models import Guest
+from app.services import audit as audit_service
 from app.services import guests as guest_service
 from app.services.auth import Permission
+from app.services.guest_actions import ACTION_LABELS, ACTIONS, run_action
 from app.services.inventory import last_seen
 from app.web.templating import templates
 
 router = APIRouter()
 
 
+def _fragment(request: Request, guest: Guest, *, toast: str | None = None) -> HTMLResponse | None:
+    """The row or status panel htmx asked for (with a toast), or None for the whole page."""
+    target = request.headers.get("HX-Target", "")
+    if target.startswith("guest-row-"):
+        template = "partials/guest_row.html"
+    elif target == "guest-status":
+        template = "partials/guest_status.html"
+    else:
+        return None
+    response = templates.TemplateResponse(request, template, {"guest": guest, "host": guest.host})
+    if toast:
+        response.headers["HX-Trigger"] = json.dumps({"toast": {"message": toast}})
+    return response
+
+
 @router.get("/guests/{uuid}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
 def guest_page(request: Request, session: SessionDep, uuid: str) -> HTMLResponse:
-    """A guest's state, resources, devices and domain XML."""
+    """A guest's state and actions, resources, devices, activity and domain XML."""
     guest = guest_service.get_guest(session, uuid)
+    fragment = _fragment(request, guest)
+    if fragment is not None:
+        return fragment
     context = {
         "guest": guest,
         "host": guest.host,
-        "status": guest_service.status(guest, guest.host),
         "last_seen": last_seen(guest, guest.host),
+        "activity": audit_service.guest_activity(session, guest.uuid),
     }
     return templates.TemplateResponse(request, "guest.html", context)
+
+
+@router.post(
+    "/guests/{uuid}/actions/{action}",
+    response_class=HTMLResponse,
+    dependencies=guard(Permission.OPERATE, "guest.action"),
+)
+def guest_action(
+    request: Request, sessions: SessionsDep, sync: SyncDep, uuid: str, action: str
+) -> Response:
+    """Run an action; answer with the updated row or status panel and a toast."""
+    if action not in ACTIONS:
+        raise VirtdeckError(f"action: unknown action '{action}'", field="action")
+    request.state.action = f"guest.{action}"
+    guest = run_action(sessions, sync, uuid=uuid, action=action)
+    toast = f"{guest.name}: {ACTION_LABELS[action]} done"
+    return _fragment(request, guest, toast=toast) or Response(
+        status_code=204, headers={"HX-Refresh": "true"}
+    )

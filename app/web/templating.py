@@ -10,6 +10,8 @@ from fastapi.templating import Jinja2Templates
 from app.errors import VirtdeckError
 from app.models.base import utcnow
 from app.services.auth import Permission
+from app.services.guest_actions import ACTION_LABELS, allowed_actions
+from app.services.guests import status
 from app.services.paging import MAX_OFFSET
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
@@ -52,6 +54,9 @@ def utc(value: datetime | None) -> str:
 
 
 templates.env.globals["Permission"] = Permission
+templates.env.globals["guest_status"] = status
+templates.env.globals["guest_actions"] = allowed_actions
+templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
 templates.env.globals["utcnow"] = utcnow
 templates.env.filters["kib"] = kib
 templates.env.filters["ago"] = ago

@@ -1,5 +1,6 @@
 """The HTMX pages: whole pages, fragments for htmx, and the add-host form."""
 
+import json
 import re
 
 from fastapi.testclient import TestClient
@@ -108,3 +109,52 @@ def test_unknown_pages_say_what_is_missing(client: TestClient) -> None:
 
     assert page.status_code == 404 and "host 999 not found" in page.text
     assert toast.status_code == 404 and toast.headers["HX-Retarget"] == "#toasts"
+
+
+def test_guest_rows_show_the_buttons_their_state_allows(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    alpha, _ = two_hosts
+    page = client.get(f"/hosts/{alpha['id']}")
+
+    def buttons(uuid: str) -> list[str]:
+        row = re.search(rf'<tr id="guest-row-{uuid}".*?</tr>', page.text, re.S).group(0)
+        return re.findall(r'data-action="(\w+)"', row)
+
+    assert buttons("a1000000-0000-4000-8000-000000000003") == ["start", "autostart_on"]
+    assert buttons("a1000000-0000-4000-8000-000000000001") == [
+        "shutdown", "reboot", "suspend", "force_off", "autostart_on"
+    ]  # fmt: skip
+
+
+def test_a_button_replaces_its_row_and_the_action_shows_in_the_activity_list(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    uuid = "a1000000-0000-4000-8000-000000000003"
+    response = client.post(
+        f"/guests/{uuid}/actions/start", headers={**HTMX, "HX-Target": f"guest-row-{uuid}"}
+    )
+    page = client.get(f"/guests/{uuid}")
+
+    assert response.status_code == 200
+    assert response.text.lstrip().startswith(f'<tr id="guest-row-{uuid}"')
+    assert "badge-running" in response.text
+    assert json.loads(response.headers["HX-Trigger"]) == {"toast": {"message": "db-1: start done"}}
+    activity = re.search(
+        r'<section class="panel" id="guest-activity">.*?</section>', page.text, re.S
+    )
+    assert 'data-action="guest.start"' in activity.group(0)
+    assert "badge-ok" in activity.group(0)
+
+
+def test_a_refused_button_shows_an_error_toast(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    uuid = "a1000000-0000-4000-8000-000000000003"
+    response = client.post(
+        f"/guests/{uuid}/actions/resume", headers={**HTMX, "HX-Target": "guest-status"}
+    )
+
+    assert response.status_code == 409
+    assert response.headers["HX-Retarget"] == "#toasts"
+    assert "cannot resume db-1: it is shutoff" in response.text

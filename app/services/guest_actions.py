@@ -1,0 +1,124 @@
+"""Lifecycle actions on guests: which states allow which action, one action at a time."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import transaction
+from app.errors import Conflict, HostUnreachable
+from app.models import Guest, Host
+from app.models.base import utcnow
+from app.services.guests import get_guest, status
+from app.services.inventory import record_guest
+from app.workers.sync import SyncManager
+
+ACTION_LABELS = {  # in the order the buttons show
+    "start": "start",
+    "resume": "resume",
+    "shutdown": "shut down",
+    "reboot": "reboot",
+    "suspend": "suspend",
+    "force_off": "force off",
+    "autostart_on": "enable autostart",
+    "autostart_off": "disable autostart",
+}
+ACTIONS = tuple(ACTION_LABELS)
+_ON = frozenset({"shutdown", "force_off", "reboot", "suspend"})
+# The one table of what each libvirt state allows (autostart is checked apart, below).
+ALLOWED_BY_STATE: dict[str, frozenset[str]] = {
+    "shutoff": frozenset({"start"}),
+    "crashed": frozenset({"force_off"}),
+    "running": _ON,
+    "blocked": _ON,
+    "paused": frozenset({"resume", "force_off"}),
+    "pmsuspended": frozenset({"resume", "force_off"}),
+    "shutdown": frozenset({"force_off"}),  # libvirt: being shut down
+    "shutting down": frozenset({"force_off"}),  # we asked for an ACPI shutdown
+    "nostate": frozenset({"force_off"}),
+}
+# A lock older than this belongs to a process that died while holding it.
+LOCK_STALE = timedelta(minutes=10)
+
+
+def _allows(guest: Guest, action: str, state: str) -> bool:
+    if state in ("gone", "unknown"):
+        return False
+    if action.startswith("autostart_"):
+        return guest.persistent and (action == "autostart_on") != guest.autostart
+    return action in ALLOWED_BY_STATE.get(state, frozenset())
+
+
+def allowed_actions(guest: Guest, host: Host) -> list[str]:
+    """The actions the guest's state allows, in a stable order; none while it is busy."""
+    if guest.busy_action is not None:
+        return []
+    state = status(guest, host)
+    return [action for action in ACTIONS if _allows(guest, action, state)]
+
+
+def _check_allowed(guest: Guest, action: str, state: str) -> None:
+    if not _allows(guest, action, state):
+        raise Conflict(
+            f"cannot {ACTION_LABELS[action]} {guest.name}: it is {state}",
+            field="state",
+            extra={"state": state},
+        )
+
+
+@contextmanager
+def guest_lock(sessions: sessionmaker[Session], guest: Guest, action: str) -> Iterator[None]:
+    """Hold the guest's database-wide lock for this action: 409 naming the action in progress."""
+    now = utcnow()
+    with transaction(sessions) as session:
+        taken = session.execute(
+            update(Guest)
+            .where(
+                Guest.id == guest.id,
+                or_(Guest.busy_action.is_(None), Guest.busy_since < now - LOCK_STALE),
+            )
+            .values(busy_action=action, busy_since=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        holder = (
+            None if taken else session.scalar(select(Guest.busy_action).where(Guest.id == guest.id))
+        )
+    if not taken:
+        raise Conflict(
+            f"{guest.name} is busy: {holder or 'another action'} in progress",
+            extra={"busy_action": holder},
+        )
+    try:
+        yield
+    finally:
+        with transaction(sessions) as session:
+            session.execute(
+                update(Guest)
+                .where(Guest.id == guest.id, Guest.busy_action == action, Guest.busy_since == now)
+                .values(busy_action=None, busy_since=None)
+                .execution_options(synchronize_session=False)
+            )
+
+
+def run_action(
+    sessions: sessionmaker[Session], sync: SyncManager, *, uuid: str, action: str
+) -> Guest:
+    """Check the state, take the lock, ask libvirt, and write what the guest is now."""
+    with sessions() as session:
+        guest = get_guest(session, uuid)
+        host = guest.host
+    if host.connection != "connected" and guest.gone_at is None:
+        raise HostUnreachable(f"host {host.name} is {host.connection}; try again when it answers")
+    _check_allowed(guest, action, status(guest, host))
+    with guest_lock(sessions, guest, action):
+        now = sync.call(host.id, lambda conn: conn.guest(guest.uuid))
+        _check_allowed(guest, action, now.state)  # libvirt's word, not the last sync's
+        sync.call(host.id, lambda conn: conn.act(guest.uuid, action))
+        after = sync.call(host.id, lambda conn: conn.guest(guest.uuid))
+        pending = "shutting down" if action == "shutdown" and after.state == "running" else None
+        with transaction(sessions) as session:
+            record_guest(session, host.id, after, transition=pending)
+    with sessions() as session:
+        return get_guest(session, uuid)
