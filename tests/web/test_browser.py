@@ -281,7 +281,7 @@ def test_a_guest_page_shows_its_vcpus_disk_source_and_domain_xml_as_text(
 
     page.wait_for_url(re.compile(r"/guests/a1000000-0000-4000-8000-000000000001$"))
     expect(page.locator("h1")).to_have_text("web-1")
-    expect(page.locator(".page-head .badge")).to_have_text("running")
+    expect(page.locator("#guest-status .badge")).to_have_text("running")
     expect(page.locator("dt:text-is('vCPUs') + dd")).to_have_text("2")
     expect(page.locator("dt:text-is('Memory') + dd")).to_contain_text("1.5 GiB current of 2 GiB")
     expect(page.locator("table").first).to_contain_text("/var/lib/libvirt/images/web-1.qcow2")
