@@ -18,6 +18,7 @@ from app.services.auth import (
     session_principal,
     token_principal,
 )
+from app.workers.jobs import JobRunner
 from app.workers.sync import SyncManager
 
 SESSION_COOKIE = "virtdeck_session"
@@ -50,9 +51,15 @@ def get_sync(request: Request) -> SyncManager:
     return request.app.state.sync
 
 
+def get_jobs(request: Request) -> JobRunner:
+    """The job runner of this process."""
+    return request.app.state.jobs
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 SyncDep = Annotated[SyncManager, Depends(get_sync)]
+JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 
 

@@ -22,6 +22,7 @@ from app.errors import VirtdeckError
 from app.services import audit
 from app.services.auth import ANONYMOUS
 from app.services.hosts import ensure_default_host
+from app.workers.jobs import JobRunner
 from app.workers.sync import SyncManager
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     sync = SyncManager(sessions=sessions, settings=settings)
+    jobs = JobRunner(sessions=sessions)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -133,9 +135,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ensure_default_host(
                     session, name=settings.default_host_name, uri=settings.default_host_uri
                 )
+        jobs.start()
         if settings.sync_enabled:
             sync.start()
         yield
+        jobs.stop()
         sync.stop()
         engine.dispose()
 
@@ -144,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessions = sessions
     app.state.sync = sync
+    app.state.jobs = jobs
     _install_error_handlers(app)
     _install_audit(app)
     app.include_router(ops.router)

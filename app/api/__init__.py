@@ -2,10 +2,12 @@
 
 from fastapi import APIRouter
 
-from app.api import accounts, audit, guests, hosts
+from app.api import accounts, audit, guest_create, guest_delete, guests, hosts
 
 router = APIRouter(prefix="/api/v1")
 router.include_router(hosts.router)
 router.include_router(guests.router)
+router.include_router(guest_create.router)
+router.include_router(guest_delete.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)

@@ -8,10 +8,11 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
-from app.errors import Conflict, HostUnreachable
+from app.errors import Conflict
 from app.models import Guest, Host
 from app.models.base import utcnow
 from app.services.guests import get_guest, status
+from app.services.hosts import require_connected
 from app.services.inventory import record_guest
 from app.workers.sync import SyncManager
 
@@ -109,8 +110,8 @@ def run_action(
     with sessions() as session:
         guest = get_guest(session, uuid)
         host = guest.host
-    if host.connection != "connected" and guest.gone_at is None:
-        raise HostUnreachable(f"host {host.name} is {host.connection}; try again when it answers")
+    if guest.gone_at is None:
+        require_connected(host)
     _check_allowed(guest, action, status(guest, host))
     with guest_lock(sessions, guest, action):
         now = sync.call(host.id, lambda conn: conn.guest(guest.uuid))

@@ -8,7 +8,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict, Invalid, NotFound
+from app.errors import Conflict, HostUnreachable, Invalid, NotFound
 from app.models import Guest, Host
 from app.models.base import utcnow
 from app.virt.types import HostFacts
@@ -130,3 +130,9 @@ def record_unreachable(session: Session, host_id: int, error: str) -> None:
         host.unreachable_since = utcnow()
     host.connection = "unreachable"
     host.last_error = error
+
+
+def require_connected(host: Host) -> None:
+    """HostUnreachable (503) at once unless the host's worker is connected to it."""
+    if host.connection != "connected":
+        raise HostUnreachable(f"host {host.name} is {host.connection}; try again when it answers")

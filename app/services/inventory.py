@@ -142,6 +142,18 @@ def record_guest(
     return guest
 
 
+def mark_gone(session: Session, guest_id: int) -> None:
+    """Mark one guest gone now (it was deleted), rather than at its host's next sync."""
+    now = utcnow()
+    session.execute(
+        update(Guest)
+        .where(Guest.id == guest_id)
+        .values(gone_at=now, changed_at=now, last_seen_at=now, transition=None,
+                transition_since=None)
+        .execution_options(synchronize_session=False)
+    )  # fmt: skip
+
+
 def last_seen(guest: Guest, host: Host) -> datetime:
     """When the guest was last seen: at the host's last sync unless it is gone."""
     if guest.gone_at is None and host.last_sync_at is not None:

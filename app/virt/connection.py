@@ -4,7 +4,7 @@ import contextlib
 import logging
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import libvirt
 
@@ -74,6 +74,15 @@ def translate(exc: libvirt.libvirtError) -> VirtdeckError:
     if code in CONFLICT_CODES:
         return Conflict(message)
     return VirtdeckError(message)
+
+
+@contextlib.contextmanager
+def libvirt_errors() -> Iterator[None]:
+    """Raise our exception (app.errors) for a libvirt error inside the block."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        raise translate(exc) from exc
 
 
 def _version(number: int) -> str:

@@ -7,13 +7,16 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.errors import VirtdeckError
 from app.services.auth import NotAuthenticated
-from app.web import accounts, audit, auth, guests, hosts
+from app.web import accounts, audit, auth, guest_create, guest_delete, guests, hosts
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
 router.include_router(auth.router)
 router.include_router(hosts.router)
+# Before guests: /guests/new is not a guest's UUID.
+router.include_router(guest_create.router)
 router.include_router(guests.router)
+router.include_router(guest_delete.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)
 

@@ -193,14 +193,19 @@ class SyncManager:
         generation = worker.request_sync()
         return wait > 0 and worker.wait_for(generation, wait)
 
-    def call(self, host_id: int, fn: Callable[[HostConnection], T]) -> T:
-        """Run fn on the host's open connection; HostUnreachable if none or no answer in time."""
+    def call(
+        self, host_id: int, fn: Callable[[HostConnection], T], *, timeout: float | None = None
+    ) -> T:
+        """Run fn on the host's open connection; HostUnreachable if none or no answer in time.
+
+        The timeout defaults to the call_timeout setting; jobs pass a longer one.
+        """
         worker = self._workers.get(host_id)
         connection = worker.connection if worker is not None else None
         if connection is None:
             raise HostUnreachable("the host is not connected; try again when it is")
         future = self._calls.submit(fn, connection)
-        timeout = self._settings.call_timeout
+        timeout = timeout or self._settings.call_timeout
         try:
             return future.result(timeout=timeout)
         except CallTimeout as exc:

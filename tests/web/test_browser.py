@@ -20,22 +20,12 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from app.deps import SESSION_COOKIE
-from tests.conftest import ARTIFACTS, node_uri
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, log_in, screenshot
+from tests.conftest import node_uri
 from tests.serve import Server, running_server, virtdeck
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 ALPHA_URI = node_uri("node-alpha.xml")
 STARTUP_TIMEOUT = 20.0
 # Long enough for a host's first sync (interval 1 s) plus a poll of the page (1 s while syncing).
@@ -126,16 +116,6 @@ def page(context: BrowserContext, dialogs: list[str]) -> Iterator[Page]:
     assert not errors, f"JavaScript errors: {errors}"
 
 
-def log_in(tab: Page, url: str, name: str, password: str) -> None:
-    """Log in through the login form and land on the overview."""
-    tab.goto(f"{url}/login")
-    tab.get_by_label("User name").fill(name)
-    tab.get_by_label("Password").fill(password)
-    tab.get_by_role("button", name="Log in").click()
-    tab.wait_for_url(f"{url}/")
-    expect(tab.locator(".whoami")).to_contain_text(name)
-
-
 @pytest.fixture
 def admin_page(admin: Server, page: Page) -> Page:
     """A tab logged in as the admin (through the login form, if the browser is not yet)."""
@@ -157,11 +137,6 @@ def alpha(admin: Server) -> int:
     refreshed = admin.api("POST", f"/hosts/{host_id}/refresh", params={"wait": 15})
     assert refreshed.status_code == 200, refreshed.text
     return host_id
-
-
-def screenshot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=ARTIFACTS / name, full_page=True)
 
 
 def guest_names(page: Page):

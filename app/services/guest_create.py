@@ -1,0 +1,381 @@
+"""Create a guest: check the request against its host, then make its disk, define and start it.
+
+Everything is checked before anything is made, so a refused request leaves nothing on the host.
+A step that fails later takes back what the earlier ones made (the new volume, the definition).
+A request that must allocate a new volume runs as a job; the others finish within the request.
+"""
+
+import logging
+import re
+import uuid as uuid_lib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import transaction
+from app.errors import Conflict, HostUnreachable, Invalid, NotFound, VirtdeckError
+from app.models import Guest, Host, Job
+from app.services import jobs as job_service
+from app.services.auth import Forbidden, Permission, Principal
+from app.services.guests import get_guest
+from app.services.inventory import record_guest
+from app.virt import build, storage, teardown
+from app.virt.build import DiskSource, GuestPlan
+from app.virt.connection import HostConnection
+from app.virt.types import GuestInfo
+from app.workers.jobs import JobRunner, Reporter
+from app.workers.sync import SyncManager
+
+log = logging.getLogger(__name__)
+
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+NAME_RULE = "1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+MIN_MEMORY_MIB = 64
+MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB, for hosts whose memory is not known yet
+MAX_VCPUS = 4096
+MAX_DISK_GIB = 64 * 1024
+MAX_REF = 255  # pool, volume and network names
+FIRMWARES = ("bios", "uefi")
+# Formats a volume may have to be attached; an ISO image is read as raw.
+ATTACH_FORMATS = {None: "raw", "raw": "raw", "iso": "raw", "qcow2": "qcow2"}
+JOB_KIND = "guest.create"
+# A job waits this long for the host to make the volume, define and start the guest.
+JOB_TIMEOUT = 900.0
+
+
+def volume_name(guest_name: str) -> str:
+    """The name of a new guest's new volume: its name with .qcow2."""
+    return f"{guest_name}.qcow2"
+
+
+@dataclass(frozen=True)
+class NewDisk:
+    """A new qcow2 volume of size_gib GiB, to be made in pool."""
+
+    pool: str
+    size_gib: int
+
+
+@dataclass(frozen=True)
+class VolumeRef:
+    """An existing volume of a storage pool."""
+
+    pool: str
+    volume: str
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What a user asks for; nothing in it is trusted yet."""
+
+    host_id: int | None
+    name: str
+    vcpus: int
+    memory_mib: int
+    disk: NewDisk | VolumeRef | None = None
+    cdrom: VolumeRef | None = None
+    network: str | None = None
+    firmware: str = "bios"
+    start: bool = False
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class CreatePlan:
+    """A checked request: the guest to define, the volume to make first, whether to start."""
+
+    host_id: int
+    guest: GuestPlan
+    new_disk: NewDisk | None
+    start: bool
+
+    @property
+    def volume_name(self) -> str:
+        """The name of the volume to make."""
+        return volume_name(self.guest.name)
+
+
+@dataclass(frozen=True)
+class Created:
+    """What a create gave back: the guest at once, or the job that is making it."""
+
+    guest: Guest | None = None
+    job: Job | None = None
+
+
+def disk_choice(pool: str | None, size_gib: int | None, volume: str | None) -> NewDisk | VolumeRef:
+    """A new volume (pool and size) or an existing one (pool and volume), never both."""
+    if size_gib is not None and volume is not None:
+        raise Invalid(
+            "disk.volume: give a size for a new volume or an existing volume, not both",
+            field="disk.volume",
+        )
+    if size_gib is None and volume is None:
+        raise Invalid(
+            "disk.size_gib: give a size in GiB for a new volume, or an existing volume",
+            field="disk.size_gib",
+        )
+    if volume is not None:
+        return VolumeRef(pool=pool or "", volume=volume)
+    return NewDisk(pool=pool or "", size_gib=size_gib or 0)
+
+
+def _check_ref(value: str, field: str, what: str) -> None:
+    if not value or len(value) > MAX_REF:
+        raise Invalid(f"{field}: choose a {what}", field=field)
+
+
+def _check_sizes(request: CreateRequest, host: Host) -> None:
+    if not 1 <= request.vcpus <= MAX_VCPUS:
+        raise Invalid(f"vcpus: a whole number from 1 to {MAX_VCPUS}", field="vcpus")
+    cpus = host.cpus_online
+    if cpus and request.vcpus > cpus and not request.force:
+        raise Invalid(
+            f"vcpus: the host has {cpus} CPUs; more vCPUs than that needs force (admins only)",
+            field="vcpus",
+        )
+    limit = host.memory_kib // 1024 if host.memory_kib else MAX_MEMORY_MIB
+    if not MIN_MEMORY_MIB <= request.memory_mib <= limit:
+        raise Invalid(
+            f"memory_mib: from {MIN_MEMORY_MIB} MiB to {limit} MiB (the host's memory)",
+            field="memory_mib",
+        )
+
+
+def _check_devices(request: CreateRequest) -> None:
+    disk = request.disk
+    if disk is not None:
+        _check_ref(disk.pool, "disk.pool", "storage pool")
+    if isinstance(disk, NewDisk) and not 1 <= disk.size_gib <= MAX_DISK_GIB:
+        raise Invalid(
+            f"disk.size_gib: a whole number of GiB from 1 to {MAX_DISK_GIB}", field="disk.size_gib"
+        )
+    if isinstance(disk, VolumeRef):
+        _check_ref(disk.volume, "disk.volume", "volume")
+    if request.cdrom is not None:
+        _check_ref(request.cdrom.pool, "cdrom.pool", "storage pool")
+        _check_ref(request.cdrom.volume, "cdrom.volume", "volume")
+    if request.network is not None:
+        _check_ref(request.network, "network", "network")
+    if request.firmware not in FIRMWARES:
+        raise Invalid("firmware: bios or uefi", field="firmware")
+
+
+def check_request(session: Session, request: CreateRequest, principal: Principal) -> Host:
+    """The host, once everything that needs no call to it is acceptable."""
+    if request.force and not principal.allows(Permission.ADMIN):
+        raise Forbidden(
+            "force: only an admin may create a guest with more vCPUs than the host has CPUs",
+            field="force",
+        )
+    host = session.get(Host, request.host_id) if request.host_id is not None else None
+    if host is None:
+        raise Invalid("host_id: choose a registered host", field="host_id")
+    if not NAME.fullmatch(request.name):
+        raise Invalid(f"name: {NAME_RULE}", field="name")
+    _check_sizes(request, host)
+    _check_devices(request)
+    return host
+
+
+def _attachable(conn: HostConnection, ref: VolumeRef, field: str) -> DiskSource:
+    """The source of an existing volume, or Invalid naming its pool or volume field."""
+    try:
+        pool = storage.get_pool(conn, ref.pool)
+    except NotFound as exc:
+        raise Invalid(
+            f"{field}.pool: no storage pool '{ref.pool}' on this host", field=f"{field}.pool"
+        ) from exc
+    if not pool.active:
+        raise Invalid(
+            f"{field}.pool: storage pool '{ref.pool}' is not active", field=f"{field}.pool"
+        )
+    try:
+        volume = storage.get_volume(conn, ref.pool, ref.volume)
+    except NotFound as exc:
+        raise Invalid(
+            f"{field}.volume: no volume '{ref.volume}' in pool '{ref.pool}'",
+            field=f"{field}.volume",
+        ) from exc
+    if volume.kind not in ("file", "block") or volume.format not in ATTACH_FORMATS:
+        raise Invalid(
+            f"{field}.volume: a {volume.format or volume.kind} volume cannot be attached",
+            field=f"{field}.volume",
+        )
+    return DiskSource(path=volume.path, kind=volume.kind, format=ATTACH_FORMATS[volume.format])
+
+
+def _check_new_disk(conn: HostConnection, disk: NewDisk, volume_name: str) -> None:
+    try:
+        pool = storage.get_pool(conn, disk.pool)
+    except NotFound as exc:
+        raise Invalid(
+            f"disk.pool: no storage pool '{disk.pool}' on this host", field="disk.pool"
+        ) from exc
+    if not pool.active:
+        raise Invalid(f"disk.pool: storage pool '{disk.pool}' is not active", field="disk.pool")
+    if not pool.holds_qcow2:
+        raise Invalid(
+            f"disk.pool: new volumes need a directory pool (dir, fs or netfs); "
+            f"'{disk.pool}' is {pool.type}",
+            field="disk.pool",
+        )
+    free_gib = pool.available / storage.GIB
+    if disk.size_gib * storage.GIB > pool.available:
+        raise Invalid(
+            f"disk.size_gib: {disk.size_gib} GiB does not fit in pool '{disk.pool}' "
+            f"({free_gib:.1f} GiB free)",
+            field="disk.size_gib",
+        )
+    if storage.volume_exists(conn, disk.pool, volume_name):
+        raise Conflict(
+            f"name: pool '{disk.pool}' already has a volume '{volume_name}'", field="name"
+        )
+
+
+def _check_network(conn: HostConnection, name: str, *, start: bool) -> None:
+    try:
+        network = storage.get_network(conn, name)
+    except NotFound as exc:
+        raise Invalid(f"network: no network '{name}' on this host", field="network") from exc
+    if start and not network.active:
+        raise Invalid(
+            f"network: network '{name}' is not active, so the guest could not start; "
+            "start the network or create the guest without starting it",
+            field="network",
+        )
+
+
+def check_on_host(conn: HostConnection, request: CreateRequest, host_id: int) -> CreatePlan:
+    """Check the request against the host itself and plan the guest (runs on its connection)."""
+    if build.name_taken(conn, request.name):
+        raise Conflict(
+            f"name: a guest called '{request.name}' already exists on this host", field="name"
+        )
+    platform = build.host_platform(conn)
+    if platform.max_vcpus and request.vcpus > platform.max_vcpus:
+        raise Invalid(
+            f"vcpus: this host's hypervisor allows at most {platform.max_vcpus} per guest",
+            field="vcpus",
+        )
+    if request.firmware not in platform.firmware:
+        raise Invalid("firmware: this host offers no UEFI firmware", field="firmware")
+    new_disk = request.disk if isinstance(request.disk, NewDisk) else None
+    if new_disk is not None:
+        _check_new_disk(conn, new_disk, volume_name(request.name))
+    disk = request.disk if isinstance(request.disk, VolumeRef) else None
+    if request.network is not None:
+        _check_network(conn, request.network, start=request.start)
+    guest = GuestPlan(
+        uuid=str(uuid_lib.uuid4()),
+        name=request.name,
+        vcpus=request.vcpus,
+        memory_mib=request.memory_mib,
+        platform=platform,
+        firmware=request.firmware,
+        disk=_attachable(conn, disk, "disk") if disk is not None else None,
+        cdrom=_attachable(conn, request.cdrom, "cdrom") if request.cdrom is not None else None,
+        network=request.network,
+    )
+    return CreatePlan(host_id=host_id, guest=guest, new_disk=new_disk, start=request.start)
+
+
+def plan_create(
+    session: Session, sync: SyncManager, request: CreateRequest, principal: Principal
+) -> CreatePlan:
+    """Check everything, first here and then on the host; refusals name the field at fault."""
+    host = check_request(session, request, principal)
+    try:
+        return sync.call(host.id, lambda conn: check_on_host(conn, request, host.id))
+    except HostUnreachable as exc:
+        raise HostUnreachable(f"host_id: {host.name}: {exc.message}", field="host_id") from exc
+
+
+def _quiet(_progress: float, _message: str) -> None:
+    """Progress nobody follows."""
+
+
+def _take_back(undo: list[tuple[str, Callable[[], object]]], error: Exception) -> None:
+    """Run the undo steps, newest first; the error says what could not be taken back."""
+    failed = []
+    for what, step in reversed(undo):
+        try:
+            step()
+        except VirtdeckError as exc:
+            log.error("could not take back %s after a failed create: %s", what, exc.message)
+            failed.append(f"{what} ({exc.message})")
+    if failed and isinstance(error, VirtdeckError):
+        error.message = f"{error.message}; could not remove {', '.join(failed)}"
+
+
+def build_guest(conn: HostConnection, plan: CreatePlan, *, report: Reporter = _quiet) -> GuestInfo:
+    """Make the volume, define the guest and start it; a failure takes back what was made."""
+    guest = plan.guest
+    undo: list[tuple[str, Callable[[], object]]] = []
+    try:
+        if plan.new_disk is not None:
+            pool, size = plan.new_disk.pool, plan.new_disk.size_gib
+            report(0.1, f"making a {size} GiB volume in pool {pool}")
+            volume = storage.create_volume(conn, pool, plan.volume_name, size_gib=size)
+            undo.append(
+                (f"volume {volume.path}", lambda: storage.delete_volume(conn, pool, volume.name))
+            )
+            guest = replace(guest, disk=DiskSource(path=volume.path, kind=volume.kind))
+        report(0.6, "defining the guest")
+        build.define_guest(conn, guest)
+        undo.append((f"guest {guest.name}", lambda: teardown.delete_guest(
+            conn, guest.uuid, remove_storage=False, force=True
+        )))  # fmt: skip
+        if plan.start:
+            report(0.8, "starting the guest")
+            conn.act(guest.uuid, "start")
+        return conn.guest(guest.uuid)
+    except Exception as exc:
+        _take_back(undo, exc)
+        raise
+
+
+def _job_work(
+    plan: CreatePlan, *, sync: SyncManager, sessions: sessionmaker[Session]
+) -> Callable[[Reporter], dict[str, Any]]:
+    """The work of a create job: build on the host, then write the guest into the inventory."""
+
+    def work(report: Reporter) -> dict[str, Any]:
+        info = sync.call(
+            plan.host_id, lambda conn: build_guest(conn, plan, report=report), timeout=JOB_TIMEOUT
+        )
+        with transaction(sessions) as session:
+            record_guest(session, plan.host_id, info)
+        return {"guest_uuid": plan.guest.uuid}
+
+    return work
+
+
+def create_guest(
+    session: Session,
+    *,
+    request: CreateRequest,
+    principal: Principal,
+    sync: SyncManager,
+    jobs: JobRunner,
+    sessions: sessionmaker[Session],
+) -> Created:
+    """Create a guest now, or as a job when a new volume must be allocated; commits."""
+    plan = plan_create(session, sync, request, principal)
+    if plan.new_disk is None:
+        info = sync.call(plan.host_id, lambda conn: build_guest(conn, plan))
+        record_guest(session, plan.host_id, info)
+        session.commit()
+        return Created(guest=get_guest(session, plan.guest.uuid))
+    job = job_service.create_job(
+        session,
+        kind=JOB_KIND,
+        host_id=plan.host_id,
+        guest_uuid=plan.guest.uuid,
+        created_by=principal.username,
+    )
+    session.commit()  # the row exists before the work begins
+    jobs.submit(job.id, _job_work(plan, sync=sync, sessions=sessions))
+    return Created(job=job)

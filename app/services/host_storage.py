@@ -1,0 +1,50 @@
+"""What a host offers new guests, read live: storage pools and volumes, networks, platform."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.services.hosts import get_host
+from app.virt import build, storage
+from app.virt.connection import HostConnection
+from app.workers.sync import SyncManager
+
+
+@dataclass(frozen=True)
+class HostChoices:
+    """What a host offers a new guest: storage pools and their volumes, networks, platform."""
+
+    pools: list[storage.Pool]
+    volumes: dict[str, list[storage.Volume]]  # of the active pools
+    networks: list[storage.Network]
+    platform: build.Platform
+
+    def media(self, *, iso: bool) -> list[tuple[str, list[storage.Volume]]]:
+        """(pool, volumes) of ISO images (iso=True) or of other images; empty pools left out."""
+        grouped = [(pool, [v for v in vols if v.iso == iso]) for pool, vols in self.volumes.items()]
+        return [(pool, vols) for pool, vols in grouped if vols]
+
+
+def _choices(conn: HostConnection) -> HostChoices:
+    pools = storage.list_pools(conn)
+    return HostChoices(
+        pools=pools,
+        volumes={p.name: storage.list_volumes(conn, p.name) for p in pools if p.active},
+        networks=storage.list_networks(conn),
+        platform=build.host_platform(conn),
+    )
+
+
+def read_host(
+    session: Session, sync: SyncManager, host_id: int, read: Callable[[HostConnection], Any]
+) -> Any:
+    """Read something live from a registered host; HostUnreachable when it is not connected."""
+    host = get_host(session, host_id)
+    return sync.call(host.id, read)
+
+
+def host_choices(session: Session, sync: SyncManager, host_id: int) -> HostChoices:
+    """Everything the create form offers for this host, in one visit to it."""
+    return read_host(session, sync, host_id, _choices)

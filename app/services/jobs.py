@@ -1,0 +1,79 @@
+"""Jobs: long work (create with a new disk, backup, restore) that the UI and API follow by id."""
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.errors import NotFound
+from app.models import Job
+from app.models.base import utcnow
+
+INTERRUPTED = "interrupted: virtdeck stopped before the job finished"
+FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+
+
+def create_job(
+    session: Session,
+    *,
+    kind: str,
+    host_id: int | None = None,
+    guest_uuid: str | None = None,
+    created_by: str | None = None,
+) -> Job:
+    """A queued job, flushed so that it has its id."""
+    job = Job(
+        kind=kind,
+        status="queued",
+        host_id=host_id,
+        guest_uuid=guest_uuid,
+        created_by=created_by,
+        progress=0.0,
+        message="queued",
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    """The job, or NotFound."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def mark_running(session: Session, job_id: int) -> None:
+    """The job has begun."""
+    job = get_job(session, job_id)
+    job.status, job.started_at, job.message = "running", utcnow(), "started"
+
+
+def record_progress(session: Session, job_id: int, *, progress: float, message: str) -> None:
+    """How far the job has got (0 to 1) and what it is doing."""
+    job = get_job(session, job_id)
+    job.progress, job.message = min(max(progress, 0.0), 1.0), message[:255]
+
+
+def mark_succeeded(session: Session, job_id: int, result: dict[str, Any]) -> None:
+    """The job finished; result says what it made."""
+    job = get_job(session, job_id)
+    job.status, job.progress, job.message = "succeeded", 1.0, "done"
+    job.result, job.finished_at = result, utcnow()
+
+
+def mark_failed(session: Session, job_id: int, error: str) -> None:
+    """The job ended with this error."""
+    job = get_job(session, job_id)
+    job.status, job.message, job.error, job.finished_at = "failed", "failed", error, utcnow()
+
+
+def fail_unfinished(session: Session, error: str = INTERRUPTED) -> int:
+    """Mark every queued or running job failed (their process is gone); returns how many."""
+    result = session.execute(
+        update(Job)
+        .where(Job.status.in_(("queued", "running")))
+        .values(status="failed", message="failed", error=error, finished_at=utcnow())
+    )
+    return result.rowcount or 0

@@ -1,0 +1,93 @@
+"""The in-process job runner: a small thread pool that runs jobs and records how they went."""
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import transaction
+from app.errors import VirtdeckError
+from app.services import jobs as job_service
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """What a job calls to record its progress."""
+
+    def __call__(self, progress: float, message: str) -> None:
+        """Record that the job is `progress` (0 to 1) done and doing `message`."""
+
+
+Work = Callable[[Reporter], dict[str, Any]]
+
+
+class JobRunner:
+    """Runs submitted work in a few threads, keeping each job's row up to date."""
+
+    def __init__(self, *, sessions: sessionmaker[Session], workers: int = 4) -> None:
+        self._sessions = sessions
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
+        self._pending: dict[int, Future] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Mark jobs that a previous process left unfinished as failed (interrupted)."""
+        with transaction(self._sessions) as session:
+            count = job_service.fail_unfinished(session)
+        if count:
+            log.warning("marked %d unfinished job(s) of a previous run as interrupted", count)
+
+    def submit(self, job_id: int, work: Work) -> Future:
+        """Run work for a job whose row is already committed as queued."""
+        with self._lock:
+            future = self._executor.submit(self._run, job_id, work)
+            self._pending[job_id] = future
+        future.add_done_callback(lambda _f: self._forget(job_id))
+        return future
+
+    def _forget(self, job_id: int) -> None:
+        with self._lock:
+            self._pending.pop(job_id, None)
+
+    def _report(self, job_id: int) -> Reporter:
+        def report(progress: float, message: str) -> None:
+            with transaction(self._sessions) as session:
+                job_service.record_progress(session, job_id, progress=progress, message=message)
+
+        return report
+
+    def _run(self, job_id: int, work: Work) -> None:
+        with transaction(self._sessions) as session:
+            job_service.mark_running(session, job_id)
+        try:
+            result = work(self._report(job_id))
+        except VirtdeckError as exc:
+            self._fail(job_id, exc.message)
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            self._fail(job_id, f"internal error: {type(exc).__name__}")
+        else:
+            with transaction(self._sessions) as session:
+                job_service.mark_succeeded(session, job_id, result)
+
+    def _fail(self, job_id: int, error: str) -> None:
+        with transaction(self._sessions) as session:
+            job_service.mark_failed(session, job_id, error)
+
+    def stop(self, *, grace: float = 10.0) -> None:
+        """Stop taking work; jobs not yet begun are marked failed, running ones get grace seconds.
+
+        A job still running after that is marked interrupted when virtdeck next starts.
+        """
+        with self._lock:
+            pending = dict(self._pending)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for job_id, future in pending.items():
+            if future.cancelled():
+                self._fail(job_id, job_service.INTERRUPTED)
+        futures.wait([f for f in pending.values() if not f.cancelled()], timeout=grace)

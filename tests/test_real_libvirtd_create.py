@@ -1,0 +1,185 @@
+"""Creating guests on the real libvirtd (qemu:///system), in dir pools the tests make and remove."""
+
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.errors import VirtdeckError
+from app.services.guest_create import CreatePlan, NewDisk, build_guest
+from app.virt.build import GuestPlan, host_platform
+from app.virt.connection import HostConnection
+from tests.api.test_guest_create import wait_for_job
+from tests.conftest import add_host
+from tests.libvirtd import IMAGES, SYSTEM_URI, virsh
+from tests.storage import (
+    pool_volumes,
+    remove_guest,
+    throwaway_pool,
+    unique_name,
+    virsh_lines,
+)
+
+pytestmark = pytest.mark.libvirtd
+GIB = 1024**3
+
+
+@pytest.fixture
+def pool() -> Iterator[str]:
+    """A fresh dir pool; it goes, with its volumes, after the test's guests."""
+    with throwaway_pool() as name:
+        yield name
+
+
+@pytest.fixture
+def made(pool: str) -> Iterator[list[str]]:
+    """Names of the guests a test makes; they are destroyed and undefined afterwards."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        remove_guest(name)
+
+
+@pytest.fixture
+def local(client: TestClient) -> dict:
+    return add_host(client, "local", SYSTEM_URI)
+
+
+def dominfo(name: str) -> dict[str, str]:
+    lines = (line.split(":", 1) for line in virsh("dominfo", name).splitlines() if ":" in line)
+    return {key.strip(): value.strip() for key, value in lines}
+
+
+def create(client: TestClient, host: dict, name: str, **fields):
+    body = {"host_id": host["id"], "name": name, "vcpus": 1, "memory_mib": 128, **fields}
+    return client.post("/api/v1/guests", json=body)
+
+
+def test_a_guest_with_a_new_volume_is_made_by_a_job_and_runs(
+    client: TestClient, local: dict, pool: str, made: list[str]
+) -> None:
+    name = unique_name()
+    made.append(name)
+
+    response = create(client, local, name, disk={"pool": pool, "size_gib": 1}, start=True)
+
+    assert response.status_code == 202, response.text
+    job = wait_for_job(client, response.json()["id"], timeout=60)
+    assert job["status"] == "succeeded", job
+    info = dominfo(name)
+    assert (info["CPU(s)"], info["Max memory"], info["State"]) == ("1", "131072 KiB", "running")
+    assert pool_volumes(pool) == [f"{name}.qcow2"]
+    volume_path = IMAGES / pool / f"{name}.qcow2"
+    assert re.search(r"Capacity:\s+1\.00 GiB", virsh("vol-info", str(volume_path)))
+    guest = client.get(f"/api/v1/guests/{job['result']['guest_uuid']}").json()
+    assert (guest["status"], guest["disks"][0]["source"]) == ("running", str(volume_path))
+    xml = virsh("dumpxml", name)
+    assert f"<domain type='{'kvm' if Path('/dev/kvm').exists() else 'qemu'}'" in xml
+    volumes = client.get(f"/api/v1/hosts/{local['id']}/pools/{pool}/volumes").json()
+    assert [(v["name"], v["format"], v["capacity"]) for v in volumes] == [
+        (f"{name}.qcow2", "qcow2", GIB)
+    ]
+
+
+BAD = [
+    ({"name": "a<b>"}, "name"),
+    ({"name": "../x"}, "name"),
+    ({"name": "-rf"}, "name"),
+    ({"name": "x" * 300}, "name"),
+    ({"name": "bell\x07"}, "name"),
+    ({"vcpus": 0}, "vcpus"),
+    ({"vcpus": -2}, "vcpus"),
+    ({"vcpus": 10**9}, "vcpus"),
+    ({"memory_mib": 0}, "memory_mib"),
+    ({"memory_mib": -1}, "memory_mib"),
+    ({"memory_mib": 2**50}, "memory_mib"),
+]
+
+
+def test_bad_input_is_refused_and_leaves_the_host_as_it_was(
+    client: TestClient, local: dict, pool: str
+) -> None:
+    pools = client.get(f"/api/v1/hosts/{local['id']}/pools").json()
+    free = next(p["available"] for p in pools if p["name"] == pool)
+    cases = [*BAD, ({"disk": {"pool": pool, "size_gib": free // GIB + 1}}, "disk.size_gib")]
+    before = (virsh_lines("list", "--all", "--name"), pool_volumes(pool))
+    sent, answers = set(), []
+
+    for fields, field in cases:
+        body = {"name": unique_name(), "disk": {"pool": pool, "size_gib": 1}, "start": True}
+        body.update(fields)
+        sent.add(body["name"])
+        response = create(client, local, **body)
+        answers.append((response.status_code, response.json().get("field")))
+        assert response.json()["detail"].startswith(f"{field}: "), response.text
+
+    assert answers == [(422, field) for _, field in cases]
+    domains, volumes = virsh_lines("list", "--all", "--name"), pool_volumes(pool)
+    # Other test runs may share this libvirtd: of its guests, only ours must be as they were.
+    assert (set(domains) ^ set(before[0])) & sent == set()
+    assert volumes == before[1] == []
+
+
+def test_a_uefi_guest_starts_where_the_host_offers_uefi(
+    client: TestClient, local: dict, made: list[str]
+) -> None:
+    name = unique_name()
+    made.append(name)
+
+    response = create(client, local, name, firmware="uefi", start=True)
+
+    if response.status_code == 422 and response.json()["field"] == "firmware":
+        pytest.skip("this host offers no UEFI firmware")
+    assert response.status_code == 201, response.text
+    assert "<os firmware='efi'>" in virsh("dumpxml", "--inactive", name)
+    assert re.search(r"<loader[^>]*type='pflash'[^>]*>/usr/share/OVMF/", virsh("dumpxml", name))
+    # It started; under nested KVM (as on this machine) OVMF can then stop on an emulation
+    # failure, which pauses the guest.
+    assert response.json()["status"] in ("running", "paused")
+    assert dominfo(name)["Id"] != "-"
+
+
+def test_a_guest_that_cannot_start_is_undefined_and_a_disk_it_did_not_make_is_kept(
+    client: TestClient, local: dict, pool: str, made: list[str]
+) -> None:
+    first, second = unique_name(), unique_name()
+    made.extend([first, second])
+    job = create(client, local, first, disk={"pool": pool, "size_gib": 1}, start=True).json()
+    assert wait_for_job(client, job["id"], timeout=60)["status"] == "succeeded"
+
+    # QEMU locks a running guest's image: a second guest on it cannot start.
+    response = create(
+        client, local, second, disk={"pool": pool, "volume": f"{first}.qcow2"}, start=True
+    )
+
+    assert response.status_code >= 400
+    assert "lock" in response.json()["detail"]
+    assert second not in virsh_lines("list", "--all", "--name")
+    assert pool_volumes(pool) == [f"{first}.qcow2"]
+    assert dominfo(first)["State"] == "running"
+
+
+def test_a_define_that_fails_after_the_volume_was_made_removes_the_volume(
+    pool: str, made: list[str]
+) -> None:
+    name = unique_name()
+    made.append(name)
+    conn = HostConnection(SYSTEM_URI, keepalive=(3, 3), on_close=lambda _reason: None)
+    try:
+        platform = replace(host_platform(conn), emulator="/usr/bin/vdtest-no-such-emulator")
+        guest = GuestPlan(
+            uuid="c0000000-0000-4000-8000-0000000000a1", name=name, vcpus=1, memory_mib=64,
+            platform=platform,
+        )  # fmt: skip
+        plan = CreatePlan(host_id=1, guest=guest, new_disk=NewDisk(pool, 1), start=True)
+
+        with pytest.raises(VirtdeckError, match="vdtest-no-such-emulator"):
+            build_guest(conn, plan)
+    finally:
+        conn.close()
+
+    assert pool_volumes(pool) == []
+    assert name not in virsh_lines("list", "--all", "--name")

@@ -1,0 +1,100 @@
+"""Creating a guest with the wizard in headless Chromium, then starting it from its page."""
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser import admin_tab, screenshot, server_with_host
+from tests.conftest import node_uri
+from tests.serve import Server
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`virtdeck serve` with an admin and the host "store" (pool images, network lan), synced."""
+    with server_with_host(
+        tmp_path_factory.mktemp("serve"), "store", node_uri("node-storage.xml")
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def page(server: Server) -> Iterator[Page]:
+    """The admin's tab; JavaScript errors fail the test."""
+    with admin_tab(server, height=900) as tab:
+        yield tab
+
+
+def test_choosing_a_host_loads_its_storage_and_the_disk_kind_shows_its_fields(
+    server: Server, page: Page
+) -> None:
+    page.goto(f"{server.url}/guests/new")
+    choices = page.locator("#guest-choices")
+    expect(choices).to_contain_text("Choose a host")
+
+    page.locator('select[name="host_id"]').select_option(label="store")
+
+    pool = page.locator('select[name="disk_pool"]')
+    volume = page.locator('select[name="disk_volume"]')
+    expect(pool.locator("option")).to_have_text([re.compile(r"^images \(\d+\.\d GiB free\)$")])
+    expect(page.get_by_label("Boot media").locator("option")).to_have_text(
+        ["none", "debian-12.iso"]
+    )
+    expect(page.get_by_label("Network").locator("option")).to_have_text(["none", "lan"])
+    expect(volume).to_be_hidden()
+    page.get_by_label("Existing volume").check()
+    expect(volume).to_be_visible()
+    expect(pool).to_be_hidden()
+    expect(volume.locator("option")).to_have_text(["golden.qcow2 (8 GiB)"])
+    page.get_by_label("No disk").check()
+    expect(volume).to_be_hidden()
+
+
+def test_the_wizard_refuses_a_bad_name_in_place_then_creates_the_guest_which_then_starts(
+    server: Server, page: Page
+) -> None:
+    page.goto(f"{server.url}/")
+    page.get_by_role("link", name="store").first.click()
+    page.get_by_role("link", name="New guest").click()
+    page.wait_for_url(re.compile(r"/guests/new\?host_id=\d+$"))
+    form = page.locator("#guest-form")
+    form.get_by_label("Name").fill("-rf")
+    form.get_by_label("vCPUs", exact=True).fill("2")
+    form.get_by_label("Memory (MiB)").fill("256")
+    form.get_by_label("Size (GiB)").fill("2")
+    form.get_by_label("Boot media").select_option(label="debian-12.iso")
+    form.get_by_label("Network").select_option("lan")
+    form.get_by_label("Start after creating").uncheck()
+    form.get_by_role("button", name="Create guest").click()
+
+    error = page.locator('.field-error[data-field="name"]')
+    expect(error).to_contain_text("not starting with '.' or '-'")
+    expect(page.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Name")).to_have_value("-rf")
+    expect(page.get_by_label("Boot media")).to_have_value("images/debian-12.iso")
+    expect(page.get_by_label("Size (GiB)")).to_have_value("2")
+    expect(page.get_by_label("Start after creating")).not_to_be_checked()
+    screenshot(page, "guest-new-refused.png")
+
+    page.get_by_label("Name").fill("vd-web-1")
+    page.get_by_role("button", name="Create guest").click()
+
+    page.wait_for_url(re.compile(r"/guests/[0-9a-f-]{36}$"), timeout=15_000)
+    expect(page.locator("h1")).to_have_text("vd-web-1")
+    status = page.locator("#guest-status")
+    expect(status.locator(".badge")).to_have_text("shutoff")
+    expect(page.locator("dt:text-is('vCPUs') + dd")).to_have_text("2")
+    disks = page.locator("table").first
+    expect(disks).to_contain_text("/var/lib/virtdeck-test/images/vd-web-1.qcow2")
+    expect(disks).to_contain_text("/var/lib/virtdeck-test/images/debian-12.iso")
+    expect(page.locator("table").nth(1)).to_contain_text("lan")
+    screenshot(page, "guest-new-created.png")
+
+    status.get_by_role("button", name="start", exact=True).click()
+    expect(status.locator(".badge")).to_have_text("running")
+    guests = server.api("GET", "/guests", params={"q": "vd-web-1"}).json()["items"]
+    assert [(g["name"], g["status"], g["vcpus"]) for g in guests] == [("vd-web-1", "running", 2)]

@@ -1,0 +1,163 @@
+"""The new-guest wizard: the host's choices, refusals next to their field, and what follows."""
+
+import re
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import add_host, node_uri
+
+HTMX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def storage_host(client: TestClient) -> dict:
+    """A test-driver host with the pool "images" (an ISO, a qcow2 image) and the network "lan"."""
+    return add_host(client, "store", node_uri("node-storage.xml"))
+
+
+def form(host: dict, **fields) -> dict:
+    values = {"host_id": str(host["id"]), "name": "web-3", "vcpus": "2", "memory_mib": "256",
+              "disk": "none", "network": "lan", "firmware": "bios"}  # fmt: skip
+    return {**values, **fields}
+
+
+def field_error(html: str, field: str) -> str | None:
+    found = re.search(rf'class="field-error" data-field="{re.escape(field)}">([^<]*)<', html)
+    return found.group(1) if found else None
+
+
+def options(html: str, name: str) -> list[str]:
+    """The option values of the select with this name."""
+    body = html.split(f'name="{name}"', 1)[1].split("</select>", 1)[0]
+    return re.findall(r'<option value="([^"]*)"', body)
+
+
+def test_operators_find_the_wizard_from_the_host_page_and_viewers_do_not(
+    make_client, storage_host: dict
+) -> None:
+    operator, viewer = make_client(role="operator"), make_client(role="viewer")
+    link = f'href="/guests/new?host_id={storage_host["id"]}"'
+
+    assert link in operator.get(f"/hosts/{storage_host['id']}").text
+    assert 'href="/guests/new"' in operator.get("/").text
+    assert link not in viewer.get(f"/hosts/{storage_host['id']}").text
+    assert viewer.get("/guests/new").status_code == 403
+
+
+def test_the_wizard_offers_the_chosen_hosts_pools_images_isos_and_networks(
+    client: TestClient, storage_host: dict
+) -> None:
+    page = client.get("/guests/new", params={"host_id": storage_host["id"]})
+
+    assert page.status_code == 200
+    assert re.search(rf'<option value="{storage_host["id"]}" selected', page.text)
+    assert options(page.text, "disk_pool") == ["images"]
+    assert re.search(r"images \(9\d\.\d GiB free\)", page.text)  # 100 GiB less the images
+    assert options(page.text, "disk_volume") == ["images/golden.qcow2"]
+    assert options(page.text, "cdrom") == ["", "images/debian-12.iso"]
+    assert options(page.text, "network") == ["", "lan"]
+    assert "UEFI (not offered by this host)" in page.text
+
+
+def test_choosing_another_host_fetches_its_choices(
+    client: TestClient, storage_host: dict, two_hosts: tuple[dict, dict]
+) -> None:
+    alpha, _ = two_hosts
+
+    nothing = client.get("/guests/new/choices", headers=HTMX)
+    bare = client.get("/guests/new/choices", params={"host_id": alpha["id"]}, headers=HTMX)
+    stored = client.get("/guests/new/choices", params={"host_id": storage_host["id"]}, headers=HTMX)
+
+    assert nothing.text.lstrip().startswith('<div id="guest-choices"')
+    assert "Choose a host" in nothing.text
+    assert "no active directory pool" in bare.text and "debian-12.iso" not in bare.text
+    assert "debian-12.iso" in stored.text and "<html" not in stored.text
+
+
+def test_a_host_that_cannot_be_read_says_so_in_place_of_its_choices(
+    client: TestClient, silent_listener: int
+) -> None:
+    uri = f"test+tcp://127.0.0.1:{silent_listener}/default"
+    host = client.post("/api/v1/hosts", json={"name": "mute", "uri": uri}).json()
+
+    fragment = client.get("/guests/new/choices", params={"host_id": host["id"]}, headers=HTMX)
+
+    assert "Cannot read the host's storage and networks" in fragment.text
+    assert "not connected" in fragment.text
+
+
+def test_a_refused_field_shows_its_reason_next_to_it_with_every_value_kept(
+    client: TestClient, storage_host: dict
+) -> None:
+    typed = form(storage_host, name="-rf", disk="new", disk_pool="images", disk_size_gib="3",
+                 cdrom="images/debian-12.iso")  # fmt: skip
+
+    response = client.post("/guests/new", data=typed, headers=HTMX)
+
+    assert response.status_code == 422
+    assert field_error(response.text, "name").startswith("1-64 letters")
+    assert 'value="-rf"' in response.text and 'aria-invalid="true"' in response.text
+    assert 'name="disk_size_gib" type="number" min="1" value="3"' in response.text
+    assert '<option value="images/debian-12.iso" selected>' in response.text
+    assert '<option value="lan" selected>' in response.text
+    assert client.get("/api/v1/guests", params={"host_id": storage_host["id"]}).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "reason"),
+    [
+        ({"vcpus": "two"}, "vcpus", "a whole number"),
+        ({"vcpus": "5"}, "vcpus", "the host has 4 CPUs"),
+        ({"memory_mib": "9000"}, "memory_mib", "to 8192 MiB"),
+        ({"disk": "new", "disk_pool": "images", "disk_size_gib": "500"}, "disk.size_gib",
+         "does not fit"),
+        ({"disk": "existing", "disk_volume": "images/gone.qcow2"}, "disk.volume", "no volume"),
+        ({"firmware": "uefi"}, "firmware", "no UEFI"),
+        ({"host_id": ""}, "host_id", "choose"),
+    ],
+)  # fmt: skip
+def test_each_refused_field_is_named_in_the_form(
+    client: TestClient, storage_host: dict, fields: dict, field: str, reason: str
+) -> None:
+    response = client.post("/guests/new", data=form(storage_host, **fields), headers=HTMX)
+
+    assert response.status_code == 422
+    assert reason in field_error(response.text, field)
+
+
+def test_a_guest_without_a_new_volume_opens_its_page_at_once(
+    client: TestClient, storage_host: dict
+) -> None:
+    typed = form(storage_host, name="web-3", disk="existing", disk_volume="images/golden.qcow2",
+                 start="on")  # fmt: skip
+
+    response = client.post("/guests/new", data=typed, headers=HTMX)
+
+    assert response.status_code == 204
+    page = client.get(response.headers["HX-Redirect"])
+    assert "<h1>web-3</h1>" in page.text
+    assert "/var/lib/virtdeck-test/images/golden.qcow2" in page.text
+    assert "badge-running" in page.text
+
+
+def test_a_new_volume_shows_the_jobs_progress_which_then_opens_the_guest(
+    client: TestClient, storage_host: dict
+) -> None:
+    typed = form(storage_host, name="db-3", disk="new", disk_pool="images", disk_size_gib="4")
+
+    response = client.post("/guests/new", data=typed, headers=HTMX)
+
+    assert response.status_code == 202
+    job_id = re.search(r'id="job-(\d+)"', response.text).group(1)
+    assert 'hx-get="/jobs/' in response.text and 'value="db-3"' in response.text
+    deadline = time.monotonic() + 15
+    while (poll := client.get(f"/jobs/{job_id}", headers=HTMX)).status_code == 200:
+        assert time.monotonic() < deadline, poll.text
+        time.sleep(0.05)
+    guest = client.get("/api/v1/guests", params={"q": "db-3"}).json()["items"][0]
+    assert poll.headers["HX-Redirect"] == f"/guests/{guest['uuid']}"
+    assert guest["disks"][0]["source"] == "/var/lib/virtdeck-test/images/db-3.qcow2"
+    page = client.get(f"/jobs/{job_id}")
+    assert "badge-succeeded" in page.text and f'href="/guests/{guest["uuid"]}"' in page.text
