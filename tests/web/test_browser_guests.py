@@ -98,3 +98,19 @@ def test_the_wizard_refuses_a_bad_name_in_place_then_creates_the_guest_which_the
     expect(status.locator(".badge")).to_have_text("running")
     guests = server.api("GET", "/guests", params={"q": "vd-web-1"}).json()["items"]
     assert [(g["name"], g["status"], g["vcpus"]) for g in guests] == [("vd-web-1", "running", 2)]
+
+    # Then the whole way out: force it off, and delete it with its new disk.
+    page.once("dialog", lambda dialog: dialog.accept())
+    status.get_by_role("button", name="force off", exact=True).click()
+    expect(status.locator(".badge")).to_have_text("shutoff")
+    panel = page.locator("#guest-delete")
+    expect(panel.locator("tr[data-disk]").first).to_contain_text("vd-web-1.qcow2")
+    panel.get_by_label(re.compile("also delete", re.I)).check()
+    panel.locator('input[name="confirm"]').fill("vd-web-1")
+    panel.get_by_role("button", name="Delete guest").click()
+    page.wait_for_url(re.compile(r"/hosts/\d+$"))
+    expect(page.locator(".toast").last).to_contain_text("vd-web-1 deleted; removed 1 disk")
+    expect(page.locator("#guest-table")).not_to_contain_text("vd-web-1")
+    host_id = page.url.rsplit("/", 1)[1]
+    volumes = server.api("GET", f"/hosts/{host_id}/pools/images/volumes").json()
+    assert "vd-web-1.qcow2" not in [v["name"] for v in volumes]
