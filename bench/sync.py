@@ -2,7 +2,8 @@
 
 N test-driver hosts x M guests (default 10 x 500) are synced into a fresh database the way a
 host worker does it (HostConnection.guests() then apply_sync in one transaction per host),
-then the app is served by uvicorn and the guest list, the overview and a host page are timed.
+then the app is served by uvicorn and the guest list, the overview, a host page and its
+overcommit page are timed.
 
 Run it with `make bench`, or:
 
@@ -359,7 +360,7 @@ def sync_rows(
 def page_timings(
     url: str, host_id: int, requests: int, page_items: int, *, cookie: str
 ) -> list[Row]:
-    """Median and p95 of the guest list, the overview and a host page, as a logged-in viewer."""
+    """Median and p95 of the guest list, the overview, a host page and its overcommit page."""
     rows: list[Row] = []
     cookies = {SESSION_COOKIE: cookie}
     with serve(url) as base, httpx.Client(base_url=base, timeout=30, cookies=cookies) as client:
@@ -367,6 +368,7 @@ def page_timings(
             ("GET /api/v1/guests?limit=100", "/api/v1/guests?limit=100", _ok(page_items)),
             ("GET / (overview)", "/", _ok(0)),
             (f"GET /hosts/{host_id} (100 guests)", f"/hosts/{host_id}", _ok(0)),
+            (f"GET /hosts/{host_id}/overcommit", f"/hosts/{host_id}/overcommit", _ok(0)),
         )
         for label, path, check in pages:
             rows += page_rows(label, time_get(client, path, requests=requests, check=check))

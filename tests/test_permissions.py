@@ -79,6 +79,15 @@ EXPECTED = {
     ("POST", "/users/{user_id}"): ADMIN,
     ("POST", "/users/{user_id}/delete"): ADMIN,
     ("GET", "/audit"): ADMIN,
+    ("GET", "/api/v1/hosts/{host_id}/overcommit"): VIEW,
+    ("GET", "/api/v1/hosts/{host_id}/overcommit/samples"): VIEW,
+    ("GET", "/api/v1/overcommit"): VIEW,
+    ("GET", "/api/v1/policy"): VIEW,
+    ("PUT", "/api/v1/policy"): ADMIN,
+    ("PUT", "/api/v1/hosts/{host_id}/policy"): ADMIN,
+    ("GET", "/hosts/{host_id}/overcommit"): VIEW,
+    ("POST", "/overcommit/policy"): ADMIN,
+    ("POST", "/hosts/{host_id}/overcommit/policy"): ADMIN,
 }
 
 

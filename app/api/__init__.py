@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from app.api import accounts, audit, guest_create, guest_delete, guests, hosts
+from app.api import accounts, audit, guest_create, guest_delete, guests, hosts, overcommit
 
 router = APIRouter(prefix="/api/v1")
 router.include_router(hosts.router)
@@ -11,3 +11,4 @@ router.include_router(guest_create.router)
 router.include_router(guest_delete.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)
+router.include_router(overcommit.router)

@@ -51,7 +51,10 @@ class GuestCreate(BaseModel):
     network: str | None = Field(None, max_length=LONG, description="a libvirt network")
     firmware: str = Field("bios", description="bios, or uefi where the host offers it")
     start: bool = Field(False, description="start the guest once it is defined")
-    force: bool = Field(False, description="allow more vCPUs than host CPUs (admins only)")
+    force: bool = Field(
+        False,
+        description="allow more vCPUs than host CPUs, or over the overcommit policy (admins only)",
+    )
 
     def request(self) -> guest_create.CreateRequest:
         """The service's request for this body."""

@@ -6,10 +6,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from app.api.schemas import GuestDetail, GuestList, GuestOut
-from app.deps import SessionDep, SessionsDep, SyncDep, guard
+from app.deps import SessionDep, SessionsDep, SyncDep, guard, needs
 from app.services import guests as guest_service
-from app.services.auth import Permission
+from app.services.auth import Permission, Principal
 from app.services.guest_actions import ACTIONS, run_action
+from app.services.overcommit import check_force
 from app.services.paging import MAX_OFFSET
 
 router = APIRouter(prefix="/guests", tags=["guests"])
@@ -42,8 +43,10 @@ GuestAction = StrEnum("GuestAction", {a: a for a in ACTIONS})
 @router.post(
     "/{uuid}/actions/{action}",
     response_model=GuestOut,
-    dependencies=guard(Permission.OPERATE, "guest.action"),
-    responses={409: {"description": "the guest's state does not allow it, or it is busy"}},
+    responses={
+        403: {"description": "force asked by someone who is not an admin"},
+        409: {"description": "the state does not allow it, it is busy, or over the policy"},
+    },
 )
 def guest_action(
     request: Request,
@@ -51,10 +54,16 @@ def guest_action(
     action: GuestAction,
     sessions: SessionsDep,
     sync: SyncDep,
+    principal: Annotated[Principal, needs(Permission.OPERATE, "guest.action")],
+    force: Annotated[
+        bool, Query(description="start even over the overcommit policy (admins only)")
+    ] = False,
 ) -> GuestOut:
     """Start, shut down, force off, reboot, suspend or resume a guest, or set its autostart."""
     request.state.action = f"guest.{action.value}"
-    return GuestOut.of(run_action(sessions, sync, uuid=uuid, action=action.value))
+    if force:
+        check_force(principal, "a start over the overcommit policy")
+    return GuestOut.of(run_action(sessions, sync, uuid=uuid, action=action.value, force=force))
 
 
 @router.get("/{uuid}", response_model=GuestDetail, dependencies=guard(Permission.VIEW))

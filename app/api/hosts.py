@@ -1,20 +1,29 @@
 """/api/v1/hosts"""
 
 from fastapi import APIRouter, Query, Request, Response, status
+from sqlalchemy.orm import Session
 
 from app.api.schemas import HostCreate, HostOut, RefreshOut
 from app.deps import SessionDep, SyncDep, guard
+from app.models import Host
 from app.services import hosts as host_service
+from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
 
 router = APIRouter(prefix="/hosts", tags=["hosts"])
 
 
+def _out(session: Session, hosts: list[Host]) -> list[HostOut]:
+    """The hosts with their guest totals and running overcommit ratios."""
+    summaries = host_service.summarize(session, hosts)
+    pictures = overcommit_service.pictures(session, hosts)
+    return [HostOut.of(s, p) for s, p in zip(summaries, pictures, strict=True)]
+
+
 @router.get("", response_model=list[HostOut], dependencies=guard(Permission.VIEW))
 def list_hosts(session: SessionDep) -> list[HostOut]:
     """Every registered host with its state, facts and guest totals."""
-    hosts = host_service.list_hosts(session)
-    return [HostOut.of(s) for s in host_service.summarize(session, hosts)]
+    return _out(session, host_service.list_hosts(session))
 
 
 @router.post(
@@ -29,14 +38,13 @@ def add_host(request: Request, body: HostCreate, session: SessionDep, sync: Sync
     request.state.audit_target = f"host:{host.id} ({host.name})"
     session.commit()
     sync.add(host.id, host.uri)
-    return HostOut.of(host_service.summarize(session, [host])[0])
+    return _out(session, [host])[0]
 
 
 @router.get("/{host_id}", response_model=HostOut, dependencies=guard(Permission.VIEW))
 def get_host(host_id: int, session: SessionDep) -> HostOut:
     """One host."""
-    host = host_service.get_host(session, host_id)
-    return HostOut.of(host_service.summarize(session, [host])[0])
+    return _out(session, [host_service.get_host(session, host_id)])[0]
 
 
 @router.delete(

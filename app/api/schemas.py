@@ -10,6 +10,7 @@ from app.services import guests as guest_service
 from app.services.guest_actions import allowed_actions
 from app.services.hosts import HostSummary
 from app.services.inventory import last_seen
+from app.services.overcommit import HostOvercommit
 
 
 class HostCreate(BaseModel):
@@ -47,10 +48,14 @@ class HostOut(BaseModel):
     guests_running: int
     vcpus_total: int
     memory_total_kib: int
+    cpu_running_ratio: float | None = Field(description="running guests' vCPUs per CPU")
+    cpu_state: str = Field(description="against the policy: ok, near, over or unknown")
+    memory_running_ratio: float | None = Field(description="running guests' max memory per host's")
+    memory_state: str = Field(description="against the policy: ok, near, over or unknown")
 
     @classmethod
-    def of(cls, summary: HostSummary) -> "HostOut":
-        """From a host and its totals."""
+    def of(cls, summary: HostSummary, picture: HostOvercommit) -> "HostOut":
+        """From a host, its totals and its overcommit picture."""
         return cls.model_validate(
             {
                 **{
@@ -62,6 +67,10 @@ class HostOut(BaseModel):
                 "guests_running": summary.guests_running,
                 "vcpus_total": summary.vcpus,
                 "memory_total_kib": summary.memory_kib,
+                "cpu_running_ratio": picture.cpu_running.ratio,
+                "cpu_state": picture.cpu_running.state,
+                "memory_running_ratio": picture.memory_running.ratio,
+                "memory_state": picture.memory_running.state,
             }
         )
 

@@ -5,6 +5,7 @@ from app.models.base import Base
 from app.models.guest import Guest
 from app.models.host import Host
 from app.models.job import JOB_STATES, Job
+from app.models.overcommit import OvercommitPolicy, OvercommitSample
 from app.models.user import ROLES, ApiToken, LoginFailure, LoginSession, User
 
 __all__ = [
@@ -18,5 +19,7 @@ __all__ = [
     "Job",
     "LoginFailure",
     "LoginSession",
+    "OvercommitPolicy",
+    "OvercommitSample",
     "User",
 ]

@@ -1,8 +1,9 @@
 """A libvirt host and what we know of it."""
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -35,3 +36,10 @@ class Host(Base):
     memory_kib: Mapped[int | None] = mapped_column(BigInteger)
     memory_source: Mapped[str | None] = mapped_column(String(128))
     kvm_available: Mapped[bool | None] = mapped_column(Boolean)
+
+    # Overcommit: this host's own allowed ratios (None: the global policy), and the latest
+    # memory, KSM and guest balloon readings of its worker (see app.virt.overcommit).
+    policy_cpu: Mapped[float | None] = mapped_column(Float)
+    policy_memory: Mapped[float | None] = mapped_column(Float)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    stats_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -14,6 +14,7 @@ from app.models.base import utcnow
 from app.services.guests import get_guest, status
 from app.services.hosts import require_connected
 from app.services.inventory import record_guest
+from app.services.overcommit import check_policy
 from app.workers.sync import SyncManager
 
 ACTION_LABELS = {  # in the order the buttons show
@@ -104,15 +105,28 @@ def guest_lock(sessions: sessionmaker[Session], guest: Guest, action: str) -> It
 
 
 def run_action(
-    sessions: sessionmaker[Session], sync: SyncManager, *, uuid: str, action: str
+    sessions: sessionmaker[Session],
+    sync: SyncManager,
+    *,
+    uuid: str,
+    action: str,
+    force: bool = False,
 ) -> Guest:
-    """Check the state, take the lock, ask libvirt, and write what the guest is now."""
+    """Check the state (and a start's overcommit unless forced), lock, act, record the guest."""
     with sessions() as session:
         guest = get_guest(session, uuid)
         host = guest.host
-    if guest.gone_at is None:
-        require_connected(host)
-    _check_allowed(guest, action, status(guest, host))
+        if guest.gone_at is None:
+            require_connected(host)
+        _check_allowed(guest, action, status(guest, host))
+        if action == "start" and not force:
+            check_policy(
+                session,
+                host.id,
+                add_vcpus=guest.vcpus,
+                add_memory_kib=guest.memory_max_kib,
+                action="start",
+            )
     with guest_lock(sessions, guest, action):
         now = sync.call(host.id, lambda conn: conn.guest(guest.uuid))
         _check_allowed(guest, action, now.state)  # libvirt's word, not the last sync's

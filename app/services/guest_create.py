@@ -18,9 +18,10 @@ from app.db import transaction
 from app.errors import Conflict, HostUnreachable, Invalid, NotFound, VirtdeckError
 from app.models import Guest, Host, Job
 from app.services import jobs as job_service
-from app.services.auth import Forbidden, Permission, Principal
+from app.services.auth import Principal
 from app.services.guests import get_guest
 from app.services.inventory import record_guest
+from app.services.overcommit import check_force, check_policy
 from app.virt import build, storage, teardown
 from app.virt.build import DiskSource, GuestPlan
 from app.virt.connection import HostConnection
@@ -165,11 +166,8 @@ def _check_devices(request: CreateRequest) -> None:
 
 def check_request(session: Session, request: CreateRequest, principal: Principal) -> Host:
     """The host, once everything that needs no call to it is acceptable."""
-    if request.force and not principal.allows(Permission.ADMIN):
-        raise Forbidden(
-            "force: only an admin may create a guest with more vCPUs than the host has CPUs",
-            field="force",
-        )
+    if request.force:
+        check_force(principal, "a guest with more vCPUs than host CPUs, or over the policy")
     host = session.get(Host, request.host_id) if request.host_id is not None else None
     if host is None:
         raise Invalid("host_id: choose a registered host", field="host_id")
@@ -177,6 +175,11 @@ def check_request(session: Session, request: CreateRequest, principal: Principal
         raise Invalid(f"name: {NAME_RULE}", field="name")
     _check_sizes(request, host)
     _check_devices(request)
+    if not request.force:  # a new guest counts as running, started now or later
+        memory_kib = request.memory_mib * 1024
+        check_policy(
+            session, host.id, add_vcpus=request.vcpus, add_memory_kib=memory_kib, action="create"
+        )
     return host
 
 

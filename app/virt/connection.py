@@ -192,9 +192,8 @@ class HostConnection:
         }
         found: list[GuestInfo] = []
         domains = self._call(conn.listAllDomains, 0)
-        self._parsed = {
-            u: p for u, p in self._parsed.items() if u in {d.UUIDString() for d in domains}
-        }
+        present = {d.UUIDString() for d in domains}
+        self._parsed = {u: p for u, p in self._parsed.items() if u in present}
         for dom in domains:
             uuid = dom.UUIDString()
             try:

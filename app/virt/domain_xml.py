@@ -52,6 +52,12 @@ def _nic(element: ET.Element) -> Nic:
     )
 
 
+def _has_balloon(devices: ET.Element | None) -> bool:
+    """Whether the devices include a memory balloon that is not model "none"."""
+    balloon = devices.find("memballoon") if devices is not None else None
+    return balloon is not None and balloon.get("model", "none") != "none"
+
+
 def parse_domain(xml: str) -> DomainSpec:
     """The inventory's view of a domain XML document."""
     root = ET.fromstring(xml)
@@ -72,4 +78,5 @@ def parse_domain(xml: str) -> DomainSpec:
         memory_current_kib=_kib(current) if current is not None else memory_max,
         disks=disks,
         nics=nics,
+        has_balloon=_has_balloon(devices),
     )

@@ -35,6 +35,8 @@ class DomainSpec:
     memory_current_kib: int
     disks: tuple[Disk, ...] = field(default=())
     nics: tuple[Nic, ...] = field(default=())
+    # A memory balloon device (memballoon with a model other than "none").
+    has_balloon: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,22 @@ from fastapi.responses import RedirectResponse, Response
 
 from app.errors import VirtdeckError
 from app.services.auth import NotAuthenticated
-from app.web import accounts, audit, auth, guest_create, guest_delete, guests, hosts
+from app.web import (
+    accounts,
+    audit,
+    auth,
+    guest_create,
+    guest_delete,
+    guests,
+    hosts,
+    overcommit,
+)
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
 router.include_router(auth.router)
+# Before hosts: its pages sit under /hosts/{host_id}/.
+router.include_router(overcommit.router)
 router.include_router(hosts.router)
 # Before guests: /guests/new is not a guest's UUID.
 router.include_router(guest_create.router)

@@ -6,7 +6,7 @@ from fastapi.responses import HTMLResponse
 from app.deps import SessionDep, guard
 from app.services import audit as audit_service
 from app.services.auth import Permission
-from app.web.templating import PAGE_SIZE, page_window, templates
+from app.web.templating import PAGE_SIZE, page_window, templates, wants_fragment
 
 router = APIRouter()
 
@@ -37,6 +37,6 @@ def audit_page(
         "page": page,
         "pages": max(1, -(-entries.total // PAGE_SIZE)),
     }
-    if request.headers.get("HX-Target") == "audit-table":
+    if wants_fragment(request, "audit-table"):
         return templates.TemplateResponse(request, "partials/audit_table.html", context)
     return templates.TemplateResponse(request, "audit.html", context)

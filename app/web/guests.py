@@ -1,18 +1,20 @@
 """The guest page, and lifecycle actions from the page and the host's guest table."""
 
 import json
+from typing import Annotated
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.deps import SessionDep, SessionsDep, SyncDep, guard
+from app.deps import SessionDep, SessionsDep, SyncDep, guard, needs
 from app.errors import VirtdeckError
 from app.models import Guest
 from app.services import audit as audit_service
 from app.services import guests as guest_service
-from app.services.auth import Permission
+from app.services.auth import Permission, Principal
 from app.services.guest_actions import ACTION_LABELS, ACTIONS, run_action
 from app.services.inventory import last_seen
+from app.services.overcommit import check_force
 from app.web.templating import templates
 
 router = APIRouter()
@@ -52,16 +54,23 @@ def guest_page(request: Request, session: SessionDep, uuid: str) -> HTMLResponse
 @router.post(
     "/guests/{uuid}/actions/{action}",
     response_class=HTMLResponse,
-    dependencies=guard(Permission.OPERATE, "guest.action"),
 )
 def guest_action(
-    request: Request, sessions: SessionsDep, sync: SyncDep, uuid: str, action: str
+    request: Request,
+    sessions: SessionsDep,
+    sync: SyncDep,
+    uuid: str,
+    action: str,
+    principal: Annotated[Principal, needs(Permission.OPERATE, "guest.action")],
+    force: bool = False,
 ) -> Response:
-    """Run an action; answer with the updated row or status panel and a toast."""
+    """Run an action (force: admins start over the policy); answer with the row and a toast."""
     if action not in ACTIONS:
         raise VirtdeckError(f"action: unknown action '{action}'", field="action")
     request.state.action = f"guest.{action}"
-    guest = run_action(sessions, sync, uuid=uuid, action=action)
+    if force:
+        check_force(principal, "a start over the overcommit policy")
+    guest = run_action(sessions, sync, uuid=uuid, action=action, force=force)
     toast = f"{guest.name}: {ACTION_LABELS[action]} done"
     return _fragment(request, guest, toast=toast) or Response(
         status_code=204, headers={"HX-Refresh": "true"}

@@ -7,24 +7,38 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.deps import SessionDep, SyncDep, guard
 from app.errors import VirtdeckError
+from app.services import fleet
 from app.services import guests as guest_service
 from app.services import hosts as host_service
+from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
-from app.web.templating import PAGE_SIZE, form_refused, page_window, redirect, templates
+from app.web.templating import (
+    PAGE_SIZE,
+    form_refused,
+    page_window,
+    redirect,
+    templates,
+    wants_fragment,
+)
 
 router = APIRouter()
 
 
-def _wants(request: Request, target: str) -> bool:
-    return request.headers.get("HX-Target") == target
-
-
 @router.get("/", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
 def overview(request: Request, session: SessionDep) -> HTMLResponse:
-    """A card per host; htmx asks for just the cards when it refreshes them."""
+    """Fleet totals and a card per host; htmx asks for just those when it refreshes them."""
     summaries = host_service.summarize(session, host_service.list_hosts(session))
-    page = "partials/host_cards.html" if _wants(request, "host-cards") else "overview.html"
-    return templates.TemplateResponse(request, page, {"summaries": summaries, "form": {}})
+    ratios = fleet.host_ratios(session)
+    refresh = wants_fragment(request, "host-cards")
+    context = {
+        "summaries": summaries,
+        "overcommit": {item.host_id: item for item in ratios},
+        "fleet": overcommit_service.fleet_totals(ratios),
+        "fleet_oob": refresh,
+        "form": {},
+    }
+    page = "partials/host_cards.html" if refresh else "overview.html"
+    return templates.TemplateResponse(request, page, context)
 
 
 @router.post(
@@ -83,9 +97,9 @@ def host_page(
         "states": guest_service.STATE_FILTERS,
         "status": guest_service.status,
     }
-    if _wants(request, "guest-table"):
+    if wants_fragment(request, "guest-table"):
         return templates.TemplateResponse(request, "partials/guest_table.html", context)
-    if _wants(request, "host-facts"):
+    if wants_fragment(request, "host-facts"):
         return templates.TemplateResponse(request, "partials/host_facts.html", context)
     return templates.TemplateResponse(request, "host.html", context)
 

@@ -14,8 +14,11 @@ from app.config import Settings
 from app.db import transaction
 from app.errors import HostUnreachable, VirtdeckError
 from app.services import hosts as host_service
+from app.services import overcommit as overcommit_service
 from app.services.inventory import SyncResult, apply_sync
+from app.virt import overcommit as overcommit_virt
 from app.virt.connection import HostConnection
+from app.virt.types import GuestInfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,10 +112,23 @@ class HostWorker(threading.Thread):
                 guests,
                 sync_ms=(time.perf_counter() - started) * 1000,
             )
+        self._record_overcommit(guests)
         with self._synced:
             self.generation += 1
             self.last_result = result
             self._synced.notify_all()
+
+    def _record_overcommit(self, guests: list[GuestInfo]) -> None:
+        """Read the host's memory, KSM and balloon figures and store them (and a sample)."""
+        try:
+            stats = overcommit_virt.read_stats(self._conn, guests)
+        except HostUnreachable:
+            raise
+        except VirtdeckError as exc:  # a figure that failed must not mark the host unreachable
+            log.warning("overcommit figures of host %s: %s", self.host_id, exc.message)
+            return
+        with transaction(self._sessions) as session:
+            overcommit_service.record_stats(session, self.host_id, stats)
 
     def check_stalled(self, timeout: float) -> None:
         """Mark the host unreachable once if the current attempt has waited too long on it."""

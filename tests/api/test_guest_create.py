@@ -45,8 +45,11 @@ def prefix(lv: libvirt.virConnect) -> Iterator[str]:
 
 @pytest.fixture
 def host(client: TestClient) -> dict:
-    """test:///default registered and synced."""
-    return add_host(client, "shared", TEST_DEFAULT)
+    """test:///default registered and synced, with a memory policy its own 8 GiB guest fits."""
+    host = add_host(client, "shared", TEST_DEFAULT)
+    policy = client.put(f"/api/v1/hosts/{host['id']}/policy", json={"memory": 4.0})
+    assert policy.status_code == 200, policy.text
+    return host
 
 
 def create(client: TestClient, host: dict, name: str, **fields):

@@ -1,0 +1,208 @@
+"""Geometry for the SVG pictures the templates draw: bar charts, ratio gauges, a line chart.
+
+Only numbers and the caller's labels go in; the templates render them, escaped, as <svg>.
+"""
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+# Bar chart: labels on the left, bars on a shared scale, values on the right.
+BAR_WIDTH = 560
+BAR_TRACK_X = 124
+BAR_TRACK_WIDTH = 330
+BAR_ROW = 26
+BAR_HEIGHT = 15
+BAR_TOP = 22
+# Line chart: a y axis of ratios on the left, hours along the bottom.
+LINE_WIDTH = 1100
+LINE_HEIGHT = 200
+LINE_LEFT = 48
+LINE_RIGHT = 16
+LINE_TOP = 14
+LINE_BOTTOM = 26
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar: its label and value text, its kind (a CSS class) and where it sits."""
+
+    label: str
+    text: str
+    kind: str
+    y: float
+    width: float
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A vertical line across the bars (capacity, policy) with an optional label."""
+
+    label: str
+    kind: str
+    x: float
+    anchor: str
+
+
+@dataclass(frozen=True)
+class BarChart:
+    """Bars and marks on one scale, ready to draw."""
+
+    bars: list[Bar]
+    marks: list[Mark]
+    height: int
+    width: int = BAR_WIDTH
+    track_x: int = BAR_TRACK_X
+    track_width: int = BAR_TRACK_WIDTH
+    bar_height: int = BAR_HEIGHT
+
+
+def _scale(values: list[float]) -> float:
+    """The scale's end: a little past the largest value, never zero."""
+    return max([*values, 0.0]) * 1.08 or 1.0
+
+
+def bar_x(value: float, scale: float) -> float:
+    """A value's x on a bar chart's track."""
+    return round(BAR_TRACK_X + BAR_TRACK_WIDTH * min(value, scale) / scale, 1)
+
+
+def _anchor(x: float) -> str:
+    """Where a mark's label hangs so it stays inside the picture."""
+    if x > BAR_TRACK_X + BAR_TRACK_WIDTH - 50:
+        return "end"
+    return "middle" if x > BAR_TRACK_X + 50 else "start"
+
+
+def bar_chart(
+    rows: list[tuple[str, float | None, str, str]], marks: list[tuple[str, float | None, str]]
+) -> BarChart:
+    """Rows (label, value or None, value text, kind) and marks (label, value, kind) to draw."""
+    values = [v for _, v, _, _ in rows if v is not None] + [v for _, v, _ in marks if v]
+    scale = _scale(values)
+    bars = [
+        Bar(
+            label,
+            text,
+            kind,
+            BAR_TOP + i * BAR_ROW,
+            round(bar_x(value or 0, scale) - BAR_TRACK_X, 1),
+        )
+        for i, (label, value, text, kind) in enumerate(rows)
+    ]
+    lines = [
+        Mark(label, kind, bar_x(value, scale), _anchor(bar_x(value, scale)))
+        for label, value, kind in marks
+        if value
+    ]
+    return BarChart(bars, lines, BAR_TOP + len(rows) * BAR_ROW + 4)
+
+
+@dataclass(frozen=True)
+class Gauge:
+    """A small ratio bar: how full (percent of the scale) and where the policy line is."""
+
+    fill: float
+    policy: float
+
+
+def share(part: float | None, whole: float | None) -> float:
+    """Part of a whole in percent, within 0-100; 0 when either is unknown."""
+    if not part or not whole:
+        return 0.0
+    return round(min(100.0, 100 * part / whole), 1)
+
+
+def gauge(ratio: float | None, policy: float) -> Gauge:
+    """A ratio and its policy on a scale that shows both, with room past the policy."""
+    scale = max(ratio or 0.0, policy) * 1.25 or 1.0
+    return Gauge(round(100 * (ratio or 0.0) / scale, 1), round(100 * policy / scale, 1))
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of the line chart: its kind and its unbroken runs of points."""
+
+    label: str
+    kind: str
+    runs: list[str]
+    last: tuple[float, float] | None
+
+
+@dataclass(frozen=True)
+class Tick:
+    """An axis label and its position."""
+
+    label: str
+    at: float
+
+
+@dataclass(frozen=True)
+class LineChart:
+    """Ratios over time, with the policy lines, ready to draw."""
+
+    series: list[Series]
+    policies: list[Tick]
+    y_ticks: list[Tick]
+    x_ticks: list[Tick]
+    width: int = LINE_WIDTH
+    height: int = LINE_HEIGHT
+    left: int = LINE_LEFT
+    right: int = LINE_WIDTH - LINE_RIGHT
+    top: int = LINE_TOP
+    bottom: int = LINE_HEIGHT - LINE_BOTTOM
+
+
+def _ceiling(value: float) -> tuple[float, float]:
+    """A round top for the y axis and the step between its ticks."""
+    step = 0.25 if value <= 1 else 0.5 if value <= 3 else math.ceil(value / 6)
+    return max(step, math.ceil(value / step) * step), step
+
+
+def _runs(points: list[tuple[float, float] | None]) -> list[str]:
+    """SVG polyline point lists, broken where a point is missing."""
+    runs: list[list[str]] = [[]]
+    for point in points:
+        if point is None:
+            runs.append([])
+        else:
+            runs[-1].append(f"{point[0]:.1f},{point[1]:.1f}")
+    return [" ".join(run) for run in runs if run]
+
+
+def line_chart(
+    samples: list, *, now: datetime, hours: int, policies: tuple[float, float]
+) -> LineChart:
+    """The CPU and memory running ratios of the samples over the last hours, and the policies."""
+    start = now - timedelta(hours=hours)
+    span = (now - start).total_seconds()
+    values = [v for s in samples for v in (s.cpu_ratio, s.memory_ratio) if v is not None]
+    top, step = _ceiling(max([*values, *policies]) * 1.1)
+    plot_w = LINE_WIDTH - LINE_LEFT - LINE_RIGHT
+    plot_h = LINE_HEIGHT - LINE_TOP - LINE_BOTTOM
+
+    def x(at: datetime) -> float:
+        return round(LINE_LEFT + plot_w * max(0.0, (at - start).total_seconds()) / span, 1)
+
+    def y(value: float) -> float:
+        return round(LINE_TOP + plot_h * (1 - min(value, top) / top), 1)
+
+    def series(label: str, kind: str, attr: str) -> Series:
+        points = [(x(s.at), y(getattr(s, attr))) if getattr(s, attr) is not None else None
+                  for s in samples]  # fmt: skip
+        present = [p for p in points if p is not None]
+        return Series(label, kind, _runs(points), present[-1] if present else None)
+
+    count = round(top / step)
+    y_ticks = [Tick(f"{i * step:g}:1", y(i * step)) for i in range(count + 1)]
+    every = max(1, hours // 4)
+    x_ticks = [
+        Tick("now" if h == 0 else f"-{h} h", x(now - timedelta(hours=h)))
+        for h in range(hours, -1, -every)
+    ]
+    return LineChart(
+        series=[series("CPU", "cpu", "cpu_ratio"), series("memory", "memory", "memory_ratio")],
+        policies=[Tick("cpu", y(policies[0])), Tick("memory", y(policies[1]))],
+        y_ticks=y_ticks,
+        x_ticks=x_ticks,
+    )
