@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import admin_tab, server_with_host
+from tests.browser import server_with_host
 from tests.conftest import ARTIFACTS, node_uri
 from tests.serve import Server
 
@@ -21,13 +21,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
     """`virtdeck serve` with an admin and host alpha, synced."""
     with server_with_host(tmp_path, "alpha", node_uri("node-alpha.xml")) as running:
         yield running
-
-
-@pytest.fixture
-def page(server: Server) -> Iterator[Page]:
-    """The admin's tab; JavaScript errors fail the test."""
-    with admin_tab(server, height=800) as tab:
-        yield tab
 
 
 def test_the_button_waits_for_the_name_then_the_host_page_shows_the_toast(

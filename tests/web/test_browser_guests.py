@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import admin_tab, screenshot, server_with_host
+from tests.browser import screenshot, server_with_host
 from tests.conftest import node_uri
 from tests.serve import Server
 
@@ -20,13 +20,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         tmp_path_factory.mktemp("serve"), "store", node_uri("node-storage.xml")
     ) as running:
         yield running
-
-
-@pytest.fixture
-def page(server: Server) -> Iterator[Page]:
-    """The admin's tab; JavaScript errors fail the test."""
-    with admin_tab(server, height=900) as tab:
-        yield tab
 
 
 def test_choosing_a_host_loads_its_storage_and_the_disk_kind_shows_its_fields(

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import admin_tab, screenshot, server_with_host
+from tests.browser import screenshot, server_with_host
 from tests.conftest import node_uri
 from tests.serve import Server
 
@@ -19,13 +19,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         tmp_path_factory.mktemp("serve"), "alpha", node_uri("node-alpha.xml")
     ) as running:
         yield running
-
-
-@pytest.fixture
-def page(server: Server) -> Iterator[Page]:
-    """The admin's tab; JavaScript errors fail the test."""
-    with admin_tab(server, height=900) as tab:
-        yield tab
 
 
 def guest_rows(page: Page):
