@@ -5,9 +5,10 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import libvirt
-
+from app.errors import VirtdeckError
+from app.virt import connection
 from tests.libvirtd import IMAGES, virsh
 
 TEST_DEFAULT = "test:///default"
@@ -19,23 +20,23 @@ def unique_name(prefix: str = "vdtest") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def domain_names(lv: libvirt.virConnect) -> set[str]:
+def domain_names(lv: Any) -> set[str]:
     """The names of every domain, running or not."""
     return {d.name() for d in lv.listAllDomains(0)}
 
 
-def volume_names(lv: libvirt.virConnect, pool: str = DEFAULT_POOL) -> set[str]:
+def volume_names(lv: Any, pool: str = DEFAULT_POOL) -> set[str]:
     """The names of a pool's volumes."""
     return {v.name() for v in lv.storagePoolLookupByName(pool).listAllVolumes(0)}
 
 
-def remove_prefixed(lv: libvirt.virConnect, prefix: str, pool: str = DEFAULT_POOL) -> None:
+def remove_prefixed(lv: Any, prefix: str, pool: str = DEFAULT_POOL) -> None:
     """Remove the domains and volumes whose names start with prefix (what one test made)."""
     for dom in lv.listAllDomains(0):
         if dom.name().startswith(prefix):
-            with contextlib.suppress(libvirt.libvirtError):
+            with contextlib.suppress(VirtdeckError), connection.libvirt_errors():
                 dom.destroy()
-            with contextlib.suppress(libvirt.libvirtError):
+            with contextlib.suppress(VirtdeckError), connection.libvirt_errors():
                 dom.undefine()
     for volume in lv.storagePoolLookupByName(pool).listAllVolumes(0):
         if volume.name().startswith(prefix):

@@ -7,13 +7,14 @@ Each test names what it makes with its own prefix and removes it afterwards.
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from typing import Any
 
-import libvirt
 import pytest
 from fastapi.testclient import TestClient
 
 from app.db import make_engine, make_session_factory, transaction
 from app.models import Job
+from app.virt.connection import HostConnection
 from tests.conftest import add_host
 from tests.storage import (
     DEFAULT_POOL,
@@ -28,15 +29,15 @@ GIB = 1024**3
 
 
 @pytest.fixture
-def lv() -> Iterator[libvirt.virConnect]:
+def lv() -> Iterator[Any]:
     """Our own connection to test:///default, to see what the app did there."""
-    conn = libvirt.open(TEST_DEFAULT)
-    yield conn
+    conn = HostConnection(TEST_DEFAULT, keepalive=(3, 3), on_close=lambda _reason: None)
+    yield conn.lv
     conn.close()
 
 
 @pytest.fixture
-def prefix(lv: libvirt.virConnect) -> Iterator[str]:
+def prefix(lv: Any) -> Iterator[str]:
     """The prefix of this test's guests and volumes, all removed afterwards."""
     name = unique_name()
     yield name
@@ -74,7 +75,7 @@ def refused(response, field: str, status: int = 422) -> str:
 
 
 def test_a_guest_without_a_new_volume_is_created_at_once(
-    client: TestClient, host: dict, prefix: str, lv: libvirt.virConnect
+    client: TestClient, host: dict, prefix: str, lv: Any
 ) -> None:
     name = f"{prefix}-web"
     response = create(client, host, name, vcpus=2, memory_mib=256, network="default")
@@ -98,7 +99,7 @@ def test_a_guest_without_a_new_volume_is_created_at_once(
 
 
 def test_a_new_volume_is_made_by_a_job_that_ends_with_the_guest_running(
-    client: TestClient, host: dict, prefix: str, lv: libvirt.virConnect
+    client: TestClient, host: dict, prefix: str, lv: Any
 ) -> None:
     name = f"{prefix}-db"
     response = create(client, host, name, disk={"pool": DEFAULT_POOL, "size_gib": 2}, start=True)
@@ -122,7 +123,7 @@ def test_a_new_volume_is_made_by_a_job_that_ends_with_the_guest_running(
 
 
 def test_an_existing_volume_and_an_iso_are_attached_as_disk_and_cdrom(
-    client: TestClient, host: dict, prefix: str, lv: libvirt.virConnect
+    client: TestClient, host: dict, prefix: str, lv: Any
 ) -> None:
     pool = lv.storagePoolLookupByName(DEFAULT_POOL)
     for volume, fmt in ((f"{prefix}-data.qcow2", "qcow2"), (f"{prefix}-install.iso", "iso")):
@@ -157,7 +158,7 @@ BAD_NAMES = ["a<b>", "../x", "-rf", ".hidden", "x" * 300, "a\x00b", "new\nline",
 
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_a_bad_name_is_refused_naming_the_field_and_leaves_nothing(
-    client: TestClient, host: dict, lv: libvirt.virConnect, name: str
+    client: TestClient, host: dict, lv: Any, name: str
 ) -> None:
     before = (domain_names(lv), volume_names(lv))
 
@@ -197,7 +198,7 @@ def test_a_bad_name_is_refused_naming_the_field_and_leaves_nothing(
     ],
 )
 def test_bad_numbers_storage_and_devices_are_refused_naming_the_field_and_leave_nothing(
-    client: TestClient, host: dict, prefix: str, lv: libvirt.virConnect, fields: dict, field: str
+    client: TestClient, host: dict, prefix: str, lv: Any, fields: dict, field: str
 ) -> None:
     before = (domain_names(lv), volume_names(lv))
     fields = {"disk": {"pool": DEFAULT_POOL, "size_gib": 1}, "start": True, **fields}
@@ -219,7 +220,7 @@ def test_wrong_types_and_unknown_fields_are_refused_by_the_schema(
 
 
 def test_a_name_taken_on_the_host_is_a_conflict_even_when_the_inventory_has_not_seen_it(
-    client: TestClient, host: dict, prefix: str, lv: libvirt.virConnect
+    client: TestClient, host: dict, prefix: str, lv: Any
 ) -> None:
     name = f"{prefix}-twin"
     domain = ET.Element("domain", type="test")
@@ -236,7 +237,7 @@ def test_a_name_taken_on_the_host_is_a_conflict_even_when_the_inventory_has_not_
 
 
 def test_a_volume_of_the_new_guests_name_is_a_conflict_and_is_left_alone(
-    client: TestClient, host: dict, prefix: str, lv: libvirt.virConnect
+    client: TestClient, host: dict, prefix: str, lv: Any
 ) -> None:
     name = f"{prefix}-vol"
     xml = f"<volume><name>{name}.qcow2</name><capacity>1024</capacity></volume>"
@@ -250,7 +251,7 @@ def test_a_volume_of_the_new_guests_name_is_a_conflict_and_is_left_alone(
 
 
 def test_force_is_for_admins_and_lets_them_exceed_the_host_cpus(
-    make_client, host: dict, prefix: str, lv: libvirt.virConnect
+    make_client, host: dict, prefix: str, lv: Any
 ) -> None:
     operator = make_client(role="operator")
     admin = make_client(role="admin")
