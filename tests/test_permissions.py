@@ -88,6 +88,13 @@ EXPECTED = {
     ("GET", "/hosts/{host_id}/overcommit"): VIEW,
     ("POST", "/overcommit/policy"): ADMIN,
     ("POST", "/hosts/{host_id}/overcommit/policy"): ADMIN,
+    ("GET", "/api/v1/guests/{uuid}/snapshots"): VIEW,
+    ("POST", "/api/v1/guests/{uuid}/snapshots"): OPERATE,
+    ("POST", "/api/v1/guests/{uuid}/snapshots/{name}/revert"): OPERATE,
+    ("DELETE", "/api/v1/guests/{uuid}/snapshots/{name}"): OPERATE,
+    ("POST", "/guests/{uuid}/snapshots"): OPERATE,
+    ("POST", "/guests/{uuid}/snapshots/{name}/revert"): OPERATE,
+    ("POST", "/guests/{uuid}/snapshots/{name}/delete"): OPERATE,
 }
 
 

@@ -2,13 +2,23 @@
 
 from fastapi import APIRouter
 
-from app.api import accounts, audit, guest_create, guest_delete, guests, hosts, overcommit
+from app.api import (
+    accounts,
+    audit,
+    guest_create,
+    guest_delete,
+    guests,
+    hosts,
+    overcommit,
+    snapshots,
+)
 
 router = APIRouter(prefix="/api/v1")
 router.include_router(hosts.router)
 router.include_router(guests.router)
 router.include_router(guest_create.router)
 router.include_router(guest_delete.router)
+router.include_router(snapshots.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)
 router.include_router(overcommit.router)

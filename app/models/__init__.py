@@ -6,6 +6,7 @@ from app.models.guest import Guest
 from app.models.host import Host
 from app.models.job import JOB_STATES, Job
 from app.models.overcommit import OvercommitPolicy, OvercommitSample
+from app.models.snapshot import Snapshot
 from app.models.user import ROLES, ApiToken, LoginFailure, LoginSession, User
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "LoginSession",
     "OvercommitPolicy",
     "OvercommitSample",
+    "Snapshot",
     "User",
 ]

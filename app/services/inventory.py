@@ -4,12 +4,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Guest, Host
+from app.models import Guest, Host, Snapshot
 from app.models.base import utcnow
 from app.services.hosts import mark_connected
+from app.virt.snapshots import SnapshotInfo
 from app.virt.types import GuestInfo
 
 
@@ -44,6 +45,8 @@ def _observed(info: GuestInfo) -> dict[str, Any]:
     }
 
 
+SNAPSHOT_FIELDS = ("name", "parent", "created_at", "state", "description", "is_current",
+                   "external", "memory")  # fmt: skip
 # The XML carries name, vCPUs, memory, disks and NICs; the rest comes from other calls.
 COMPARED = ("state", "autostart", "persistent", "domain_xml", "gone_at", "transition")
 # States in which a requested shutdown is still under way.
@@ -159,3 +162,43 @@ def last_seen(guest: Guest, host: Host) -> datetime:
     if guest.gone_at is None and host.last_sync_at is not None:
         return host.last_sync_at
     return guest.last_seen_at
+
+
+def _row(info: SnapshotInfo) -> dict:
+    """The columns of a snapshot's row."""
+    return {field: getattr(info, field) for field in SNAPSHOT_FIELDS}
+
+
+def record_snapshots(session: Session, guest_id: int, infos: list[SnapshotInfo]) -> int:
+    """Make the guest's stored snapshots match libvirt's; returns the rows written (0 if same)."""
+    known = {
+        s.name: s for s in session.scalars(select(Snapshot).where(Snapshot.guest_id == guest_id))
+    }
+    inserts, updates = [], []
+    for info in infos:
+        row = known.pop(info.name, None)
+        if row is None:
+            inserts.append({**_row(info), "guest_id": guest_id})
+        elif {f: getattr(row, f) for f in SNAPSHOT_FIELDS} != _row(info):
+            updates.append({**_row(info), "id": row.id})
+    if inserts:
+        session.execute(insert(Snapshot), inserts)
+    if updates:
+        session.execute(update(Snapshot), updates)
+    if known:
+        session.execute(delete(Snapshot).where(Snapshot.id.in_([s.id for s in known.values()])))
+    return len(inserts) + len(updates) + len(known)
+
+
+def record_host_snapshots(
+    session: Session, host_id: int, by_uuid: dict[str, list[SnapshotInfo]]
+) -> int:
+    """record_snapshots for each present guest of the host read this sync."""
+    ids = session.execute(
+        select(Guest.uuid, Guest.id).where(Guest.host_id == host_id, Guest.gone_at.is_(None))
+    )
+    return sum(
+        record_snapshots(session, guest_id, by_uuid[uuid])
+        for uuid, guest_id in ids
+        if uuid in by_uuid
+    )

@@ -16,6 +16,7 @@ from app.web import (
     guests,
     hosts,
     overcommit,
+    snapshots,
 )
 from app.web.templating import templates
 
@@ -28,6 +29,7 @@ router.include_router(hosts.router)
 router.include_router(guest_create.router)
 router.include_router(guests.router)
 router.include_router(guest_delete.router)
+router.include_router(snapshots.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)
 

@@ -15,6 +15,7 @@ from app.services.auth import Permission, Principal
 from app.services.guest_actions import ACTION_LABELS, ACTIONS, run_action
 from app.services.inventory import last_seen
 from app.services.overcommit import check_force
+from app.services.snapshots import snapshot_tree
 from app.web.templating import templates
 
 router = APIRouter()
@@ -47,6 +48,7 @@ def guest_page(request: Request, session: SessionDep, uuid: str) -> HTMLResponse
         "host": guest.host,
         "last_seen": last_seen(guest, guest.host),
         "activity": audit_service.guest_activity(session, guest.uuid),
+        "snapshots": snapshot_tree(session, guest.id),
     }
     return templates.TemplateResponse(request, "guest.html", context)
 

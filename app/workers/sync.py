@@ -15,13 +15,17 @@ from app.db import transaction
 from app.errors import HostUnreachable, VirtdeckError
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
-from app.services.inventory import SyncResult, apply_sync
+from app.services.inventory import SyncResult, apply_sync, record_host_snapshots
 from app.virt import overcommit as overcommit_virt
+from app.virt import snapshots as snapshots_virt
 from app.virt.connection import HostConnection
 from app.virt.types import GuestInfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A guest's snapshots are read when its state or XML changed, and all of them every Nth sync
+# (to catch snapshots made outside virtdeck); virtdeck's own snapshot actions store theirs.
+SNAPSHOT_EVERY = 10
 
 
 class HostWorker(threading.Thread):
@@ -45,6 +49,9 @@ class HostWorker(threading.Thread):
         # When the current connect-and-sync attempt began (monotonic), None between attempts.
         self.attempt_started: float | None = None
         self.stall_reported = False
+        self._syncs = 0
+        # What each guest's state and XML were when its snapshots were last read.
+        self._snapshot_marks: dict[str, tuple[str, str]] = {}
 
     def request_sync(self) -> int:
         """Ask for a sync now; returns the generation that will include it."""
@@ -113,10 +120,34 @@ class HostWorker(threading.Thread):
                 sync_ms=(time.perf_counter() - started) * 1000,
             )
         self._record_overcommit(guests)
+        self._sync_snapshots(guests)
+        self._syncs += 1
         with self._synced:
             self.generation += 1
             self.last_result = result
             self._synced.notify_all()
+
+    def _stale_snapshots(self, guests: list[GuestInfo]) -> list[str]:
+        """The guests whose snapshots to read now: changed ones, or all every Nth sync."""
+        marks = {g.spec.uuid: (g.state, g.xml) for g in guests}
+        full = self._syncs % SNAPSHOT_EVERY == 0
+        stale = [u for u, mark in marks.items() if full or self._snapshot_marks.get(u) != mark]
+        self._snapshot_marks = marks
+        return stale
+
+    def _sync_snapshots(self, guests: list[GuestInfo]) -> None:
+        """Read the snapshots of the stale guests and store what changed."""
+        read = {}
+        for uuid in self._stale_snapshots(guests):
+            try:
+                read[uuid] = snapshots_virt.list_snapshots(self._conn, uuid)
+            except HostUnreachable:
+                raise
+            except VirtdeckError as exc:  # vanished meanwhile, or no snapshot support
+                log.debug("snapshots of %s on host %s: %s", uuid, self.host_id, exc.message)
+        if read:
+            with transaction(self._sessions) as session:
+                record_host_snapshots(session, self.host_id, read)
 
     def _record_overcommit(self, guests: list[GuestInfo]) -> None:
         """Read the host's memory, KSM and balloon figures and store them (and a sample)."""

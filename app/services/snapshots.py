@@ -1,0 +1,128 @@
+"""Guest snapshots: the stored tree, and take, revert and delete under the guest's lock."""
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import transaction
+from app.errors import Invalid
+from app.models import Guest, Snapshot
+from app.services.guest_actions import guest_lock
+from app.services.guest_delete import present_guest
+from app.services.inventory import record_guest, record_snapshots
+from app.virt import snapshots as virt
+from app.workers.sync import SyncManager
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+MAX_DESCRIPTION = 1000
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    """A snapshot and how deep it sits in its guest's tree (0 for a root)."""
+
+    snapshot: Snapshot
+    depth: int
+
+
+def check_name(name: str) -> str:
+    """The name, or 422 on the field `name`."""
+    if not NAME.fullmatch(name):
+        raise Invalid(
+            "name: 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            field="name",
+        )
+    return name
+
+
+def check_description(description: str) -> str:
+    """The description trimmed, or 422 on the field `description`."""
+    description = description.strip()
+    if len(description) > MAX_DESCRIPTION:
+        raise Invalid(f"description: at most {MAX_DESCRIPTION} characters", field="description")
+    return description
+
+
+def snapshot_tree(session: Session, guest_id: int) -> list[TreeNode]:
+    """The guest's snapshots depth first, oldest sibling first, with their depth."""
+    rows = list(
+        session.scalars(
+            select(Snapshot)
+            .where(Snapshot.guest_id == guest_id)
+            .order_by(Snapshot.created_at, Snapshot.name)
+        )
+    )
+    names = {s.name for s in rows}
+    children: dict[str | None, list[Snapshot]] = {}
+    for s in rows:
+        children.setdefault(s.parent if s.parent in names else None, []).append(s)
+    tree: list[TreeNode] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for s in children.get(parent, []):
+            tree.append(TreeNode(s, depth))
+            walk(s.name, depth + 1)
+
+    walk(None, 0)
+    return tree
+
+
+def _refresh(sessions: sessionmaker[Session], sync: SyncManager, guest: Guest) -> None:
+    """Read the guest and its snapshots again and store both."""
+    info = sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid))
+    snaps = sync.call(guest.host_id, lambda conn: virt.list_snapshots(conn, guest.uuid))
+    with transaction(sessions) as session:
+        record_guest(session, guest.host_id, info)
+        record_snapshots(session, guest.id, snaps)
+
+
+def create_snapshot(
+    sessions: sessionmaker[Session],
+    sync: SyncManager,
+    *,
+    uuid: str,
+    name: str,
+    description: str = "",
+    memory: bool | None = None,
+) -> Snapshot:
+    """Take an internal snapshot (memory: default, with it if the guest is running)."""
+    name, description = check_name(name), check_description(description)
+    guest = present_guest(sessions, uuid)
+    with guest_lock(sessions, guest, "snapshot.create"):
+        if memory is None:
+            state = sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid)).state
+            memory = state in ("running", "blocked", "paused")
+        sync.call(
+            guest.host_id,
+            lambda conn: virt.create_snapshot(conn, guest.uuid, name, description, memory=memory),
+        )
+        _refresh(sessions, sync, guest)
+    with sessions() as session:
+        return session.scalars(
+            select(Snapshot).where(Snapshot.guest_id == guest.id, Snapshot.name == name)
+        ).one()
+
+
+def revert_snapshot(
+    sessions: sessionmaker[Session], sync: SyncManager, *, uuid: str, name: str
+) -> Guest:
+    """Put the guest back to the snapshot; returns the guest as it is after."""
+    check_name(name)
+    guest = present_guest(sessions, uuid)
+    with guest_lock(sessions, guest, "snapshot.revert"):
+        sync.call(guest.host_id, lambda conn: virt.revert_snapshot(conn, guest.uuid, name))
+        _refresh(sessions, sync, guest)
+    return present_guest(sessions, uuid)
+
+
+def delete_snapshot(
+    sessions: sessionmaker[Session], sync: SyncManager, *, uuid: str, name: str
+) -> None:
+    """Delete the snapshot (its children move up to its parent)."""
+    check_name(name)
+    guest = present_guest(sessions, uuid)
+    with guest_lock(sessions, guest, "snapshot.delete"):
+        sync.call(guest.host_id, lambda conn: virt.delete_snapshot(conn, guest.uuid, name))
+        _refresh(sessions, sync, guest)

@@ -1,0 +1,92 @@
+"""The guest page's Snapshots panel: take, revert and delete, each answering with the panel."""
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.deps import SessionsDep, SyncDep, guard
+from app.errors import Invalid
+from app.services import guests as guest_service
+from app.services import snapshots as snapshot_service
+from app.services.auth import Permission
+from app.web.templating import form_refused, templates
+
+router = APIRouter()
+PANEL = "partials/guest_snapshots.html"
+MEMORY_CHOICES = {"auto": None, "yes": True, "no": False}
+
+
+def panel_context(session: Session, uuid: str) -> dict:
+    """What the panel shows: the guest, its host and its snapshot tree."""
+    guest = guest_service.get_guest(session, uuid)
+    tree = snapshot_service.snapshot_tree(session, guest.id)
+    return {"guest": guest, "host": guest.host, "snapshots": tree, "form": {}}
+
+
+def _panel(request: Request, sessions: sessionmaker[Session], uuid: str, toast: str) -> Response:
+    """The panel as it is now, with a toast."""
+    with sessions() as session:
+        context = panel_context(session, uuid)
+    response = templates.TemplateResponse(request, PANEL, context)
+    response.headers["HX-Trigger"] = json.dumps({"toast": {"message": toast}})
+    return response
+
+
+def _memory(choice: str) -> bool | None:
+    """The form's memory choice, or 422 on the field `memory`."""
+    if choice not in MEMORY_CHOICES:
+        raise Invalid(f"memory: one of {', '.join(MEMORY_CHOICES)}", field="memory")
+    return MEMORY_CHOICES[choice]
+
+
+@router.post("/guests/{uuid}/snapshots", dependencies=guard(Permission.OPERATE, "snapshot.create"))
+def create_snapshot(
+    request: Request,
+    sessions: SessionsDep,
+    sync: SyncDep,
+    uuid: str,
+    name: Annotated[str, Form()] = "",
+    description: Annotated[str, Form()] = "",
+    memory: Annotated[str, Form()] = "auto",
+) -> Response:
+    """Take a snapshot; a refused name, description or memory choice shows the form again."""
+    try:
+        snapshot_service.create_snapshot(
+            sessions, sync, uuid=uuid, name=name.strip(), description=description,
+            memory=_memory(memory),
+        )  # fmt: skip
+    except Invalid as exc:
+        with sessions() as session:
+            context = panel_context(session, uuid)
+        form = {"name": name, "description": description, "memory": memory}
+        return form_refused(request, PANEL, exc, **{**context, "form": form})
+    return _panel(request, sessions, uuid, f"snapshot {name.strip()} taken")
+
+
+@router.post(
+    "/guests/{uuid}/snapshots/{name}/revert",
+    dependencies=guard(Permission.OPERATE, "snapshot.revert"),
+)
+def revert_snapshot(
+    request: Request, sessions: SessionsDep, sync: SyncDep, uuid: str, name: str
+) -> Response:
+    """Revert the guest to the snapshot; the page reloads (its state may have changed)."""
+    guest = snapshot_service.revert_snapshot(sessions, sync, uuid=uuid, name=name)
+    if request.headers.get("HX-Request"):
+        return Response(status_code=204, headers={"HX-Refresh": "true"})
+    return _panel(request, sessions, uuid, f"{guest.name} reverted to {name}")
+
+
+@router.post(
+    "/guests/{uuid}/snapshots/{name}/delete",
+    dependencies=guard(Permission.OPERATE, "snapshot.delete"),
+)
+def delete_snapshot(
+    request: Request, sessions: SessionsDep, sync: SyncDep, uuid: str, name: str
+) -> Response:
+    """Delete the snapshot; answers with the panel."""
+    snapshot_service.delete_snapshot(sessions, sync, uuid=uuid, name=name)
+    return _panel(request, sessions, uuid, f"snapshot {name} deleted")

@@ -1,0 +1,53 @@
+"""Snapshots on the real libvirtd: a revert really puts the qcow2 disk's bytes back."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import add_host
+from tests.libvirtd import SYSTEM_URI, throwaway_guest, virsh
+
+pytestmark = pytest.mark.libvirtd
+
+
+def qemu_io(disk: Path, command: str) -> subprocess.CompletedProcess:
+    """Run one qemu-io command on the (shut-off) guest's qcow2 disk."""
+    return subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", command, str(disk)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def holds(disk: Path, pattern: str) -> bool:
+    """Whether the disk's first 64 KiB are all this byte."""
+    done = qemu_io(disk, f"read -P {pattern} 0 64k")
+    return done.returncode == 0 and "Pattern verification failed" not in done.stdout
+
+
+def test_revert_puts_the_disk_back_and_delete_removes_the_snapshot(
+    client: TestClient, tmp_path: Path
+) -> None:
+    with throwaway_guest(tmp_path) as guest:
+        assert qemu_io(guest.disk, "write -P 0xab 0 64k").returncode == 0
+        add_host(client, "local", SYSTEM_URI)
+        base = f"/api/v1/guests/{guest.uuid}/snapshots"
+
+        taken = client.post(base, json={"name": "before", "description": "0xab"})
+        assert qemu_io(guest.disk, "write -P 0xcd 0 64k").returncode == 0
+        overwritten = holds(guest.disk, "0xcd")
+        reverted = client.post(f"{base}/before/revert")
+        back = holds(guest.disk, "0xab")
+        listed = client.get(base).json()["items"]
+        deleted = client.delete(f"{base}/before")
+
+        assert taken.status_code == 201, taken.text
+        assert (taken.json()["state"], taken.json()["external"]) == ("shutoff", False)
+        assert overwritten
+        assert reverted.status_code == 200, reverted.text
+        assert back
+        assert [(s["name"], s["is_current"]) for s in listed] == [("before", True)]
+        assert deleted.status_code == 204, deleted.text
+        assert virsh("snapshot-list", guest.uuid, "--name").split() == []
+        assert client.get(base).json()["items"] == []
