@@ -12,7 +12,7 @@ from app.services import guest_delete
 from app.services import guests as guest_service
 from app.services.auth import Permission
 from app.virt.teardown import Deletion
-from app.web.templating import form_refused, templates
+from app.web.templating import form_refused, templates, toast_headers
 
 router = APIRouter()
 PANEL = "partials/guest_delete.html"
@@ -34,8 +34,7 @@ def _to_host_page(request: Request, host_id: int, toast: str) -> Response:
     if not request.headers.get("HX-Request"):
         return RedirectResponse(url, status_code=303)
     location = {"path": url, "target": "main", "select": "main", "swap": "outerHTML"}
-    toast_event = {"toast": {"message": toast}}
-    headers = {"HX-Location": json.dumps(location), "HX-Trigger": json.dumps(toast_event)}
+    headers = {"HX-Location": json.dumps(location), **toast_headers(toast)}
     return Response(status_code=204, headers=headers)
 
 

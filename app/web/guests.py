@@ -1,6 +1,5 @@
 """The guest page, and lifecycle actions from the page and the host's guest table."""
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Request
@@ -16,7 +15,7 @@ from app.services.guest_actions import ACTION_LABELS, ACTIONS, run_action
 from app.services.inventory import last_seen
 from app.services.overcommit import check_force
 from app.services.snapshots import snapshot_tree
-from app.web.templating import templates
+from app.web.templating import templates, toast_headers
 
 router = APIRouter()
 
@@ -32,7 +31,7 @@ def _fragment(request: Request, guest: Guest, *, toast: str | None = None) -> HT
         return None
     response = templates.TemplateResponse(request, template, {"guest": guest, "host": guest.host})
     if toast:
-        response.headers["HX-Trigger"] = json.dumps({"toast": {"message": toast}})
+        response.headers.update(toast_headers(toast))
     return response
 
 

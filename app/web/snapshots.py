@@ -1,6 +1,5 @@
 """The guest page's Snapshots panel: take, revert and delete, each answering with the panel."""
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -12,7 +11,7 @@ from app.errors import Invalid
 from app.services import guests as guest_service
 from app.services import snapshots as snapshot_service
 from app.services.auth import Permission
-from app.web.templating import form_refused, templates
+from app.web.templating import form_refused, templates, toast_headers
 
 router = APIRouter()
 PANEL = "partials/guest_snapshots.html"
@@ -31,7 +30,7 @@ def _panel(request: Request, sessions: sessionmaker[Session], uuid: str, toast: 
     with sessions() as session:
         context = panel_context(session, uuid)
     response = templates.TemplateResponse(request, PANEL, context)
-    response.headers["HX-Trigger"] = json.dumps({"toast": {"message": toast}})
+    response.headers.update(toast_headers(toast))
     return response
 
 

@@ -1,5 +1,6 @@
 """The Jinja environment and the filters the templates use."""
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -102,3 +103,8 @@ def form_refused(
     return templates.TemplateResponse(
         request, template, {**context, "form": form}, status_code=exc.status_code
     )
+
+
+def toast_headers(message: str) -> dict[str, str]:
+    """Response headers that make app.js show a toast (the `toast` event of HX-Trigger)."""
+    return {"HX-Trigger": json.dumps({"toast": {"message": message}})}
