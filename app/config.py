@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,6 +39,12 @@ class Settings(BaseSettings):
     login_throttle_base: float = 1.0
     login_throttle_max: float = 300.0
     login_throttle_window_minutes: float = 15.0
+    # Backups: <backup_dir>/<host>/<guest uuid>/<UTC time>/; the newest backup_keep
+    # succeeded backups of each guest are kept; backup_bandwidth_mib caps how fast a backup or
+    # restore moves data through the libvirt connection (MiB/s, 0 for no cap).
+    backup_dir: str = "./data/backups"
+    backup_keep: int = Field(7, ge=1)
+    backup_bandwidth_mib: float = Field(0.0, ge=0)
 
 
 @lru_cache

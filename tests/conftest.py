@@ -94,7 +94,9 @@ def make_user(database_url: str, name: str, role: str) -> str:
 
 
 @pytest.fixture
-def make_client(database_url: str) -> Iterator[Callable[..., TestClient]]:
+def make_client(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., TestClient]]:
     """Start apps (lifespan and sync workers included) on the test database.
 
     With `role`, the client sends an API token of a new user with that role.
@@ -102,7 +104,12 @@ def make_client(database_url: str) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def start(*, role: str | None = "admin", **overrides) -> TestClient:
-        defaults = {"default_host_uri": "", "sync_interval": 60, "reconnect_min": 0.2}
+        defaults = {
+            "default_host_uri": "",
+            "sync_interval": 60,
+            "reconnect_min": 0.2,
+            "backup_dir": str(tmp_path_factory.mktemp("backups")),
+        }
         settings = Settings(database_url=database_url, **{**defaults, **overrides})
         client = TestClient(create_app(settings), client=("127.0.0.1", 40000))
         client.__enter__()

@@ -31,8 +31,8 @@ class ThrowawayGuest:
     disk: Path
 
 
-def domain_xml(name: str, guest_uuid: str, disk: Path) -> str:
-    """A 64 MiB, 1-vCPU guest with one empty qcow2 disk and no network."""
+def domain_xml(name: str, guest_uuid: str, disk: Path, *, nic: bool = False) -> str:
+    """A 64 MiB, 1-vCPU guest with one empty qcow2 disk and, with nic, a user-mode NIC."""
     domain = ET.Element("domain", type="kvm" if Path("/dev/kvm").exists() else "qemu")
     ET.SubElement(domain, "name").text = name
     ET.SubElement(domain, "uuid").text = guest_uuid
@@ -45,18 +45,22 @@ def domain_xml(name: str, guest_uuid: str, disk: Path) -> str:
     ET.SubElement(disk_el, "driver", name="qemu", type="qcow2")
     ET.SubElement(disk_el, "source", file=str(disk))
     ET.SubElement(disk_el, "target", dev="vda", bus="virtio")
+    if nic:
+        ET.SubElement(ET.SubElement(devices, "interface", type="user"), "model", type="virtio")
     ET.SubElement(devices, "graphics", type="vnc", listen="127.0.0.1", autoport="yes")
     return ET.tostring(domain, encoding="unicode")
 
 
 @contextmanager
-def throwaway_guest(tmp_path: Path) -> Iterator[ThrowawayGuest]:
+def throwaway_guest(
+    tmp_path: Path, *, directory: Path = IMAGES, size: str = "16M", nic: bool = False
+) -> Iterator[ThrowawayGuest]:
     """Define a uniquely named guest; destroy and undefine it and delete its disk afterwards."""
     name = f"vdtest-{uuid.uuid4().hex[:10]}"
-    guest = ThrowawayGuest(name=name, uuid=str(uuid.uuid4()), disk=IMAGES / f"{name}.qcow2")
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(guest.disk), "16M"], check=True)
+    guest = ThrowawayGuest(name=name, uuid=str(uuid.uuid4()), disk=directory / f"{name}.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(guest.disk), size], check=True)
     xml_file = tmp_path / f"{name}.xml"
-    xml_file.write_text(domain_xml(guest.name, guest.uuid, guest.disk))
+    xml_file.write_text(domain_xml(guest.name, guest.uuid, guest.disk, nic=nic))
     try:
         virsh("define", str(xml_file))
         yield guest
@@ -64,3 +68,17 @@ def throwaway_guest(tmp_path: Path) -> Iterator[ThrowawayGuest]:
         virsh("destroy", guest.uuid, check=False)
         virsh("undefine", guest.uuid, "--snapshots-metadata", "--checkpoints-metadata", check=False)
         guest.disk.unlink(missing_ok=True)
+
+
+def qemu_io(disk: Path, command: str) -> subprocess.CompletedProcess:
+    """Run one qemu-io command on a (shut-off) guest's qcow2 disk."""
+    return subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", command, str(disk)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def holds(disk: Path, pattern: str, length: str = "64k") -> bool:
+    """Whether the disk's first `length` bytes are all this byte."""
+    done = qemu_io(disk, f"read -P {pattern} 0 {length}")
+    return done.returncode == 0 and "Pattern verification failed" not in done.stdout

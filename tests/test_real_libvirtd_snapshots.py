@@ -1,29 +1,14 @@
 """Snapshots on the real libvirtd: a revert really puts the qcow2 disk's bytes back."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import add_host
-from tests.libvirtd import SYSTEM_URI, throwaway_guest, virsh
+from tests.libvirtd import SYSTEM_URI, holds, qemu_io, throwaway_guest, virsh
 
 pytestmark = pytest.mark.libvirtd
-
-
-def qemu_io(disk: Path, command: str) -> subprocess.CompletedProcess:
-    """Run one qemu-io command on the (shut-off) guest's qcow2 disk."""
-    return subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", command, str(disk)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-
-
-def holds(disk: Path, pattern: str) -> bool:
-    """Whether the disk's first 64 KiB are all this byte."""
-    done = qemu_io(disk, f"read -P {pattern} 0 64k")
-    return done.returncode == 0 and "Pattern verification failed" not in done.stdout
 
 
 def test_revert_puts_the_disk_back_and_delete_removes_the_snapshot(

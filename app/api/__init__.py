@@ -5,6 +5,7 @@ from fastapi import APIRouter
 from app.api import (
     accounts,
     audit,
+    backups,
     guest_create,
     guest_delete,
     guests,
@@ -22,3 +23,4 @@ router.include_router(snapshots.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)
 router.include_router(overcommit.router)
+router.include_router(backups.router)

@@ -1,16 +1,14 @@
-"""POST /api/v1/guests, GET /api/v1/jobs/{id}, and the pools, volumes and networks of a host."""
+"""POST /api/v1/guests, and the pools, volumes and networks of a host."""
 
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.schemas import GuestDetail, GuestOut
+from app.api.schemas import GuestDetail, GuestOut, JobOut
 from app.deps import JobsDep, SessionDep, SessionsDep, SyncDep, guard, needs
-from app.models import Guest, Job
+from app.models import Guest
 from app.services import guest_create, host_storage
-from app.services import jobs as job_service
 from app.services.auth import Permission, Principal
 from app.virt import storage
 
@@ -75,26 +73,6 @@ class GuestCreate(BaseModel):
         )
 
 
-class JobOut(BaseModel):
-    """A job and how far it has got; result holds guest_uuid once a create succeeded."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    kind: str
-    status: str = Field(description="queued, running, succeeded or failed")
-    progress: float = Field(description="from 0 to 1")
-    message: str | None
-    error: str | None
-    result: dict[str, Any] | None
-    host_id: int | None
-    guest_uuid: str | None
-    created_by: str | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
 class VolumeOut(BaseModel):
     """A storage volume; sizes in bytes."""
 
@@ -156,12 +134,6 @@ def create_guest(
     request.state.audit_target = f"guest:{guest.uuid} ({guest.name})"
     response.headers["Location"] = f"/api/v1/guests/{guest.uuid}"
     return _guest_detail(guest)
-
-
-@router.get("/jobs/{job_id}", response_model=JobOut, dependencies=guard(Permission.VIEW))
-def get_job(job_id: int, session: SessionDep) -> Job:
-    """One job: its status, progress, error and result."""
-    return job_service.get_job(session, job_id)
 
 
 @router.get(

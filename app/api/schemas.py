@@ -144,3 +144,24 @@ class RefreshOut(BaseModel):
 
     host_id: int
     synced: bool
+
+
+class JobOut(BaseModel):
+    """A job and how far it has got; result holds guest_uuid once a create
+    or restore succeeded, backup_id once a backup did."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    progress: float = Field(description="from 0 to 1")
+    message: str | None
+    error: str | None
+    result: dict[str, Any] | None
+    host_id: int | None
+    guest_uuid: str | None
+    created_by: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None

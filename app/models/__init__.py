@@ -1,6 +1,7 @@
 """All models, imported so that Base.metadata knows every table."""
 
 from app.models.audit import AuditEntry
+from app.models.backup import BACKUP_STATES, Backup
 from app.models.base import Base
 from app.models.guest import Guest
 from app.models.host import Host
@@ -10,10 +11,12 @@ from app.models.snapshot import Snapshot
 from app.models.user import ROLES, ApiToken, LoginFailure, LoginSession, User
 
 __all__ = [
+    "BACKUP_STATES",
     "JOB_STATES",
     "ROLES",
     "ApiToken",
     "AuditEntry",
+    "Backup",
     "Base",
     "Guest",
     "Host",

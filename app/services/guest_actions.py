@@ -2,7 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -70,38 +70,66 @@ def _check_allowed(guest: Guest, action: str, state: str) -> None:
         )
 
 
+class GuestLock:
+    """A held guest lock; long jobs renew it so that it never looks stale while they work."""
+
+    def __init__(self, sessions: sessionmaker[Session], guest: Guest, action: str) -> None:
+        """Take the guest's lock for this action: 409 naming the action in progress."""
+        self._sessions, self.guest_id, self.action = sessions, guest.id, action
+        self._since = utcnow()
+        with transaction(sessions) as session:
+            taken = session.execute(
+                update(Guest)
+                .where(
+                    Guest.id == guest.id,
+                    or_(Guest.busy_action.is_(None), Guest.busy_since < self._since - LOCK_STALE),
+                )
+                .values(busy_action=action, busy_since=self._since)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            holder = (
+                None
+                if taken
+                else session.scalar(select(Guest.busy_action).where(Guest.id == guest.id))
+            )
+        if not taken:
+            raise Conflict(
+                f"{guest.name} is busy: {holder or 'another action'} in progress",
+                extra={"busy_action": holder},
+            )
+
+    def _move(self, to: datetime | None) -> None:
+        with transaction(self._sessions) as session:
+            session.execute(
+                update(Guest)
+                .where(
+                    Guest.id == self.guest_id,
+                    Guest.busy_action == self.action,
+                    Guest.busy_since == self._since,
+                )
+                .values(busy_action=self.action if to else None, busy_since=to)
+                .execution_options(synchronize_session=False)
+            )
+        if to is not None:
+            self._since = to
+
+    def renew(self) -> None:
+        """Still working: push the lock's staleness further away."""
+        self._move(utcnow())
+
+    def release(self) -> None:
+        """Let the next action have the guest."""
+        self._move(None)
+
+
 @contextmanager
 def guest_lock(sessions: sessionmaker[Session], guest: Guest, action: str) -> Iterator[None]:
-    """Hold the guest's database-wide lock for this action: 409 naming the action in progress."""
-    now = utcnow()
-    with transaction(sessions) as session:
-        taken = session.execute(
-            update(Guest)
-            .where(
-                Guest.id == guest.id,
-                or_(Guest.busy_action.is_(None), Guest.busy_since < now - LOCK_STALE),
-            )
-            .values(busy_action=action, busy_since=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        holder = (
-            None if taken else session.scalar(select(Guest.busy_action).where(Guest.id == guest.id))
-        )
-    if not taken:
-        raise Conflict(
-            f"{guest.name} is busy: {holder or 'another action'} in progress",
-            extra={"busy_action": holder},
-        )
+    """Hold the guest's lock for the block (409 naming the action in progress)."""
+    lock = GuestLock(sessions, guest, action)
     try:
         yield
     finally:
-        with transaction(sessions) as session:
-            session.execute(
-                update(Guest)
-                .where(Guest.id == guest.id, Guest.busy_action == action, Guest.busy_since == now)
-                .values(busy_action=None, busy_since=None)
-                .execution_options(synchronize_session=False)
-            )
+        lock.release()
 
 
 def run_action(

@@ -5,12 +5,14 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.models import Job
 from app.models.base import utcnow
 
 INTERRUPTED = "interrupted: virtdeck stopped before the job finished"
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+# Kinds whose work stops cleanly when asked (the others would leave half-made things behind).
+CANCELLABLE = frozenset({"backup", "restore"})
 
 
 def create_job(
@@ -67,6 +69,29 @@ def mark_failed(session: Session, job_id: int, error: str) -> None:
     """The job ended with this error."""
     job = get_job(session, job_id)
     job.status, job.message, job.error, job.finished_at = "failed", "failed", error, utcnow()
+
+
+def cancel_requested(session: Session, job_id: int) -> bool:
+    """Whether someone asked the job to stop."""
+    return bool(get_job(session, job_id).cancel_requested)
+
+
+def request_cancel(session: Session, job_id: int) -> Job:
+    """Ask a queued or running job to stop; 409 if it has finished or cannot be cancelled."""
+    job = get_job(session, job_id)
+    if job.status in FINISHED:
+        raise Conflict(f"job {job_id} has already {job.status}", extra={"status": job.status})
+    if job.kind not in CANCELLABLE:
+        raise Conflict(f"a {job.kind} job cannot be cancelled", extra={"status": job.status})
+    job.cancel_requested = True
+    job.message = "cancelling"
+    return job
+
+
+def mark_cancelled(session: Session, job_id: int) -> None:
+    """The job stopped because it was asked to."""
+    job = get_job(session, job_id)
+    job.status, job.message, job.finished_at = "cancelled", "cancelled", utcnow()
 
 
 def fail_unfinished(session: Session, error: str = INTERRUPTED) -> int:

@@ -91,7 +91,7 @@ def _pool_volume_path(lv: libvirt.virConnect, pool: str, volume: str) -> str | N
         raise
 
 
-def _source_path(lv: libvirt.virConnect, element: ET.Element) -> str | None:
+def source_path(lv: libvirt.virConnect, element: ET.Element) -> str | None:
     """The host path of a <disk> or <backingStore>, if it has one."""
     source = element.find("source")
     if source is None:
@@ -108,7 +108,7 @@ def _disk(lv: libvirt.virConnect, element: ET.Element) -> _Disk | None:
     source = element.find("source")
     if source is None:
         return None
-    path = _source_path(lv, element)
+    path = source_path(lv, element)
     volume = f"{source.get('pool')}/{source.get('volume')}" if source.get("volume") else None
     label = path or volume or source.get("name") or source.get("dir")
     if label is None:
@@ -170,7 +170,7 @@ def _lookup_volume(lv: libvirt.virConnect, path: str) -> libvirt.virStorageVol |
         raise
 
 
-def _volume(lv: libvirt.virConnect, path: str) -> libvirt.virStorageVol | None:
+def find_volume(lv: libvirt.virConnect, path: str) -> libvirt.virStorageVol | None:
     """The storage volume at path, rescanning its pool once for files libvirt has not seen."""
     volume = _lookup_volume(lv, path)
     if volume is None and _refresh_pools_holding(lv, path):
@@ -199,7 +199,7 @@ def _users(lv: libvirt.virConnect, uuid: str) -> dict[str, str]:
     for name, root in _other_domains(lv, uuid):
         for disk in root.findall("devices/disk"):
             for element in (disk, *disk.iter("backingStore")):
-                path = _source_path(lv, element)
+                path = source_path(lv, element)
                 if path:
                     users.setdefault(path, name)
     return users
@@ -250,7 +250,7 @@ def _plan(lv: libvirt.virConnect, dom: libvirt.virDomain) -> StoragePlan:
     candidates: list[str] = []
     for disk in _own_disks(lv, dom):
         reason = _never_removed(disk)
-        volume = None if reason else _volume(lv, disk.path)
+        volume = None if reason else find_volume(lv, disk.path)
         if volume is None:
             keep.append(KeptDisk(disk.path, reason or NOT_A_VOLUME))
         elif (path := posixpath.normpath(volume.path())) not in candidates:

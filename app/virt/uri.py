@@ -73,3 +73,9 @@ def _check_remote(parts: SplitResult) -> None:
         raise _refuse("the port is not a number from 1 to 65535") from exc
     if parts.username is not None and not USERNAME.match(parts.username):
         raise _refuse(f"user name '{parts.username}' is not valid")
+
+
+def is_local(uri: str) -> bool:
+    """Whether the URI names this machine's own libvirtd (no host part, no transport)."""
+    parts = urlsplit(uri)
+    return "+" not in parts.scheme and not parts.hostname

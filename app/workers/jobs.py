@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +25,33 @@ class Reporter(Protocol):
 
 
 Work = Callable[[Reporter], dict[str, Any]]
+
+
+class Cancelled(Exception):
+    """Raised inside a job's work when someone asked to cancel it."""
+
+
+class Progress:
+    """The Reporter a job's work gets: writes progress at most every `every` seconds (and on a
+    new message), and raises Cancelled once a cancel was requested, from any instance."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: int, every: float = 0.5) -> None:
+        self._sessions = sessions
+        self._job_id = job_id
+        self._every = every
+        self._last = (0.0, "")
+
+    def __call__(self, progress: float, message: str) -> None:
+        """Record progress (throttled); raise Cancelled if the job should stop."""
+        now = time.monotonic()
+        if message == self._last[1] and now - self._last[0] < self._every and progress < 1:
+            return
+        self._last = (now, message)
+        with transaction(self._sessions) as session:
+            job_service.record_progress(session, self._job_id, progress=progress, message=message)
+            cancel = job_service.cancel_requested(session, self._job_id)
+        if cancel:
+            raise Cancelled
 
 
 class JobRunner:
@@ -54,18 +82,14 @@ class JobRunner:
         with self._lock:
             self._pending.pop(job_id, None)
 
-    def _report(self, job_id: int) -> Reporter:
-        def report(progress: float, message: str) -> None:
-            with transaction(self._sessions) as session:
-                job_service.record_progress(session, job_id, progress=progress, message=message)
-
-        return report
-
     def _run(self, job_id: int, work: Work) -> None:
         with transaction(self._sessions) as session:
             job_service.mark_running(session, job_id)
         try:
-            result = work(self._report(job_id))
+            result = work(Progress(self._sessions, job_id))
+        except Cancelled:
+            with transaction(self._sessions) as session:
+                job_service.mark_cancelled(session, job_id)
         except VirtdeckError as exc:
             self._fail(job_id, exc.message)
         except Exception as exc:

@@ -1,0 +1,211 @@
+"""/api/v1/backups, POST /api/v1/guests/{uuid}/backups, and /api/v1/jobs/{id} (with cancel)."""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.schemas import JobOut
+from app.deps import JobsDep, SessionDep, SessionsDep, SettingsDep, SyncDep, guard, needs
+from app.models import Job
+from app.services import backups as backup_service
+from app.services import jobs as job_service
+from app.services.auth import Permission, Principal
+
+router = APIRouter(tags=["backups"])
+REFUSALS = {
+    404: {"description": "no such guest or backup"},
+    409: {"description": "busy, in a state that rules it out, or a corrupt backup"},
+    422: {"description": "a field is not acceptable; `field` names it"},
+    503: {"description": "the host is not connected"},
+}
+
+
+class BackupFile(BaseModel):
+    """One file of a backup, as its manifest lists it."""
+
+    name: str
+    kind: str = Field(description="domain-xml, disk or nvram")
+    target: str | None = Field(description="the disk's target (vda) for a disk image")
+    format: str | None
+    size: int
+    sha256: str
+
+
+class BackupOut(BaseModel):
+    """A backup and how it went."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    host_id: int
+    host_name: str
+    guest_uuid: str
+    guest_name: str
+    started_by: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+    status: str = Field(description="running, succeeded, failed, cancelled or corrupt")
+    guest_state: str = Field(description="running (push-mode job) or shutoff (volume copy)")
+    size_bytes: int
+    error: str | None
+    verified_at: datetime | None
+    job_id: int | None
+    path: str = Field(description="the directory under the backup directory")
+    files: list[BackupFile]
+
+
+class BackupList(BaseModel):
+    """One page of backups, newest first."""
+
+    items: list[BackupOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class BackupStarted(BaseModel):
+    """A backup or restore now running: follow the job."""
+
+    backup: BackupOut
+    job: JobOut
+
+
+class RestoreIn(BaseModel):
+    """How to restore: in place (admins; the guest shut off or gone) or as a new guest."""
+
+    mode: str = Field(examples=["new"], description="in_place or new")
+    name: str | None = Field(None, description="the new guest's name (mode new)")
+    host_id: int | None = Field(
+        None, description="the host to restore to (mode new; default: the backup's)"
+    )
+    pool: str | None = Field(
+        None, description="the pool for the new volumes (mode new; default: the original's)"
+    )
+
+
+def _started(started: backup_service.Started) -> BackupStarted:
+    return BackupStarted(
+        backup=BackupOut.model_validate(started.backup), job=JobOut.model_validate(started.job)
+    )
+
+
+@router.get("/backups", response_model=BackupList, dependencies=guard(Permission.VIEW))
+def list_backups(
+    session: SessionDep,
+    host_id: int | None = None,
+    guest_uuid: str | None = None,
+    status: str | None = None,
+    limit: Annotated[int, Query()] = 50,
+    offset: Annotated[int, Query()] = 0,
+) -> BackupList:
+    """Backups newest first, filtered by host, guest and status."""
+    rows, total = backup_service.list_backups(
+        session, host_id=host_id, guest_uuid=guest_uuid, status=status, limit=limit, offset=offset
+    )
+    return BackupList(
+        items=[BackupOut.model_validate(b) for b in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/backups/{backup_id}", response_model=BackupOut, dependencies=guard(Permission.VIEW))
+def get_backup(backup_id: int, session: SessionDep) -> BackupOut:
+    """One backup with its files."""
+    return BackupOut.model_validate(backup_service.get_backup(session, backup_id))
+
+
+@router.post(
+    "/guests/{uuid}/backups",
+    response_model=BackupStarted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=REFUSALS,
+)
+def start_backup(
+    uuid: str,
+    sessions: SessionsDep,
+    sync: SyncDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, needs(Permission.OPERATE, "backup.create")],
+) -> BackupStarted:
+    """Back the guest up now (running: push-mode job; shut off: volume copy), as a job."""
+    return _started(
+        backup_service.start_backup(sessions, sync, jobs, settings, uuid=uuid, principal=principal)
+    )
+
+
+@router.post(
+    "/backups/{backup_id}/verify",
+    response_model=BackupOut,
+    dependencies=guard(Permission.OPERATE, "backup.verify"),
+    responses=REFUSALS,
+)
+def verify_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) -> BackupOut:
+    """Recompute every checksum: succeeded again, or corrupt naming the files."""
+    return BackupOut.model_validate(backup_service.verify_backup(sessions, settings, backup_id))
+
+
+@router.post(
+    "/backups/{backup_id}/restore",
+    response_model=BackupStarted,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={**REFUSALS, 403: {"description": "in place asked by someone not an admin"}},
+)
+def restore_backup(
+    backup_id: int,
+    body: RestoreIn,
+    sessions: SessionsDep,
+    sync: SyncDep,
+    jobs: JobsDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, needs(Permission.OPERATE, "backup.restore")],
+) -> BackupStarted:
+    """Verify, check the images, then restore in place or as a new guest, as a job."""
+    request = backup_service.RestoreRequest(
+        mode=body.mode, name=body.name, host_id=body.host_id, pool=body.pool
+    )
+    return _started(
+        backup_service.start_restore(
+            sessions,
+            sync,
+            jobs,
+            settings,
+            backup_id=backup_id,
+            request=request,
+            principal=principal,
+        )
+    )
+
+
+@router.delete(
+    "/backups/{backup_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    dependencies=guard(Permission.ADMIN, "backup.delete"),
+    responses=REFUSALS,
+)
+def delete_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) -> Response:
+    """Remove the backup's files and its record."""
+    backup_service.delete_backup(sessions, settings, backup_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, dependencies=guard(Permission.VIEW))
+def get_job(job_id: int, session: SessionDep) -> Job:
+    """One job: its status, progress, error and result."""
+    return job_service.get_job(session, job_id)
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=guard(Permission.OPERATE, "job.cancel"),
+    responses={404: {"description": "no such job"}, 409: {"description": "finished already"}},
+)
+def cancel_job(job_id: int, session: SessionDep) -> Any:
+    """Ask a backup or restore job to stop; it cleans up and ends as cancelled."""
+    job = job_service.request_cancel(session, job_id)
+    session.commit()
+    return job
