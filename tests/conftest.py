@@ -17,7 +17,7 @@ from app.config import Settings
 from app.db import make_engine, make_session_factory, transaction
 from app.main import create_app
 from app.migrate import upgrade
-from app.models import Guest, Host, LoginFailure, OvercommitPolicy, User
+from app.models import Backup, Guest, Host, Job, LoginFailure, OvercommitPolicy, User
 from app.services.auth import create_token
 from app.services.users import create_user
 
@@ -67,7 +67,7 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     engine = make_engine(url)
     with transaction(make_session_factory(engine)) as session:
         # Sessions and tokens go with their users, overcommit samples with their hosts.
-        for model in (Guest, Host, LoginFailure, User, OvercommitPolicy):
+        for model in (Backup, Job, Guest, Host, LoginFailure, User, OvercommitPolicy):
             session.execute(delete(model))
     engine.dispose()
 

@@ -1,6 +1,7 @@
 """Small throwaway KVM guests on the real libvirtd (qemu:///system), made and removed by virsh."""
 
 import subprocess
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -82,3 +83,17 @@ def holds(disk: Path, pattern: str, length: str = "64k") -> bool:
     """Whether the disk's first `length` bytes are all this byte."""
     done = qemu_io(disk, f"read -P {pattern} 0 {length}")
     return done.returncode == 0 and "Pattern verification failed" not in done.stdout
+
+
+def restart_libvirtd(timeout: float = 30) -> None:
+    """Start libvirtd again after a test killed it, and wait until it answers."""
+    subprocess.run(["libvirtd", "-d"], check=True, timeout=30)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (
+            subprocess.run(["virsh", "-c", SYSTEM_URI, "version"], capture_output=True).returncode
+            == 0
+        ):
+            return
+        time.sleep(0.2)
+    raise RuntimeError("libvirtd did not come back")

@@ -1,6 +1,9 @@
-"""Backups on the real libvirtd: the bytes come back, in place and as a new guest."""
+"""Backups on the real libvirtd: the bytes come back, in place and as a new guest; faults (disk
+full, libvirtd killed, a changed byte) leave no partial files and an untouched guest."""
 
 import json
+import os
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -9,7 +12,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import add_host
-from tests.libvirtd import IMAGES, SYSTEM_URI, holds, qemu_io, throwaway_guest, virsh
+from tests.libvirtd import (
+    IMAGES,
+    SYSTEM_URI,
+    holds,
+    qemu_io,
+    restart_libvirtd,
+    throwaway_guest,
+    virsh,
+)
 from tests.storage import throwaway_pool
 
 pytestmark = pytest.mark.libvirtd
@@ -114,3 +125,110 @@ def test_backups_of_a_shut_off_and_a_running_guest_restore_the_same_bytes(
             assert new_disk != guest.disk and holds(new_disk, "0x5a", "1M")
         finally:
             virsh("undefine", copy, check=False)
+
+
+def backup_files_left(root: Path) -> list[Path]:
+    """Every file under the backup directory."""
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def start(client: TestClient, uuid: str) -> dict:
+    """Start a backup; the API's answer."""
+    started = client.post(f"/api/v1/guests/{uuid}/backups")
+    assert started.status_code == 202, started.text
+    return started.json()
+
+
+def wait_until_copying(client: TestClient, job_id: int) -> None:
+    """Wait until the job has copied something."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/v1/jobs/{job_id}").json()
+        if job["status"] == "running" and job["progress"] > 0:
+            return
+        assert job["status"] in ("queued", "running"), job
+        time.sleep(0.05)
+    raise AssertionError("the backup never got going")
+
+
+def test_disk_full_fails_the_backup_and_leaves_no_partial_files(
+    make_client, tmp_path: Path
+) -> None:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
+    try:
+        client = make_client(backup_dir=str(mount))
+        with throwaway_pool() as pool, throwaway_guest(tmp_path, directory=IMAGES / pool) as guest:
+            assert qemu_io(guest.disk, "write -P 0x11 0 8M").returncode == 0
+            add_host(client, "local", SYSTEM_URI)
+
+            started = start(client, guest.uuid)
+            job = finished_job(client, started["job"]["id"])
+            backup = client.get(f"/api/v1/backups/{started['backup']['id']}").json()
+
+            assert job["status"] == "failed" and "No space left on device" in job["error"], job
+            assert backup["status"] == "failed" and "No space left" in backup["error"]
+            assert backup_files_left(mount) == []
+            assert holds(guest.disk, "0x11", "8M")
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_libvirtd_killed_during_a_backup_fails_it_with_the_reason(
+    make_client, tmp_path: Path
+) -> None:
+    client = make_client(backup_bandwidth_mib=8)
+    root = Path(client.app.state.settings.backup_dir)
+    with throwaway_pool() as pool, throwaway_guest(tmp_path, directory=IMAGES / pool) as guest:
+        assert qemu_io(guest.disk, "write -P 0x22 0 12M").returncode == 0
+        add_host(client, "local", SYSTEM_URI)
+
+        started = start(client, guest.uuid)
+        wait_until_copying(client, started["job"]["id"])
+        killed = subprocess.run(["pkill", "-KILL", "-x", "libvirtd"]).returncode
+        try:
+            job = finished_job(client, started["job"]["id"])
+        finally:
+            restart_libvirtd()
+        backup = client.get(f"/api/v1/backups/{started['backup']['id']}").json()
+
+        assert killed == 0
+        assert job["status"] == "failed" and job["error"], job
+        assert backup["status"] == "failed" and backup["error"] == job["error"]
+        assert backup_files_left(root) == []
+
+
+def test_a_changed_byte_makes_the_backup_corrupt_and_the_restore_is_refused(
+    client: TestClient, tmp_path: Path
+) -> None:
+    with throwaway_pool() as pool, throwaway_guest(tmp_path, directory=IMAGES / pool) as guest:
+        assert qemu_io(guest.disk, "write -P 0x33 0 1M").returncode == 0
+        add_host(client, "local", SYSTEM_URI)
+        backup = back_up(client, guest.uuid)
+        image = Path(client.app.state.settings.backup_dir) / backup["path"] / "disk-vda.qcow2"
+        with open(image, "r+b") as handle:  # one byte inside the written data
+            handle.seek(image.stat().st_size - 4096)
+            byte = handle.read(1)
+            handle.seek(-1, os.SEEK_CUR)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+        assert qemu_io(guest.disk, "write -P 0x44 0 1M").returncode == 0
+        xml_before = virsh("dumpxml", guest.uuid, "--inactive")
+
+        # A restore started before anyone verified: the job verifies first and refuses.
+        job = restore(client, backup["id"], mode="in_place")
+        after_job = client.get(f"/api/v1/backups/{backup['id']}").json()
+        verified = client.post(f"/api/v1/backups/{backup['id']}/verify")
+        refused = client.post(f"/api/v1/backups/{backup['id']}/restore", json={"mode": "in_place"})
+
+        assert (
+            job["status"] == "failed"
+            and "corrupt" in job["error"]
+            and "disk-vda.qcow2" in job["error"]
+        )
+        assert after_job["status"] == "corrupt" and "disk-vda.qcow2" in after_job["error"]
+        assert verified.status_code == 200 and verified.json()["status"] == "corrupt"
+        assert verified.json()["error"] == "checksum mismatch: disk-vda.qcow2"
+        assert refused.status_code == 409 and refused.json()["status"] == "corrupt"
+        assert holds(guest.disk, "0x44", "1M"), "the guest's disk was touched"
+        assert virsh("dumpxml", guest.uuid, "--inactive") == xml_before

@@ -36,3 +36,26 @@ def test_revert_puts_the_disk_back_and_delete_removes_the_snapshot(
         assert deleted.status_code == 204, deleted.text
         assert virsh("snapshot-list", guest.uuid, "--name").split() == []
         assert client.get(base).json()["items"] == []
+
+
+def test_reverting_an_external_snapshot_is_refused_in_plain_words(
+    client: TestClient, tmp_path: Path
+) -> None:
+    with throwaway_guest(tmp_path) as guest:
+        overlay = tmp_path / f"{guest.name}-ext.qcow2"
+        virsh(
+            "snapshot-create-as", guest.uuid, "ext", "--disk-only",
+            "--diskspec", f"vda,file={overlay}",
+        )  # fmt: skip
+        try:
+            add_host(client, "local", SYSTEM_URI)
+            listed = client.get(f"/api/v1/guests/{guest.uuid}/snapshots").json()["items"]
+            refused = client.post(f"/api/v1/guests/{guest.uuid}/snapshots/ext/revert")
+
+            assert [(s["name"], s["external"]) for s in listed] == [("ext", True)]
+            assert refused.status_code == 409
+            assert "cannot revert to external snapshots" in refused.json()["detail"]
+            assert "ext is an external snapshot" in refused.json()["detail"]
+        finally:
+            virsh("snapshot-delete", guest.uuid, "ext", "--metadata", check=False)
+            overlay.unlink(missing_ok=True)
