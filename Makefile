@@ -32,6 +32,8 @@ test:
 
 bench: venv
 	$(VENV)/bin/python bench/sync.py
+	$(VENV)/bin/python bench/backup.py
+	$(VENV)/bin/python bench/live.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -7,6 +7,7 @@ import sys
 from datetime import timedelta
 
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import select
 
 from app.config import get_settings
@@ -72,6 +73,22 @@ def _create_token(database_url: str, args: argparse.Namespace) -> str:
     return secret
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, ending the open event streams as soon as it is asked to stop: it waits for open
+    requests before shutting the app down, and an event stream never ends by itself."""
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        self.config.app.state.live.stop()
+        super().handle_exit(sig, frame)
+
+
+def _serve(app: FastAPI, host: str, port: int, forwarded_allow_ips: str) -> None:
+    config = uvicorn.Config(
+        app, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips
+    )
+    _Server(config).run()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the subcommand."""
     args = _parser().parse_args(argv)
@@ -83,13 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         from app.main import create_app
 
-        uvicorn.run(
-            create_app(settings),
-            host=args.host,
-            port=args.port,
-            proxy_headers=True,
-            forwarded_allow_ips=settings.forwarded_allow_ips,
-        )
+        _serve(create_app(settings), args.host, args.port, settings.forwarded_allow_ips)
         return
     try:
         if args.command == "create-user":

@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     sync_interval: float = 5.0
     # Reconnect backoff for an unreachable host: doubles from min to max.
     reconnect_min: float = 1.0
-    reconnect_max: float = 60.0
+    reconnect_max: float = 15.0
     # How long a request waits for one libvirt call (an action, a listing) before giving up.
     call_timeout: float = 30.0
     # A connect or sync still waiting for the host after this many seconds marks it unreachable.
@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     # libvirt keepalive: a host silent for interval * (count + 1) seconds is dropped.
     keepalive_interval: int = 3
     keepalive_count: int = 3
+    # Several instances on one PostgreSQL: a host is synced by the instance holding its lease,
+    # renewed every lease_renew seconds and taken over by another once lease_ttl has passed.
+    lease_ttl: float = 15.0
+    lease_renew: float = 5.0
     # Browser sessions end after this long without a user action, and this long after login.
     session_idle_minutes: float = 30.0
     session_absolute_hours: float = 12.0

@@ -25,6 +25,8 @@ SESSION_COOKIE = "virtdeck_session"
 CSRF_HEADER = "X-CSRF-Token"
 # Sent by polling and live-update requests: they must not keep an idle session alive.
 BACKGROUND_HEADER = "X-Virtdeck-Background"
+# Requests that never count as user activity (the idle timer keeps running): the event stream.
+BACKGROUND_PATHS = frozenset({"/events"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Routes FastAPI adds itself; they show the API's shape, never data.
 UNGUARDED_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
@@ -76,7 +78,9 @@ def resolve_principal(request: Request, session: Session, settings: Settings) ->
         return principal
     secret = request.cookies.get(SESSION_COOKIE)
     if secret:
-        touch = not request.headers.get(BACKGROUND_HEADER)
+        touch = (
+            not request.headers.get(BACKGROUND_HEADER) and request.url.path not in BACKGROUND_PATHS
+        )
         principal = session_principal(session, secret, settings=settings, touch=touch)
         if principal is not None:
             return principal

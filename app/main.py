@@ -1,6 +1,9 @@
 """create_app(settings): routers, static files, error handlers, audit, and the sync workers."""
 
+import contextlib
 import logging
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,8 +21,10 @@ from app.api import ops
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory, transaction
 from app.deps import SAFE_METHODS
-from app.errors import VirtdeckError
+from app.errors import Conflict, VirtdeckError
+from app.live import LiveBus
 from app.services import audit
+from app.services import backups as backup_service
 from app.services.auth import ANONYMOUS
 from app.services.hosts import ensure_default_host
 from app.workers.jobs import JobRunner
@@ -30,8 +35,13 @@ log = logging.getLogger(__name__)
 TARGET_KINDS = {"uuid": "guest"}
 
 
+# Machine endpoints outside /api answer errors in JSON too (no login page for a scraper or an
+# EventSource).
+MACHINE_PATHS = frozenset({"/metrics", "/events"})
+
+
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith("/api/")
+    return request.url.path.startswith("/api/") or request.url.path in MACHINE_PATHS
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -125,20 +135,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
-    sync = SyncManager(sessions=sessions, settings=settings)
-    jobs = JobRunner(sessions=sessions)
+    instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    sync = SyncManager(sessions=sessions, settings=settings, instance=instance)
+    jobs = JobRunner(
+        sessions=sessions,
+        instance=instance,
+        after_reap=lambda: backup_service.settle_orphans(sessions, settings),
+    )
+    live = LiveBus(engine)
+    live.attach(sessions)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.default_host_uri:
-            with transaction(sessions) as session:
+            # Another instance starting at the same moment may register it first.
+            with contextlib.suppress(Conflict), transaction(sessions) as session:
                 ensure_default_host(
                     session, name=settings.default_host_name, uri=settings.default_host_uri
                 )
+        live.start()
         jobs.start()
         if settings.sync_enabled:
             sync.start()
         yield
+        live.stop()
         jobs.stop()
         sync.stop()
         engine.dispose()
@@ -149,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = sessions
     app.state.sync = sync
     app.state.jobs = jobs
+    app.state.live = live
     _install_error_handlers(app)
     _install_audit(app)
     app.include_router(ops.router)

@@ -25,17 +25,14 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psycopg
 import uvicorn
 from sqlalchemy import update
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,13 +42,13 @@ from app.config import Settings  # noqa: E402
 from app.db import make_engine, make_session_factory, transaction  # noqa: E402
 from app.deps import SESSION_COOKIE  # noqa: E402
 from app.main import create_app  # noqa: E402
-from app.migrate import upgrade  # noqa: E402
 from app.models import Guest  # noqa: E402
 from app.services.auth import start_session  # noqa: E402
 from app.services.hosts import add_host, record_facts  # noqa: E402
 from app.services.inventory import SyncResult, apply_sync  # noqa: E402
 from app.services.users import create_user  # noqa: E402
 from app.virt.connection import HostConnection  # noqa: E402
+from bench.common import Row, database, p95, print_table, print_targets  # noqa: E402
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
 ROLES = ("web", "db", "cache", "worker", "ci", "batch", "proxy", "mail")
@@ -60,16 +57,6 @@ SHUTOFF = "5"
 FIRST_SYNC_TARGET = 2.0
 RESYNC_TARGET = 0.5
 PAGE_TARGET_MS = 50.0
-
-
-@dataclass
-class Row:
-    """One line of the result table."""
-
-    measure: str
-    value: str
-    target: str = ""
-    ok: bool | None = None
 
 
 # --- the hosts -------------------------------------------------------------------------------
@@ -124,38 +111,6 @@ def write_node(path: Path, host: int, guests: int) -> None:
     for index in range(guests):
         _domain(node, host, index)
     ET.ElementTree(node).write(path, encoding="unicode", xml_declaration=True)
-
-
-# --- the database ----------------------------------------------------------------------------
-
-
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextlib.contextmanager
-def database(url: str | None, workdir: Path) -> Iterator[str]:
-    """A migrated, empty database for the run; a temporary one is removed afterwards."""
-    if url is None:
-        url = f"sqlite:///{workdir / 'bench.db'}"
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:" and Path(parsed.database).exists():
-            sys.exit(f"refusing to use an existing SQLite file: {parsed.database}")
-        upgrade(url)
-        yield url
-        return
-    name = f"virtdeck_bench_{uuid.uuid4().hex[:10]}"
-    admin = _libpq(url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    bench_url = parsed.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(bench_url)
-        yield bench_url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- the sync --------------------------------------------------------------------------------
@@ -256,18 +211,13 @@ def time_get(client: httpx.Client, path: str, *, requests: int, check: Callable)
     return samples
 
 
-def _p95(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
 def page_rows(label: str, samples: list[float]) -> list[Row]:
     """Median (with the target) and p95 rows for one page."""
     median = statistics.median(samples)
     return [
         Row(f"{label} median", f"{median:.1f} ms", f"≤ {PAGE_TARGET_MS:.0f} ms",
             median <= PAGE_TARGET_MS),
-        Row(f"{label} p95", f"{_p95(samples):.1f} ms"),
+        Row(f"{label} p95", f"{p95(samples):.1f} ms"),
     ]  # fmt: skip
 
 
@@ -375,19 +325,6 @@ def page_timings(
     return rows
 
 
-def print_table(rows: list[Row]) -> None:
-    """The rows as a plain aligned table."""
-    header = ("measure", "value", "target", "ok")
-    cells = [header] + [
-        (r.measure, r.value, r.target, "" if r.ok is None else ("yes" if r.ok else "NO"))
-        for r in rows
-    ]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    lines = [" | ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    print("\n".join(lines))
-
-
 def parse_args() -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -415,13 +352,8 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"virtdeck sync bench: {args.hosts} hosts x {args.guests} guests, "
           f"{args.requests} requests per page")  # fmt: skip
-    print_table(rows)
-    checked = [r for r in rows if r.ok is not None]
-    missed = [r.measure.strip() for r in checked if not r.ok]
-    if missed:
-        print(f"targets: {len(missed)} of {len(checked)} missed ({', '.join(missed)})")
-    else:
-        print(f"targets: all {len(checked)} met")
+    print_table(("measure", "value", "target", "ok"), rows)
+    print_targets(rows)
     return 0
 
 

@@ -7,3 +7,64 @@ document.addEventListener("toast", (event) => {
   document.getElementById("toasts").append(toast);
   setTimeout(() => toast.remove(), 8000);
 });
+
+// Refreshes (polls and live updates) send X-Virtdeck-Background so they do not keep an idle
+// session alive. A button inside a refreshing element would inherit the header with hx-headers;
+// only the element that declares it sends it.
+const BACKGROUND = "X-Virtdeck-Background";
+document.addEventListener("htmx:configRequest", (event) => {
+  if (!(event.detail.elt.getAttribute("hx-headers") || "").includes(BACKGROUND)) {
+    delete event.detail.headers[BACKGROUND];
+  }
+});
+
+// Live updates: parts of a page refresh on the topics of the page's one event stream
+// (hx-trigger="sse:<topic>", see base.html). A topic that arrives while a part's refresh is in
+// flight, or while its replacement settles, finds no element to refresh; so a part swapped in
+// refreshes once more if one of its topics arrived after the request that brought it left.
+// After the stream reconnects (a restart, a lost network), every part refreshes: it may have
+// missed some.
+const arrived = new Map(); // topic -> when (performance.now()) it last arrived
+const left = new WeakMap(); // request (xhr) -> when it left
+const asked = new Map(); // element id -> when the request that brought its content left
+const topics = (elt) => (elt.getAttribute("hx-trigger") || "").match(/sse:[^\s,]+/g) || [];
+
+htmx.createEventSource = (url) => {
+  const source = new EventSource(url, { withCredentials: true });
+  const listen = source.addEventListener.bind(source);
+  const noted = new Set();
+  source.addEventListener = (type, listener, options) => {
+    if (!noted.has(type)) {
+      noted.add(type);
+      listen(type, () => arrived.set(type, performance.now()));
+    }
+    listen(type, listener, options);
+  };
+  return source;
+};
+
+document.addEventListener("htmx:beforeRequest", (event) => {
+  left.set(event.detail.xhr, performance.now());
+});
+
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const { target, xhr } = event.detail;
+  if (target && target.id && left.has(xhr)) asked.set(target.id, left.get(xhr));
+});
+
+document.addEventListener("htmx:load", (event) => {
+  const elt = event.detail.elt;
+  const since = elt.id && asked.get(elt.id);
+  const late = since && topics(elt).find((t) => (arrived.get(t.slice(4)) || 0) > since);
+  if (late) htmx.trigger(elt, late);
+});
+
+let streamOpened = false;
+document.addEventListener("htmx:sseOpen", () => {
+  if (streamOpened) {
+    for (const elt of document.querySelectorAll('[hx-trigger*="sse:"]')) {
+      htmx.trigger(elt, topics(elt)[0]);
+    }
+  }
+  streamOpened = true;
+});

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.conftest import ARTIFACTS
 from tests.serve import ADMIN_PASSWORD, Server, running_server
@@ -44,23 +44,65 @@ def server_with_host(workdir: Path, name: str, uri: str) -> Iterator[Server]:
     """`virtdeck serve` with the CLI-made admin and one host, synced."""
     env = {"VIRTDECK_DEFAULT_HOST_URI": "", "VIRTDECK_SYNC_INTERVAL": "1"}
     with running_server(workdir, env) as running:
-        created = running.api("POST", "/hosts", json={"name": name, "uri": uri})
-        assert created.status_code == 201, created.text
-        synced = running.api("POST", f"/hosts/{created.json()['id']}/refresh", params={"wait": 15})
-        assert synced.status_code == 200, synced.text
+        running.add_host(name, uri)
         yield running
+
+
+# Counts the page's event stream (re)connections and the live messages it received.
+COUNT_STREAM = """
+window.streamOpens = 0;
+window.liveMessages = 0;
+document.addEventListener("htmx:sseOpen", () => window.streamOpens++);
+document.addEventListener("htmx:sseMessage", () => window.liveMessages++);
+"""
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def admin_tabs(
+    browser: Browser, server: Server, count: int, *, height: int = 900
+) -> Iterator[list[Page]]:
+    """Tabs in separate browser contexts (separate logins) of the admin; JavaScript errors on
+    their pages fail the test."""
+    errors: list[str] = []
+    viewport = {"width": 1280, "height": height}
+    contexts = [browser.new_context(viewport=viewport) for _ in range(count)]
+    tabs = []
+    for context in contexts:
+        tab = context.new_page()
+        tab.set_default_timeout(5_000)
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        tab.add_init_script(COUNT_STREAM)
+        log_in(tab, server.url, "admin", ADMIN_PASSWORD)
+        tabs.append(tab)
+    yield tabs
+    for context in contexts:
+        context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def wait_for_stream(tab: Page, opens: int = 1) -> None:
+    """Until the tab's event stream has opened this many times."""
+    tab.wait_for_function(f"window.streamOpens >= {opens}", timeout=10_000)
+
+
+def shows(tab: Page, selector: str, state: str, *, timeout: float) -> None:
+    """Wait until the element's data-state is state; fails after timeout seconds."""
+    expect(tab.locator(selector)).to_have_attribute("data-state", state, timeout=timeout * 1000)
 
 
 @contextmanager
 def admin_tab(server: Server, *, height: int = 900) -> Iterator[Page]:
     """A tab logged in as the admin; JavaScript errors on its pages fail the test."""
-    errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1280, "height": height})
-        tab.set_default_timeout(5_000)
-        tab.on("pageerror", lambda exc: errors.append(str(exc)))
-        log_in(tab, server.url, "admin", ADMIN_PASSWORD)
+    with chromium() as browser, admin_tabs(browser, server, 1, height=height) as (tab,):
         yield tab
-        browser.close()
-    assert not errors, f"JavaScript errors: {errors}"

@@ -34,6 +34,15 @@ class Server:
             method, f"{self.url}/api/v1{path}", timeout=20, headers=headers, **kwargs
         )
 
+    def add_host(self, name: str, uri: str) -> int:
+        """Register a host through the API, wait for its first sync; its id."""
+        created = self.api("POST", "/hosts", json={"name": name, "uri": uri})
+        assert created.status_code == 201, created.text
+        host_id = created.json()["id"]
+        synced = self.api("POST", f"/hosts/{host_id}/refresh", params={"wait": 15})
+        assert synced.status_code == 200, synced.text
+        return host_id
+
 
 def virtdeck(*args: str, env: dict[str, str], stdin: str = "") -> str:
     """Run the virtdeck command line and return what it printed."""
@@ -45,7 +54,7 @@ def virtdeck(*args: str, env: dict[str, str], stdin: str = "") -> str:
     return done.stdout.strip()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -64,22 +73,24 @@ def _stop(process: subprocess.Popen) -> None:
 
 @contextmanager
 def running_server(
-    workdir: Path, env: dict[str, str], *, admin: str | None = "admin"
+    workdir: Path, env: dict[str, str], *, admin: str | None = "admin", port: int | None = None
 ) -> Iterator[Server]:
-    """`virtdeck serve` on a free port with SQLite in workdir; stopped afterwards, always.
+    """`virtdeck serve` on a free port (or this one) with SQLite in workdir; stopped
+    afterwards, always. Its output is appended to workdir/serve.log.
 
     With `admin`, that admin user (password ADMIN_PASSWORD) and a token of theirs are made
     with the command line first.
     """
     script = Path(sys.executable).parent / "virtdeck"
-    port = _free_port()
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "VIRTDECK_DATABASE_URL": f"sqlite:///{workdir / 'v.db'}", **env}
     token = None
     if admin:
         virtdeck("create-user", admin, "--role", "admin", env=full_env, stdin=ADMIN_PASSWORD)
         token = virtdeck("create-token", admin, "--name", "tests", env=full_env)
     log = workdir / "serve.log"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         process = subprocess.Popen(
             [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=workdir,  # away from any .env in the checkout

@@ -56,9 +56,9 @@ def pool_volumes(pool: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def throwaway_pool() -> Iterator[str]:
-    """A started dir pool vdtest-pool-<hex> under the images directory, removed afterwards."""
-    name = unique_name("vdtest-pool")
+def throwaway_pool(prefix: str = "vdtest-pool") -> Iterator[str]:
+    """A started dir pool <prefix>-<hex> under the images directory, removed afterwards."""
+    name = unique_name(prefix)
     target = IMAGES / name
     virsh("pool-define-as", "--name", name, "dir", "--target", str(target))
     try:

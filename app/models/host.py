@@ -43,3 +43,6 @@ class Host(Base):
     policy_memory: Mapped[float | None] = mapped_column(Float)
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     stats_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Which virtdeck instance syncs this host, until when (renewed; another takes it after).
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

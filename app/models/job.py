@@ -31,5 +31,8 @@ class Job(Base):
     message: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The instance running it, and when it last said so: a stale heartbeat means it died.
+    owner: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set by a cancel request (from any instance); the work stops at its next progress report.
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -80,20 +80,28 @@ def list_backups(
     *,
     host_id: int | None = None,
     guest_uuid: str | None = None,
+    guest: str | None = None,
     status: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[Backup], int]:
-    """Backups newest first, filtered; and how many match in all."""
+    """Backups newest first, filtered (guest: a UUID or part of a name); and how many match."""
     check_page(limit=limit, offset=offset, max_limit=500)
     query = select(Backup)
     if host_id is not None:
         query = query.where(Backup.host_id == host_id)
     if guest_uuid:
         query = query.where(Backup.guest_uuid == guest_uuid)
+    if guest:
+        query = query.where(
+            or_(
+                Backup.guest_uuid == guest.lower(),
+                Backup.guest_name.contains(guest, autoescape=True),
+            )
+        )
     if status:
         query = query.where(Backup.status == status)
-    total = len(session.scalars(query.with_only_columns(Backup.id)).all())
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(
         query.order_by(Backup.started_at.desc(), Backup.id.desc()).offset(offset).limit(limit)
     ).all()
@@ -396,6 +404,22 @@ def verify_backup(sessions: sessionmaker[Session], settings: Settings, backup_id
         session.flush()
         session.expunge(backup)
     return backup
+
+
+def settle_orphans(sessions: sessionmaker[Session], settings: Settings) -> int:
+    """Backups still "running" whose job has ended without them (its instance died): failed,
+    with the job's error, and their partial files removed. Returns how many."""
+    with transaction(sessions) as session:
+        orphans = session.execute(
+            select(Backup, Job.error)
+            .join(Job, Job.id == Backup.job_id)
+            .where(Backup.status == "running", Job.status.not_in(("queued", "running")))
+        ).all()
+        for backup, error in orphans:
+            files.remove_tree(backup_root(settings), backup.path)
+            backup.status, backup.finished_at = "failed", utcnow()
+            backup.error = error or "its job ended without finishing it"
+        return len(orphans)
 
 
 def delete_backup(sessions: sessionmaker[Session], settings: Settings, backup_id: int) -> None:

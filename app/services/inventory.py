@@ -5,8 +5,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.live import note
 from app.models import Guest, Host, Snapshot
 from app.models.base import utcnow
 from app.services.hosts import mark_connected
@@ -73,6 +75,7 @@ def apply_sync(
     }
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
+    updated_uuids: list[str] = []
     for info in guests:
         row = known.pop(info.spec.uuid, None)
         if row is None:
@@ -81,6 +84,7 @@ def apply_sync(
                  "first_seen_at": now, "changed_at": now, "last_seen_at": now}
             )  # fmt: skip
         elif _differs(row, info, now):
+            updated_uuids.append(info.spec.uuid)
             updates.append(
                 {**_observed(info), **_transition(row, info, now), "id": row.id, "gone_at": None,
                  "changed_at": now}
@@ -90,6 +94,10 @@ def apply_sync(
         for row in known.values()
         if row.gone_at is None
     ]
+    changed = [g["uuid"] for g in inserts] + updated_uuids
+    changed += [row.uuid for row in known.values() if row.gone_at is None]
+    if changed:
+        note(session, "guests", f"host-{host_id}", *(f"guest-{uuid}" for uuid in changed))
     if inserts:
         session.execute(insert(Guest), inserts)
     for batch in (updates, vanished):
@@ -129,12 +137,7 @@ def record_guest(
 ) -> Guest:
     """Write one guest as it is now (after an action or a create), with its transition."""
     now = utcnow()
-    guest = session.scalar(
-        select(Guest).where(Guest.host_id == host_id, Guest.uuid == info.spec.uuid)
-    )
-    if guest is None:
-        guest = Guest(host_id=host_id, uuid=info.spec.uuid, first_seen_at=now)
-        session.add(guest)
+    guest = _guest_row(session, host_id, info, now)
     for key, value in _observed(info).items():
         setattr(guest, key, value)
     guest.gone_at = None
@@ -145,9 +148,51 @@ def record_guest(
     return guest
 
 
+def _guest_row(session: Session, host_id: int, info: GuestInfo, now: datetime) -> Guest:
+    """The guest's row, made if missing; a sync or event thread that inserts the same guest at
+    the same moment wins the race and its row is used."""
+    where = (Guest.host_id == host_id, Guest.uuid == info.spec.uuid)
+    guest = session.scalar(select(Guest).where(*where))
+    if guest is not None:
+        return guest
+    try:
+        with session.begin_nested():
+            guest = Guest(
+                **_observed(info), host_id=host_id, uuid=info.spec.uuid, first_seen_at=now,
+                changed_at=now, last_seen_at=now,
+            )  # fmt: skip
+            session.add(guest)
+        return guest
+    except IntegrityError:
+        return session.scalars(select(Guest).where(*where)).one()
+
+
+def apply_event(session: Session, host_id: int, uuid: str, info: GuestInfo | None) -> None:
+    """Store one guest as a libvirt event left it (None: it no longer exists): like a sync of
+    that guest alone, so a pending transition ends the same way."""
+    guest = session.scalar(select(Guest).where(Guest.host_id == host_id, Guest.uuid == uuid))
+    now = utcnow()
+    if info is None:
+        if guest is not None and guest.gone_at is None:
+            guest.gone_at = guest.changed_at = guest.last_seen_at = now
+            guest.transition = guest.transition_since = None
+        return
+    if guest is None:
+        guest = _guest_row(session, host_id, info, now)
+        for key, value in _observed(info).items():
+            setattr(guest, key, value)
+    elif _differs(guest, info, now):
+        for key, value in {**_observed(info), **_transition(guest, info, now)}.items():
+            setattr(guest, key, value)
+        guest.gone_at, guest.changed_at, guest.last_seen_at = None, now, now
+
+
 def mark_gone(session: Session, guest_id: int) -> None:
     """Mark one guest gone now (it was deleted), rather than at its host's next sync."""
     now = utcnow()
+    guest = session.get(Guest, guest_id)
+    if guest is not None:
+        note(session, "guests", f"host-{guest.host_id}", f"guest-{guest.uuid}")
     session.execute(
         update(Guest)
         .where(Guest.id == guest_id)

@@ -1,15 +1,20 @@
 """Jobs: long work (create with a new disk, backup, restore) that the UI and API follow by id."""
 
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, NotFound
+from app.live import note
 from app.models import Job
 from app.models.base import utcnow
 
 INTERRUPTED = "interrupted: virtdeck stopped before the job finished"
+# Running instances beat their jobs' hearts this often; a job silent for STALE_SECONDS is dead.
+HEARTBEAT_SECONDS = 10.0
+STALE_SECONDS = 60.0
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 # Kinds whose work stops cleanly when asked (the others would leave half-made things behind).
 CANCELLABLE = frozenset({"backup", "restore"})
@@ -94,11 +99,41 @@ def mark_cancelled(session: Session, job_id: int) -> None:
     job.status, job.message, job.finished_at = "cancelled", "cancelled", utcnow()
 
 
-def fail_unfinished(session: Session, error: str = INTERRUPTED) -> int:
-    """Mark every queued or running job failed (their process is gone); returns how many."""
-    result = session.execute(
+def claim(session: Session, job_id: int, owner: str) -> None:
+    """This instance runs the job."""
+    session.execute(
         update(Job)
-        .where(Job.status.in_(("queued", "running")))
-        .values(status="failed", message="failed", error=error, finished_at=utcnow())
+        .where(Job.id == job_id)
+        .values(owner=owner, heartbeat_at=utcnow())
+        .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+
+
+def beat(session: Session, job_ids: list[int]) -> None:
+    """These jobs are still being run."""
+    if job_ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.status.in_(("queued", "running")))
+            .values(heartbeat_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+
+
+def fail_abandoned(session: Session, error: str = INTERRUPTED) -> int:
+    """Mark failed every queued or running job that no instance has claimed or beaten for
+    STALE_SECONDS (its instance stopped or died); returns how many."""
+    cutoff = utcnow() - timedelta(seconds=STALE_SECONDS)
+    failed = session.scalars(
+        update(Job)
+        .where(
+            Job.status.in_(("queued", "running")),
+            func.coalesce(Job.heartbeat_at, Job.created_at) < cutoff,
+        )
+        .values(status="failed", message="failed", error=error, finished_at=utcnow())
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if failed:  # pages following these jobs show how they ended (a bulk update is not noted)
+        note(session, "jobs", *(f"job-{job_id}" for job_id in failed))
+    return len(failed)

@@ -2,9 +2,11 @@
 
 import contextlib
 import logging
+import socket
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -13,6 +15,8 @@ from app.virt.domain_xml import parse_domain
 from app.virt.types import DomainSpec, GuestInfo, HostFacts
 
 log = logging.getLogger(__name__)
+# How long a tcp/tls host may take to accept a TCP connection before it counts as unreachable.
+PROBE_TIMEOUT = 5.0
 
 STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -99,8 +103,10 @@ class HostConnection:
     ) -> None:
         """Open the connection; a failure raises HostUnreachable."""
         ensure_event_loop()
+        _probe_tcp(uri, timeout=PROBE_TIMEOUT)
         self.uri = uri
         self._parsed: dict[str, tuple[str, DomainSpec]] = {}
+        self._watches: list[int] = []
         try:
             # No credential types: libvirt fails instead of prompting on a terminal.
             self._conn = libvirt.openAuth(uri, [[], None, None], 0)
@@ -117,8 +123,21 @@ class HostConnection:
         except libvirt.libvirtError as exc:
             log.debug("keepalive not available for %s: %s", self.uri, exc.get_error_message())
 
+    def watch(self, on_event: Callable[[str, str], None]) -> None:
+        """Call on_event(uuid, kind) (from the event loop thread) for each guest event in
+        WATCHED: lifecycle, reboot, balloon change, job completed, device added or removed."""
+        for kind, event_id in WATCHED.items():
+            callback = _event_callback(kind, on_event)
+            self._watches.append(
+                self._call(self._conn.domainEventRegisterAny, None, event_id, callback, None)
+            )
+
     def close(self) -> None:
         """Close the connection, ignoring errors from an already dead one."""
+        for watch in self._watches:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._conn.domainEventDeregisterAny(watch)
+        self._watches.clear()
         with contextlib.suppress(libvirt.libvirtError):
             self._conn.unregisterCloseCallback()
         with contextlib.suppress(libvirt.libvirtError):
@@ -227,6 +246,42 @@ class HostConnection:
             run(dom)
         except libvirt.libvirtError as exc:
             raise translate(exc) from exc
+
+
+WATCHED = {
+    "lifecycle": libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+    "reboot": libvirt.VIR_DOMAIN_EVENT_ID_REBOOT,
+    "balloon": libvirt.VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE,
+    "job-completed": libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
+    "device-added": libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+    "device-removed": libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+}
+
+
+def _event_callback(kind: str, on_event: Callable[[str, str], None]) -> Callable[..., None]:
+    """A libvirt domain event callback (conn, dom, ...details, opaque) that reports the guest."""
+
+    def callback(_conn: libvirt.virConnect, dom: libvirt.virDomain, *_details: object) -> None:
+        try:
+            on_event(dom.UUIDString(), kind)
+        except Exception:  # an exception must never reach libvirt's event loop
+            log.exception("handling a %s event failed", kind)
+
+    return callback
+
+
+def _probe_tcp(uri: str, timeout: float) -> None:
+    """tcp/tls URIs: fail fast when the host takes no TCP connection. libvirt's own connect has
+    no timeout and waits out the kernel's SYN retries (about 2 min) on a black-holed host."""
+    parts = urlsplit(uri)
+    transport = parts.scheme.partition("+")[2]
+    if transport not in ("tcp", "tls") or not parts.hostname:
+        return
+    port = parts.port or (16509 if transport == "tcp" else 16514)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as exc:
+        raise HostUnreachable(f"cannot connect to {uri}: {exc}") from exc
 
 
 def _resume(dom: libvirt.virDomain) -> None:

@@ -11,10 +11,12 @@ from app.web import (
     accounts,
     audit,
     auth,
+    backups,
     guest_create,
     guest_delete,
     guests,
     hosts,
+    live,
     overcommit,
     snapshots,
 )
@@ -22,6 +24,7 @@ from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
 router.include_router(auth.router)
+router.include_router(live.router)
 # Before hosts: its pages sit under /hosts/{host_id}/.
 router.include_router(overcommit.router)
 router.include_router(hosts.router)
@@ -30,6 +33,7 @@ router.include_router(guest_create.router)
 router.include_router(guests.router)
 router.include_router(guest_delete.router)
 router.include_router(snapshots.router)
+router.include_router(backups.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)
 

@@ -18,6 +18,11 @@ from app.services.snapshots import snapshot_tree
 from app.web.templating import templates, toast_headers
 
 router = APIRouter()
+# Parts of the guest page that refresh themselves (live events), by their element id.
+PAGE_PARTS = {
+    "guest-details": "partials/guest_details.html",
+    "guest-activity": "partials/guest_activity.html",
+}
 
 
 def _fragment(request: Request, guest: Guest, *, toast: str | None = None) -> HTMLResponse | None:
@@ -37,19 +42,21 @@ def _fragment(request: Request, guest: Guest, *, toast: str | None = None) -> HT
 
 @router.get("/guests/{uuid}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
 def guest_page(request: Request, session: SessionDep, uuid: str) -> HTMLResponse:
-    """A guest's state and actions, resources, devices, activity and domain XML."""
+    """A guest's state and actions, resources, devices, activity and domain XML; htmx asks
+    for one part of it when it refreshes that part."""
     guest = guest_service.get_guest(session, uuid)
     fragment = _fragment(request, guest)
     if fragment is not None:
         return fragment
+    part = PAGE_PARTS.get(request.headers.get("HX-Target", ""))
     context = {
         "guest": guest,
         "host": guest.host,
         "last_seen": last_seen(guest, guest.host),
         "activity": audit_service.guest_activity(session, guest.uuid),
-        "snapshots": snapshot_tree(session, guest.id),
+        "snapshots": [] if part else snapshot_tree(session, guest.id),
     }
-    return templates.TemplateResponse(request, "guest.html", context)
+    return templates.TemplateResponse(request, part or "guest.html", context)
 
 
 @router.post(

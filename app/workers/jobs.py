@@ -57,21 +57,52 @@ class Progress:
 class JobRunner:
     """Runs submitted work in a few threads, keeping each job's row up to date."""
 
-    def __init__(self, *, sessions: sessionmaker[Session], workers: int = 4) -> None:
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        workers: int = 4,
+        instance: str = "local",
+        after_reap: Callable[[], object] | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._after_reap = after_reap
+        self._instance = instance
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
         self._pending: dict[int, Future] = {}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._heart = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
 
     def start(self) -> None:
-        """Mark jobs that a previous process left unfinished as failed (interrupted)."""
+        """Fail the jobs whose instance died (no heartbeat for a while); keep ours beating."""
+        self._reap()
+        self._heart.start()
+
+    def _reap(self) -> None:
         with transaction(self._sessions) as session:
-            count = job_service.fail_unfinished(session)
+            count = job_service.fail_abandoned(session)
         if count:
-            log.warning("marked %d unfinished job(s) of a previous run as interrupted", count)
+            log.warning("marked %d job(s) of a stopped instance as interrupted", count)
+        if self._after_reap is not None:
+            self._after_reap()
+
+    def _beat(self) -> None:
+        """Every few seconds: say our jobs still run, and fail those nobody runs any more."""
+        while not self._stopping.wait(job_service.HEARTBEAT_SECONDS):
+            try:
+                with self._lock:
+                    running = list(self._pending)
+                with transaction(self._sessions) as session:
+                    job_service.beat(session, running)
+                self._reap()
+            except Exception:
+                log.exception("job heartbeat failed")
 
     def submit(self, job_id: int, work: Work) -> Future:
-        """Run work for a job whose row is already committed as queued."""
+        """Run work for a job whose row is already committed as queued; this instance owns it."""
+        with transaction(self._sessions) as session:
+            job_service.claim(session, job_id, self._instance)
         with self._lock:
             future = self._executor.submit(self._run, job_id, work)
             self._pending[job_id] = future
@@ -106,8 +137,9 @@ class JobRunner:
     def stop(self, *, grace: float = 10.0) -> None:
         """Stop taking work; jobs not yet begun are marked failed, running ones get grace seconds.
 
-        A job still running after that is marked interrupted when virtdeck next starts.
+        A job still running after that is marked interrupted once its heartbeat is stale.
         """
+        self._stopping.set()
         with self._lock:
             pending = dict(self._pending)
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -7,6 +7,7 @@ Each test names what it makes with its own prefix and removes it afterwards.
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.db import make_engine, make_session_factory, transaction
 from app.models import Job
+from app.models.base import utcnow
 from app.virt.connection import HostConnection
 from tests.conftest import add_host
 from tests.storage import (
@@ -330,7 +332,10 @@ def test_a_job_left_running_by_a_dead_process_is_failed_as_interrupted_at_startu
 ) -> None:
     engine = make_engine(database_url)
     with transaction(make_session_factory(engine)) as session:
-        job = Job(kind="guest.create", status="running", progress=0.4, message="defining")
+        # Its instance beat its heart last two minutes ago: that instance is gone.
+        beaten = utcnow() - timedelta(minutes=2)
+        job = Job(kind="guest.create", status="running", progress=0.4, message="defining",
+                  owner="gone-instance", heartbeat_at=beaten)  # fmt: skip
         session.add(job)
         session.flush()
         job_id = job.id

@@ -6,12 +6,14 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
 from app.db import transaction
 from app.errors import Conflict, VirtdeckError
 from app.models import Job
+from app.models.base import utcnow
 from app.services.guest_create import CreatePlan, NewDisk, build_guest
 from app.virt.build import (
     DiskSource,
@@ -218,10 +220,15 @@ def test_stopping_the_runner_fails_the_jobs_it_had_not_begun(sessions) -> None:
     wait_until(lambda: job_row(sessions, first).status == "succeeded")
 
 
-def test_the_runner_fails_what_a_previous_process_left_unfinished(sessions) -> None:
-    left = new_job(sessions)
+def test_the_runner_fails_what_a_stopped_instance_left_unfinished(sessions) -> None:
+    left, recent = new_job(sessions), new_job(sessions)
+    with transaction(sessions) as session:  # left: queued two minutes ago, nobody ran it since
+        session.get(Job, left).created_at = utcnow() - timedelta(minutes=2)
 
-    JobRunner(sessions=sessions).start()
+    runner = JobRunner(sessions=sessions)
+    runner.start()
+    runner.stop(grace=0)
 
+    assert job_row(sessions, recent).status == "queued"  # maybe another instance's, just made
     assert (job_row(sessions, left).status, job_row(sessions, left).message) == ("failed", "failed")
     assert job_row(sessions, left).error.startswith("interrupted")

@@ -141,7 +141,7 @@ def test_a_button_replaces_its_row_and_the_action_shows_in_the_activity_list(
     assert "badge-running" in response.text
     assert json.loads(response.headers["HX-Trigger"]) == {"toast": {"message": "db-1: start done"}}
     activity = re.search(
-        r'<section class="panel" id="guest-activity">.*?</section>', page.text, re.S
+        r'<section class="panel" id="guest-activity".*?</section>', page.text, re.S
     )
     assert 'data-action="guest.start"' in activity.group(0)
     assert "badge-ok" in activity.group(0)

@@ -1,0 +1,122 @@
+"""/metrics in the Prometheus text format: hosts and guests by state, jobs and backups by status
+(from the database, so every instance tells the same), and this instance's sync durations, event
+lag, host leases and open event streams."""
+
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.models import Backup, Guest, Host, Job
+from app.workers.sync import WorkerStats
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _family(
+    name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, str], float]]
+) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+    for labels, value in samples:
+        label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+        lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+    return lines
+
+
+def render(
+    session: Session,
+    *,
+    instance: str,
+    stats: dict[int, WorkerStats],
+    streams: int,
+) -> str:
+    """The whole exposition."""
+    hosts = {h.id: h for h in session.scalars(select(Host))}
+    host_states: dict[str, int] = {}
+    for host in hosts.values():
+        host_states[host.connection] = host_states.get(host.connection, 0) + 1
+    guest_rows = session.execute(
+        select(Host.connection, Guest.state, func.count())
+        .join(Host, Guest.host_id == Host.id)
+        .where(Guest.gone_at.is_(None))
+        .group_by(Host.connection, Guest.state)
+    )
+    guest_states: dict[str, int] = {}
+    for connection, state, count in guest_rows:
+        shown = "unknown" if connection == "unreachable" else state
+        guest_states[shown] = guest_states.get(shown, 0) + count
+    jobs = session.execute(
+        select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status)
+    )
+    backups = session.execute(select(Backup.status, func.count()).group_by(Backup.status))
+
+    def per_host(read: str) -> list[tuple[dict[str, str], float]]:
+        return [
+            ({"host": hosts[h].name}, getattr(s, read))
+            for h, s in sorted(stats.items())
+            if h in hosts
+        ]
+
+    lines: list[str] = []
+    lines += _family(
+        "virtdeck_hosts", "gauge", "Registered hosts by connection state.",
+        [({"state": k}, v) for k, v in sorted(host_states.items())],
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_guests", "gauge",
+        "Guests by state (unknown: their host is unreachable); gone ones are not counted.",
+        [({"state": k}, v) for k, v in sorted(guest_states.items())],
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_jobs", "gauge", "Jobs by kind and status.",
+        [({"kind": k, "status": s}, n) for k, s, n in sorted(jobs)],
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_backups", "gauge", "Backups by status.",
+        [({"status": s}, n) for s, n in sorted(backups)],
+    )  # fmt: skip
+    lines += _summary(
+        "virtdeck_sync_duration_seconds",
+        "Full syncs of the hosts this instance syncs (libvirt read and database write).",
+        per_host("sync_seconds_total"), per_host("syncs"),
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_sync_last_duration_seconds", "gauge", "The last full sync of each host.",
+        per_host("last_sync_seconds"),
+    )  # fmt: skip
+    lines += _summary(
+        "virtdeck_event_lag_seconds",
+        "From a libvirt event to its change committed to the database.",
+        per_host("event_lag_seconds_total"), per_host("events"),
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_event_last_lag_seconds", "gauge", "The lag of each host's last event.",
+        per_host("last_event_lag_seconds"),
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_host_leases", "gauge", "Hosts whose lease this instance holds (it syncs them).",
+        [({"instance": instance}, len(stats))],
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_event_streams", "gauge", "Server-sent event streams open on this instance.",
+        [({"instance": instance}, streams)],
+    )  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _summary(
+    name: str,
+    help_text: str,
+    totals: list[tuple[dict[str, str], float]],
+    counts: list[tuple[dict[str, str], float]],
+) -> list[str]:
+    lines = [f"# HELP {name} {help_text}", f"# TYPE {name} summary"]
+    for (labels, total), (_, count) in zip(totals, counts, strict=True):
+        label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+        lines += [
+            f"{name}_sum{{{label_text}}} {total:g}",
+            f"{name}_count{{{label_text}}} {count:g}",
+        ]
+    return lines

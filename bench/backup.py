@@ -1,0 +1,448 @@
+"""Benchmark backups against qemu-img convert; prints a table, not a test.
+
+A guest vdbench-<hex> (64 MiB, 1 vCPU, no OS) gets a 2 GiB qcow2 disk whose first 1 GiB is random
+data, in a throwaway dir pool on the real libvirtd (qemu:///system, so run it as root). virtdeck
+runs in-process on a temporary database and backup directory with that libvirtd as its host, and
+each of these is timed --repeat times (the median is kept), the page cache dropped before each:
+
+- a backup of the shut-off guest (its volume streamed through the libvirt connection);
+- a backup of the running guest (a push-mode backup job into a scratch volume, then streamed);
+- `qemu-img convert -O qcow2` of the same disk into a file: the reference;
+- for information, that convert followed by `sha256sum` of the copy.
+
+A backup's seconds are its record's duration_seconds: request to record, checksums, fsync and
+manifest included. Throughput is the disk's virtual size (2 GiB) over those seconds; the data
+rate is the random data (1 GiB) over them. The target: each backup at least 0.8 times as fast
+as qemu-img convert. Each shut-off backup's disk file must also have the volume's own sha256.
+
+The phases of a backup are read from the files, not from the app: when the disk file appeared in
+the backup directory, and the last write to the push-mode job's scratch volume. The job itself
+is asked for only every 0.5 s, as a client asking every 0.05 s made the backups much slower on
+two cores.
+
+Run it with `make bench`, or:
+
+    .venv/bin/python bench/backup.py --repeat 5
+
+Everything it makes (guest, pool, volumes, files, database) is removed, on failure and Ctrl-C
+too. Missed targets still exit 0; only a crash exits non-zero.
+"""
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Starlette's TestClient still runs on httpx, and says so on import.
+warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from app.db import make_engine, make_session_factory, transaction  # noqa: E402
+from app.main import create_app  # noqa: E402
+from app.services.auth import create_token  # noqa: E402
+from app.services.backup_files import PART, sha256_of  # noqa: E402
+from app.services.users import create_user  # noqa: E402
+from bench.common import Row, database, print_table, print_targets  # noqa: E402
+from tests.libvirtd import IMAGES, SYSTEM_URI, domain_xml, virsh  # noqa: E402
+from tests.storage import remove_guest, throwaway_pool, unique_name  # noqa: E402
+
+MIB = 1 << 20
+GIB = 1 << 30
+TARGET_RATIO = 0.8
+JOB_POLL = 0.5  # seconds between requests for the job's state while a backup runs
+WATCH = 0.01  # seconds between looks at the files: the phase split is this precise
+SCRATCH = ".virtdeck-backup-"  # how app/virt/backups.py names a push-mode job's scratch volumes
+JOB_TIMEOUT = 600.0
+FINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass
+class Method:
+    """One way of copying the disk: the seconds of each run and of each run's phases."""
+
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, seconds: float, **phases: float) -> None:
+        """Record one run."""
+        self.seconds.append(seconds)
+        for phase, spent in phases.items():
+            self.phases.setdefault(phase, []).append(spent)
+
+    @property
+    def median(self) -> float:
+        """The median run."""
+        return statistics.median(self.seconds)
+
+
+@dataclass
+class Result:
+    """The guest's name, every method's runs, and whether each shut-off backup's disk file had
+    the disk's own sha256 (it is a copy of the volume)."""
+
+    name: str
+    methods: dict[str, Method] = field(
+        default_factory=lambda: {
+            name: Method(name)
+            for name in (
+                "backup, shut-off guest",
+                "backup, running guest",
+                "qemu-img convert",
+                "qemu-img convert + sha256sum",
+            )
+        }
+    )
+    same_bytes: list[bool] = field(default_factory=list)
+
+
+# --- the guest --------------------------------------------------------------------------------
+
+
+def run_quietly(*command: str) -> None:
+    """Run a command; raise with its stderr if it fails."""
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+
+
+def make_disk(workdir: Path, pool: str, name: str, disk_mib: int, data_mib: int) -> Path:
+    """A qcow2 volume of disk_mib MiB in the pool whose first data_mib MiB are random."""
+    raw = workdir / "disk.raw"
+    with open(raw, "wb") as handle:
+        for _ in range(data_mib // 4):
+            handle.write(os.urandom(4 * MIB))
+        handle.write(os.urandom((data_mib % 4) * MIB))
+        handle.truncate(disk_mib * MIB)
+    disk = IMAGES / pool / f"{name}.qcow2"
+    try:
+        run_quietly("qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(disk))
+    finally:
+        raw.unlink()
+    virsh("pool-refresh", pool)
+    return disk
+
+
+@contextlib.contextmanager
+def guest(workdir: Path, disk: Path, name: str) -> Iterator[str]:
+    """Define the guest on the disk; yields its UUID; stopped and undefined afterwards."""
+    guest_uuid = str(uuid.uuid4())
+    xml = workdir / f"{name}.xml"
+    xml.write_text(domain_xml(name, guest_uuid, disk))
+    try:
+        virsh("define", str(xml))
+        yield guest_uuid
+    finally:
+        libvirtd_answers()
+        remove_guest(name)
+
+
+def libvirtd_answers(timeout: float = 60) -> None:
+    """Wait (a while) until libvirtd answers, so that clean-up is not lost when something else
+    restarts it just then (the libvirtd tests do)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(RuntimeError):
+            virsh("version")
+            return
+        time.sleep(0.5)
+
+
+@contextlib.contextmanager
+def libvirtd_up_afterwards() -> Iterator[None]:
+    """On the way out, wait until libvirtd answers (for the clean-up of what encloses this)."""
+    try:
+        yield
+    finally:
+        libvirtd_answers()
+
+
+# --- virtdeck ---------------------------------------------------------------------------------
+
+
+def admin_token(database_url: str) -> str:
+    """A new admin's API token."""
+    engine = make_engine(database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            user = create_user(session, name="bench", password="bench password", role="admin")
+            return create_token(session, user, name="bench")[0]
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def virtdeck(database_url: str, backup_dir: Path) -> Iterator[tuple[TestClient, Callable]]:
+    """The app with its workers and qemu:///system as a synced host: an admin's client, and
+    a function that syncs the host again (and waits for it)."""
+    settings = Settings(database_url=database_url, default_host_uri="", backup_dir=str(backup_dir))
+    with TestClient(create_app(settings), client=("127.0.0.1", 40000)) as client:
+        client.headers["Authorization"] = f"Bearer {admin_token(database_url)}"
+        host = expect(client.post("/api/v1/hosts", json={"name": "local", "uri": SYSTEM_URI}))
+
+        def refresh() -> None:
+            expect(client.post(f"/api/v1/hosts/{host['id']}/refresh", params={"wait": 10}))
+
+        refresh()
+        yield client, refresh
+
+
+def expect(response: httpx.Response, status: int | None = None) -> dict:
+    """The response's JSON; raise with its body unless it is a success (and this status)."""
+    if (status is not None and response.status_code != status) or response.is_error:
+        raise RuntimeError(f"{response.request.method} {response.url}: {response.text}")
+    return response.json() if response.content else {}
+
+
+# --- the runs ---------------------------------------------------------------------------------
+
+
+def drop_caches() -> None:
+    """Write back and drop the page cache, so that every run reads the disk from the device."""
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+@dataclass
+class Watch:
+    """What the files show while a backup runs, looked at without asking the app (on two cores
+    frequent requests would slow the backup down): when its first disk file appeared in the
+    backup directory, and the last write to a push-mode job's scratch volume (the job's end)."""
+
+    pool_dir: Path
+    backup_dir: Path
+    copying: float | None = None
+    job_end: float | None = None
+
+    def look(self) -> None:
+        """Look once."""
+        for entry in os.scandir(self.pool_dir):
+            if entry.name.startswith(SCRATCH):
+                with contextlib.suppress(FileNotFoundError):  # deleted as we looked
+                    mtime = entry.stat().st_mtime
+                    self.job_end = max(self.job_end or mtime, mtime)
+        if self.copying is None and next(self.backup_dir.rglob(f"disk-*{PART}"), None):
+            self.copying = time.time()
+
+    def phases(self, start: float, end: float) -> dict[str, float]:
+        """The seconds from start to the job's end, to the copy's start and to the end."""
+        points = (
+            ("push-mode backup job (to the scratch volume's last write)", self.job_end),
+            ("until copying began", self.copying),
+            ("copying, hashing, fsync, manifest", end),
+        )
+        phases, previous = {}, start
+        for label, at in points:
+            if at is not None:
+                at = min(max(at, previous), end)
+                phases[label] = at - previous
+                previous = at
+        return phases
+
+
+def back_up(client: TestClient, guest_uuid: str, watch: Watch) -> tuple[float, str, dict]:
+    """Take a backup and delete it again: its duration_seconds, its disk's sha256 and the
+    seconds of its phases."""
+    began = time.perf_counter()
+    started = expect(client.post(f"/api/v1/guests/{guest_uuid}/backups"), 202)
+    job_url = f"/api/v1/jobs/{started['job']['id']}"
+    next_poll = began
+    while True:
+        watch.look()
+        if time.perf_counter() >= next_poll:
+            job = expect(client.get(job_url))
+            if job["status"] in FINAL:
+                break
+            if time.perf_counter() - began > JOB_TIMEOUT:
+                raise RuntimeError(f"backup job still {job['status']} after {JOB_TIMEOUT:.0f} s")
+            next_poll += JOB_POLL
+        time.sleep(WATCH)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"backup {job['status']}: {job['error']}")
+    backup_id = started["backup"]["id"]
+    backup = expect(client.get(f"/api/v1/backups/{backup_id}"))
+    expect(client.delete(f"/api/v1/backups/{backup_id}"), 204)
+    start, end = (
+        datetime.fromisoformat(backup[k]).timestamp() for k in ("started_at", "finished_at")
+    )
+    disk = next(f for f in backup["files"] if f["kind"] == "disk")
+    return backup["duration_seconds"], disk["sha256"], watch.phases(start, end)
+
+
+def timed(command: list[str]) -> float:
+    """Run a command; the seconds it took."""
+    started = time.perf_counter()
+    run_quietly(*command)
+    return time.perf_counter() - started
+
+
+def convert(disk: Path, workdir: Path, method: Method, hashed: Method) -> None:
+    """One qemu-img convert of the disk, then sha256sum of the copy and a sync (for reference)."""
+    copy = workdir / "convert.qcow2"
+    try:
+        seconds = timed(["qemu-img", "convert", "-O", "qcow2", str(disk), str(copy)])
+        hashing = timed(["sha256sum", str(copy)])
+        started = time.perf_counter()
+        os.sync()
+        method.add(seconds, **{"qemu-img convert": seconds, "sync afterwards (not counted)":
+                               time.perf_counter() - started})  # fmt: skip
+        hashed.add(seconds + hashing, **{"qemu-img convert": seconds, "sha256sum": hashing})
+    finally:
+        copy.unlink(missing_ok=True)
+
+
+def repeat(times: int, run: Callable[[], None]) -> None:
+    """run() that many times, the page cache dropped before each."""
+    for _ in range(times):
+        drop_caches()
+        run()
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> Result:
+    """Make the pool, disk, guest and app, and time every method."""
+    result = Result(name=unique_name("vdbench"))
+    offline, online, qemu, qemu_hashed = result.methods.values()
+    with throwaway_pool("vdbench-pool") as pool, libvirtd_up_afterwards():
+        disk = make_disk(workdir, pool, result.name, args.disk_mib, args.data_mib)
+        expected = sha256_of(disk)
+        backup_dir = workdir / "backups"
+        with (
+            guest(workdir, disk, result.name) as guest_uuid,
+            database(args.database_url, workdir) as url,
+            virtdeck(url, backup_dir) as (client, refresh),
+        ):
+
+            def back_up_into(method: Method) -> None:
+                watch = Watch(IMAGES / pool, backup_dir)
+                seconds, sha256, phases = back_up(client, guest_uuid, watch)
+                method.add(seconds, **phases)
+                if method is offline:
+                    result.same_bytes.append(sha256 == expected)
+
+            repeat(args.repeat, lambda: convert(disk, workdir, qemu, qemu_hashed))
+            repeat(args.repeat, lambda: back_up_into(offline))
+            virsh("start", guest_uuid)
+            refresh()
+            repeat(args.repeat, lambda: back_up_into(online))
+    return result
+
+
+# --- the table --------------------------------------------------------------------------------
+
+
+def result_rows(result: Result, disk_mib: int, data_mib: int) -> list[Row]:
+    """One row a method: median seconds, throughputs, ratio to qemu-img convert, target; and
+    whether the shut-off backups copied the disk's bytes."""
+    reference = result.methods["qemu-img convert"].median
+    rows = []
+    for method in result.methods.values():
+        seconds = method.median
+        ratio = reference / seconds
+        backup = method.name.startswith("backup")
+        rows.append(
+            Row(
+                method.name,
+                (
+                    f"{seconds:.2f} s",
+                    " ".join(f"{s:.2f}" for s in method.seconds),
+                    f"{disk_mib * MIB / GIB / seconds:.2f}",
+                    f"{data_mib * MIB / GIB / seconds:.2f}",
+                    f"{ratio:.2f}",
+                ),
+                f"≥ {TARGET_RATIO:g}" if backup else "",
+                ratio >= TARGET_RATIO if backup else None,
+            )
+        )
+    same = sum(result.same_bytes)
+    rows.append(
+        Row(
+            "shut-off backups with the disk's sha256",
+            (f"{same} of {len(result.same_bytes)}", "", "", "", ""),
+            "all",
+            same == len(result.same_bytes),
+        )
+    )
+    return rows
+
+
+def phase_rows(result: Result) -> list[Row]:
+    """The median of each phase of each method."""
+    rows = []
+    for method in result.methods.values():
+        rows.append(Row(method.name, ""))
+        rows += [
+            Row(f"  {phase}", f"{statistics.median(spent):.2f} s")
+            for phase, spent in method.phases.items()
+        ]
+    return rows
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each method (median)")
+    parser.add_argument("--disk-mib", type=int, default=2048, help="the disk's virtual size")
+    parser.add_argument("--data-mib", type=int, default=1024, help="random data at its start")
+    parser.add_argument(
+        "--database-url",
+        help="SQLite file (must not exist) or PostgreSQL server URL; default: temporary SQLite",
+    )
+    args = parser.parse_args()
+    if not 0 < args.data_mib <= args.disk_mib or args.repeat < 1:
+        parser.error("need 0 < --data-mib <= --disk-mib and --repeat >= 1")
+    return args
+
+
+def main() -> int:
+    """Run the benchmark and print the tables; always exits 0 unless it crashes."""
+    args = parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run it as root: it uses qemu:///system and drops the page cache")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as for Ctrl-C
+    workdir = Path(tempfile.mkdtemp(prefix="virtdeck-bench-"))
+    try:
+        result = measure(args, workdir)
+    except KeyboardInterrupt:
+        print("interrupted; everything the bench made is removed", file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"virtdeck backup bench: guest {result.name}, {args.disk_mib / 1024:g} GiB qcow2 disk "
+          f"with {args.data_mib / 1024:g} GiB random data; median of {args.repeat} runs, page "
+          "cache dropped before each")  # fmt: skip
+    print(f"GiB/s: the {args.disk_mib / 1024:g} GiB virtual size over the seconds; data GiB/s: "
+          f"the {args.data_mib / 1024:g} GiB of data over them; ratio: qemu-img convert's "
+          "seconds over these (backups include sha256 and fsync)")  # fmt: skip
+    rows = result_rows(result, args.disk_mib, args.data_mib)
+    print_table(
+        ("method", "seconds", "runs", "GiB/s", "data GiB/s", "ratio to qemu-img convert",
+         "target", "ok"), rows,
+    )  # fmt: skip
+    print()
+    print(f"where the time goes (medians; backup phases from the files, looked at every {WATCH} s)")
+    print_table(("phase", "seconds"), phase_rows(result))
+    print_targets(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

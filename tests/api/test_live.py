@@ -1,0 +1,102 @@
+"""libvirt events reach the inventory without a sync; /metrics; host leases between instances."""
+
+import time
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from app.db import transaction
+from app.models import Host
+from app.models.base import utcnow
+from app.services import leases
+
+WEB_1 = "a1000000-0000-4000-8000-000000000001"
+BUILD_1 = "b2000000-0000-4000-8000-000000000001"
+
+
+def wait_for_state(client: TestClient, uuid: str, state: str, timeout: float = 3) -> float:
+    """Seconds until the API shows the guest in state."""
+    started = time.monotonic()
+    while client.get(f"/api/v1/guests/{uuid}").json()["state"] != state:
+        assert time.monotonic() - started < timeout, f"{uuid} not {state} after {timeout} s"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_a_change_made_outside_virtdeck_arrives_by_event_not_by_sync(
+    client: TestClient, two_hosts
+) -> None:
+    alpha = two_hosts[0]
+    synced = client.get(f"/api/v1/hosts/{alpha['id']}").json()["last_sync_at"]
+
+    client.app.state.sync.call(alpha["id"], lambda conn: conn.domain(WEB_1).destroy())
+    seconds = wait_for_state(client, WEB_1, "shutoff")
+    client.app.state.sync.call(alpha["id"], lambda conn: conn.domain(WEB_1).create())
+    wait_for_state(client, WEB_1, "running")
+
+    assert seconds < 1.0
+    # sync_interval is 60 s in tests: no sync ran in between, the events did it.
+    assert client.get(f"/api/v1/hosts/{alpha['id']}").json()["last_sync_at"] == synced
+
+
+def test_an_undefined_guest_is_marked_gone_by_its_event(client: TestClient, two_hosts) -> None:
+    beta = two_hosts[1]
+
+    def undefine(conn) -> None:
+        dom = conn.domain(BUILD_1)
+        dom.destroy()
+        dom.undefine()
+
+    client.app.state.sync.call(beta["id"], undefine)
+    deadline = time.monotonic() + 3
+    while client.get(f"/api/v1/guests/{BUILD_1}").json()["status"] != "gone":
+        assert time.monotonic() < deadline, "not marked gone"
+        time.sleep(0.02)
+
+
+def test_metrics_count_hosts_guests_and_jobs(client: TestClient, make_client, two_hosts) -> None:
+    viewer = make_client(role="viewer")
+    anonymous = make_client(role=None)
+
+    refused = anonymous.get("/metrics")
+    text = viewer.get("/metrics")
+
+    assert refused.status_code == 401
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+    lines = set(text.text.splitlines())
+    assert 'virtdeck_hosts{state="connected"} 2' in lines
+    assert {
+        'virtdeck_guests{state="running"} 3',
+        'virtdeck_guests{state="shutoff"} 3',
+        'virtdeck_guests{state="paused"} 1',
+    } <= lines
+    # Sync figures come from the instance that syncs the hosts: the first app, not the viewer's.
+    leader = set(client.get("/metrics").text.splitlines())
+    assert "# TYPE virtdeck_sync_duration_seconds summary" in leader
+    assert any(
+        line.startswith('virtdeck_sync_duration_seconds_count{host="alpha"}') for line in leader
+    )
+    assert any(line.startswith("virtdeck_host_leases{") and line.endswith(" 2") for line in leader)
+    assert any(line.startswith("virtdeck_host_leases{") and line.endswith(" 0") for line in lines)
+
+
+def test_a_lease_is_held_by_one_owner_until_it_expires(sessions, two_hosts) -> None:
+    with transaction(sessions) as session:
+        session.execute(update(Host).values(lease_owner=None, lease_expires_at=None))
+        first = leases.claim(session, "instance-a", ttl=15)
+    with transaction(sessions) as session:
+        second = leases.claim(session, "instance-b", ttl=15)
+        renewed = leases.claim(session, "instance-a", ttl=15)
+    with transaction(sessions) as session:  # instance-a stops renewing: its leases run out
+        session.execute(update(Host).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        taken_over = leases.claim(session, "instance-b", ttl=15)
+        owners = leases.owners(session)
+    with transaction(sessions) as session:
+        leases.release(session, "instance-b")
+        released = leases.owners(session)
+
+    ids = {two_hosts[0]["id"], two_hosts[1]["id"]}
+    assert first == ids and second == set() and renewed == ids
+    assert taken_over == ids and set(owners.values()) == {"instance-b"}
+    assert set(released.values()) == {None}

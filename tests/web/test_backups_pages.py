@@ -1,0 +1,467 @@
+"""Backup pages: the guest page's panel, /backups, one backup's page and its restore form.
+
+The test driver cannot take backups, so the history is written into the database here; what is
+asked of libvirt (the checks before a backup or restore) still runs against the test driver.
+"""
+
+import hashlib
+import json
+import re
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from markupsafe import escape
+from sqlalchemy import delete, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import transaction
+from app.models import Backup, Guest, Job
+from app.models.base import utcnow
+from tests.conftest import add_host, node_uri
+
+WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running, on alpha
+DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off, on alpha
+BUILD_1 = "b2000000-0000-4000-8000-000000000001"  # on beta
+HTMX = {"HX-Request": "true"}
+GIB = 1 << 30
+
+
+@pytest.fixture(autouse=True)
+def no_backups(sessions: sessionmaker[Session]) -> None:
+    """Start from an empty backup history (other tests' rows would show in the lists)."""
+    with transaction(sessions) as session:
+        session.execute(delete(Backup))
+
+
+@pytest.fixture
+def alpha(make_client) -> tuple[TestClient, dict]:
+    """An admin's client and host alpha, synced."""
+    admin = make_client()
+    return admin, add_host(admin, "alpha", node_uri("node-alpha.xml"))
+
+
+def add_backup(
+    sessions: sessionmaker[Session],
+    host: dict,
+    *,
+    guest_uuid: str = WEB_1,
+    guest_name: str = "web-1",
+    status: str = "succeeded",
+    age: timedelta = timedelta(0),
+    seconds: float = 75,
+    **fields,
+) -> int:
+    """A backup record as the service leaves it; its id."""
+    started = utcnow() - timedelta(days=1) - age
+    row = {
+        "host_id": host["id"], "host_name": host["name"], "guest_uuid": guest_uuid,
+        "guest_name": guest_name, "started_by": "ops", "started_at": started,
+        "finished_at": None if status == "running" else started + timedelta(seconds=seconds),
+        "status": status, "guest_state": "shutoff", "size_bytes": 3 * GIB // 2, "files": [],
+        "path": f"{host['name']}/{guest_uuid}/{started:%Y%m%dT%H%M%S.%fZ}",
+        **fields,
+    }  # fmt: skip
+    with transaction(sessions) as session:
+        backup = Backup(**row)
+        session.add(backup)
+        session.flush()
+        return backup.id
+
+
+def add_job(sessions: sessionmaker[Session], **fields) -> int:
+    """A job record; its id."""
+    with transaction(sessions) as session:
+        job = Job(**{"kind": "backup", "status": "running", "progress": 0.0, **fields})
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def panel(client: TestClient, uuid: str = WEB_1):
+    """The guest page's Backups panel, as the page loads it."""
+    return client.get(f"/guests/{uuid}/backups", headers={**HTMX, "HX-Target": "guest-backups"})
+
+
+def shown_rows(page: str) -> list[int]:
+    """The backups a table lists, top to bottom."""
+    return [int(i) for i in re.findall(r'<tr data-backup="(\d+)"', page)]
+
+
+def row_actions(page: str, backup_id: int) -> list[str]:
+    """The buttons and links of one backup's row."""
+    row = re.search(rf'<tr data-backup="{backup_id}".*?</tr>', page, re.S)
+    assert row, f"backup {backup_id} is not listed"
+    return re.findall(r'data-action="([\w-]+)"', row.group(0))
+
+
+def toast(response) -> str:
+    """The toast a response asks app.js to show."""
+    return json.loads(response.headers["HX-Trigger"])["toast"]["message"]
+
+
+def test_the_guest_page_loads_a_panel_listing_its_backups_newest_first(
+    alpha, sessions: sessionmaker[Session]
+) -> None:
+    admin, host = alpha
+    old = add_backup(sessions, host, age=timedelta(hours=2), verified_at=utcnow())
+    failed = add_backup(
+        sessions, host, status="failed", age=timedelta(hours=1), seconds=3, size_bytes=0,
+        error="writing disk-vda.qcow2: No space left on device",
+    )  # fmt: skip
+    newest = add_backup(sessions, host, seconds=4000, size_bytes=512 * 1024 * 1024)
+    add_backup(sessions, host, guest_uuid=DB_1, guest_name="db-1")
+
+    page = admin.get(f"/guests/{WEB_1}").text
+    answer = panel(admin)
+
+    assert f'hx-get="/guests/{WEB_1}/backups" hx-trigger="load"' in page
+    assert answer.status_code == 200 and "<html" not in answer.text
+    assert shown_rows(answer.text) == [newest, failed, old]
+    cells = [re.sub(r"<[^>]+>|\s+", " ", c).strip()
+             for c in re.findall(r"<td.*?</td>", answer.text, re.S)]  # fmt: skip
+    assert cells[1:7] == ["succeeded", "ops", "shutoff", "1 h 6 min", "512.0 MiB", "—"]
+    assert "writing disk-vda.qcow2: No space left on device" in cells
+    assert "3.0 s" in cells and "1.5 GiB" in cells and "1 min 15 s" in cells
+    assert f'href="/backups/{newest}"' in answer.text
+
+
+def test_the_panel_offers_each_role_only_what_it_may_do(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    _admin, host = alpha
+    good = add_backup(sessions, host)
+    bad = add_backup(sessions, host, status="failed", error="boom")
+
+    seen = {role: panel(make_client(role=role)).text for role in ("viewer", "operator", "admin")}
+
+    assert "Back up now" not in seen["viewer"]
+    assert row_actions(seen["viewer"], good) == []
+    assert "Back up now" in seen["operator"] and "Back up now" in seen["admin"]
+    assert row_actions(seen["operator"], good) == ["verify", "restore"]
+    assert row_actions(seen["operator"], bad) == []
+    assert row_actions(seen["admin"], good) == ["verify", "restore", "delete"]
+    assert row_actions(seen["admin"], bad) == ["delete"]
+    assert 'hx-confirm="Delete the backup of web-1 from' in seen["admin"]
+    assert f'href="/backups/{good}#backup-restore"' in seen["operator"]
+
+
+def test_back_up_now_shows_why_the_guest_cannot_be_backed_up(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    operator = make_client(role="operator")
+
+    unpooled = operator.post(f"/guests/{WEB_1}/backups", headers=HTMX)
+    with transaction(sessions) as session:
+        session.execute(
+            update(Guest)
+            .where(Guest.uuid == WEB_1)
+            .values(busy_action="snapshot", busy_since=utcnow())
+        )
+    busy = operator.post(f"/guests/{WEB_1}/backups", headers=HTMX)
+
+    assert unpooled.status_code == 409
+    assert '<section class="panel" id="guest-backups"' in unpooled.text
+    assert "is not a volume of an active storage pool on this host" in unpooled.text
+    assert busy.status_code == 409
+    reason = "Cannot back up web-1: web-1 is busy: snapshot in progress"
+    assert f'data-error="backup">{reason}<' in busy.text
+    assert "Back up now" in busy.text and "No backups of web-1 yet." in busy.text
+    with sessions() as session:
+        assert session.query(Backup).count() == 0
+
+
+def test_a_running_backup_shows_a_bar_that_polls_until_the_job_ends_then_the_panel(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    _admin, host = alpha
+    operator = make_client(role="operator")
+    message = "copying vda: 512 MiB of 1.0 GiB, 480 MiB/s, 2 s left"
+    job = add_job(sessions, guest_uuid=WEB_1, progress=0.42, message=message)
+    backup = add_backup(sessions, host, status="running", job_id=job, size_bytes=0)
+    poll = f"/guests/{WEB_1}/backups/jobs/{job}"
+
+    running = panel(operator).text
+    with transaction(sessions) as session:
+        session.get(Job, job).progress = 0.9
+    later = operator.get(poll, headers={**HTMX, "HX-Target": f"job-{job}"})
+    with transaction(sessions) as session:
+        session.get(Job, job).status, session.get(Job, job).progress = "succeeded", 1.0
+        session.get(Job, job).message = "done"
+        row = session.get(Backup, backup)
+        row.status, row.finished_at, row.size_bytes = "succeeded", utcnow(), GIB
+    ended = operator.get(poll, headers={**HTMX, "HX-Target": f"job-{job}"})
+
+    assert 'data-progress="42"' in running and "42 %" in running and message in running
+    assert f'hx-get="{poll}"' in running
+    assert f'hx-post="/jobs/{job}/cancel"' in running and "Back up now" not in running
+    assert later.text.lstrip().startswith(f'<div id="job-{job}"')
+    assert 'data-progress="90"' in later.text and f'hx-get="{poll}"' in later.text
+    assert ended.headers["HX-Retarget"] == "#guest-backups"
+    assert ended.headers["HX-Reswap"] == "outerHTML"
+    assert toast(ended) == "backup of web-1 succeeded"
+    assert 'data-progress="100"' in ended.text and "Back up now" in ended.text
+    assert poll not in ended.text and "/cancel" not in ended.text
+    assert row_actions(ended.text, backup) == ["verify", "restore"]
+    assert "1.0 GiB" in ended.text
+
+
+def test_cancel_asks_the_job_to_stop_and_is_refused_once_it_has_ended(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    _admin, host = alpha
+    viewer, operator = make_client(role="viewer"), make_client(role="operator")
+    job = add_job(sessions, guest_uuid=WEB_1, progress=0.3, message="copying vda")
+    add_backup(sessions, host, status="running", job_id=job)
+
+    refused = viewer.post(f"/jobs/{job}/cancel", headers=HTMX)
+    asked = operator.post(f"/jobs/{job}/cancel", headers=HTMX)
+    after = panel(operator).text
+    with transaction(sessions) as session:
+        session.get(Job, job).status = "cancelled"
+    late = operator.post(f"/jobs/{job}/cancel", headers=HTMX)
+
+    assert refused.status_code == 403
+    assert asked.status_code == 204 and toast(asked) == "cancelling the backup"
+    assert "cancelling" in after
+    with sessions() as session:
+        assert session.get(Job, job).cancel_requested is True
+    assert late.status_code == 409 and f"job {job} has already cancelled" in late.text
+
+
+def test_verify_says_whether_the_files_are_intact_and_marks_a_changed_one_corrupt(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    _admin, host = alpha
+    content = b"<domain>web-1</domain>"
+    entry = {"name": "domain.xml", "kind": "domain-xml", "target": None, "format": None,
+             "size": len(content), "sha256": hashlib.sha256(content).hexdigest()}  # fmt: skip
+    backup = add_backup(sessions, host, files=[entry])
+    operator, viewer = make_client(role="operator"), make_client(role="viewer")
+    with sessions() as session:
+        relative = session.get(Backup, backup).path
+    directory = Path(operator.app.state.settings.backup_dir) / relative
+    directory.mkdir(parents=True)
+    (directory / "domain.xml").write_bytes(content)
+    from_panel = {**HTMX, "HX-Target": "guest-backups"}
+
+    refused = viewer.post(f"/backups/{backup}/verify", headers=from_panel)
+    intact = operator.post(f"/backups/{backup}/verify", headers=from_panel)
+    (directory / "domain.xml").write_bytes(content.upper())
+    changed = operator.post(
+        f"/backups/{backup}/verify", headers={**HTMX, "HX-Target": "backup-details"}
+    )
+
+    assert refused.status_code == 403
+    assert intact.status_code == 200 and 'id="guest-backups"' in intact.text
+    assert toast(intact) == f"backup {backup} of web-1 is intact"
+    assert re.search(rf'<tr data-backup="{backup}".*?<td>\d{{4}}-\d\d-\d\d ', intact.text, re.S)
+    assert changed.text.lstrip().startswith('<section class="panel" id="backup-details"')
+    assert toast(changed) == f"backup {backup} of web-1 is corrupt: checksum mismatch: domain.xml"
+    assert 'data-error="backup">checksum mismatch: domain.xml<' in changed.text
+    assert "badge-corrupt" in changed.text
+
+
+def test_delete_is_for_admins_and_removes_the_files(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    admin, host = alpha
+    kept = add_backup(sessions, host, age=timedelta(hours=1))
+    gone = add_backup(sessions, host)
+    other = add_backup(sessions, host)
+    running = add_backup(sessions, host, status="running")
+    with sessions() as session:
+        directory = Path(admin.app.state.settings.backup_dir) / session.get(Backup, gone).path
+    directory.mkdir(parents=True)
+    (directory / "domain.xml").write_text("<domain/>")
+    operator = make_client(role="operator")
+    from_panel = {**HTMX, "HX-Target": "guest-backups"}
+
+    refused = operator.post(f"/backups/{gone}/delete", headers=from_panel)
+    deleted = admin.post(f"/backups/{gone}/delete", headers=from_panel)
+    from_page = admin.post(
+        f"/backups/{other}/delete", headers={**HTMX, "HX-Target": "backup-details"}
+    )
+    busy = admin.post(f"/backups/{running}/delete", headers=from_panel)
+
+    assert refused.status_code == 403
+    assert deleted.status_code == 200 and toast(deleted) == f"backup {gone} of web-1 deleted"
+    assert shown_rows(deleted.text) == [running, other, kept]
+    assert not directory.exists()
+    assert from_page.status_code == 204
+    assert json.loads(from_page.headers["HX-Location"])["path"] == "/backups"
+    assert busy.status_code == 409 and "is running; cancel it first" in busy.text
+    assert shown_rows(panel(admin).text) == [running, kept]
+
+
+def test_the_backups_page_filters_by_host_guest_and_status_a_page_at_a_time(
+    alpha, sessions: sessionmaker[Session]
+) -> None:
+    admin, host = alpha
+    beta = add_host(admin, "beta", node_uri("node-beta.xml"))
+    for minutes in range(103):
+        add_backup(sessions, host, age=timedelta(minutes=minutes))
+    failed = add_backup(sessions, host, guest_uuid=DB_1, guest_name="db-1", status="failed",
+                        error="boom", age=timedelta(days=3))  # fmt: skip
+    on_beta = add_backup(sessions, beta, guest_uuid=BUILD_1, guest_name="build-1")
+
+    first = admin.get("/backups")
+    second = admin.get("/backups", params={"page": 2})
+    by_host = admin.get("/backups", params={"host": beta["id"]})
+    by_status = admin.get(
+        "/backups", params={"status": "failed"}, headers={**HTMX, "HX-Target": "backup-table"}
+    )
+    by_guest = admin.get("/backups", params={"guest": DB_1.upper()})
+    by_name = admin.get("/backups", params={"guest": "ld-"})
+
+    assert '<a href="/backups">Backups</a>' in first.text
+    assert len(shown_rows(first.text)) == 100 and shown_rows(first.text)[0] == on_beta
+    assert "105 backups · page 1 of 2" in re.sub(r"\s+", " ", first.text)
+    assert 'href="?host=&amp;guest=&amp;status=&amp;page=2">older</a>' in first.text
+    assert len(shown_rows(second.text)) == 5 and shown_rows(second.text)[-1] == failed
+    assert shown_rows(by_host.text) == [on_beta]
+    assert f'<option value="{beta["id"]}" selected>beta</option>' in by_host.text
+    assert "<html" not in by_status.text and shown_rows(by_status.text) == [failed]
+    assert shown_rows(by_guest.text) == [failed]
+    assert by_name.status_code == 200 and shown_rows(by_name.text) == [on_beta]
+
+
+def test_the_backup_page_shows_details_and_files_and_restore_forms_by_role(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    _admin, host = alpha
+    files = [
+        {"name": "domain.xml", "kind": "domain-xml", "target": None, "format": None,
+         "size": 2100, "sha256": "ab" * 32},
+        {"name": "disk-vda.qcow2", "kind": "disk", "target": "vda", "format": "qcow2",
+         "size": 3 * GIB // 2, "sha256": "cd" * 32},
+    ]  # fmt: skip
+    good = add_backup(sessions, host, files=files, verified_at=utcnow())
+    bad = add_backup(sessions, host, status="failed", error="the host went away")
+
+    pages = {role: make_client(role=role).get(f"/backups/{good}").text
+             for role in ("viewer", "operator", "admin")}  # fmt: skip
+    failed = make_client(role="admin").get(f"/backups/{bad}").text
+
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", pages["viewer"]))
+    assert "Backup of web-1" in text and "Host alpha" in text and "Duration 1 min 15 s" in text
+    assert "Size 1.5 GiB" in text
+    file_rows = re.findall(r'<tr data-file="([^"]+)">(.*?)</tr>', pages["viewer"], re.S)
+    assert [name for name, _ in file_rows] == ["domain.xml", "disk-vda.qcow2"]
+    assert "2.1 KiB" in file_rows[0][1] and "ab" * 32 in file_rows[0][1]
+    assert all(w in file_rows[1][1] for w in ("disk", "vda", "qcow2", "1.5 GiB", "cd" * 32))
+    assert "Operators and admins can restore" in pages["viewer"]
+    assert 'id="restore-new-form"' not in pages["viewer"] and "Verify" not in pages["viewer"]
+    assert 'id="restore-new-form"' in pages["operator"]
+    assert 'value="web-1-restored"' in pages["operator"]
+    assert 'id="restore-in-place-form"' not in pages["operator"]
+    assert 'data-action="delete"' not in pages["operator"]
+    assert (
+        'id="restore-in-place-form"' in pages["admin"] and 'data-action="delete"' in pages["admin"]
+    )
+    assert "must be <strong>shut off</strong>" in pages["admin"]
+    assert "hx-confirm=\"Replace web-1's definition and disks" in pages["admin"]
+    assert 'data-error="backup">the host went away<' in failed
+    assert "Only a succeeded backup can be restored; this one is failed." in failed
+    assert 'id="restore-new-form"' not in failed
+
+
+def test_a_restore_form_refused_shows_the_reason_next_to_its_field(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    admin, host = alpha
+    backup = add_backup(sessions, host, files=[])
+    operator = make_client(role="operator")
+    url = f"/backups/{backup}/restore"
+    new = {"mode": "new", "host_id": str(host["id"]), "pool": ""}
+
+    bad_name = operator.post(url, data={**new, "name": "-rf"}, headers=HTMX)
+    taken = operator.post(url, data={**new, "name": "web-2"}, headers=HTMX)
+    no_pool = operator.post(url, data={**new, "name": "web-1-copy", "pool": "nope"}, headers=HTMX)
+    no_host = operator.post(url, data={**new, "name": "web-1-copy", "host_id": "x"}, headers=HTMX)
+    not_admin = operator.post(url, data={"mode": "in_place"}, headers=HTMX)
+    running = admin.post(url, data={"mode": "in_place"}, headers=HTMX)
+
+    assert bad_name.status_code == 422
+    assert re.search(r'data-field="name">1-64 letters.*?not starting with', bad_name.text)
+    assert 'value="-rf"' in bad_name.text and 'aria-invalid="true"' in bad_name.text
+    assert taken.status_code == 409
+    assert 'data-field="name">alpha already has a guest named web-2<' in taken.text
+    assert (
+        no_pool.status_code == 422
+        and 'data-field="pool">alpha has no active pool nope<' in no_pool.text
+    )
+    assert 'value="nope"' in no_pool.text
+    assert no_host.status_code == 422 and 'data-field="host_id">choose a host' in no_host.text
+    assert not_admin.status_code == 403
+    assert running.status_code == 409
+    assert (
+        'data-error="restore">web-1 is running; shut it off to restore it in place<' in running.text
+    )
+
+
+def test_a_restore_shows_its_progress_then_how_it_ended(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    _admin, host = alpha
+    missing = {"name": "disk-vda.qcow2", "kind": "disk", "target": "vda", "format": "qcow2",
+               "size": 1024, "sha256": "00" * 32}  # fmt: skip
+    backup = add_backup(sessions, host, files=[missing])
+    operator = make_client(role="operator")
+
+    started = operator.post(
+        f"/backups/{backup}/restore",
+        data={"mode": "new", "name": "web-1-copy", "host_id": str(host["id"])},
+        headers={**HTMX, "HX-Target": "backup-restore"},
+    )
+    job = int(re.search(r'data-job="(\d+)"', started.text).group(1))
+    poll = f"/backups/{backup}/jobs/{job}"
+    deadline = time.monotonic() + 10
+    while True:
+        answer = operator.get(poll, headers={**HTMX, "HX-Target": f"job-{job}"})
+        if "HX-Retarget" in answer.headers or time.monotonic() > deadline:
+            break
+        assert answer.text.lstrip().startswith(f'<div id="job-{job}"')
+        time.sleep(0.1)
+    reloaded = operator.get(poll)
+
+    assert started.status_code == 202 and toast(started) == "restore of web-1 started"
+    assert started.headers["HX-Push-Url"] == poll
+    assert f'hx-get="{poll}"' in started.text
+    assert 'id="restore-new-form"' not in started.text
+    assert answer.headers["HX-Retarget"] == "#backup-restore"
+    message = "the backup is corrupt (disk-vda.qcow2 (missing)); nothing was restored"
+    assert toast(answer) == f"restore of web-1 failed: {message}"
+    assert 'data-status="failed"' in answer.text and escape(message) in answer.text
+    assert f'hx-get="{poll}"' not in answer.text
+    assert "Only a succeeded backup can be restored; this one is corrupt." in answer.text
+    assert "<html" in reloaded.text and escape(message) in reloaded.text
+
+
+def test_names_and_errors_with_markup_are_shown_as_text(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    _admin, host = alpha
+    name = "<script>alert(1)</script>"
+    error = '"><img src=x onerror=alert(2)>'
+    files = [{"name": "<b>f</b>", "kind": "disk", "target": "<i>", "format": "qcow2",
+              "size": 1, "sha256": "<u>"}]  # fmt: skip
+    backup = add_backup(sessions, host, guest_name=name, status="succeeded", error=error,
+                        files=files, started_by="<em>ops</em>")  # fmt: skip
+    operator = make_client(role="operator")
+
+    pages = [
+        operator.get("/backups").text,
+        operator.get(f"/backups/{backup}").text,
+        panel(operator).text,
+    ]
+
+    for page in pages:
+        for raw in (name, error, "<b>f</b>", "<em>ops</em>"):
+            assert raw not in page
+    assert escape(name) in pages[0] and escape(error) in pages[0]
+    assert f'value="{escape(name)}-restored"' in pages[1]
+    assert escape("<b>f</b>") in pages[1] and escape("<em>ops</em>") in pages[1]
+    assert escape(error) in pages[2] and escape("<em>ops</em>") in pages[2]
