@@ -203,7 +203,7 @@ class LiveBus:
                     self.listening.set()
                     backoff = 0.5
                     while not self._stopping.is_set():
-                        for note in connection.notifies(timeout=0.5):
+                        for note in connection.notifies(timeout=0.1):
                             self._deliver(frozenset(note.payload.split()))
             except Exception as exc:
                 self.listening.clear()

@@ -417,7 +417,8 @@ def main() -> int:
     args = parse_args()
     if os.geteuid() != 0:
         sys.exit("run it as root: it uses qemu:///system and drops the page cache")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as for Ctrl-C
+    for stop in (signal.SIGINT, signal.SIGTERM):  # (SIGINT too: a background job ignores it)
+        signal.signal(stop, signal.default_int_handler)  # KeyboardInterrupt: clean up and stop
     workdir = Path(tempfile.mkdtemp(prefix="virtdeck-bench-"))
     try:
         result = measure(args, workdir)
