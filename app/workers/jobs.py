@@ -32,8 +32,9 @@ class Cancelled(Exception):
 
 
 class Progress:
-    """The Reporter a job's work gets: writes progress at most every `every` seconds (and on a
-    new message), and raises Cancelled once a cancel was requested, from any instance."""
+    """The Reporter a job's work gets: writes progress at most every `every` seconds (and when
+    the message's phase, the text before any ':', changes), and raises Cancelled once a cancel
+    was requested, from any instance."""
 
     def __init__(self, sessions: sessionmaker[Session], job_id: int, every: float = 0.5) -> None:
         self._sessions = sessions
@@ -44,9 +45,10 @@ class Progress:
     def __call__(self, progress: float, message: str) -> None:
         """Record progress (throttled); raise Cancelled if the job should stop."""
         now = time.monotonic()
-        if message == self._last[1] and now - self._last[0] < self._every and progress < 1:
+        phase = message.partition(":")[0]  # "copying vda: 1.2 GiB of ..." changes every chunk
+        if phase == self._last[1] and now - self._last[0] < self._every and progress < 1:
             return
-        self._last = (now, message)
+        self._last = (now, phase)
         with transaction(self._sessions) as session:
             job_service.record_progress(session, self._job_id, progress=progress, message=message)
             cancel = job_service.cancel_requested(session, self._job_id)
