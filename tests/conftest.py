@@ -75,6 +75,11 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each database test runs on SQLite and on PostgreSQL; rows are removed afterwards."""
     url = request.getfixturevalue(f"{request.param}_url")
     yield url
+    clear_rows(url)
+
+
+def clear_rows(url: str) -> None:
+    """Remove what a test stored (audit rows stay: the table is append-only)."""
     engine = make_engine(url)
     with transaction(make_session_factory(engine)) as session:
         # Sessions and tokens go with their users, overcommit samples with their hosts.

@@ -17,12 +17,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import delete
 
 from app.config import Settings
-from app.db import make_engine, make_session_factory, transaction
-from app.models import Backup, Guest, Host, Job, LoginFailure, OvercommitPolicy, User
-from tests.conftest import ARTIFACTS, add_host
+from tests.conftest import ARTIFACTS, add_host, clear_rows
 from tests.netns import FakeHost, available, fake_host
 
 pytestmark = [
@@ -47,11 +44,7 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """SQLite unless a test asks for PostgreSQL too (these tests are slow); rows go afterwards."""
     url = request.getfixturevalue(f"{getattr(request, 'param', 'sqlite')}_url")
     yield url
-    engine = make_engine(url)
-    with transaction(make_session_factory(engine)) as session:
-        for model in (Backup, Job, Guest, Host, LoginFailure, User, OvercommitPolicy):
-            session.execute(delete(model))
-    engine.dispose()
+    clear_rows(url)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import Conflict, VirtdeckError
+from app.units import human_bytes
 
 PART = ".part"
 READ_CHUNK = 4 << 20
@@ -65,15 +66,6 @@ class Meter:
             f"{what}: {human_bytes(self.done)} of {human_bytes(self.total)}, "
             f"{human_bytes(rate)}/s, {left:.0f} s left",
         )
-
-
-def human_bytes(count: float) -> str:
-    """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 class HashingWriter:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import libvirt
 
-from app.errors import Conflict, VirtdeckError
+from app.errors import Conflict, NotFound, VirtdeckError
 from app.virt.connection import HostConnection, libvirt_errors
 from app.virt.teardown import find_volume, source_path
 
@@ -283,13 +283,10 @@ def upload(conn: HostConnection, path: str, segments: Iterable[bytes | int]) -> 
 
 def guest_state(conn: HostConnection, uuid: str) -> str | None:
     """The guest's state, or None if the host has no such guest."""
-    with libvirt_errors():
-        try:
-            return conn.guest(uuid).state
-        except VirtdeckError as exc:
-            if exc.status_code == 404:
-                return None
-            raise
+    try:
+        return conn.guest(uuid).state
+    except NotFound:
+        return None
 
 
 def name_taken(conn: HostConnection, name: str, uuid: str | None = None) -> bool:

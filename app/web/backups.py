@@ -19,7 +19,7 @@ from app.services import guests as guest_service
 from app.services import hosts as host_service
 from app.services import jobs as job_service
 from app.services.auth import Permission, Principal
-from app.services.backup_files import human_bytes
+from app.units import human_bytes
 from app.web.templating import (
     PAGE_SIZE,
     page_window,

@@ -14,6 +14,7 @@ from app.services.auth import Permission
 from app.services.guest_actions import ACTION_LABELS, allowed_actions
 from app.services.guests import status
 from app.services.paging import MAX_OFFSET
+from app.units import human_bytes
 from app.web.charts import gauge, share
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
@@ -29,14 +30,7 @@ templates = Jinja2Templates(directory=TEMPLATES, context_processors=[_principal]
 
 def kib(value: int | None) -> str:
     """KiB as a short human size."""
-    if value is None:
-        return "—"
-    size = float(value)
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if size == int(size) else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{value} KiB"
+    return "—" if value is None else human_bytes(value * 1024)
 
 
 def ago(value: datetime | None) -> str:
