@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Two workers: CI has two cores, and tests that share the machine (tests/conftest.py) still
+# run one at a time in one of them.
+PYTEST_WORKERS ?= 2
 
 .PHONY: venv run test bench lint clean
 
@@ -28,7 +31,7 @@ test:
 	scripts/setup-system.sh --test
 	@$(MAKE) --no-print-directory venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: venv
 	$(VENV)/bin/python bench/sync.py

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 from sqlalchemy.engine import make_url
@@ -19,6 +20,7 @@ from app.db import make_engine, make_session_factory, transaction
 from app.main import create_app
 from app.migrate import upgrade
 from app.models import Backup, Guest, Host, Job, LoginFailure, OvercommitPolicy, User
+from app.services import users
 from app.services.auth import create_token
 from app.services.users import create_user
 
@@ -27,6 +29,30 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 POSTGRES_ADMIN_URL = os.environ.get(
     "VIRTDECK_TEST_POSTGRES_URL", "postgresql+psycopg://virtdeck:virtdeck@127.0.0.1:5432/postgres"
 )
+
+
+# Tests that share something machine-wide run one after another in one pytest-xdist worker
+# (`make test` runs two): the real libvirtd (some restart or kill it) and the network namespaces
+# with their own libvirtd and firewall rules, whose detection times are measured.
+ONE_AT_A_TIME = ("libvirtd", "netns")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the tests that share the machine in one xdist group."""
+    for item in items:
+        if any(item.get_closest_marker(marker) for marker in ONE_AT_A_TIME):
+            item.add_marker(pytest.mark.xdist_group("machine"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_password_hashes() -> Iterator[None]:
+    """Argon2id at its lowest cost in this process: every test makes its users anew, and at the
+    library's recommended cost (0.3 s a hash on CI's cores) hashing was a third of the run.
+    Hashing and verifying stay real; servers the tests start as processes keep the full cost."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        yield
 
 
 def node_uri(name: str) -> str:

@@ -114,12 +114,12 @@ def test_failed_logins_slow_down_that_address(make_client, database_url: str) ->
 def test_idle_sessions_expire_and_background_polling_does_not_keep_them(
     make_client, database_url: str
 ) -> None:
-    client, _ = cookie_client(make_client, database_url, session_idle_minutes=1.5 / 60)
+    client, _ = cookie_client(make_client, database_url, session_idle_minutes=3 / 60)
     background = {"HX-Request": "true", "HX-Target": "host-cards", BACKGROUND_HEADER: "1"}
 
-    time.sleep(0.8)
+    time.sleep(1.5)
     polled = client.get("/", headers=background)
-    time.sleep(0.9)
+    time.sleep(1.8)
     after_idle = client.get("/", follow_redirects=False)
 
     assert polled.status_code == 200
