@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy import Row, delete, select
+from sqlalchemy.orm import Session
 
 from app.errors import Conflict, Invalid
 from app.models import Guest, Host, OvercommitPolicy, OvercommitSample
@@ -193,23 +193,19 @@ def host_policy(host: Host, default: tuple[float, float]) -> tuple[float, float,
 # -- reading the allocation -----------------------------------------------------------------
 
 
-def _present_guests(session: Session, host_ids: list[int] | None) -> dict[int, list[Guest]]:
-    """Present guests (without their XML) by host id, in one query."""
-    query = (
-        select(Guest)
-        .options(load_only(*GUEST_COLUMNS, raiseload=True))
-        .where(Guest.gone_at.is_(None))
-        .order_by(Guest.name)
-    )
+def _present_guests(session: Session, host_ids: list[int] | None) -> dict[int, list[Row]]:
+    """Present guests by host id, in one query: rows of GUEST_COLUMNS, not ORM objects (a host
+    with 500 guests made a third of its overcommit page's time out of building them)."""
+    query = select(*GUEST_COLUMNS).where(Guest.gone_at.is_(None)).order_by(Guest.name)
     if host_ids is not None:
         query = query.where(Guest.host_id.in_(host_ids))
-    found: dict[int, list[Guest]] = {}
-    for guest in session.scalars(query):
+    found: dict[int, list[Row]] = {}
+    for guest in session.execute(query):
         found.setdefault(guest.host_id, []).append(guest)
     return found
 
 
-def _guest_load(guest: Guest, host: Host, stats: dict[str, Any]) -> GuestLoad:
+def _guest_load(guest: Row, host: Host, stats: dict[str, Any]) -> GuestLoad:
     running = guest.state in ACTIVE
     reading = stats.get("guests", {}).get(guest.uuid, {}) if running else {}
     return GuestLoad(
@@ -240,7 +236,7 @@ def _sum_known(values: list[int | None]) -> int | None:
     return sum(known) if known else None
 
 
-def _build(host: Host, guests: list[Guest], policy: tuple[float, float]) -> HostOvercommit:
+def _build(host: Host, guests: list[Row], policy: tuple[float, float]) -> HostOvercommit:
     """The overcommit picture of one host from its row and its present guests."""
     cpu_policy, memory_policy, source = host_policy(host, policy)
     stats = host.stats or {}

@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from markupsafe import Markup
+
 # Bar chart: labels on the left, bars on a shared scale, values on the right.
 BAR_WIDTH = 560
 BAR_TRACK_X = 124
@@ -111,6 +113,21 @@ def share(part: float | None, whole: float | None) -> float:
     if not part or not whole:
         return 0.0
     return round(min(100.0, 100 * part / whole), 1)
+
+
+SHARE_BAR = (
+    '<svg class="chart share-bar" viewBox="0 0 100 6" preserveAspectRatio="none" '
+    'aria-hidden="true"><rect class="bar-track" x="0" y="0" width="100" height="6" rx="2"></rect>'
+    '<rect class="bar bar-share" x="0" y="0" width="{pct}" height="6" rx="2"></rect></svg>'
+    '<span class="share-pct muted small">{pct:.0f}%</span>'
+)
+
+
+def share_bar(part: float | None, whole: float | None) -> Markup:
+    """A guest's share of the host as a thin bar with the percent next to it. Numbers only go
+    in; a function rather than a template macro, as a host's overcommit page draws two for each
+    of its guests (a third of the page's time for 500 guests as a macro)."""
+    return Markup(SHARE_BAR.format(pct=share(part, whole)))
 
 
 def gauge(ratio: float | None, policy: float) -> Gauge:

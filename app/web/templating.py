@@ -15,7 +15,7 @@ from app.services.guest_actions import ACTION_LABELS, allowed_actions
 from app.services.guests import status
 from app.services.paging import MAX_OFFSET
 from app.units import human_bytes
-from app.web.charts import gauge, share
+from app.web.charts import gauge, share_bar
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -64,7 +64,7 @@ templates.env.filters["ago"] = ago
 templates.env.filters["utc"] = utc
 templates.env.filters["ratio"] = ratio
 templates.env.globals["ratio_gauge"] = gauge
-templates.env.globals["share"] = share
+templates.env.globals["share_bar"] = share_bar
 
 
 def wants_fragment(request: Request, target: str) -> bool:
