@@ -8,8 +8,8 @@ each of these is timed --repeat times (the median is kept), the page cache dropp
 - a backup of the shut-off guest (its volume streamed through the libvirt connection);
 - a backup of the running guest (a push-mode backup job into a scratch volume, then streamed);
 - `qemu-img convert -O qcow2` of the same disk into a file: the reference;
-- for information, that convert followed by `sha256sum` of the copy; the `sha256sum` alone (of
-  the copy, from the page cache) is the floor of any copy that takes the sha256 of its bytes.
+- for information, that convert followed by `sha256sum` of the copy; then the sha256 of the
+  copy (from the page cache) as a backup takes it: the floor of any copy that hashes its bytes.
 
 A backup's seconds are its record's duration_seconds: request to record, checksums, fsync and
 manifest included. Throughput is the disk's virtual size (2 GiB) over those seconds; the data
@@ -74,6 +74,7 @@ WATCH = 0.01  # seconds between looks at the files: the phase split is this prec
 SCRATCH = ".virtdeck-backup-"  # how app/virt/backups.py names a push-mode job's scratch volumes
 JOB_TIMEOUT = 600.0
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
+FLOOR = "sha256 alone, as backups hash"
 
 
 @dataclass
@@ -303,10 +304,14 @@ def convert(disk: Path, workdir: Path, method: Method, hashed: Method) -> None:
         seconds = timed(["qemu-img", "convert", "-O", "qcow2", str(disk), str(copy)])
         hashing = timed(["sha256sum", str(copy)])
         started = time.perf_counter()
+        sha256_of(copy)  # as a backup hashes, the copy now in the page cache: CPU only
+        floor = time.perf_counter() - started
+        started = time.perf_counter()
         os.sync()
         method.add(seconds, **{"qemu-img convert": seconds, "sync afterwards (not counted)":
                                time.perf_counter() - started})  # fmt: skip
-        hashed.add(seconds + hashing, **{"qemu-img convert": seconds, "sha256sum": hashing})
+        hashed.add(seconds + hashing, **{"qemu-img convert": seconds, "sha256sum": hashing,
+                                         FLOOR: floor})  # fmt: skip
     finally:
         copy.unlink(missing_ok=True)
 
@@ -378,8 +383,8 @@ def result_rows(result: Result, disk_mib: int, data_mib: int) -> list[Row]:
             )
         )
     # sha256 is one sequential stream: a copy that hashes every byte once can be no faster.
-    hashing = result.methods["qemu-img convert + sha256sum"].phases["sha256sum"]
-    rows.append(Row("sha256sum alone (the floor of any hashed copy)", cells(hashing)))
+    floor = result.methods["qemu-img convert + sha256sum"].phases[FLOOR]
+    rows.append(Row(f"{FLOOR} (the floor of any hashed copy)", cells(floor)))
     same = sum(result.same_bytes)
     rows.append(
         Row(
