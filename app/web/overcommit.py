@@ -12,9 +12,18 @@ from app.models.base import utcnow
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
-from app.services.overcommit import GuestLoad, HostOvercommit
+from app.services.overcommit import HostOvercommit
 from app.web.charts import BarChart, bar_chart, line_chart
-from app.web.templating import form_refused, kib, ratio, redirect, templates, wants_fragment
+from app.web.templating import (
+    PAGE_SIZE,
+    form_refused,
+    kib,
+    page_window,
+    ratio,
+    redirect,
+    templates,
+    wants_fragment,
+)
 
 router = APIRouter()
 HISTORY_HOURS = 24
@@ -27,9 +36,18 @@ SORT_KEYS = {
 }
 
 
-def sort_guests(guests: list[GuestLoad], sort: str) -> list[GuestLoad]:
-    """Guests by name, or the largest first by vCPUs or by memory (max, then current)."""
-    return sorted(guests, key=SORT_KEYS[sort])
+def guest_rows(view: HostOvercommit, sort: str, page: int) -> dict:
+    """One page of the contributions table: guests by name, or the largest first by vCPUs or by
+    memory (max, then current); PAGE_SIZE a page, as on the host page."""
+    guests = sorted(view.guests, key=SORT_KEYS[sort])
+    pages = max(1, -(-len(guests) // PAGE_SIZE))
+    page, offset = page_window(min(page, pages))
+    return {
+        "sort": sort,
+        "guests": guests[offset : offset + PAGE_SIZE],
+        "page": page,
+        "pages": pages,
+    }
 
 
 def cpu_chart(view: HostOvercommit) -> BarChart:
@@ -65,7 +83,7 @@ def memory_chart(view: HostOvercommit) -> BarChart:
     )  # fmt: skip
 
 
-def page_context(session: Session, view: HostOvercommit, sort: str) -> dict:
+def page_context(session: Session, view: HostOvercommit, sort: str, page: int) -> dict:
     """Everything the overcommit page and its fragments show."""
     history = overcommit_service.samples(session, view.host_id, hours=HISTORY_HOURS)
     chart = line_chart(
@@ -75,9 +93,7 @@ def page_context(session: Session, view: HostOvercommit, sort: str) -> dict:
         policies=(view.policy_cpu, view.policy_memory),
     )
     return {
-        "view": view,
-        "sort": sort,
-        "guests": sort_guests(view.guests, sort),
+        **guest_rows(view, sort, page),
         "cpu_chart": cpu_chart(view),
         "memory_chart": memory_chart(view),
         "history": chart,
@@ -103,14 +119,14 @@ def policy_context(session: Session, view: HostOvercommit) -> dict:
     "/hosts/{host_id}/overcommit", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
 )
 def overcommit_page(
-    request: Request, session: SessionDep, host_id: int, sort: Sort = "vcpus"
+    request: Request, session: SessionDep, host_id: int, sort: Sort = "vcpus", page: int = 1
 ) -> HTMLResponse:
     """A host's CPU and memory allocation against capacity and policy; fragments for htmx."""
     view = overcommit_service.host_overcommit(session, host_id)
     if wants_fragment(request, "guest-loads"):
-        context = {"view": view, "sort": sort, "guests": sort_guests(view.guests, sort)}
+        context = {"view": view, **guest_rows(view, sort, page)}
         return templates.TemplateResponse(request, "partials/overcommit_guests.html", context)
-    context = page_context(session, view, sort)
+    context = page_context(session, view, sort, page)
     if wants_fragment(request, "overcommit-live"):
         return templates.TemplateResponse(request, "partials/overcommit_live.html", context)
     return templates.TemplateResponse(request, "overcommit.html", context)

@@ -117,9 +117,46 @@ def test_the_contributions_table_sorts_by_vcpus_and_by_memory_as_a_fragment(
     assert guest_order(by_memory.text) == ["db-1", "web-2", "web-1"]
     assert guest_order(by_name.text) == ["db-1", "web-1", "web-2"]
     assert re.search(r'aria-sort="descending">\s*<a href="\?sort=memory"', by_memory.text)
-    assert f'hx-get="{url}?sort=memory"' in by_memory.text  # it re-polls in its own order
+    # It re-polls in its own order and page.
+    assert f'<section id="guest-loads" class="panel" hx-get="{url}?sort=memory&page=1"' in (
+        by_memory.text
+    )
     assert "1.5 GiB of 2 GiB" in by_vcpus.text
     assert bogus.status_code == 422
+
+
+def test_a_host_with_many_guests_shows_them_a_hundred_a_page_in_the_chosen_order(
+    client: TestClient, tmp_path: Path
+) -> None:
+    domains = "".join(
+        f"""<domain type="test"><name>g-{i:03d}</name>
+        <uuid>c2000000-0000-4000-8000-{i:012d}</uuid><memory unit="MiB">{64 + i}</memory>
+        <vcpu>{1 + i % 4}</vcpu><os><type>hvm</type></os></domain>"""
+        for i in range(130)
+    )
+    node = tmp_path / "many.xml"
+    node.write_text(WIDE_NODE[: WIDE_NODE.index("  <domain")] + domains + "</node>")
+    host = add_host(client, "many", f"test://{node}")
+    url = f"/hosts/{host['id']}/overcommit"
+    fragment = {**HTMX, "HX-Target": "guest-loads"}
+
+    first = client.get(url, params={"sort": "name"})
+    second = client.get(url, params={"sort": "name", "page": 2}, headers=fragment)
+    by_memory = client.get(url, params={"sort": "memory"}, headers=fragment)
+    past_the_end = client.get(url, params={"sort": "name", "page": 9}, headers=fragment)
+
+    names = [f"g-{i:03d}" for i in range(130)]
+    assert guest_order(first.text) == names[:100]
+    assert guest_order(second.text) == names[100:]
+    assert guest_order(by_memory.text) == names[::-1][:100]  # the largest first
+    assert guest_order(past_the_end.text) == names[100:]  # the last page
+    pager = re.sub(r"\s+", " ", re.search(r'<div class="pager.*?</div>', first.text, re.S)[0])
+    assert "130 guests · page 1 of 2" in pager and 'href="?sort=name&page=2">next' in pager
+    assert "previous" not in pager
+    assert 'href="?sort=name&page=1">previous' in second.text
+    assert f'hx-get="{url}?sort=name&page=2"' in second.text  # it re-polls its own page
+    # The ratios count every guest, not only the page shown.
+    assert f">{sum(1 + i % 4 for i in range(130))} vCPUs<" in first.text
 
 
 def test_a_guest_wider_than_its_host_is_flagged_not_recommended(
