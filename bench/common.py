@@ -5,15 +5,14 @@ A benchmark puts the repository root on sys.path before importing this module (a
 
 import contextlib
 import sys
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 from sqlalchemy.engine import make_url
 
 from app.migrate import upgrade
+from tests.databases import throwaway_postgresql
 
 
 @dataclass
@@ -25,10 +24,6 @@ class Row:
     value: str | tuple[str, ...]
     target: str = ""
     ok: bool | None = None
-
-
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager
@@ -47,17 +42,8 @@ def database(url: str | None, workdir: Path) -> Iterator[str]:
         upgrade(url)
         yield url
         return
-    name = f"virtdeck_bench_{uuid.uuid4().hex[:10]}"
-    admin = _libpq(url)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    bench_url = parsed.set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(bench_url)
+    with throwaway_postgresql(url, "virtdeck_bench") as bench_url:
         yield bench_url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def p95(samples: Sequence[float]) -> float:

@@ -1,19 +1,15 @@
 """Shared fixtures: migrated SQLite and PostgreSQL databases, apps on test-driver hosts."""
 
-import os
 import re
 import socket
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psycopg
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
-from sqlalchemy.engine import make_url
 
 from app.config import Settings
 from app.db import make_engine, make_session_factory, transaction
@@ -23,12 +19,10 @@ from app.models import Backup, Guest, Host, Job, LoginFailure, OvercommitPolicy,
 from app.services import users
 from app.services.auth import create_token
 from app.services.users import create_user
+from tests.databases import throwaway_postgresql
 
 DATA = Path(__file__).resolve().parent / "data"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-POSTGRES_ADMIN_URL = os.environ.get(
-    "VIRTDECK_TEST_POSTGRES_URL", "postgresql+psycopg://virtdeck:virtdeck@127.0.0.1:5432/postgres"
-)
 
 
 # Tests that share something machine-wide run one after another in one pytest-xdist worker
@@ -58,27 +52,6 @@ def quick_password_hashes() -> Iterator[None]:
 def node_uri(name: str) -> str:
     """The test-driver URI of a node file under tests/data."""
     return f"test://{DATA / name}"
-
-
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-@contextmanager
-def throwaway_postgresql() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database of its own, dropped afterwards (even while
-    processes are still connected to it)."""
-    name = f"virtdeck_test_{uuid.uuid4().hex[:10]}"
-    admin = _libpq(POSTGRES_ADMIN_URL)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,8 @@ from app.models.base import utcnow
 from app.services import leases
 from app.services.jobs import INTERRUPTED
 from tests.browser import admin_tabs, chromium, shows, wait_for_stream
-from tests.conftest import node_uri, throwaway_postgresql
+from tests.conftest import node_uri
+from tests.databases import throwaway_postgresql
 from tests.events import event_stream, wait_for
 from tests.libvirtd import SYSTEM_URI, throwaway_guest, virsh
 from tests.serve import Server, running_server
