@@ -48,6 +48,15 @@ class GuestCreate(BaseModel):
     cdrom: VolumeIn | None = Field(None, description="boot media, e.g. an ISO volume")
     network: str | None = Field(None, max_length=LONG, description="a libvirt network")
     firmware: str = Field("bios", description="bios, or uefi where the host offers it")
+    cpu_mode: str | None = Field(
+        None,
+        max_length=32,
+        description="host-passthrough, host-model, custom (with cpu_model) or default (the "
+        "hypervisor's CPU); leave it out for what the host's CPU probe found QEMU starts",
+    )
+    cpu_model: str | None = Field(
+        None, max_length=LONG, description="a named CPU model, with cpu_mode custom"
+    )
     start: bool = Field(False, description="start the guest once it is defined")
     force: bool = Field(
         False,
@@ -68,6 +77,8 @@ class GuestCreate(BaseModel):
             else None,
             network=self.network,
             firmware=self.firmware,
+            cpu_mode=self.cpu_mode,
+            cpu_model=self.cpu_model,
             start=self.start,
             force=self.force,
         )

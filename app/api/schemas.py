@@ -44,6 +44,9 @@ class HostOut(BaseModel):
     memory_kib: int | None
     memory_source: str | None
     kvm_available: bool | None
+    cpu_probe: dict[str, Any] | None = Field(
+        description="which CPU QEMU starts new guests with here ('label') and why ('reason')"
+    )
     guests_total: int
     guests_running: int
     vcpus_total: int

@@ -36,6 +36,8 @@ class Host(Base):
     memory_kib: Mapped[int | None] = mapped_column(BigInteger)
     memory_source: Mapped[str | None] = mapped_column(String(128))
     kvm_available: Mapped[bool | None] = mapped_column(Boolean)
+    # Which CPU QEMU starts new guests with here, and why (app.virt.cpu.CpuProbe.as_record).
+    cpu_probe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     # Overcommit: this host's own allowed ratios (None: the global policy), and the latest
     # memory, KSM and guest balloon readings of its worker (see app.virt.overcommit).

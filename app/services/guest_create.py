@@ -25,6 +25,7 @@ from app.services.overcommit import check_force, check_policy
 from app.virt import build, storage, teardown
 from app.virt.build import DiskSource, GuestPlan
 from app.virt.connection import HostConnection
+from app.virt.cpu import CPU_MODES, CpuConfig, CpuProbe, from_record
 from app.virt.types import GuestInfo
 from app.workers.jobs import JobRunner, Reporter
 from app.workers.sync import SyncManager
@@ -79,6 +80,9 @@ class CreateRequest:
     cdrom: VolumeRef | None = None
     network: str | None = None
     firmware: str = "bios"
+    # None: what the host's CPU probe found QEMU starts (app.virt.cpu).
+    cpu_mode: str | None = None
+    cpu_model: str | None = None
     start: bool = False
     force: bool = False
 
@@ -162,6 +166,21 @@ def _check_devices(request: CreateRequest) -> None:
         _check_ref(request.network, "network", "network")
     if request.firmware not in FIRMWARES:
         raise Invalid("firmware: bios or uefi", field="firmware")
+    _check_cpu_request(request)
+
+
+def _check_cpu_request(request: CreateRequest) -> None:
+    if request.cpu_mode is not None and request.cpu_mode not in CPU_MODES:
+        raise Invalid(
+            f"cpu_mode: one of {', '.join(CPU_MODES)}, or leave it out for the host's choice",
+            field="cpu_mode",
+        )
+    if (request.cpu_mode == "custom") != (request.cpu_model is not None):
+        raise Invalid(
+            "cpu_model: name a CPU model with cpu_mode custom, and only then", field="cpu_model"
+        )
+    if request.cpu_model is not None:
+        _check_ref(request.cpu_model, "cpu_model", "CPU model")
 
 
 def check_request(session: Session, request: CreateRequest, principal: Principal) -> Host:
@@ -251,8 +270,35 @@ def _check_network(conn: HostConnection, name: str, *, start: bool) -> None:
         )
 
 
-def check_on_host(conn: HostConnection, request: CreateRequest, host_id: int) -> CreatePlan:
-    """Check the request against the host itself and plan the guest (runs on its connection)."""
+def _cpu(
+    conn: HostConnection, request: CreateRequest, platform: build.Platform, known: CpuProbe | None
+) -> CpuConfig:
+    """The guest's CPU: the probe's answer, or the mode asked for with the host's limits."""
+    found = build.probe_cpu(conn, platform, known=known)
+    if request.cpu_mode is None:
+        return found.config
+    if request.cpu_mode not in platform.cpu_modes:
+        raise Invalid(
+            f"cpu_mode: this host offers {', '.join(platform.cpu_modes)}", field="cpu_mode"
+        )
+    if request.cpu_mode == "custom" and request.cpu_model not in platform.cpu_models:
+        raise Invalid(
+            f"cpu_model: '{request.cpu_model}' is not a CPU model this host can run",
+            field="cpu_model",
+        )
+    return CpuConfig(request.cpu_mode, request.cpu_model).with_host_limits(found.config.disabled)
+
+
+def check_on_host(
+    conn: HostConnection,
+    request: CreateRequest,
+    host_id: int,
+    *,
+    known_cpu: CpuProbe | None = None,
+) -> CreatePlan:
+    """Check the request against the host itself and plan the guest (runs on its connection).
+
+    known_cpu is the CPU probe stored with the host, taken when still current."""
     if build.name_taken(conn, request.name):
         raise Conflict(
             f"name: a guest called '{request.name}' already exists on this host", field="name"
@@ -281,6 +327,7 @@ def check_on_host(conn: HostConnection, request: CreateRequest, host_id: int) ->
         disk=_attachable(conn, disk, "disk") if disk is not None else None,
         cdrom=_attachable(conn, request.cdrom, "cdrom") if request.cdrom is not None else None,
         network=request.network,
+        cpu=_cpu(conn, request, platform, known_cpu),
     )
     return CreatePlan(host_id=host_id, guest=guest, new_disk=new_disk, start=request.start)
 
@@ -290,8 +337,11 @@ def plan_create(
 ) -> CreatePlan:
     """Check everything, first here and then on the host; refusals name the field at fault."""
     host = check_request(session, request, principal)
+    known_cpu = from_record(host.cpu_probe)
     try:
-        return sync.call(host.id, lambda conn: check_on_host(conn, request, host.id))
+        return sync.call(
+            host.id, lambda conn: check_on_host(conn, request, host.id, known_cpu=known_cpu)
+        )
     except HostUnreachable as exc:
         raise HostUnreachable(f"host_id: {host.name}: {exc.message}", field="host_id") from exc
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from app.services.hosts import get_host
 from app.virt import build, storage
 from app.virt.connection import HostConnection
+from app.virt.cpu import CpuProbe, from_record
 from app.workers.sync import SyncManager
 
 
@@ -20,6 +21,8 @@ class HostChoices:
     volumes: dict[str, list[storage.Volume]]  # of the active pools
     networks: list[storage.Network]
     platform: build.Platform
+    # Which CPU new guests get unless the form asks for another.
+    cpu: CpuProbe
 
     def media(self, *, iso: bool) -> list[tuple[str, list[storage.Volume]]]:
         """(pool, volumes) of ISO images (iso=True) or of other images; empty pools left out."""
@@ -27,13 +30,15 @@ class HostChoices:
         return [(pool, vols) for pool, vols in grouped if vols]
 
 
-def _choices(conn: HostConnection) -> HostChoices:
+def _choices(conn: HostConnection, known_cpu: CpuProbe | None) -> HostChoices:
     pools = storage.list_pools(conn)
+    platform = build.host_platform(conn)
     return HostChoices(
         pools=pools,
         volumes={p.name: storage.list_volumes(conn, p.name) for p in pools if p.active},
         networks=storage.list_networks(conn),
-        platform=build.host_platform(conn),
+        platform=platform,
+        cpu=build.probe_cpu(conn, platform, known=known_cpu),
     )
 
 
@@ -47,4 +52,5 @@ def read_host(
 
 def host_choices(session: Session, sync: SyncManager, host_id: int) -> HostChoices:
     """Everything the create form offers for this host, in one visit to it."""
-    return read_host(session, sync, host_id, _choices)
+    known_cpu = from_record(get_host(session, host_id).cpu_probe)
+    return read_host(session, sync, host_id, lambda conn: _choices(conn, known_cpu))

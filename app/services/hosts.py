@@ -113,6 +113,13 @@ def record_facts(session: Session, host_id: int, facts: HostFacts) -> None:
     mark_connected(host, utcnow())
 
 
+def record_cpu_probe(session: Session, host_id: int, probe: dict[str, object]) -> None:
+    """Store which CPU QEMU starts new guests with on this host (app.virt.cpu)."""
+    host = session.get(Host, host_id)
+    if host is not None and host.cpu_probe != probe:
+        host.cpu_probe = probe
+
+
 def mark_connected(host: Host, now: datetime) -> None:
     """Stamp a host as answering now."""
     host.connection = "connected"

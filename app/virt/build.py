@@ -6,8 +6,10 @@ from dataclasses import dataclass
 import libvirt
 
 from app.errors import Conflict
+from app.virt import cpu as cpus
 from app.virt.connection import HostConnection, libvirt_errors, translate
 
+DEFAULT_CPU = cpus.CpuConfig()
 # Best first: hardware virtualisation, then emulation; other drivers (test) name their own.
 DOMAIN_TYPES = ("kvm", "qemu")
 
@@ -23,7 +25,9 @@ class Platform:
     max_vcpus: int | None = None
     firmware: tuple[str, ...] = ("bios",)
     cdrom_bus: str = "sata"
-    cpu_mode: str | None = None
+    # The CPU modes this host supports (app.virt.cpu.CPU_MODES) and its usable named models.
+    cpu_modes: tuple[str, ...] = ("default",)
+    cpu_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class GuestPlan:
     disk: DiskSource | None = None
     cdrom: DiskSource | None = None
     network: str | None = None
+    cpu: cpus.CpuConfig = DEFAULT_CPU
 
 
 def _hvm_guest(caps: ET.Element) -> ET.Element:
@@ -90,8 +95,8 @@ def host_platform(conn: HostConnection) -> Platform:
     domcaps = _domain_caps(conn, arch, domain_type)
     if domcaps is None:
         return platform
-    passthrough = domcaps.find("cpu/mode[@name='host-passthrough']")
     max_vcpus = domcaps.find("vcpu")
+    cpu_modes, cpu_models = cpus.offered(domcaps)
     return Platform(
         domain_type=domain_type,
         arch=arch,
@@ -100,13 +105,22 @@ def host_platform(conn: HostConnection) -> Platform:
         firmware=("bios", "uefi") if _uefi_offered(domcaps) else ("bios",),
         # i440fx machines have IDE for a CD-ROM; q35 and the rest have SATA.
         cdrom_bus="ide" if "i440fx" in (domcaps.findtext("machine") or "") else "sata",
-        cpu_mode=(
-            "host-passthrough"
-            if domain_type == "kvm"
-            and passthrough is not None
-            and passthrough.get("supported") == "yes"
-            else None
-        ),
+        cpu_modes=cpu_modes,
+        cpu_models=cpu_models,
+    )
+
+
+def probe_cpu(
+    conn: HostConnection, platform: Platform, *, known: cpus.CpuProbe | None = None
+) -> cpus.CpuProbe:
+    """Which CPU QEMU starts new guests with on this host (see app.virt.cpu)."""
+    return cpus.probe(
+        conn,
+        known=known,
+        arch=platform.arch,
+        domain_type=platform.domain_type,
+        emulator=platform.emulator,
+        modes=platform.cpu_modes,
     )
 
 
@@ -162,8 +176,7 @@ def domain_xml(plan: GuestPlan) -> str:
     features = ET.SubElement(domain, "features")
     ET.SubElement(features, "acpi")  # without ACPI a guest cannot be shut down gracefully
     ET.SubElement(features, "apic")
-    if plan.platform.cpu_mode:
-        ET.SubElement(domain, "cpu", mode=plan.platform.cpu_mode)
+    cpus.cpu_element(domain, plan.cpu)
     ET.SubElement(domain, "clock", offset="utc")
     _devices(domain, plan)
     return ET.tostring(domain, encoding="unicode")

@@ -2,6 +2,7 @@
 
 import contextlib
 import logging
+import re
 import socket
 import threading
 import xml.etree.ElementTree as ET
@@ -17,6 +18,10 @@ from app.virt.types import DomainSpec, GuestInfo, HostFacts
 log = logging.getLogger(__name__)
 # How long a tcp/tls host may take to accept a TCP connection before it counts as unreachable.
 PROBE_TIMEOUT = 5.0
+# Transient guests virtdeck starts to probe a host's CPU (app.virt.cpu); never listed as guests.
+CPU_PROBE_PREFIX = "virtdeck-cpu-probe-"
+# How much of libvirt's message about a failed start is kept (it is untrusted text).
+LIBVIRT_SAYS = 300
 
 STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "nostate",
@@ -87,6 +92,34 @@ def libvirt_errors() -> Iterator[None]:
         yield
     except libvirt.libvirtError as exc:
         raise translate(exc) from exc
+
+
+def qemu_error(message: str) -> str:
+    """The useful line of a failed start, bounded and on one line: QEMU's own error line when
+    libvirt passes one on, else libvirt's message."""
+    found = re.search(r"qemu-system-[\w-]+: (?:error: )?(.+)", message)
+    line = " ".join((found.group(1) if found else message).split())
+    return line if len(line) <= LIBVIRT_SAYS else line[: LIBVIRT_SAYS - 1] + "…"
+
+
+def start_failed(name: str, exc: libvirt.libvirtError) -> VirtdeckError:
+    """Our exception for a guest that did not start: a plain sentence, then libvirt's words."""
+    error = translate(exc)
+    # A file QEMU cannot open is a system error too, but one the host reported, not a lost link.
+    lost = exc.get_error_domain() in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)
+    if isinstance(error, NotFound) or (isinstance(error, HostUnreachable) and lost):
+        return error
+    said = qemu_error(error.message)
+    hint = ""
+    if "0x10a" in said:  # IA32_ARCH_CAPABILITIES
+        hint = (
+            " This host cannot give guests the CPU feature arch-capabilities (nested KVM on"
+            " AMD): give the guest the CPU mode the host page recommends."
+        )
+    return Conflict(
+        f"{name} could not start: libvirt says: {said}.{hint}",
+        extra={"libvirt_error": " ".join(error.message.split())[:2000]},
+    )
 
 
 def _version(number: int) -> str:
@@ -214,6 +247,8 @@ class HostConnection:
         present = {d.UUIDString() for d in domains}
         self._parsed = {u: p for u, p in self._parsed.items() if u in present}
         for dom in domains:
+            if dom.name().startswith(CPU_PROBE_PREFIX):
+                continue
             uuid = dom.UUIDString()
             try:
                 info = self._info(dom, autostart=uuid in autostart, persistent=uuid in persistent)
@@ -231,6 +266,8 @@ class HostConnection:
     def guest(self, uuid: str) -> GuestInfo:
         """One guest as it is now."""
         dom = self.domain(uuid)
+        if dom.name().startswith(CPU_PROBE_PREFIX):
+            raise NotFound(f"no guest {uuid}")
         try:
             return self._info(
                 dom, autostart=bool(dom.autostart()), persistent=bool(dom.isPersistent())
@@ -245,6 +282,8 @@ class HostConnection:
         try:
             run(dom)
         except libvirt.libvirtError as exc:
+            if action in ("start", "resume"):
+                raise start_failed(dom.name(), exc) from exc
             raise translate(exc) from exc
 
 

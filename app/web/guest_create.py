@@ -18,7 +18,7 @@ from app.workers.sync import SyncManager
 
 router = APIRouter()
 DEFAULTS = {"vcpus": "1", "memory_mib": "512", "disk": "new", "disk_size_gib": "10",
-            "firmware": "bios", "start": "on"}  # fmt: skip
+            "firmware": "bios", "cpu": "", "start": "on"}  # fmt: skip
 
 
 def _whole(value: str, field: str) -> int:
@@ -44,6 +44,12 @@ def _disk(form: dict[str, str]) -> guest_create.NewDisk | guest_create.VolumeRef
     return None
 
 
+def _cpu(value: str) -> tuple[str | None, str | None]:
+    """The CPU select's value as (mode, model): '' is the host's choice, 'custom:NAME' a model."""
+    mode, _, model = value.partition(":")
+    return (mode or None), (model or None)
+
+
 def _request(form: dict[str, str]) -> guest_create.CreateRequest:
     """The service's request for the submitted form; Invalid for numbers that are not."""
     host_id = form["host_id"].strip()
@@ -56,6 +62,8 @@ def _request(form: dict[str, str]) -> guest_create.CreateRequest:
         cdrom=_volume_ref(form["cdrom"]) if form["cdrom"] else None,
         network=form["network"] or None,
         firmware=form["firmware"],
+        cpu_mode=_cpu(form["cpu"])[0],
+        cpu_model=_cpu(form["cpu"])[1],
         start=bool(form["start"]),
         force=bool(form["force"]),
     )
@@ -108,6 +116,7 @@ class GuestForm(BaseModel):
     cdrom: str = ""
     network: str = ""
     firmware: str = "bios"
+    cpu: str = ""
     start: str = ""
     force: str = ""
 

@@ -17,6 +17,7 @@ from app.services import hosts as host_service
 from app.services import leases as lease_service
 from app.services import overcommit as overcommit_service
 from app.services.inventory import SyncResult, apply_event, apply_sync, record_host_snapshots
+from app.virt import build
 from app.virt import overcommit as overcommit_virt
 from app.virt import snapshots as snapshots_virt
 from app.virt.connection import HostConnection
@@ -82,6 +83,7 @@ class HostWorker(threading.Thread):
         self._events_lock = threading.Lock()
         self._sync_due = False
         self._watching = False
+        self._cpu_probed = False
         # Set while this instance holds the host's lease: only then does it sync and write.
         self.leader = threading.Event()
         self.stats = WorkerStats()
@@ -237,6 +239,21 @@ class HostWorker(threading.Thread):
             self.generation += 1
             self.last_result = result
             self._synced.notify_all()
+        if not self._cpu_probed:  # after the first sync: neither it nor its waiters are held up
+            self._probe_cpu()
+
+    def _probe_cpu(self) -> None:
+        """Find and store which CPU QEMU starts new guests with (once per connection)."""
+        try:
+            probe = build.probe_cpu(self._conn, build.host_platform(self._conn))
+        except HostUnreachable:
+            raise
+        except VirtdeckError as exc:
+            log.warning("CPU probe of host %s: %s", self.host_id, exc.message)
+            return
+        self._cpu_probed = True
+        with transaction(self._sessions) as session:
+            host_service.record_cpu_probe(session, self.host_id, probe.as_record())
 
     def _stale_snapshots(self, guests: list[GuestInfo]) -> list[str]:
         """The guests whose snapshots to read now: changed ones, or all every Nth sync."""
@@ -297,6 +314,7 @@ class HostWorker(threading.Thread):
             self._conn.close()
             self._conn = None
         self._watching = False
+        self._cpu_probed = False
 
 
 class SyncManager:

@@ -196,6 +196,11 @@ def test_a_bad_name_is_refused_naming_the_field_and_leaves_nothing(
         ({"network": "no-such-network"}, "network"),
         ({"firmware": "uefi"}, "firmware"),  # the test driver offers none
         ({"firmware": "coreboot"}, "firmware"),
+        ({"cpu_mode": "turbo"}, "cpu_mode"),
+        ({"cpu_mode": "host-model"}, "cpu_mode"),  # the test driver models no CPU modes
+        ({"cpu_mode": "custom"}, "cpu_model"),
+        ({"cpu_model": "EPYC"}, "cpu_model"),
+        ({"cpu_mode": "custom", "cpu_model": "EPYC"}, "cpu_mode"),
         ({"host_id": 987654}, "host_id"),
     ],
 )
