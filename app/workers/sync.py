@@ -21,6 +21,7 @@ from app.virt import build
 from app.virt import overcommit as overcommit_virt
 from app.virt import snapshots as snapshots_virt
 from app.virt.connection import HostConnection
+from app.virt.cpu import from_record
 from app.virt.types import GuestInfo
 
 log = logging.getLogger(__name__)
@@ -239,21 +240,27 @@ class HostWorker(threading.Thread):
             self.generation += 1
             self.last_result = result
             self._synced.notify_all()
-        if not self._cpu_probed:  # after the first sync: neither it nor its waiters are held up
-            self._probe_cpu()
+        if not self._cpu_probed:  # once a connection; QEMU takes seconds, so events do not wait
+            self._cpu_probed = True
+            threading.Thread(
+                target=self._probe_cpu,
+                args=(self._conn,),
+                name=f"cpu-probe-{self.host_id}",
+                daemon=True,
+            ).start()
 
-    def _probe_cpu(self) -> None:
-        """Find and store which CPU QEMU starts new guests with (once per connection)."""
+    def _probe_cpu(self, conn: HostConnection) -> None:
+        """Find and store which CPU QEMU starts new guests with (app.virt.cpu)."""
         try:
-            probe = build.probe_cpu(self._conn, build.host_platform(self._conn))
-        except HostUnreachable:
-            raise
-        except VirtdeckError as exc:
+            with self._sessions() as session:
+                known = from_record(host_service.get_host(session, self.host_id).cpu_probe)
+            probe = build.probe_cpu(conn, build.host_platform(conn), known=known)
+            with transaction(self._sessions) as session:
+                host_service.record_cpu_probe(session, self.host_id, probe.as_record())
+        except VirtdeckError as exc:  # gone or unreachable: the next connection probes again
             log.warning("CPU probe of host %s: %s", self.host_id, exc.message)
-            return
-        self._cpu_probed = True
-        with transaction(self._sessions) as session:
-            host_service.record_cpu_probe(session, self.host_id, probe.as_record())
+        except Exception:
+            log.exception("CPU probe of host %s failed", self.host_id)
 
     def _stale_snapshots(self, guests: list[GuestInfo]) -> list[str]:
         """The guests whose snapshots to read now: changed ones, or all every Nth sync."""

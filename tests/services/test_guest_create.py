@@ -24,6 +24,7 @@ from app.virt.build import (
     host_platform,
 )
 from app.virt.connection import HostConnection
+from app.virt.cpu import CpuConfig
 from app.workers.jobs import JobRunner
 from tests.storage import (
     DEFAULT_POOL,
@@ -36,7 +37,8 @@ from tests.storage import (
 
 KVM = Platform(
     domain_type="kvm", arch="x86_64", emulator="/usr/bin/qemu-system-x86_64", max_vcpus=255,
-    firmware=("bios", "uefi"), cdrom_bus="ide", cpu_mode="host-passthrough",
+    firmware=("bios", "uefi"), cdrom_bus="ide",
+    cpu_modes=("host-passthrough", "host-model", "custom", "default"), cpu_models=("EPYC",),
 )  # fmt: skip
 
 
@@ -63,6 +65,7 @@ def test_a_kvm_guest_gets_virtio_devices_vnc_on_localhost_a_serial_console_and_a
     plan = GuestPlan(
         uuid="c0000000-0000-4000-8000-000000000001", name="web-3", vcpus=2, memory_mib=1024,
         platform=KVM, firmware="uefi", network="lan",
+        cpu=CpuConfig("host-passthrough", disabled=("arch-capabilities",)),
         disk=DiskSource("/dev/vg0/web-3", kind="block", format="raw"),
         cdrom=DiskSource("/isos/debian.iso", format="raw"),
     )  # fmt: skip
@@ -77,6 +80,9 @@ def test_a_kvm_guest_gets_virtio_devices_vnc_on_localhost_a_serial_console_and_a
     assert domain.find("os/type").attrib == {"arch": "x86_64"}
     assert [b.get("dev") for b in domain.findall("os/boot")] == ["hd", "cdrom"]
     assert domain.find("cpu").get("mode") == "host-passthrough"
+    assert [f.attrib for f in domain.findall("cpu/feature")] == [
+        {"policy": "disable", "name": "arch-capabilities"}
+    ]
     assert domain.findtext("devices/emulator") == "/usr/bin/qemu-system-x86_64"
     disk, cdrom = domain.findall("devices/disk")
     assert (disk.get("type"), disk.find("source").attrib) == ("block", {"dev": "/dev/vg0/web-3"})
@@ -110,7 +116,25 @@ def test_the_test_driver_offers_its_own_domain_type_and_bios_only(conn: HostConn
     platform = host_platform(conn)
 
     assert (platform.domain_type, platform.arch) == ("test", "i686")
-    assert (platform.firmware, platform.max_vcpus, platform.cpu_mode) == (("bios",), None, None)
+    assert (platform.firmware, platform.max_vcpus) == (("bios",), None)
+    assert (platform.cpu_modes, platform.cpu_models) == (("default",), ())
+
+
+def test_a_named_cpu_model_is_exact_and_the_hypervisor_default_writes_no_cpu() -> None:
+    def cpu_of(config: CpuConfig) -> ET.Element | None:
+        plan = GuestPlan(
+            uuid="c0000000-0000-4000-8000-000000000003", name="m", vcpus=1, memory_mib=64,
+            platform=KVM, cpu=config,
+        )  # fmt: skip
+        return ET.fromstring(domain_xml(plan)).find("cpu")
+
+    named = cpu_of(CpuConfig("custom", "EPYC"))
+
+    assert named.attrib == {"mode": "custom", "match": "exact"}
+    assert (named.find("model").text, named.find("model").get("fallback")) == ("EPYC", "forbid")
+    assert cpu_of(CpuConfig("default", disabled=("arch-capabilities",))) is None
+    assert CpuConfig("default").with_host_limits(("x",)) == CpuConfig("default")
+    assert CpuConfig("host-model").with_host_limits(("x",)).label() == "host-model without x"
 
 
 def plan_with_new_volume(name: str, platform: Platform, *, start: bool) -> CreatePlan:
