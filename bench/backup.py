@@ -301,7 +301,7 @@ def convert(disk: Path, workdir: Path, method: Method, hashed: Method) -> None:
     """One qemu-img convert of the disk, then sha256sum of the copy and a sync (for reference)."""
     copy = workdir / "convert.qcow2"
     try:
-        seconds = timed(["qemu-img", "convert", "-O", "qcow2", str(disk), str(copy)])
+        seconds = timed(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", str(disk), str(copy)])
         hashing = timed(["sha256sum", str(copy)])
         started = time.perf_counter()
         sha256_of(copy)  # as a backup hashes, the copy now in the page cache: CPU only

@@ -232,3 +232,82 @@ def test_a_changed_byte_makes_the_backup_corrupt_and_the_restore_is_refused(
         assert refused.status_code == 409 and refused.json()["status"] == "corrupt"
         assert holds(guest.disk, "0x44", "1M"), "the guest's disk was touched"
         assert virsh("dumpxml", guest.uuid, "--inactive") == xml_before
+
+
+def test_backup_directories_are_0700_and_backup_files_0600_whatever_the_umask(
+    client: TestClient, tmp_path: Path
+) -> None:
+    root = Path(client.app.state.settings.backup_dir)
+    old = os.umask(0o022)
+    try:
+        with (
+            throwaway_pool() as pool,
+            throwaway_guest(tmp_path, directory=IMAGES / pool) as guest,
+        ):
+            add_host(client, "local", SYSTEM_URI)
+            back_up(client, guest.uuid)
+    finally:
+        os.umask(old)
+
+    made = list(root.rglob("*"))
+    assert {p.name for p in made if p.is_file()} >= {
+        "domain.xml",
+        "disk-vda.qcow2",
+        "manifest.json",
+    }
+    modes = {str(p.relative_to(root)): oct(p.stat().st_mode & 0o777) for p in made}
+    assert modes == {str(p.relative_to(root)): ("0o700" if p.is_dir() else "0o600") for p in made}
+    assert all(p.stat().st_uid == os.getuid() for p in made)
+
+
+def test_a_manifest_edited_to_name_another_volume_is_refused_and_that_volume_untouched(
+    client: TestClient, tmp_path: Path
+) -> None:
+    with (
+        throwaway_pool() as pool,
+        throwaway_guest(tmp_path, directory=IMAGES / pool) as guest,
+        throwaway_guest(tmp_path, directory=IMAGES / pool) as other,
+    ):
+        assert qemu_io(guest.disk, "write -P 0x5a 0 1M").returncode == 0
+        assert qemu_io(other.disk, "write -P 0x77 0 1M").returncode == 0
+        add_host(client, "local", SYSTEM_URI)
+        backup = back_up(client, guest.uuid)
+        manifest_path = (
+            Path(client.app.state.settings.backup_dir) / backup["path"] / "manifest.json"
+        )
+        manifest = json.loads(manifest_path.read_text())
+        manifest["disks"][0]["path"] = str(other.disk)
+        manifest_path.write_text(json.dumps(manifest))
+
+        refused = client.post(f"/api/v1/backups/{backup['id']}/restore", json={"mode": "in_place"})
+        verified = client.post(f"/api/v1/backups/{backup['id']}/verify")
+
+        assert refused.status_code == 409, refused.text
+        assert "manifest.json" in refused.json()["detail"]
+        assert verified.status_code == 200 and verified.json()["status"] == "corrupt"
+        assert "manifest.json" in verified.json()["error"]
+        assert holds(other.disk, "0x77", "1M"), "the other guest's disk was overwritten"
+        assert holds(guest.disk, "0x5a", "1M")
+
+
+def test_restoring_in_place_over_a_disk_carrying_a_planted_qcow2_header_never_follows_it(
+    client: TestClient, tmp_path: Path
+) -> None:
+    with throwaway_pool() as pool, throwaway_guest(tmp_path, directory=IMAGES / pool) as guest:
+        assert qemu_io(guest.disk, "write -P 0x5a 0 1M").returncode == 0
+        add_host(client, "local", SYSTEM_URI)
+        backup = back_up(client, guest.uuid)
+        # What a guest can do to its disk: a qcow2 header naming a host file behind it (one that
+        # does not exist, so a copy that follows it fails where one that reads it would leak).
+        missing = tmp_path / "no-such-host-file"
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", str(missing), "-F", "raw",
+             str(guest.disk), "16M"],
+            check=True,
+        )  # fmt: skip
+        virsh("pool-refresh", pool)
+
+        job = restore(client, backup["id"], mode="in_place")
+
+        assert job["status"] == "succeeded", job
+        assert holds(guest.disk, "0x5a", "1M")

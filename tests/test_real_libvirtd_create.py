@@ -1,6 +1,7 @@
 """Creating guests on the real libvirtd (qemu:///system), in dir pools the tests make and remove."""
 
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -152,7 +153,11 @@ def test_a_guest_that_cannot_start_is_undefined_and_a_disk_it_did_not_make_is_ke
 
     # QEMU locks a running guest's image: a second guest on it cannot start.
     response = create(
-        client, local, second, disk={"pool": pool, "volume": f"{first}.qcow2"}, start=True
+        client,
+        local,
+        second,
+        disk={"pool": pool, "volume": f"{first}.qcow2", "format": "qcow2"},
+        start=True,
     )
 
     assert response.status_code >= 400
@@ -183,3 +188,87 @@ def test_a_define_that_fails_after_the_volume_was_made_removes_the_volume(
 
     assert pool_volumes(pool) == []
     assert name not in virsh_lines("list", "--all", "--name")
+
+
+def planted_header(pool: str, name: str, backing: str = "/dev/sda") -> Path:
+    """A volume whose bytes are a qcow2 header naming a host file as its backing file: what a
+    guest can write into its own raw disk."""
+    path = IMAGES / pool / name
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            backing,
+            "-F",
+            "raw",
+            str(path),
+            "16M",
+        ],
+        check=True,
+    )
+    virsh("pool-refresh", pool)
+    return path
+
+
+@pytest.mark.parametrize("device", ["disk", "cdrom"])
+def test_a_raw_volume_carrying_a_qcow2_header_with_a_backing_file_is_refused(
+    client: TestClient, local: dict, pool: str, made: list[str], device: str
+) -> None:
+    name, volume = unique_name(), unique_name("vdtest-raw")
+    made.append(name)
+    planted_header(pool, volume)
+
+    response = create(client, local, name, **{device: {"pool": pool, "volume": volume}})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == f"{device}.volume"
+    assert "backing file" in response.json()["detail"]
+    assert name not in virsh_lines("list", "--all", "--name")
+    defined = "\n".join(
+        virsh("dumpxml", n, "--inactive") for n in virsh_lines("list", "--all", "--name")
+    )
+    assert "/dev/sda" not in defined
+
+
+def test_a_volume_asked_for_as_qcow2_is_refused_when_its_header_names_a_backing_file(
+    client: TestClient, local: dict, pool: str, made: list[str]
+) -> None:
+    name, volume = unique_name(), unique_name("vdtest-q")
+    made.append(name)
+    planted_header(pool, volume)
+
+    response = create(client, local, name, disk={"pool": pool, "volume": volume, "format": "qcow2"})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == "disk.volume"
+    assert name not in virsh_lines("list", "--all", "--name")
+
+
+def test_an_existing_volume_is_attached_in_the_format_the_request_names(
+    client: TestClient, local: dict, pool: str, made: list[str]
+) -> None:
+    raw, qcow2 = unique_name(), unique_name()
+    made.extend([raw, qcow2])
+    (IMAGES / pool / f"{raw}.img").write_bytes(bytes(1 << 20))
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(IMAGES / pool / f"{qcow2}.qcow2"), "16M"],
+        check=True,
+    )
+    virsh("pool-refresh", pool)
+
+    as_raw = create(client, local, raw, disk={"pool": pool, "volume": f"{raw}.img"})
+    as_qcow2 = create(
+        client, local, qcow2, disk={"pool": pool, "volume": f"{qcow2}.qcow2", "format": "qcow2"}
+    )
+
+    assert as_raw.status_code == 201, as_raw.text
+    assert as_qcow2.status_code == 201, as_qcow2.text
+    assert [d["format"] for d in as_raw.json()["disks"]] == ["raw"]
+    assert [d["format"] for d in as_qcow2.json()["disks"]] == ["qcow2"]
+    # libvirt never reads a backing chain from the header of a disk virtdeck attached.
+    assert "<backingStore/>" in virsh("dumpxml", qcow2, "--inactive")

@@ -24,10 +24,16 @@ class DiskIn(BaseModel):
     pool: str = Field(max_length=LONG)
     size_gib: int | None = Field(None, description="make a new qcow2 volume of this many GiB")
     volume: str | None = Field(None, max_length=LONG, description="or attach this volume")
+    format: str | None = Field(
+        None,
+        max_length=LONG,
+        description="the existing volume's format: raw (the default) or qcow2; virtdeck never "
+        "takes it from the volume's header, and refuses a qcow2 header naming another file",
+    )
 
 
 class VolumeIn(BaseModel):
-    """An existing volume of a storage pool."""
+    """An existing volume of a storage pool, attached read-only as raw."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -71,7 +77,11 @@ class GuestCreate(BaseModel):
             name=self.name,
             vcpus=self.vcpus,
             memory_mib=self.memory_mib,
-            disk=guest_create.disk_choice(disk.pool, disk.size_gib, disk.volume) if disk else None,
+            disk=guest_create.disk_choice(
+                disk.pool, disk.size_gib, disk.volume, format_=disk.format
+            )
+            if disk
+            else None,
             cdrom=guest_create.VolumeRef(self.cdrom.pool, self.cdrom.volume)
             if self.cdrom
             else None,

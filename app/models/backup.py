@@ -38,8 +38,11 @@ class Backup(Base):
     error: Mapped[str | None] = mapped_column(Text)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     job_id: Mapped[int | None] = mapped_column(Integer)
-    # The manifest's file list: name, kind, target, format, size, sha256.
+    # The manifest's file list: name, kind, target, format, size, sha256; a disk's also has its
+    # volume's path, pool and capacity (since 0009).
     files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # sha256 of manifest.json's bytes; a restore or verify refuses a manifest that differs.
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
 
     @property
     def duration_seconds(self) -> float | None:

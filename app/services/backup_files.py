@@ -11,13 +11,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from app.errors import Conflict, VirtdeckError
 from app.units import human_bytes
+from app.virt.images import read_file_header
 
 PART = ".part"
+MANIFEST = "manifest.json"
 READ_CHUNK = 4 << 20
+# Backups hold whole disks and domain XML with graphics passwords: for the service user alone,
+# whatever the umask.
+DIR_MODE = 0o700
+FILE_MODE = 0o600
 _ZEROS = bytes(READ_CHUNK)
 
 
@@ -75,7 +81,7 @@ class HashingWriter:
     def __init__(self, path: Path, *, on_bytes: Callable[[int], None]) -> None:
         self.path = path
         self._part = path.with_name(path.name + PART)
-        self._file = open(self._part, "wb")  # noqa: SIM115 - closed in finish/abort
+        self._file = private_file(self._part)
         self._on_bytes = on_bytes
         self._hash = hashlib.sha256()
         self._queue: queue.Queue[bytes | int | None] = queue.Queue(maxsize=16)
@@ -141,13 +147,37 @@ def write_bytes(path: Path, data: bytes) -> tuple[int, str]:
     return writer.finish()
 
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    """manifest.json, complete or not at all."""
-    part = directory / ("manifest.json" + PART)
-    part.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    with open(part, "rb") as handle:
+def private_file(path: Path) -> BinaryIO:
+    """A new (or emptied) file open for writing, readable by the service user alone."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # the file may have been there with other modes
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def make_private_dirs(root: Path, relative: str) -> Path:
+    """Make root/relative and the directories between them, each for the service user alone."""
+    path = root
+    for part in Path(relative).parts:
+        path = path / part
+        path.mkdir(mode=DIR_MODE, exist_ok=True)
+        path.chmod(DIR_MODE)
+    return path
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> str:
+    """manifest.json, complete or not at all; the sha256 of its bytes."""
+    part = directory / (MANIFEST + PART)
+    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    with private_file(part) as handle:
+        handle.write(data)
+        handle.flush()
         os.fsync(handle.fileno())
-    os.replace(part, directory / "manifest.json")
+    os.replace(part, directory / MANIFEST)
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_of(path: Path) -> str:
@@ -159,8 +189,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def mismatches(directory: Path, files: list[dict[str, Any]]) -> list[str]:
-    """The files whose content no longer matches the recorded sha256 (or that are missing)."""
+def mismatches(
+    directory: Path, files: list[dict[str, Any]], *, manifest_sha256: str | None = None
+) -> list[str]:
+    """The files whose content no longer matches the recorded sha256 (or that are missing),
+    manifest.json among them when its digest was recorded."""
     bad = []
     for entry in files:
         path = directory / entry["name"]
@@ -168,6 +201,12 @@ def mismatches(directory: Path, files: list[dict[str, Any]]) -> list[str]:
             bad.append(f"{entry['name']} (missing)")
         elif path.stat().st_size != entry["size"] or sha256_of(path) != entry["sha256"]:
             bad.append(entry["name"])
+    if manifest_sha256 is not None:
+        manifest = directory / MANIFEST
+        if not manifest.is_file():
+            bad.append(f"{MANIFEST} (missing)")
+        elif sha256_of(manifest) != manifest_sha256:
+            bad.append(MANIFEST)
     return bad
 
 
@@ -200,7 +239,10 @@ def segments(
 
 def check_image(path: Path, expected_format: str) -> None:
     """qemu-img info: the expected format, and no backing or external data file (which a
-    tampered image could point at a host file with); 409 naming the file otherwise."""
+    tampered image could point at a host file with); 409 naming the file otherwise. A qcow2
+    header is read first, so that qemu-img never opens a file the image names."""
+    if expected_format == "qcow2" and read_file_header(str(path)).names_other_files:
+        raise Conflict(f"{path.name} names a backing or external data file; refusing to restore it")
     try:
         done = subprocess.run(
             ["qemu-img", "info", "--output=json", "-f", expected_format, str(path)],
@@ -238,6 +280,6 @@ def remove_tree(root: Path, relative: str) -> None:
 def read_manifest(directory: Path) -> dict[str, Any]:
     """The backup's manifest.json."""
     try:
-        return json.loads((directory / "manifest.json").read_text())
+        return json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         raise Conflict(f"the backup's manifest.json cannot be read: {exc}") from exc

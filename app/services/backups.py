@@ -63,7 +63,7 @@ class RestoreRequest:
 def backup_root(settings: Settings) -> Path:
     """The backup directory, made if missing."""
     root = Path(settings.backup_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=files.DIR_MODE, parents=True, exist_ok=True)
     return root
 
 
@@ -195,22 +195,21 @@ class _BackupWork:
             backup = get_backup(session, self.backup_id)
             host = get_host(session, self.host_id)
             session.expunge_all()
-        directory = root / backup.path
         try:
-            directory.mkdir(parents=True)
+            directory = files.make_private_dirs(root, backup.path)
             conn = _connect(host, self.settings)
             try:
                 manifest = self._copy(conn, backup, host, directory, report)
             finally:
                 conn.close()
-            files.write_manifest(directory, manifest)
+            manifest_sha256 = files.write_manifest(directory, manifest)
         except BaseException as exc:
             files.remove_tree(root, backup.path)
             self._finish(status="cancelled" if isinstance(exc, Cancelled) else "failed", exc=exc)
             raise
         finally:
             self.lock.release()
-        self._finish(status="succeeded", manifest=manifest)
+        self._finish(status="succeeded", manifest=manifest, manifest_sha256=manifest_sha256)
         removed = apply_retention(self.sessions, self.settings, backup.guest_uuid)
         return {"backup_id": backup.id, "size_bytes": manifest["size_bytes"], "removed": removed}
 
@@ -312,7 +311,9 @@ class _BackupWork:
         writer = files.HashingWriter(directory / name, on_bytes=on_bytes)
         try:
             virt.download(conn, path, writer.write, writer.hole)
-            return _entry(name, "disk", disk.target, fmt, writer.finish())
+            # Where the disk was, kept in the database: a restore in place takes it from there.
+            where = {"path": disk.path, "pool": disk.pool, "capacity": disk.capacity}
+            return {**_entry(name, "disk", disk.target, fmt, writer.finish()), **where}
         except OSError as exc:
             writer.abort()
             raise VirtdeckError(f"writing {name}: {exc.strerror or exc}") from exc
@@ -325,6 +326,7 @@ class _BackupWork:
         *,
         status: str,
         manifest: dict[str, Any] | None = None,
+        manifest_sha256: str | None = None,
         exc: BaseException | None = None,
     ) -> None:
         with transaction(self.sessions) as session:
@@ -332,6 +334,7 @@ class _BackupWork:
             backup.status, backup.finished_at = status, utcnow()
             if manifest is not None:
                 backup.files, backup.size_bytes = manifest["files"], manifest["size_bytes"]
+                backup.manifest_sha256 = manifest_sha256
                 backup.verified_at = backup.finished_at
             elif isinstance(exc, VirtdeckError):
                 backup.error = exc.message
@@ -394,8 +397,8 @@ def verify_backup(sessions: sessionmaker[Session], settings: Settings, backup_id
                 f"backup {backup_id} is {backup.status}: nothing to verify",
                 extra={"status": backup.status},
             )
-        recorded, relative = list(backup.files), backup.path
-    bad = files.mismatches(backup_root(settings) / relative, recorded)
+        recorded, relative, digest = list(backup.files), backup.path, backup.manifest_sha256
+    bad = files.mismatches(backup_root(settings) / relative, recorded, manifest_sha256=digest)
     with transaction(sessions) as session:
         backup = get_backup(session, backup_id)
         backup.verified_at = utcnow()
@@ -477,6 +480,7 @@ def start_restore(
         sync.call(host.id, plan.check_new)
     else:
         sync.call(host.id, plan.check_in_place)
+    _check_manifest(settings, backup)
     lock = GuestLock(sessions, guest, "restore") if guest is not None else None
     try:
         with transaction(sessions) as session:
@@ -505,6 +509,20 @@ def start_restore(
 
     jobs.submit(job.id, work)
     return Started(backup=backup, job=job)
+
+
+def _check_manifest(settings: Settings, backup: Backup) -> None:
+    """409 when manifest.json is not the one written when the backup was taken."""
+    if backup.manifest_sha256 is None:  # taken before the digest was recorded
+        return
+    bad = files.mismatches(
+        backup_root(settings) / backup.path, [], manifest_sha256=backup.manifest_sha256
+    )
+    if bad:
+        raise Conflict(
+            f"the backup's {bad[0]} is not the one written when it was taken (someone changed "
+            "the backup directory); nothing was restored"
+        )
 
 
 class _RestorePlan:
@@ -550,7 +568,9 @@ class _RestorePlan:
         """Verify, check the images, then restore; a failure undoes every step taken."""
         self.directory = backup_root(settings) / self.backup.path
         report(0.0, "verifying checksums")
-        bad = files.mismatches(self.directory, list(self.backup.files))
+        bad = files.mismatches(
+            self.directory, list(self.backup.files), manifest_sha256=self.backup.manifest_sha256
+        )
         with transaction(sessions) as session:
             row = get_backup(session, self.backup.id)
             row.verified_at = utcnow()
@@ -560,8 +580,7 @@ class _RestorePlan:
             raise Conflict(f"the backup is corrupt ({', '.join(bad)}); nothing was restored")
         for entry in self.disks:
             files.check_image(self.directory / entry["name"], entry["format"])
-        manifest = files.read_manifest(self.directory)
-        capacity = {d["target"]: d for d in manifest["disks"]}
+        capacity = self._disks()
         meter = files.Meter(sum(e["size"] for e in self.disks), report)
         throttle = files.Throttle(settings.backup_bandwidth_mib * 1024 * 1024)
         conn = _connect(self.host, settings)
@@ -580,6 +599,13 @@ class _RestorePlan:
             conn.close()
         report(1.0, "done")
         return result
+
+    def _disks(self) -> dict[str, dict[str, Any]]:
+        """{target: where the disk was (path, pool, capacity)}: from the database record; backups
+        taken before it kept that have only their manifest to say."""
+        if all("path" in entry for entry in self.disks):
+            return {entry["target"]: entry for entry in self.disks}
+        return {d["target"]: d for d in files.read_manifest(self.directory)["disks"]}
 
     def _restore(
         self,

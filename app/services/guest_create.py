@@ -26,6 +26,7 @@ from app.virt import build, storage, teardown
 from app.virt.build import DiskSource, GuestPlan
 from app.virt.connection import HostConnection
 from app.virt.cpu import CPU_MODES, CpuConfig, CpuProbe, from_record
+from app.virt.images import ImageHeader
 from app.virt.types import GuestInfo
 from app.workers.jobs import JobRunner, Reporter
 from app.workers.sync import SyncManager
@@ -40,8 +41,9 @@ MAX_VCPUS = 4096
 MAX_DISK_GIB = 64 * 1024
 MAX_REF = 255  # pool, volume and network names
 FIRMWARES = ("bios", "uefi")
-# Formats a volume may have to be attached; an ISO image is read as raw.
-ATTACH_FORMATS = {None: "raw", "raw": "raw", "iso": "raw", "qcow2": "qcow2"}
+# The formats an existing volume may be attached as: the request says which (never libvirt's
+# probe of the volume's header, which a guest can write); a CD-ROM is always raw.
+VOLUME_FORMATS = ("raw", "qcow2")
 JOB_KIND = "guest.create"
 # A job waits this long for the host to make the volume, define and start the guest.
 JOB_TIMEOUT = 900.0
@@ -62,10 +64,11 @@ class NewDisk:
 
 @dataclass(frozen=True)
 class VolumeRef:
-    """An existing volume of a storage pool."""
+    """An existing volume of a storage pool, and the format to attach it as."""
 
     pool: str
     volume: str
+    format: str = "raw"
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,11 @@ class Created:
     job: Job | None = None
 
 
-def disk_choice(pool: str | None, size_gib: int | None, volume: str | None) -> NewDisk | VolumeRef:
-    """A new volume (pool and size) or an existing one (pool and volume), never both."""
+def disk_choice(
+    pool: str | None, size_gib: int | None, volume: str | None, *, format_: str | None = None
+) -> NewDisk | VolumeRef:
+    """A new volume (pool and size) or an existing one (pool, volume and its format, raw unless
+    it says), never both."""
     if size_gib is not None and volume is not None:
         raise Invalid(
             "disk.volume: give a size for a new volume or an existing volume, not both",
@@ -123,7 +129,12 @@ def disk_choice(pool: str | None, size_gib: int | None, volume: str | None) -> N
             field="disk.size_gib",
         )
     if volume is not None:
-        return VolumeRef(pool=pool or "", volume=volume)
+        return VolumeRef(pool=pool or "", volume=volume, format=format_ or "raw")
+    if format_ is not None:
+        raise Invalid(
+            "disk.format: only for an existing volume (a new one is always qcow2)",
+            field="disk.format",
+        )
     return NewDisk(pool=pool or "", size_gib=size_gib or 0)
 
 
@@ -159,9 +170,15 @@ def _check_devices(request: CreateRequest) -> None:
         )
     if isinstance(disk, VolumeRef):
         _check_ref(disk.volume, "disk.volume", "volume")
+        if disk.format not in VOLUME_FORMATS:
+            raise Invalid("disk.format: raw or qcow2", field="disk.format")
     if request.cdrom is not None:
         _check_ref(request.cdrom.pool, "cdrom.pool", "storage pool")
         _check_ref(request.cdrom.volume, "cdrom.volume", "volume")
+        if request.cdrom.format != "raw":
+            raise Invalid(
+                "cdrom.format: a CD-ROM is attached read-only as raw", field="cdrom.format"
+            )
     if request.network is not None:
         _check_ref(request.network, "network", "network")
     if request.firmware not in FIRMWARES:
@@ -203,7 +220,8 @@ def check_request(session: Session, request: CreateRequest, principal: Principal
 
 
 def _attachable(conn: HostConnection, ref: VolumeRef, field: str) -> DiskSource:
-    """The source of an existing volume, or Invalid naming its pool or volume field."""
+    """The source of an existing volume in the format the request names, or Invalid naming the
+    field at fault; its header is read only to refuse what would make QEMU open another file."""
     try:
         pool = storage.get_pool(conn, ref.pool)
     except NotFound as exc:
@@ -221,12 +239,41 @@ def _attachable(conn: HostConnection, ref: VolumeRef, field: str) -> DiskSource:
             f"{field}.volume: no volume '{ref.volume}' in pool '{ref.pool}'",
             field=f"{field}.volume",
         ) from exc
-    if volume.kind not in ("file", "block") or volume.format not in ATTACH_FORMATS:
+    if volume.kind not in ("file", "block"):
         raise Invalid(
-            f"{field}.volume: a {volume.format or volume.kind} volume cannot be attached",
+            f"{field}.volume: a {volume.kind} volume cannot be attached", field=f"{field}.volume"
+        )
+    _check_header(storage.volume_header(conn, ref.pool, ref.volume), ref, field)
+    return DiskSource(path=volume.path, kind=volume.kind, format=ref.format)
+
+
+def _check_header(header: ImageHeader, ref: VolumeRef, field: str) -> None:
+    """Refuse a volume whose header disagrees with the format asked for, or names other files."""
+    if header.names_other_files:
+        what = "a backing file" if header.backing_file else "an external data file"
+        raise Invalid(
+            f"{field}.volume: '{ref.volume}' starts with a qcow2 header that names {what}, "
+            "which QEMU would open on the host; such volumes are refused (read as raw it would "
+            "be harmless, but it is most likely a guest's raw disk carrying a header that the "
+            "guest wrote)",
             field=f"{field}.volume",
         )
-    return DiskSource(path=volume.path, kind=volume.kind, format=ATTACH_FORMATS[volume.format])
+    if header.qcow2 and ref.format != "qcow2":
+        if field == "cdrom":
+            raise Invalid(
+                f"cdrom.volume: '{ref.volume}' is a qcow2 image, not boot media "
+                "(a CD-ROM is attached read-only as raw)",
+                field="cdrom.volume",
+            )
+        raise Invalid(
+            f"{field}.format: '{ref.volume}' is a qcow2 image; give format qcow2 to attach it",
+            field=f"{field}.format",
+        )
+    if ref.format == "qcow2" and not header.qcow2:
+        raise Invalid(
+            f"{field}.format: '{ref.volume}' is not a qcow2 image; attach it as raw",
+            field=f"{field}.format",
+        )
 
 
 def _check_new_disk(conn: HostConnection, disk: NewDisk, volume_name: str) -> None:

@@ -155,13 +155,21 @@ def delete_volume(conn: HostConnection, path: str) -> None:
 
 
 def clone_volume(conn: HostConnection, path: str, name: str) -> str:
-    """Copy the volume at path to a new volume `name` in the same pool; returns its path."""
+    """Copy the volume at path byte for byte to a new volume `name` in the same pool; returns
+    its path. The bytes are streamed, never read as an image: libvirt's own copy would convert
+    from the format it probed, following whatever backing file the header names."""
     with libvirt_errors():
         source = conn.lv.storageVolLookupByPath(path)
         pool = source.storagePoolLookupByVolume()
-        fmt = ET.fromstring(source.XMLDesc(0)).find("target/format")
-        xml = _volume_xml(name, fmt.get("type") if fmt is not None else "raw", source.info()[1])
-        return pool.createXMLFrom(xml, source, 0).path()
+        physical = source.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]
+        copy = pool.createXML(_volume_xml(name, "raw", physical), 0).path()
+    try:
+        upload(conn, copy, _segments(conn, path))
+    except BaseException:
+        with suppress(VirtdeckError):
+            delete_volume(conn, copy)
+        raise
+    return copy
 
 
 def pool_of(conn: HostConnection, path: str) -> str | None:
@@ -236,10 +244,8 @@ def _wait_for_job(dom: libvirt.virDomain, progress: Callable[[int, int], None]) 
         raise VirtdeckError(f"the backup job failed: {reason}")
 
 
-def download(
-    conn: HostConnection, path: str, write: Callable[[bytes], None], hole: Callable[[int], None]
-) -> None:
-    """Stream the volume at path: write(data) for data, hole(length) for each hole."""
+def _segments(conn: HostConnection, path: str) -> Iterator[bytes | int]:
+    """The volume at path as it is stored: bytes for data, an int for each hole's length."""
     with libvirt_errors():
         volume = conn.lv.storageVolLookupByPath(path)
         stream = conn.lv.newStream(0)
@@ -248,18 +254,29 @@ def download(
             while True:
                 got = stream.recvFlags(CHUNK, libvirt.VIR_STREAM_RECV_STOP_AT_HOLE)
                 if got == -3:
-                    hole(stream.recvHole(0))
+                    yield stream.recvHole(0)
                 elif isinstance(got, int):
                     raise VirtdeckError("the volume stream failed")
                 elif not got:
                     break
                 else:
-                    write(got)
+                    yield got
             stream.finish()
         except BaseException:
             with suppress(libvirt.libvirtError):
                 stream.abort()
             raise
+
+
+def download(
+    conn: HostConnection, path: str, write: Callable[[bytes], None], hole: Callable[[int], None]
+) -> None:
+    """Stream the volume at path: write(data) for data, hole(length) for each hole."""
+    for segment in _segments(conn, path):
+        if isinstance(segment, int):
+            hole(segment)
+        else:
+            write(segment)
 
 
 def upload(conn: HostConnection, path: str, segments: Iterable[bytes | int]) -> None:

@@ -32,7 +32,8 @@ class Platform:
 
 @dataclass(frozen=True)
 class DiskSource:
-    """A volume to attach: its path, whether a file or block device, and its format."""
+    """A volume to attach: its path, whether a file or block device, and its format (as virtdeck
+    made it or the request named it, never as probed from its header)."""
 
     path: str
     kind: str = "file"
@@ -128,6 +129,9 @@ def _disk(devices: ET.Element, source: DiskSource, *, device: str, target: str, 
     disk = ET.SubElement(devices, "disk", type=source.kind, device=device)
     ET.SubElement(disk, "driver", name="qemu", type=source.format)
     ET.SubElement(disk, "source", {"file" if source.kind == "file" else "dev": source.path})
+    # Nothing lies behind the image: libvirt then never reads a backing chain from its header,
+    # which whoever writes the image could point at a host file.
+    ET.SubElement(disk, "backingStore")
     ET.SubElement(disk, "target", dev=target, bus=bus)
     if device == "cdrom":
         ET.SubElement(disk, "readonly")

@@ -10,6 +10,7 @@ import libvirt
 
 from app.errors import Conflict, NotFound
 from app.virt.connection import HostConnection, libvirt_errors, translate
+from app.virt.images import HEADER_BYTES, ImageHeader, read_header
 
 T = TypeVar("T")
 GIB = 1024**3
@@ -178,6 +179,43 @@ def get_volume(conn: HostConnection, pool: str, name: str) -> Volume:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
             raise NotFound(f"volume '{name}' not found in storage pool '{pool}'") from exc
         raise translate(exc) from exc
+
+
+def _probed_header(lv_volume: libvirt.virStorageVol) -> ImageHeader:
+    """What libvirt's own probe of the volume says, for drivers that cannot stream volumes."""
+    root = ET.fromstring(lv_volume.XMLDesc(0))
+    format_ = root.find("target/format")
+    return ImageHeader(
+        qcow2=format_ is not None and format_.get("type") == "qcow2",
+        backing_file=root.find("backingStore/path") is not None,
+    )
+
+
+def volume_header(conn: HostConnection, pool: str, name: str) -> ImageHeader:
+    """What the first bytes of a volume of an active pool claim: read over the connection (so
+    remote hosts too), or libvirt's probe where the driver cannot stream volumes (test driver)."""
+    lv_pool = _active_pool(conn, pool)
+    with libvirt_errors():
+        lv_volume = lv_pool.storageVolLookupByName(name)
+        stream = conn.lv.newStream(0)
+        try:
+            lv_volume.download(stream, 0, HEADER_BYTES, 0)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+                return _probed_header(lv_volume)
+            raise
+        data = b""
+        try:
+            while len(data) < HEADER_BYTES and (got := stream.recv(HEADER_BYTES - len(data))):
+                if isinstance(got, int):  # -2 cannot happen on a blocking stream
+                    break
+                data += got
+            stream.finish()
+        except BaseException:
+            with contextlib.suppress(libvirt.libvirtError):
+                stream.abort()
+            raise
+    return read_header(data)
 
 
 def volume_exists(conn: HostConnection, pool: str, name: str) -> bool:

@@ -18,7 +18,7 @@ from app.workers.sync import SyncManager
 
 router = APIRouter()
 DEFAULTS = {"vcpus": "1", "memory_mib": "512", "disk": "new", "disk_size_gib": "10",
-            "firmware": "bios", "cpu": "", "start": "on"}  # fmt: skip
+            "disk_format": "raw", "firmware": "bios", "cpu": "", "start": "on"}  # fmt: skip
 
 
 def _whole(value: str, field: str) -> int:
@@ -28,10 +28,10 @@ def _whole(value: str, field: str) -> int:
         raise Invalid(f"{field}: a whole number", field=field) from None
 
 
-def _volume_ref(value: str) -> guest_create.VolumeRef:
+def _volume_ref(value: str, format_: str = "raw") -> guest_create.VolumeRef:
     """'pool/volume' (libvirt allows no '/' in pool names) as a reference."""
     pool, _, volume = value.partition("/")
-    return guest_create.VolumeRef(pool=pool, volume=volume)
+    return guest_create.VolumeRef(pool=pool, volume=volume, format=format_)
 
 
 def _disk(form: dict[str, str]) -> guest_create.NewDisk | guest_create.VolumeRef | None:
@@ -40,7 +40,7 @@ def _disk(form: dict[str, str]) -> guest_create.NewDisk | guest_create.VolumeRef
             form["disk_pool"], _whole(form["disk_size_gib"], "disk.size_gib")
         )
     if form["disk"] == "existing":
-        return _volume_ref(form["disk_volume"])
+        return _volume_ref(form["disk_volume"], form["disk_format"])
     return None
 
 
@@ -113,6 +113,7 @@ class GuestForm(BaseModel):
     disk_pool: str = ""
     disk_size_gib: str = ""
     disk_volume: str = ""
+    disk_format: str = "raw"
     cdrom: str = ""
     network: str = ""
     firmware: str = "bios"

@@ -140,7 +140,7 @@ def test_an_existing_volume_and_an_iso_are_attached_as_disk_and_cdrom(
 
     response = create(
         client, host, f"{prefix}-vm",
-        disk={"pool": DEFAULT_POOL, "volume": f"{prefix}-data.qcow2"},
+        disk={"pool": DEFAULT_POOL, "volume": f"{prefix}-data.qcow2", "format": "qcow2"},
         cdrom={"pool": DEFAULT_POOL, "volume": f"{prefix}-install.iso"},
     )  # fmt: skip
 
@@ -192,6 +192,8 @@ def test_a_bad_name_is_refused_naming_the_field_and_leaves_nothing(
         ({"disk": {"pool": "", "size_gib": 1}}, "disk.pool"),
         ({"disk": {"pool": DEFAULT_POOL, "volume": "no-such.qcow2"}}, "disk.volume"),
         ({"cdrom": {"pool": DEFAULT_POOL, "volume": "no-such.iso"}}, "cdrom.volume"),
+        ({"disk": {"pool": DEFAULT_POOL, "volume": "x", "format": "vmdk"}}, "disk.format"),
+        ({"disk": {"pool": DEFAULT_POOL, "size_gib": 1, "format": "raw"}}, "disk.format"),
         ({"cdrom": {"pool": "no-such-pool", "volume": "x.iso"}}, "cdrom.pool"),
         ({"network": "no-such-network"}, "network"),
         ({"firmware": "uefi"}, "firmware"),  # the test driver offers none

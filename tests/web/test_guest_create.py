@@ -114,6 +114,10 @@ def test_a_refused_field_shows_its_reason_next_to_it_with_every_value_kept(
         ({"disk": "new", "disk_pool": "images", "disk_size_gib": "500"}, "disk.size_gib",
          "does not fit"),
         ({"disk": "existing", "disk_volume": "images/gone.qcow2"}, "disk.volume", "no volume"),
+        ({"disk": "existing", "disk_volume": "images/golden.qcow2"}, "disk.format",
+         "is a qcow2 image; give format qcow2"),
+        ({"disk": "existing", "disk_volume": "images/golden.qcow2", "disk_format": "vmdk"},
+         "disk.format", "raw or qcow2"),
         ({"firmware": "uefi"}, "firmware", "no UEFI"),
         ({"host_id": ""}, "host_id", "choose"),
     ],
@@ -131,7 +135,7 @@ def test_a_guest_without_a_new_volume_opens_its_page_at_once(
     client: TestClient, storage_host: dict
 ) -> None:
     typed = form(storage_host, name="web-3", disk="existing", disk_volume="images/golden.qcow2",
-                 start="on")  # fmt: skip
+                 disk_format="qcow2", start="on")  # fmt: skip
 
     response = client.post("/guests/new", data=typed, headers=HTMX)
 
