@@ -157,7 +157,9 @@ def test_a_guest_that_cannot_start_says_why_in_plain_words_in_the_api_and_on_the
     made.append(name)
     with throwaway_pool() as pool:
         virsh("vol-create-as", pool, f"{name}.qcow2", "16M", "--format", "qcow2")
-        created = create(client, local, name, disk={"pool": pool, "volume": f"{name}.qcow2"})
+        created = create(
+            client, local, name, disk={"pool": pool, "volume": f"{name}.qcow2", "format": "qcow2"}
+        )
         assert created.status_code == 201, created.text
         uuid = created.json()["uuid"]
         virsh("vol-delete", f"{name}.qcow2", "--pool", pool)
