@@ -1,15 +1,19 @@
 """Sessions, CSRF, API tokens, login throttling and first-admin setup."""
 
 import hashlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select, text
 
-from app.db import make_engine
+from app.db import make_engine, make_session_factory
 from app.deps import BACKGROUND_HEADER, CSRF_HEADER, SESSION_COOKIE
-from app.models import ApiToken
+from app.errors import NotFound
+from app.models import ApiToken, User
+from app.services.setup import ALREADY_DONE, create_first_admin
 from tests.conftest import PASSWORD, form_token, login, make_user, node_uri, post_login
 
 
@@ -405,3 +409,28 @@ def test_re_enabling_a_user_brings_back_neither_their_sessions_nor_their_tokens(
     assert browser.get("/api/v1/me").status_code == 401
     assert with_token.get("/api/v1/me").status_code == 401
     assert post_login(make_client(role=None), "quinn").status_code == 303
+
+
+def test_two_setups_at_once_make_one_admin_on_each_database(database_url: str) -> None:
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    start = threading.Barrier(2)
+
+    def setup(name: str) -> str:
+        start.wait()
+        with sessions() as session:
+            try:
+                create_first_admin(session, name=name, password=PASSWORD)
+                session.commit()
+            except NotFound as exc:
+                return exc.message
+            return "created"
+
+    with ThreadPoolExecutor(2) as pool:
+        results = sorted(pool.map(setup, ["first-a", "first-b"]))
+    with sessions() as session:
+        admins = session.scalars(select(User.name)).all()
+    engine.dispose()
+
+    assert results == ["created", ALREADY_DONE]
+    assert len(admins) == 1

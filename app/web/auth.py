@@ -82,6 +82,7 @@ def _form_page(
 
 def _form_refused(request: Request, template: str, exc: VirtdeckError, *, form: dict) -> Response:
     """The form again with the reason next to its field, and a token to send it again."""
+    request.state.audit_denied = exc.denied
     token = form_token(request)
     response = form_refused(request, template, exc, form=form, csrf_token=token)
     give_form_token(response, request, token)
