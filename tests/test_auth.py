@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select, text
 
+from app.config import Settings
 from app.db import make_engine, make_session_factory
 from app.deps import BACKGROUND_HEADER, CSRF_HEADER, SESSION_COOKIE
-from app.errors import NotFound
+from app.errors import NotFound, VirtdeckError
 from app.models import ApiToken, User
 from app.services.setup import ALREADY_DONE, create_first_admin
+from app.services.users import authenticate
 from tests.conftest import PASSWORD, form_token, login, make_user, node_uri, post_login
 
 
@@ -434,3 +436,39 @@ def test_two_setups_at_once_make_one_admin_on_each_database(database_url: str) -
 
     assert results == ["created", ALREADY_DONE]
     assert len(admins) == 1
+
+
+def test_parallel_wrong_logins_get_only_the_allowed_checks_on_each_database(
+    database_url: str,
+) -> None:
+    make_user(database_url, "target", "admin")
+    settings = Settings(database_url=database_url, login_throttle_after=3, login_throttle_base=300)
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    tries = 12
+    start = threading.Barrier(tries)
+
+    def guess(address: str, password: str) -> str:
+        with sessions() as session:
+            try:
+                authenticate(
+                    session, name="target", password=password, address=address, settings=settings
+                )
+                session.commit()
+            except VirtdeckError as exc:
+                return type(exc).__name__
+            return "logged in"
+
+    def stranger(_n: int) -> str:
+        start.wait()
+        return guess("203.0.113.7", "a wrong guess")
+
+    with ThreadPoolExecutor(tries) as pool:
+        results = list(pool.map(stranger, range(tries)))
+    from_elsewhere = guess("198.51.100.9", PASSWORD)
+    engine.dispose()
+
+    # Attempts at the same moment each see the others: none may be checked beyond the three.
+    assert results.count("LoginFailed") <= 3, results
+    assert results.count("LoginThrottled") == tries - results.count("LoginFailed"), results
+    assert from_elsewhere == "logged in"
