@@ -2,7 +2,7 @@
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,8 +36,16 @@ class Settings(BaseSettings):
     # Browser sessions end after this long without a user action, and this long after login.
     session_idle_minutes: float = 30.0
     session_absolute_hours: float = 12.0
-    # Failed logins: past `after` failures within the window, each attempt must wait
-    # base * 2^(failures - after) seconds (at most max) after the last failure.
+    # The one-time code /setup asks for while no user exists. Empty: `virtdeck serve` makes a
+    # random one at startup and prints it; set, it is this (at least 12 characters).
+    setup_code: str = ""
+    # Forms and cookie requests whose Origin names another site are refused; these origins
+    # (comma-separated, e.g. "https://virtdeck.example") are accepted too, for a reverse proxy
+    # that changes the Host header.
+    trusted_origins: str = ""
+    # Failed logins, counted per (user, address) and per address: past `after` failures within
+    # the window, each attempt must wait base * 2^(failures - after) seconds (at most max) after
+    # the last one.
     login_throttle_after: int = 5
     login_throttle_address_after: int = 20
     login_throttle_base: float = 1.0
@@ -49,6 +57,20 @@ class Settings(BaseSettings):
     backup_dir: str = "./data/backups"
     backup_keep: int = Field(7, ge=1)
     backup_bandwidth_mib: float = Field(0.0, ge=0)
+
+    @field_validator("setup_code")
+    @classmethod
+    def _long_enough(cls, code: str) -> str:
+        if code and len(code) < 12:
+            raise ValueError("setup_code: at least 12 characters, or empty for a random one")
+        return code
+
+    @property
+    def trusted_origin_set(self) -> frozenset[str]:
+        """The trusted origins, each as scheme://host[:port] in lower case."""
+        return frozenset(
+            o.strip().rstrip("/").lower() for o in self.trusted_origins.split(",") if o.strip()
+        )
 
 
 @lru_cache

@@ -1,10 +1,16 @@
-"""The FastAPI dependencies: settings, a database session, the sync manager, and permissions."""
+"""The FastAPI dependencies: settings, a database session, the sync manager, permissions, and
+the one CSRF check (Origin and token) for forms and cookie requests."""
 
+import math
+import re
 import secrets
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -23,6 +29,15 @@ from app.workers.sync import SyncManager
 
 SESSION_COOKIE = "virtdeck_session"
 CSRF_HEADER = "X-CSRF-Token"
+# Before login there is no session to hold a CSRF token: the login and setup forms carry one
+# that must equal this cookie's (double submit; another site can neither read nor set it).
+FORM_COOKIE = "virtdeck_form"
+FORM_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+CSRF_REFUSED = "missing or wrong CSRF token"
+FORM_EXPIRED = (
+    "this form has expired or did not come from this site's page: reload the page and try again"
+)
+CROSS_SITE = "cross-site request refused: the Origin header names another site"
 # Sent by polling and live-update requests: they must not keep an idle session alive.
 BACKGROUND_HEADER = "X-Virtdeck-Background"
 # Requests that never count as user activity (the idle timer keeps running): the event stream.
@@ -87,6 +102,83 @@ def resolve_principal(request: Request, session: Session, settings: Settings) ->
     return ANONYMOUS
 
 
+def same_origin(request: Request, settings: Settings) -> bool:
+    """Whether the Origin the browser sent (if any) is this site's own or a trusted one."""
+    origin = request.headers.get("Origin")
+    if origin is None:  # not sent by a browser, or a same-origin GET; the token still counts
+        return True
+    if origin.rstrip("/").lower() in settings.trusted_origin_set:
+        return True
+    host = request.headers.get("Host", "")
+    return bool(host) and urlsplit(origin).netloc.lower() == host.lower()
+
+
+def check_csrf(
+    request: Request,
+    settings: Settings,
+    *,
+    sent: str,
+    expected: str | None,
+    refusal: str = CSRF_REFUSED,
+) -> None:
+    """The one CSRF check: the Origin is this site, and the token is the one the page got."""
+    if not same_origin(request, settings):
+        raise Forbidden(CROSS_SITE)
+    if not expected or not secrets.compare_digest(sent.encode(), expected.encode()):
+        raise Forbidden(refusal)
+
+
+def form_token(request: Request) -> str:
+    """This browser's pre-session token (from its cookie), or a new one."""
+    current = request.cookies.get(FORM_COOKIE, "")
+    return current if FORM_TOKEN.match(current) else secrets.token_urlsafe(32)
+
+
+def give_form_token(response: Response, request: Request, token: str) -> None:
+    """Set the pre-session token's cookie along with a form that carries it."""
+    response.set_cookie(
+        FORM_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def check_form_token(request: Request, settings: Settings, sent: str) -> None:
+    """A login or setup form: from this site, with the token of the page that showed it."""
+    expected = request.cookies.get(FORM_COOKIE)
+    check_csrf(request, settings, sent=sent, expected=expected, refusal=FORM_EXPIRED)
+
+
+def set_session_cookie(
+    response: Response, request: Request, *, secret: str, settings: Settings
+) -> None:
+    """Hand the browser its session cookie."""
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        # The server enforces the limit; the cookie only must not vanish before it.
+        max_age=math.ceil(timedelta(hours=settings.session_absolute_hours).total_seconds()) + 60,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def still_allowed(request: Request, permission: Permission) -> bool:
+    """Whether a long-lived request's session or token still holds the permission (read now:
+    the user may have been disabled, demoted or given a new password since it began)."""
+    with request.app.state.sessions() as session:
+        try:
+            principal = resolve_principal(request, session, request.app.state.settings)
+        except NotAuthenticated:
+            return False
+        return principal.auth != "anonymous" and principal.allows(permission)
+
+
 class Needs:
     """The permission a route declares (and the action name its audit rows carry)."""
 
@@ -112,8 +204,7 @@ class Needs:
             )
         if principal.auth == "cookie" and request.method not in SAFE_METHODS:
             sent = request.headers.get(CSRF_HEADER, "")
-            if not secrets.compare_digest(sent, principal.csrf_token or ""):
-                raise Forbidden("missing or wrong CSRF token")
+            check_csrf(request, settings, sent=sent, expected=principal.csrf_token)
         return principal
 
 

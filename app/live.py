@@ -2,7 +2,8 @@
 
 Every session of the app's session factory notes the rows it flushes (guests, hosts, jobs,
 backups, audit entries) as topics such as `guest-<uuid>`, `host-<id>`, `hosts`, `job-<id>`,
-`backups-<guest uuid>`, `activity` and `activity-<guest uuid>`; after the commit the topics are
+`backups-<guest uuid>`, `activity`, `activity-<guest uuid>` and `user-<id>` (a user's role,
+password or disabled flag changed, or the user was deleted); after the commit the topics are
 published. On SQLite (one instance) they go straight to this process's subscribers; on
 PostgreSQL they go out with NOTIFY and every instance's listener hands them to its own
 subscribers, so a change made through instance A reaches browsers connected to instance B. Pages
@@ -20,12 +21,14 @@ import psycopg
 from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import AuditEntry, Backup, Guest, Host, Job
+from app.models import AuditEntry, Backup, Guest, Host, Job, User
 
 log = logging.getLogger(__name__)
 CHANNEL = "virtdeck_live"
 # NOTIFY payloads must stay under 8000 bytes.
 PAYLOAD_LIMIT = 7000
+# Topics for the streams themselves, never sent on to browsers: `user-<id>`.
+USER_TOPIC = "user-"
 TOPICS_KEY = "live_topics"
 # A host row changes at every sync (times, stats); only changes to its other columns are news.
 QUIET_HOST_COLUMNS = frozenset(
@@ -60,6 +63,8 @@ def topics_of(row: Any) -> set[str]:
         return {"jobs", f"job-{row.id}"}
     if isinstance(row, Backup):
         return {"backups", f"backups-{row.guest_uuid}"}
+    if isinstance(row, User):
+        return {f"{USER_TOPIC}{row.id}"}
     if isinstance(row, AuditEntry):
         kind, _, target = (row.target or "").partition(":")
         return {"activity", f"activity-{target}"} if kind == "guest" else {"activity"}

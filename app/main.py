@@ -27,6 +27,7 @@ from app.services import audit
 from app.services import backups as backup_service
 from app.services.auth import ANONYMOUS
 from app.services.hosts import ensure_default_host
+from app.services.setup import startup_setup_code
 from app.workers.jobs import JobRunner
 from app.workers.sync import SyncManager
 
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ensure_default_host(
                     session, name=settings.default_host_name, uri=settings.default_host_uri
                 )
+        _app.state.setup_code = startup_setup_code(sessions, settings)
         live.start()
         jobs.start()
         if settings.sync_enabled:

@@ -50,6 +50,7 @@ from app.deps import SESSION_COOKIE  # noqa: E402
 from app.virt.connection import HostConnection  # noqa: E402
 from bench.common import Row, database, p95, print_table, print_targets  # noqa: E402
 from bench.sync import time_get, write_node  # noqa: E402
+from tests.conftest import post_login  # noqa: E402
 from tests.events import event_stream, wait_for  # noqa: E402
 from tests.libvirtd import SYSTEM_URI, throwaway_guest, virsh  # noqa: E402
 from tests.serve import ADMIN_PASSWORD, Server, running_server  # noqa: E402
@@ -222,7 +223,7 @@ def _wait_first_syncs(server: Server, healthy: set[str]) -> float:
 def _page_samples(server: Server, requests: int) -> tuple[list[float], list[float]]:
     """Milliseconds of GET / as a logged-in user and GET /api/v1/guests?limit=100 by token."""
     with httpx.Client(base_url=server.url, timeout=30) as browser:
-        login = browser.post("/login", data={"name": "admin", "password": ADMIN_PASSWORD})
+        login = post_login(browser, "admin", ADMIN_PASSWORD)
         if SESSION_COOKIE not in browser.cookies:
             raise RuntimeError(f"log in failed: {login.status_code}")
         overview = time_get(browser, "/", requests=requests, check=httpx.Response.raise_for_status)

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
@@ -145,11 +146,25 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
+FORM_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def form_token(client: httpx.Client, path: str = "/login") -> str:
+    """The pre-session CSRF token the login or setup form carries (its cookie stays in the
+    client); empty when the form has none."""
+    match = FORM_TOKEN.search(client.get(path).text)
+    return match.group(1) if match else ""
+
+
+def post_login(client: httpx.Client, name: str, password: str = PASSWORD) -> httpx.Response:
+    """Send the login form as a browser does: with the token of the form it was shown."""
+    data = {"name": name, "password": password, "csrf_token": form_token(client)}
+    return client.post("/login", data=data, follow_redirects=False)
+
+
 def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
     """Log in through the form; returns the session's CSRF token."""
-    response = client.post(
-        "/login", data={"name": name, "password": password}, follow_redirects=False
-    )
+    response = post_login(client, name, password)
     assert response.status_code == 303, response.text
     page = client.get("/")
     match = re.search(r'"X-CSRF-Token": "([^"]+)"', page.text)

@@ -11,17 +11,29 @@ import httpx
 from tests.serve import Server
 
 
-def read_events(url: str, token: str, into: queue.Queue, stop: threading.Event) -> None:
-    """Put (monotonic time, event name) for each SSE event of the stream into the queue."""
-    headers = {"Authorization": f"Bearer {token}"}
+def read_events(
+    url: str,
+    token: str | None,
+    into: queue.Queue,
+    stop: threading.Event,
+    *,
+    cookies: dict[str, str] | None = None,
+) -> None:
+    """Put (monotonic time, event name) for each SSE event of the stream into the queue, and
+    "ended" when the server ends the stream. It authenticates with the token or the cookies."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with httpx.stream("GET", f"{url}/events", headers=headers, timeout=None) as stream:
+        with (
+            httpx.Client(cookies=cookies) as client,
+            client.stream("GET", f"{url}/events", headers=headers, timeout=None) as stream,
+        ):
             into.put((time.monotonic(), f"status {stream.status_code}"))
             for line in stream.iter_lines():
                 if stop.is_set():
                     return
                 if line.startswith("event: "):
                     into.put((time.monotonic(), line.removeprefix("event: ")))
+        into.put((time.monotonic(), "ended"))
     except httpx.HTTPError as exc:  # the server stopped
         into.put((time.monotonic(), f"closed {type(exc).__name__}"))
 

@@ -9,7 +9,7 @@ from sqlalchemy.exc import DatabaseError
 
 from app.db import make_engine
 from app.deps import CSRF_HEADER
-from tests.conftest import PASSWORD, add_host, login, make_user, node_uri
+from tests.conftest import PASSWORD, add_host, login, make_user, node_uri, post_login
 
 
 def entry_for(client: TestClient, response) -> dict:
@@ -89,10 +89,8 @@ def test_logins_are_recorded_without_the_password(
     make_user(database_url, "heidi", "viewer")
     browser = make_client(role=None)
 
-    failed = browser.post("/login", data={"name": "heidi", "password": "secret-guess-123"})
-    ok = browser.post(
-        "/login", data={"name": "heidi", "password": PASSWORD}, follow_redirects=False
-    )
+    failed = post_login(browser, "heidi", "secret-guess-123")
+    ok = post_login(browser, "heidi")
 
     failed_row, ok_row = entry_for(client, failed), entry_for(client, ok)
     assert (failed_row["action"], failed_row["result"]) == ("login", "denied")

@@ -1,16 +1,22 @@
 """Sessions, CSRF, API tokens, login throttling and first-admin setup."""
 
 import hashlib
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select, text
 
-from app.db import make_engine
+from app.config import Settings
+from app.db import make_engine, make_session_factory
 from app.deps import BACKGROUND_HEADER, CSRF_HEADER, SESSION_COOKIE
-from app.models import ApiToken
-from tests.conftest import PASSWORD, login, make_user, node_uri
+from app.errors import NotFound, VirtdeckError
+from app.models import ApiToken, User
+from app.services.setup import ALREADY_DONE, create_first_admin
+from app.services.users import authenticate
+from tests.conftest import PASSWORD, form_token, login, make_user, node_uri, post_login
 
 
 def cookie_client(make_client, database_url: str, role: str = "admin", **settings):
@@ -48,12 +54,8 @@ def test_session_cookie_is_httponly_lax_and_secure_only_over_https(
     tls = make_client(role=None)
     tls.base_url = tls.base_url.copy_with(scheme="https")
 
-    over_http = plain.post(
-        "/login", data={"name": "carol", "password": PASSWORD}, follow_redirects=False
-    )
-    over_https = tls.post(
-        "/login", data={"name": "carol", "password": PASSWORD}, follow_redirects=False
-    )
+    over_http = post_login(plain, "carol")
+    over_https = post_login(tls, "carol")
 
     cookie = over_http.headers["set-cookie"].lower()
     assert cookie.startswith(f"{SESSION_COOKIE}=")
@@ -68,8 +70,8 @@ def test_wrong_password_is_refused_without_saying_which_part(
     make_user(database_url, "dave", "viewer")
     client = make_client(role=None)
 
-    wrong_password = client.post("/login", data={"name": "dave", "password": "nope nope nope"})
-    no_such_user = client.post("/login", data={"name": "erin", "password": "nope nope nope"})
+    wrong_password = post_login(client, "dave", "nope nope nope")
+    no_such_user = post_login(client, "erin", "nope nope nope")
 
     assert wrong_password.status_code == no_such_user.status_code == 401
     assert "wrong user name or password" in wrong_password.text
@@ -81,13 +83,11 @@ def test_failed_logins_slow_down_that_user(make_client, database_url: str) -> No
     make_user(database_url, "frank", "viewer")
     client = make_client(role=None, login_throttle_after=3, login_throttle_base=1.0)
     for _ in range(3):
-        assert client.post("/login", data={"name": "frank", "password": "bad"}).status_code == 401
+        assert post_login(client, "frank", "bad").status_code == 401
 
-    throttled = client.post("/login", data={"name": "frank", "password": PASSWORD})
+    throttled = post_login(client, "frank")
     time.sleep(1.2)
-    later = client.post(
-        "/login", data={"name": "frank", "password": PASSWORD}, follow_redirects=False
-    )
+    later = post_login(client, "frank")
 
     assert throttled.status_code == 429
     assert "too many failed logins" in throttled.text
@@ -99,13 +99,11 @@ def test_failed_logins_slow_down_that_address(make_client, database_url: str) ->
     make_user(database_url, "grace", "viewer")
     client = make_client(role=None, login_throttle_address_after=4, login_throttle_base=30)
     for n in range(4):
-        client.post("/login", data={"name": f"guess-{n}", "password": "bad"})
+        post_login(client, f"guess-{n}", "bad")
 
-    from_same_address = client.post("/login", data={"name": "grace", "password": PASSWORD})
+    from_same_address = post_login(client, "grace")
     other = TestClient(client.app, client=("127.0.0.2", 1))
-    from_elsewhere = other.post(
-        "/login", data={"name": "grace", "password": PASSWORD}, follow_redirects=False
-    )
+    from_elsewhere = post_login(other, "grace")
 
     assert from_same_address.status_code == 429
     assert from_elsewhere.status_code == 303
@@ -244,20 +242,31 @@ def test_disabled_users_lose_their_tokens_and_the_last_admin_stays(
     assert "last active admin" in demote_self.json()["detail"]
 
 
+SETUP_CODE = "setup code for tests"
+
+
+def post_setup(
+    client: TestClient, name: str, *, code: str = SETUP_CODE, headers: dict | None = None
+):
+    """Send the first-admin form as a browser does (its token), with this setup code."""
+    data = {
+        "name": name,
+        "password": PASSWORD,
+        "password_again": PASSWORD,
+        "setup_code": code,
+        "csrf_token": form_token(client, "/setup"),
+    }
+    return client.post("/setup", data=data, headers=headers or {}, follow_redirects=False)
+
+
 def test_first_admin_is_created_from_localhost_only_and_only_once(make_client) -> None:
-    local = make_client(role=None)
+    local = make_client(role=None, setup_code=SETUP_CODE)
     remote = TestClient(local.app, client=("remote-peer", 1))
 
     assert remote.get("/setup").status_code == 404
     assert local.get("/", follow_redirects=True).url.path == "/setup"
-    created = local.post(
-        "/setup",
-        data={"name": "root-admin", "password": PASSWORD, "password_again": PASSWORD},
-        follow_redirects=False,
-    )
-    again = local.post(
-        "/setup", data={"name": "second", "password": PASSWORD, "password_again": PASSWORD}
-    )
+    created = post_setup(local, "root-admin")
+    again = post_setup(local, "second")
 
     assert created.status_code == 303 and SESSION_COOKIE in local.cookies
     assert local.get("/api/v1/me").json()["username"] == "root-admin"
@@ -266,9 +275,200 @@ def test_first_admin_is_created_from_localhost_only_and_only_once(make_client) -
 
 
 def test_setup_form_names_the_bad_field(make_client) -> None:
-    local = make_client(role=None)
-    response = local.post(
-        "/setup", data={"name": "a", "password": PASSWORD, "password_again": "different!!"}
-    )
+    local = make_client(role=None, setup_code=SETUP_CODE)
+    data = {
+        "name": "a",
+        "password": PASSWORD,
+        "password_again": "different!!",
+        "setup_code": SETUP_CODE,
+        "csrf_token": form_token(local, "/setup"),
+    }
+    response = local.post("/setup", data=data)
     assert response.status_code == 422
     assert 'data-field="password_again"' in response.text
+
+
+def test_setup_needs_the_setup_code_and_says_where_to_find_it(make_client) -> None:
+    local = make_client(role=None, setup_code=SETUP_CODE)
+
+    page = local.get("/setup")
+    missing = post_setup(local, "no-code", code="")
+    wrong = post_setup(local, "wrong-code", code=SETUP_CODE + "x")
+
+    assert 'name="setup_code"' in page.text and "printed by virtdeck serve" in page.text
+    for refused in (missing, wrong):
+        assert refused.status_code == 403
+        assert 'data-field="setup_code"' in refused.text
+        assert "wrong setup code" in refused.text
+    assert local.get("/setup", follow_redirects=False).status_code == 200  # still no admin
+    assert post_setup(local, "right-code").status_code == 303
+
+
+def test_setup_from_another_site_is_refused_even_with_the_code(make_client) -> None:
+    local = make_client(role=None, setup_code=SETUP_CODE)
+
+    forged = post_setup(local, "evil-admin", headers={"Origin": "http://evil.example"})
+    same_site = post_setup(local, "good-admin", headers={"Origin": "http://testserver"})
+
+    assert forged.status_code == 403
+    assert "another site" in forged.text
+    assert same_site.status_code == 303
+    assert local.get("/api/v1/me").json()["username"] == "good-admin"
+
+
+def test_login_from_another_site_is_refused(make_client, database_url: str) -> None:
+    make_user(database_url, "mallory-target", "viewer")
+    browser = make_client(role=None)
+    data = {"name": "mallory-target", "password": PASSWORD, "csrf_token": form_token(browser)}
+
+    forged = browser.post(
+        "/login", data=data, headers={"Origin": "http://evil.example"}, follow_redirects=False
+    )
+
+    assert forged.status_code == 403
+    assert "another site" in forged.text
+    assert SESSION_COOKIE not in browser.cookies
+
+
+def test_login_without_the_form_token_is_refused_with_a_plain_message(
+    make_client, database_url: str
+) -> None:
+    make_user(database_url, "tokenless", "viewer")
+    browser = make_client(role=None)
+    data = {"name": "tokenless", "password": PASSWORD}
+
+    no_token = browser.post("/login", data=data, follow_redirects=False)
+    wrong = browser.post(
+        "/login", data={**data, "csrf_token": form_token(browser) + "x"}, follow_redirects=False
+    )
+
+    for refused in (no_token, wrong):
+        assert refused.status_code == 403
+        assert "reload the page" in refused.text
+        assert SESSION_COOKIE not in browser.cookies
+    assert post_login(browser, "tokenless").status_code == 303
+
+
+def test_changing_your_own_password_keeps_this_session_under_a_new_cookie_and_ends_the_rest(
+    make_client, database_url: str
+) -> None:
+    token = make_user(database_url, "pat", "admin")
+    here = make_client(role=None)
+    there = make_client(role=None)
+    csrf = login(here, "pat")
+    login(there, "pat")
+    old_secret = here.cookies[SESSION_COOKIE]
+    me = here.get("/api/v1/me").json()
+
+    changed = here.patch(
+        f"/api/v1/users/{me['user_id']}",
+        json={"password": "a brand new password"},
+        headers={CSRF_HEADER: csrf},
+    )
+    with_token = TestClient(here.app, headers={"Authorization": f"Bearer {token}"})
+    stale = TestClient(here.app, cookies={SESSION_COOKIE: old_secret})
+
+    assert changed.status_code == 200
+    assert here.cookies[SESSION_COOKIE] != old_secret
+    assert here.get("/api/v1/me").status_code == 200
+    assert stale.get("/api/v1/me").status_code == 401
+    assert there.get("/api/v1/me").status_code == 401
+    assert with_token.get("/api/v1/me").status_code == 401
+    assert post_login(make_client(role=None), "pat", "a brand new password").status_code == 303
+
+
+def test_a_role_change_takes_effect_on_the_next_request(
+    client: TestClient, make_client, database_url: str
+) -> None:
+    browser, csrf = cookie_client(make_client, database_url, role="viewer")
+    user_id = browser.get("/api/v1/me").json()["user_id"]
+    body = {"name": "gamma", "uri": node_uri("node-alpha.xml")}
+
+    as_viewer = browser.post("/api/v1/hosts", json=body, headers={CSRF_HEADER: csrf})
+    client.patch(f"/api/v1/users/{user_id}", json={"role": "admin"})
+    as_admin = browser.post("/api/v1/hosts", json=body, headers={CSRF_HEADER: csrf})
+    client.patch(f"/api/v1/users/{user_id}", json={"role": "viewer"})
+    demoted = browser.delete(f"/api/v1/hosts/{as_admin.json()['id']}", headers={CSRF_HEADER: csrf})
+
+    assert as_viewer.status_code == 403
+    assert as_admin.status_code == 201
+    assert demoted.status_code == 403
+    assert browser.get("/api/v1/me").json()["role"] == "viewer"
+
+
+def test_re_enabling_a_user_brings_back_neither_their_sessions_nor_their_tokens(
+    client: TestClient, make_client, database_url: str
+) -> None:
+    token = make_user(database_url, "quinn", "viewer")
+    browser = make_client(role=None)
+    login(browser, "quinn")
+    user_id = browser.get("/api/v1/me").json()["user_id"]
+    with_token = TestClient(client.app, headers={"Authorization": f"Bearer {token}"})
+
+    client.patch(f"/api/v1/users/{user_id}", json={"disabled": True})
+    client.patch(f"/api/v1/users/{user_id}", json={"disabled": False})
+
+    assert browser.get("/api/v1/me").status_code == 401
+    assert with_token.get("/api/v1/me").status_code == 401
+    assert post_login(make_client(role=None), "quinn").status_code == 303
+
+
+def test_two_setups_at_once_make_one_admin_on_each_database(database_url: str) -> None:
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    start = threading.Barrier(2)
+
+    def setup(name: str) -> str:
+        start.wait()
+        with sessions() as session:
+            try:
+                create_first_admin(session, name=name, password=PASSWORD)
+                session.commit()
+            except NotFound as exc:
+                return exc.message
+            return "created"
+
+    with ThreadPoolExecutor(2) as pool:
+        results = sorted(pool.map(setup, ["first-a", "first-b"]))
+    with sessions() as session:
+        admins = session.scalars(select(User.name)).all()
+    engine.dispose()
+
+    assert results == ["created", ALREADY_DONE]
+    assert len(admins) == 1
+
+
+def test_parallel_wrong_logins_get_only_the_allowed_checks_on_each_database(
+    database_url: str,
+) -> None:
+    make_user(database_url, "target", "admin")
+    settings = Settings(database_url=database_url, login_throttle_after=3, login_throttle_base=300)
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    tries = 12
+    start = threading.Barrier(tries)
+
+    def guess(address: str, password: str) -> str:
+        with sessions() as session:
+            try:
+                authenticate(
+                    session, name="target", password=password, address=address, settings=settings
+                )
+                session.commit()
+            except VirtdeckError as exc:
+                return type(exc).__name__
+            return "logged in"
+
+    def stranger(_n: int) -> str:
+        start.wait()
+        return guess("203.0.113.7", "a wrong guess")
+
+    with ThreadPoolExecutor(tries) as pool:
+        results = list(pool.map(stranger, range(tries)))
+    from_elsewhere = guess("198.51.100.9", PASSWORD)
+    engine.dispose()
+
+    # Attempts at the same moment each see the others: none may be checked beyond the three.
+    assert results.count("LoginFailed") <= 3, results
+    assert results.count("LoginThrottled") == tries - results.count("LoginFailed"), results
+    assert from_elsewhere == "logged in"

@@ -6,12 +6,13 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.deps import SessionDep, guard, needs
+from app.deps import SESSION_COOKIE, SessionDep, SettingsDep, guard, needs, set_session_cookie
 from app.errors import Invalid
 from app.services import users as user_service
 from app.services.auth import (
     Permission,
     Principal,
+    change_user,
     create_token_for,
     list_tokens,
     revoke_token,
@@ -159,16 +160,26 @@ def post_user(request: Request, body: UserCreate, session: SessionDep) -> UserOu
     return UserOut.model_validate(user)
 
 
-@router.patch(
-    "/users/{user_id}", response_model=UserOut, dependencies=guard(Permission.ADMIN, "user.update")
-)
-def patch_user(user_id: int, body: UserUpdate, session: SessionDep) -> UserOut:
-    """Change a user's role, disabled flag or password."""
+@router.patch("/users/{user_id}", response_model=UserOut)
+def patch_user(
+    request: Request,
+    response: Response,
+    user_id: int,
+    body: UserUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: Annotated[Principal, needs(Permission.ADMIN, "user.update")],
+) -> UserOut:
+    """Change a user's role, disabled flag or password. A new password or disabling ends the
+    user's sessions and revokes their tokens; your own new password keeps this session."""
     user = user_service.get_user(session, user_id)
-    user_service.update_user(
-        session, user, role=body.role, disabled=body.disabled, password=body.password
-    )
+    secret = change_user(
+        session, user, principal=principal, current_secret=request.cookies.get(SESSION_COOKIE),
+        role=body.role, disabled=body.disabled, password=body.password,
+    )  # fmt: skip
     session.commit()
+    if secret:
+        set_session_cookie(response, request, secret=secret, settings=settings)
     return UserOut.model_validate(user)
 
 

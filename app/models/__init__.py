@@ -8,7 +8,7 @@ from app.models.host import Host
 from app.models.job import JOB_STATES, Job
 from app.models.overcommit import OvercommitPolicy, OvercommitSample
 from app.models.snapshot import Snapshot
-from app.models.user import ROLES, ApiToken, LoginFailure, LoginSession, User
+from app.models.user import ROLES, ApiToken, LoginFailure, LoginSession, SetupClaim, User
 
 __all__ = [
     "BACKUP_STATES",
@@ -25,6 +25,7 @@ __all__ = [
     "LoginSession",
     "OvercommitPolicy",
     "OvercommitSample",
+    "SetupClaim",
     "Snapshot",
     "User",
 ]

@@ -71,3 +71,15 @@ class LoginFailure(Base):
     username: Mapped[str] = mapped_column(String(64))
     address: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SetupClaim(Base):
+    """The first admin made through /setup. There is only ever the row with id 1, so of two
+    setups at once only one commits (the other's insert breaks the primary key)."""
+
+    __tablename__ = "setup_claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Deleting that admin (possible once others exist) frees the claim for an empty database.
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

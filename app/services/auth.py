@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.errors import Invalid, NotFound, VirtdeckError
 from app.models import ApiToken, LoginSession, User
 from app.models.base import utcnow
-from app.services.users import role_rank, validate_role
+from app.services.users import role_rank, update_user, validate_role
 
 TOKEN_PREFIX = "vd_"
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._-]{0,63}$")
@@ -109,6 +109,45 @@ def session_principal(
 def end_session(session: Session, secret: str) -> None:
     """Log out: forget the session."""
     session.execute(delete(LoginSession).where(LoginSession.secret_hash == _digest(secret)))
+
+
+def change_user(
+    session: Session,
+    user: User,
+    *,
+    principal: Principal,
+    current_secret: str | None = None,
+    role: str | None = None,
+    disabled: bool | None = None,
+    password: str | None = None,
+) -> str | None:
+    """Change a user's role, disabled flag or password. A new password or disabling ends all
+    their browser sessions and revokes all their API tokens (re-enabling brings none back),
+    except that users changing their own password from a browser keep that session under a new
+    secret, which is returned for its cookie. A role is read at every request: it needs none of
+    this. Open event streams of the user notice the change (see app/web/live.py)."""
+    update_user(session, user, role=role, disabled=disabled, password=password)
+    if password is None and not disabled:
+        return None
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    own = principal.auth == "cookie" and principal.user_id == user.id and not disabled
+    kept = None
+    if own and password is not None and current_secret:
+        kept = session.scalar(
+            select(LoginSession).where(LoginSession.secret_hash == _digest(current_secret))
+        )
+    ended = delete(LoginSession).where(LoginSession.user_id == user.id)
+    if kept is None:
+        session.execute(ended)
+        return None
+    session.execute(ended.where(LoginSession.id != kept.id))
+    secret = secrets.token_urlsafe(32)
+    kept.secret_hash = _digest(secret)
+    return secret
 
 
 def create_token(

@@ -2,12 +2,11 @@
 
 import math
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -39,14 +38,6 @@ class LoginFailed(VirtdeckError):
 
     status_code = 401
     denied = True
-
-
-@dataclass(frozen=True)
-class Throttle:
-    """When the next login attempt is allowed, for one key (user or address)."""
-
-    failures: int
-    wait: float
 
 
 def role_rank(role: str) -> int:
@@ -139,32 +130,53 @@ def _active_admins(session: Session) -> int:
     return session.scalar(query) or 0
 
 
-def _throttle(session: Session, column, value: str, *, after: int, settings: Settings) -> Throttle:
+def _wait(session: Session, attempt: LoginFailure, key, *, after: int, settings: Settings) -> float:
+    """Seconds this attempt must still wait, judged by the key's other failures in the window
+    (including attempts made at the same moment, which were recorded before they were judged)."""
     since = utcnow() - timedelta(minutes=settings.login_throttle_window_minutes)
     count, last = session.execute(
         select(func.count(), func.max(LoginFailure.at)).where(
-            column == value, LoginFailure.at > since
+            key, LoginFailure.at > since, LoginFailure.id != attempt.id
         )
     ).one()
     if count < after or last is None:
-        return Throttle(count, 0.0)
+        return 0.0
     delay = min(settings.login_throttle_base * 2 ** (count - after), settings.login_throttle_max)
-    waited = (utcnow() - last).total_seconds()
-    return Throttle(count, max(0.0, delay - waited))
+    return max(0.0, delay - (utcnow() - last).total_seconds())
+
+
+def _reserve_attempt(
+    session: Session, *, name: str, address: str, settings: Settings
+) -> LoginFailure:
+    """Record the attempt as a failure and commit it before the password is checked, then judge
+    it: of attempts made at once, each one judged sees all committed before it, so no more than
+    the allowed number get through. A refused attempt is removed again (it was not a guess)."""
+    attempt = LoginFailure(username=name, address=address)
+    session.add(attempt)
+    session.commit()
+    # Per (user, address) and per address, never per user alone: a stranger guessing at a
+    # user's password slows down only their own address, not that user elsewhere.
+    keys = (
+        (and_(LoginFailure.username == name, LoginFailure.address == address),
+         settings.login_throttle_after),
+        (LoginFailure.address == address, settings.login_throttle_address_after),
+    )  # fmt: skip
+    for key, after in keys:
+        wait = _wait(session, attempt, key, after=after, settings=settings)
+        if wait > 0:
+            session.delete(attempt)
+            session.commit()
+            raise LoginThrottled(wait)
+    return attempt
 
 
 def authenticate(
     session: Session, *, name: str, password: str, address: str, settings: Settings
 ) -> User:
-    """The user if name and password match; failures are recorded and slow down the next try."""
-    name = name.strip()[:64]
-    for column, value, after in (
-        (LoginFailure.username, name, settings.login_throttle_after),
-        (LoginFailure.address, address, settings.login_throttle_address_after),
-    ):
-        throttle = _throttle(session, column, value, after=after, settings=settings)
-        if throttle.wait > 0:
-            raise LoginThrottled(throttle.wait)
+    """The user if name and password match. Each attempt is counted (and committed) before the
+    password is checked; a failure stays counted and slows down the next tries."""
+    name, address = name.strip()[:64], address[:64]
+    _reserve_attempt(session, name=name, address=address, settings=settings)
     user = session.scalar(select(User).where(User.name == name))
     try:
         _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
@@ -172,9 +184,12 @@ def authenticate(
     except (VerificationError, InvalidHashError):
         ok = False
     if not ok:
-        session.add(LoginFailure(username=name, address=address[:64]))
         raise LoginFailed("wrong user name or password")
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
-    session.execute(delete(LoginFailure).where(LoginFailure.username == name))
+    # This attempt and the earlier failures from here are forgiven; the address's other
+    # failures stay (one account of one's own must not reset an address's count).
+    session.execute(
+        delete(LoginFailure).where(LoginFailure.username == name, LoginFailure.address == address)
+    )
     return user

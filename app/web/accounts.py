@@ -12,7 +12,14 @@ from app.errors import Invalid, VirtdeckError
 from app.models import ROLES
 from app.models.base import utcnow
 from app.services import users as user_service
-from app.services.auth import Permission, Principal, create_token_for, list_tokens, revoke_token
+from app.services.auth import (
+    Permission,
+    Principal,
+    change_user,
+    create_token_for,
+    list_tokens,
+    revoke_token,
+)
 from app.web.templating import form_refused, redirect, templates
 
 router = APIRouter()
@@ -157,22 +164,20 @@ def add_user(
     )
 
 
-@router.post(
-    "/users/{user_id}",
-    response_class=HTMLResponse,
-    dependencies=guard(Permission.ADMIN, "user.update"),
-)
-def change_user(
+@router.post("/users/{user_id}", response_class=HTMLResponse)
+def update_user(
     request: Request,
     session: SessionDep,
+    principal: Annotated[Principal, needs(Permission.ADMIN, "user.update")],
     user_id: int,
     role: Annotated[str | None, Form(max_length=16)] = None,
     disabled: Annotated[bool | None, Form()] = None,
 ) -> Response:
-    """Change a user's role or disable or enable them; answers with their row, updated."""
+    """Change a user's role or disable (ending their sessions and tokens) or enable them;
+    answers with their row, updated."""
     user = user_service.get_user(session, user_id)
     request.state.audit_target = f"user:{user.id} ({user.name})"
-    user_service.update_user(session, user, role=role or None, disabled=disabled)
+    change_user(session, user, principal=principal, role=role or None, disabled=disabled)
     session.commit()
     if not _htmx(request):
         return redirect(request, "/users")

@@ -1,7 +1,5 @@
 """Log in, log out, and create the first admin."""
 
-import math
-from datetime import timedelta
 from ipaddress import ip_address
 from typing import Annotated
 
@@ -9,17 +7,28 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.config import Settings
-from app.deps import SESSION_COOKIE, SessionDep, SettingsDep, guard
+from app.deps import (
+    SESSION_COOKIE,
+    SessionDep,
+    SettingsDep,
+    check_form_token,
+    form_token,
+    give_form_token,
+    guard,
+    set_session_cookie,
+)
 from app.errors import Invalid, NotFound, VirtdeckError
 from app.models import User
 from app.services import users as user_service
 from app.services.auth import (
+    Forbidden,
     Permission,
     Principal,
     end_session,
     purge_expired_sessions,
     start_session,
 )
+from app.services.setup import ALREADY_DONE, create_first_admin
 from app.web.templating import form_refused, redirect, templates
 
 router = APIRouter()
@@ -54,16 +63,29 @@ def _logged_in(request: Request, session, user: User, settings: Settings, target
     )
     session.commit()
     response = redirect(request, _safe_next(target))
-    response.set_cookie(
-        SESSION_COOKIE,
-        secret,
-        # The server enforces the limit; the cookie only must not vanish before it.
-        max_age=math.ceil(timedelta(hours=settings.session_absolute_hours).total_seconds()) + 60,
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-        path="/",
-    )
+    set_session_cookie(response, request, secret=secret, settings=settings)
+    return response
+
+
+def _form_page(
+    request: Request, template: str, context: dict, *, status_code: int = 200, headers=None
+) -> Response:
+    """The login or setup form with this browser's pre-session token (and its cookie)."""
+    token = form_token(request)
+    response = templates.TemplateResponse(
+        request, template, {**context, "csrf_token": token}, status_code=status_code,
+        headers=headers,
+    )  # fmt: skip
+    give_form_token(response, request, token)
+    return response
+
+
+def _form_refused(request: Request, template: str, exc: VirtdeckError, *, form: dict) -> Response:
+    """The form again with the reason next to its field, and a token to send it again."""
+    request.state.audit_denied = exc.denied
+    token = form_token(request)
+    response = form_refused(request, template, exc, form=form, csrf_token=token)
+    give_form_token(response, request, token)
     return response
 
 
@@ -72,7 +94,7 @@ def login_form(request: Request, session: SessionDep, next: str = "/") -> Respon
     """The login form; with no users yet, the first-admin form instead."""
     if not user_service.has_users(session):
         return RedirectResponse("/setup", status_code=303)
-    return templates.TemplateResponse(request, "login.html", {"next": next, "form": {}})
+    return _form_page(request, "login.html", {"next": next, "form": {}})
 
 
 @router.post("/login", dependencies=guard(Permission.PUBLIC, "login"))
@@ -83,20 +105,22 @@ def login(
     name: Annotated[str, Form(max_length=64)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
     next: Annotated[str, Form(max_length=512)] = "/",
+    csrf_token: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    """Check the password and start a session; failures are slowed down."""
+    """Check the form's origin and token, then the password, and start a session; failures are
+    slowed down."""
     request.state.audit_target = f"user:{name.strip()[:64]}"
     try:
+        check_form_token(request, settings, csrf_token)
         user = user_service.authenticate(
             session, name=name, password=password, address=client_address(request),
             settings=settings,
         )  # fmt: skip
     except VirtdeckError as exc:
-        session.commit()  # keep the recorded failure
         request.state.audit_error = exc.message
         request.state.audit_denied = True
         context = {"next": next, "form": {"name": name}, "error": exc.message}
-        return templates.TemplateResponse(
+        return _form_page(
             request, "login.html", context, status_code=exc.status_code, headers=exc.headers
         )
     return _logged_in(request, session, user, settings, next)
@@ -114,7 +138,7 @@ def logout(request: Request, session: SessionDep) -> Response:
 
 def _check_setup_allowed(request: Request, session) -> None:
     if user_service.has_users(session) or not is_local(request):
-        raise NotFound("the first admin is created from this machine only, and only once")
+        raise NotFound(ALREADY_DONE)
 
 
 @router.get("/setup", response_class=HTMLResponse, dependencies=guard(Permission.PUBLIC))
@@ -123,7 +147,7 @@ def setup_form(request: Request, session: SessionDep) -> Response:
     if user_service.has_users(session):
         return RedirectResponse("/login", status_code=303)
     _check_setup_allowed(request, session)
-    return templates.TemplateResponse(request, "setup.html", {"form": {}})
+    return _form_page(request, "setup.html", {"form": {}})
 
 
 @router.post("/setup", dependencies=guard(Permission.PUBLIC, "user.setup"))
@@ -134,15 +158,27 @@ def setup(
     name: Annotated[str, Form(max_length=64)] = "",
     password: Annotated[str, Form(max_length=1024)] = "",
     password_again: Annotated[str, Form(max_length=1024)] = "",
+    setup_code: Annotated[str, Form(max_length=256)] = "",
+    csrf_token: Annotated[str, Form(max_length=64)] = "",
 ) -> Response:
-    """Create the first admin and log them in."""
+    """Create the first admin and log them in: from this machine, from this site's form, with
+    the setup code `virtdeck serve` printed."""
     _check_setup_allowed(request, session)
+    check_form_token(request, settings, csrf_token)
+    code = getattr(request.app.state, "setup_code", None)
     try:
+        if code is None or not code.matches(setup_code.strip()):
+            raise Forbidden(
+                "setup_code: wrong setup code; use the one virtdeck serve printed at startup",
+                field="setup_code",
+            )
         if password != password_again:
             raise Invalid("password_again: the passwords differ", field="password_again")
-        user = user_service.create_user(session, name=name, password=password, role="admin")
+        user = create_first_admin(session, name=name, password=password)
     except VirtdeckError as exc:
         if exc.field is None:
             raise
-        return form_refused(request, "setup.html", exc, form={"name": name})
-    return _logged_in(request, session, user, settings, "/")
+        return _form_refused(request, "setup.html", exc, form={"name": name})
+    response = _logged_in(request, session, user, settings, "/")
+    code.spend()
+    return response

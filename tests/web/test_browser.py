@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from app.deps import SESSION_COOKIE
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, log_in, screenshot
-from tests.conftest import node_uri
+from tests.conftest import node_uri, post_login
 from tests.serve import Server, running_server, virtdeck
 
 pytestmark = pytest.mark.browser
@@ -31,6 +31,8 @@ STARTUP_TIMEOUT = 20.0
 # Long enough for a host's first sync (interval 1 s) plus a poll of the page (1 s while syncing).
 SYNC_TIMEOUT = 10_000
 ADMIN, ADMIN_PASSWORD = "ada", "ada's long password"
+# Set for the server, as an operator may; without it the code is only in the server's log.
+SETUP_CODE = "browser tests' setup code"
 VIEWER, VIEWER_PASSWORD = "vic", "vic's long password"
 # libvirt refuses '/' in domain names, so the name cannot close a <script>; an attribute
 # breakout with an event handler is the name's payload, the others carry <script>.
@@ -45,7 +47,11 @@ XSS_UUID = "e0000000-0000-4000-8000-0000000000e1"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`virtdeck serve` on a free port and an empty SQLite file: no default host, no users."""
-    env = {"VIRTDECK_DEFAULT_HOST_URI": "", "VIRTDECK_SYNC_INTERVAL": "1"}
+    env = {
+        "VIRTDECK_DEFAULT_HOST_URI": "",
+        "VIRTDECK_SYNC_INTERVAL": "1",
+        "VIRTDECK_SETUP_CODE": SETUP_CODE,
+    }
     with running_server(tmp_path_factory.mktemp("serve"), env, admin=None) as running:
         yield running
 
@@ -159,6 +165,7 @@ def test_the_first_visit_creates_the_admin_whose_host_added_through_the_form_fil
 ) -> None:
     page.goto(server.url + "/")
     page.wait_for_url(server.url + "/setup")
+    page.get_by_label("Setup code").fill(SETUP_CODE)
     page.locator('input[name="name"]').fill(ADMIN)
     page.locator('input[name="password"]').fill(ADMIN_PASSWORD)
     page.locator('input[name="password_again"]').fill(ADMIN_PASSWORD)
@@ -326,8 +333,8 @@ def test_markup_in_names_paths_uris_and_logins_is_shown_as_text_and_never_runs(
     # The URI check refuses markup; the refused value is shown back in the form, as text.
     broken_uri = f"test://{tmp_path}/{XSS_URI_FILE}"
     # A login attempt's name lands in the audit log's target as typed.
-    failed = httpx.post(f"{admin.url}/login", data={"name": XSS_LOGIN, "password": "not it"})
-    assert failed.status_code == 401
+    with httpx.Client(base_url=admin.url) as stranger:
+        assert post_login(stranger, XSS_LOGIN, "not it").status_code == 401
 
     host_ids = []
     try:
