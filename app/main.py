@@ -151,7 +151,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Another instance starting at the same moment may register it first.
             with contextlib.suppress(Conflict), transaction(sessions) as session:
                 ensure_default_host(
-                    session, name=settings.default_host_name, uri=settings.default_host_uri
+                    session,
+                    name=settings.default_host_name,
+                    uri=settings.default_host_uri,
+                    test_driver_dir=settings.test_driver_dir,
                 )
         live.start()
         jobs.start()

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from app.api.schemas import HostCreate, HostOut, RefreshOut
-from app.deps import SessionDep, SyncDep, guard
+from app.deps import SessionDep, SettingsDep, SyncDep, guard
 from app.models import Host
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
@@ -32,9 +32,17 @@ def list_hosts(session: SessionDep) -> list[HostOut]:
     status_code=status.HTTP_201_CREATED,
     dependencies=guard(Permission.ADMIN, "host.add"),
 )
-def add_host(request: Request, body: HostCreate, session: SessionDep, sync: SyncDep) -> HostOut:
+def add_host(
+    request: Request,
+    body: HostCreate,
+    session: SessionDep,
+    sync: SyncDep,
+    settings: SettingsDep,
+) -> HostOut:
     """Register a host; its worker connects and syncs in the background."""
-    host = host_service.add_host(session, name=body.name, uri=body.uri)
+    host = host_service.add_host(
+        session, name=body.name, uri=body.uri, test_driver_dir=settings.test_driver_dir
+    )
     request.state.audit_target = f"host:{host.id} ({host.name})"
     session.commit()
     sync.add(host.id, host.uri)

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.deps import SessionDep, SyncDep, guard
+from app.deps import SessionDep, SettingsDep, SyncDep, guard
 from app.errors import VirtdeckError
 from app.services import fleet
 from app.services import guests as guest_service
@@ -48,12 +48,15 @@ def add_host(
     request: Request,
     session: SessionDep,
     sync: SyncDep,
+    settings: SettingsDep,
     name: Annotated[str, Form()] = "",
     uri: Annotated[str, Form()] = "",
 ) -> Response:
     """Register a host from the form; a refusal shows the form again with the reason."""
     try:
-        host = host_service.add_host(session, name=name, uri=uri)
+        host = host_service.add_host(
+            session, name=name, uri=uri, test_driver_dir=settings.test_driver_dir
+        )
     except VirtdeckError as exc:
         if exc.field is None:
             raise
