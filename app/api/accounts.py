@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.deps import SessionDep, guard, needs
+from app.deps import RowId, SessionDep, guard, needs
 from app.errors import Invalid
 from app.services import users as user_service
 from app.services.auth import (
@@ -129,7 +129,7 @@ def post_token(
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_token(
-    token_id: int,
+    token_id: RowId,
     session: SessionDep,
     principal: Annotated[Principal, needs(Permission.VIEW, "token.revoke")],
 ) -> Response:
@@ -162,7 +162,7 @@ def post_user(request: Request, body: UserCreate, session: SessionDep) -> UserOu
 @router.patch(
     "/users/{user_id}", response_model=UserOut, dependencies=guard(Permission.ADMIN, "user.update")
 )
-def patch_user(user_id: int, body: UserUpdate, session: SessionDep) -> UserOut:
+def patch_user(user_id: RowId, body: UserUpdate, session: SessionDep) -> UserOut:
     """Change a user's role, disabled flag or password."""
     user = user_service.get_user(session, user_id)
     user_service.update_user(
@@ -177,7 +177,7 @@ def patch_user(user_id: int, body: UserUpdate, session: SessionDep) -> UserOut:
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "user.delete"),
 )
-def delete_user(user_id: int, session: SessionDep) -> Response:
+def delete_user(user_id: RowId, session: SessionDep) -> Response:
     """Delete a user with their sessions and tokens."""
     user_service.delete_user(session, user_service.get_user(session, user_id))
     session.commit()

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from app.api.schemas import HostCreate, HostOut, RefreshOut
-from app.deps import SessionDep, SettingsDep, SyncDep, guard
+from app.deps import RowId, SessionDep, SettingsDep, SyncDep, guard
 from app.models import Host
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
@@ -50,7 +50,7 @@ def add_host(
 
 
 @router.get("/{host_id}", response_model=HostOut, dependencies=guard(Permission.VIEW))
-def get_host(host_id: int, session: SessionDep) -> HostOut:
+def get_host(host_id: RowId, session: SessionDep) -> HostOut:
     """One host."""
     return _out(session, [host_service.get_host(session, host_id)])[0]
 
@@ -60,7 +60,7 @@ def get_host(host_id: int, session: SessionDep) -> HostOut:
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "host.remove"),
 )
-def remove_host(host_id: int, session: SessionDep, sync: SyncDep) -> Response:
+def remove_host(host_id: RowId, session: SessionDep, sync: SyncDep) -> Response:
     """Forget a host and its inventory; nothing on the host changes."""
     host_service.remove_host(session, host_id)
     session.commit()
@@ -75,7 +75,7 @@ def remove_host(host_id: int, session: SessionDep, sync: SyncDep) -> Response:
     dependencies=guard(Permission.OPERATE, "host.refresh"),
 )
 def refresh_host(
-    host_id: int,
+    host_id: RowId,
     session: SessionDep,
     sync: SyncDep,
     response: Response,

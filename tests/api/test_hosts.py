@@ -94,6 +94,21 @@ def test_unknown_host_ids_are_404_with_a_message(client: TestClient) -> None:
     assert client.get("/api/v1/hosts/abc").status_code == 422
 
 
+def test_ids_past_what_the_database_holds_are_422_naming_the_parameter(
+    client: TestClient,
+) -> None:
+    huge = 2**64  # SQLite cannot bind it: a 500 before ids were bounded
+    for method, path, field in [
+        ("GET", f"/api/v1/hosts/{huge}", "host_id"),
+        ("DELETE", f"/api/v1/tokens/{huge}", "token_id"),
+        ("GET", f"/api/v1/jobs/{2**31}", "job_id"),
+        ("GET", f"/api/v1/guests?host_id={huge}", "host_id"),
+    ]:
+        response = client.request(method, path)
+        assert response.status_code == 422, path
+        assert response.json()["detail"].startswith(f"{field}: "), path
+
+
 def test_removing_a_host_forgets_it_and_its_guests(
     client: TestClient, two_hosts: tuple[dict, dict]
 ) -> None:
