@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # run one at a time in one of them.
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv run test bench lint clean
+.PHONY: venv run test bench lint clean env
 
 # The venv is rebuilt only when pyproject.toml changes. libvirt-python compiles against
 # libvirt-dev, so the system packages are checked first (a quick no-op when present).
@@ -40,6 +40,11 @@ bench: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+# The .env docker-compose.yml needs: a random database password and the libvirt socket's group.
+# Keys already there are kept.
+env:
+	scripts/make-env.sh
 
 # Removes the virtualenv (and its stamp) only; data/ is never touched.
 clean:

@@ -15,6 +15,9 @@ class Settings(BaseSettings):
     # Registered as the first host when none exists yet; empty turns this off.
     default_host_uri: str = "qemu:///system"
     default_host_name: str = "local"
+    # Test-driver hosts (test:///path/node.xml) may name node files under this directory only
+    # (symlinks and '..' resolved); empty allows test:///default alone.
+    test_driver_dir: str = ""
     # Proxies whose X-Forwarded-Proto/-For are believed (so cookies get Secure behind TLS).
     forwarded_allow_ips: str = "127.0.0.1"
     sync_enabled: bool = True

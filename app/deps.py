@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+from annotated_types import Interval
 from fastapi import Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
@@ -78,6 +79,9 @@ SessionDep = Annotated[Session, Depends(get_session)]
 SyncDep = Annotated[SyncManager, Depends(get_sync)]
 JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
+# A row id in a path, query or body: larger numbers are a 422, not a database error (SQLite
+# cannot bind past 2**63 - 1, and the id columns are 32-bit on PostgreSQL).
+RowId = Annotated[int, Interval(ge=1, le=2**31 - 1)]
 
 
 def resolve_principal(request: Request, session: Session, settings: Settings) -> Principal:

@@ -152,7 +152,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Another instance starting at the same moment may register it first.
             with contextlib.suppress(Conflict), transaction(sessions) as session:
                 ensure_default_host(
-                    session, name=settings.default_host_name, uri=settings.default_host_uri
+                    session,
+                    name=settings.default_host_name,
+                    uri=settings.default_host_uri,
+                    test_driver_dir=settings.test_driver_dir,
                 )
         _app.state.setup_code = startup_setup_code(sessions, settings)
         live.start()

@@ -242,7 +242,11 @@ def run_fleet(args: argparse.Namespace, workdir: Path, nodes: list[Path], hangin
     """Serve the healthy nodes and `hanging` hung hosts; measure syncs and pages."""
     run = FleetRun(hanging=hanging)
     healthy = {f"node-{i:02d}": f"test://{path}" for i, path in enumerate(nodes)}
-    env = {"VIRTDECK_DEFAULT_HOST_URI": "", "VIRTDECK_SYNC_INTERVAL": f"{SYNC_INTERVAL:g}"}
+    env = {
+        "VIRTDECK_DEFAULT_HOST_URI": "",
+        "VIRTDECK_SYNC_INTERVAL": f"{SYNC_INTERVAL:g}",
+        "VIRTDECK_TEST_DRIVER_DIR": str(workdir),  # where bench_fleet wrote the nodes
+    }
     workdir = _subdir(workdir, f"fleet-{hanging}")
     with contextlib.ExitStack() as stack:
         hung = {f"hung-{i}": stack.enter_context(hanging_host()) for i in range(hanging)}

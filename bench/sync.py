@@ -245,15 +245,16 @@ def run(args: argparse.Namespace, workdir: Path) -> list[Row]:
         uris.append(f"test://{path}")
     rows.append(Row("generate node XML", f"{time.perf_counter() - started:.2f} s"))
 
+    nodes = str(workdir)
     with database(args.database_url, workdir) as url:
         engine = make_engine(url)
         sessions = make_session_factory(engine)
         try:
             with transaction(sessions) as session:
-                hosts = [
-                    (add_host(session, name=f"bench-{i:02d}", uri=uri).id, uri)
-                    for i, uri in enumerate(uris)
-                ]
+                hosts = []
+                for i, uri in enumerate(uris):  # the node files are allowed where written
+                    host = add_host(session, name=f"bench-{i:02d}", uri=uri, test_driver_dir=nodes)
+                    hosts.append((host.id, uri))
             started = time.perf_counter()
             connections = connect(sessions, hosts)
             rows.append(

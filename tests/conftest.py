@@ -125,6 +125,7 @@ def make_client(
             "sync_interval": 60,
             "reconnect_min": 0.2,
             "backup_dir": str(tmp_path_factory.mktemp("backups")),
+            "test_driver_dir": str(DATA),
         }
         settings = Settings(database_url=database_url, **{**defaults, **overrides})
         client = TestClient(create_app(settings), client=("127.0.0.1", 40000))

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 STARTUP_TIMEOUT = 20.0
+DATA = Path(__file__).resolve().parent / "data"
 ADMIN_PASSWORD = "admin password for tests"
 
 
@@ -84,7 +85,13 @@ def running_server(
     script = Path(sys.executable).parent / "virtdeck"
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "VIRTDECK_DATABASE_URL": f"sqlite:///{workdir / 'v.db'}", **env}
+    full_env = {
+        **os.environ,
+        "VIRTDECK_DATABASE_URL": f"sqlite:///{workdir / 'v.db'}",
+        # the node files of tests/data (a test writing its own passes its directory)
+        "VIRTDECK_TEST_DRIVER_DIR": str(DATA),
+        **env,
+    }
     token = None
     if admin:
         virtdeck("create-user", admin, "--role", "admin", env=full_env, stdin=ADMIN_PASSWORD)

@@ -1,11 +1,16 @@
 """The deployment files (docker-compose.yml, Dockerfile, .ci/run) describe a working setup.
 
 No Docker engine runs here, so these tests read the files and check the wiring that a typo
-would silently break: ports, database URL, libvirt socket, health-gated start-up, volumes.
+would silently break: ports, database URL, libvirt socket, health-gated start-up, volumes; and
+that the defaults are safe: loopback only, secrets from .env (written by scripts/make-env.sh),
+not root.
 """
 
 import json
+import os
+import re
 import shlex
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -50,6 +55,31 @@ def _volume_pairs(service: dict) -> list[tuple[str, str]]:
     return pairs
 
 
+# What scripts/make-env.sh would write; compose substitutes it into the file.
+SAMPLE_ENV = {"POSTGRES_PASSWORD": "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "LIBVIRT_GID": "119"}
+VARIABLE = re.compile(r"\$\{(\w+)(?::([?-])([^}]*))?\}")
+
+
+def interpolate(value: object, env: dict[str, str]) -> object:
+    """Compose's ${NAME}, ${NAME:-default} and ${NAME:?error} substitution, for these tests."""
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        name, kind, text = match.groups()
+        if env.get(name):
+            return env[name]
+        if kind == "?":
+            raise LookupError(f"{name}: {text}")
+        return text if kind == "-" else ""
+
+    return VARIABLE.sub(substitute, value)
+
+
 def _published_ports(service: dict) -> set[tuple[str, str]]:
     """(host port, container port) pairs of a service."""
     ports = set()
@@ -83,8 +113,8 @@ def test_app_is_reachable_on_port_8000(app: dict) -> None:
 
 
 def test_app_uses_postgresql_on_the_db_service(app: dict, db: dict) -> None:
-    url = urlsplit(_environment(app)["VIRTDECK_DATABASE_URL"])
-    db_env = _environment(db)
+    url = urlsplit(interpolate(_environment(app), SAMPLE_ENV)["VIRTDECK_DATABASE_URL"])
+    db_env = interpolate(_environment(db), SAMPLE_ENV)
     assert url.scheme == "postgresql+psycopg"
     assert url.hostname == "db"
     assert (url.port or 5432) == 5432
@@ -100,6 +130,77 @@ def test_app_can_reach_the_host_libvirt_socket(app: dict) -> None:
         source in socket_dirs and target in socket_dirs for source, target in mounts.items()
     ), f"no libvirt socket mount in {mounts}"
     assert _environment(app).get("VIRTDECK_DEFAULT_HOST_URI") == "qemu:///system"
+
+
+def test_published_ports_listen_on_the_loopback_address_only(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        for port in service.get("ports") or []:
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+
+
+def test_the_database_password_comes_from_the_environment_and_is_required(
+    compose: dict,
+) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "POSTGRES_PASSWORD: virtdeck" not in text and "virtdeck:virtdeck@" not in text
+    for service in ("app", "db"):
+        env = _environment(compose["services"][service])
+        with pytest.raises(LookupError, match=r"POSTGRES_PASSWORD: .*make env"):
+            interpolate(env, {})  # compose refuses to start without it, saying how to make it
+    assert (
+        interpolate(_environment(compose["services"]["db"]), SAMPLE_ENV)["POSTGRES_PASSWORD"]
+        == SAMPLE_ENV["POSTGRES_PASSWORD"]
+    )
+
+
+def _dockerfile_user() -> str:
+    """The user of the Dockerfile's last USER before its CMD (root when there is none)."""
+    user = "root"
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words and words[0].upper() == "USER":
+            user = words[1].split(":")[0]
+    return user
+
+
+def test_the_app_runs_as_a_user_in_the_libvirt_socket_group(app: dict) -> None:
+    assert _dockerfile_user() not in ("root", "0")
+    groups = [str(group) for group in interpolate(app.get("group_add") or [], SAMPLE_ENV)]
+    assert SAMPLE_ENV["LIBVIRT_GID"] in groups
+    with pytest.raises(LookupError, match=r"LIBVIRT_GID: .*make env"):
+        interpolate(app["group_add"], {})
+
+
+def test_make_env_writes_a_private_env_once_with_a_random_password(tmp_path: Path) -> None:
+    socket = tmp_path / "libvirt-sock"
+    socket.touch()
+    os.chown(socket, -1, 4242)  # the group libvirtd gives its socket (unix_sock_group)
+    env_file = tmp_path / ".env"
+    env_file.write_text("VIRTDECK_SYNC_INTERVAL=5")  # kept, even without a final newline
+    run = [str(ROOT / "scripts" / "make-env.sh"), str(env_file)]
+    environ = {**os.environ, "LIBVIRT_SOCK": str(socket)}
+
+    subprocess.run(run, env=environ, check=True, capture_output=True)
+    first = env_file.read_text()
+    subprocess.run(run, env=environ, check=True, capture_output=True)
+    other = tmp_path / "other.env"
+    subprocess.run([run[0], str(other)], env=environ, check=True, capture_output=True)
+
+    values = dict(line.split("=", 1) for line in first.splitlines())
+    assert values["VIRTDECK_SYNC_INTERVAL"] == "5"
+    assert re.fullmatch(r"[0-9a-f]{48}", values["POSTGRES_PASSWORD"])
+    assert values["LIBVIRT_GID"] == "4242"
+    assert env_file.read_text() == first  # a second run changes nothing
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert values["POSTGRES_PASSWORD"] not in other.read_text()
+
+
+def test_readme_says_what_the_compose_defaults_and_the_socket_mount_mean() -> None:
+    readme = (ROOT / "README.md").read_text()
+    docker = readme[readme.index("## Docker") :]
+    for words in ("127.0.0.1:8000", "make env", "root-equivalent", "LIBVIRT_GID"):
+        assert words in docker
 
 
 def test_app_starts_only_after_the_database_is_healthy(app: dict) -> None:

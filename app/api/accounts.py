@@ -6,7 +6,15 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.deps import SESSION_COOKIE, SessionDep, SettingsDep, guard, needs, set_session_cookie
+from app.deps import (
+    SESSION_COOKIE,
+    RowId,
+    SessionDep,
+    SettingsDep,
+    guard,
+    needs,
+    set_session_cookie,
+)
 from app.errors import Invalid
 from app.services import users as user_service
 from app.services.auth import (
@@ -130,7 +138,7 @@ def post_token(
 
 @router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_token(
-    token_id: int,
+    token_id: RowId,
     session: SessionDep,
     principal: Annotated[Principal, needs(Permission.VIEW, "token.revoke")],
 ) -> Response:
@@ -164,7 +172,7 @@ def post_user(request: Request, body: UserCreate, session: SessionDep) -> UserOu
 def patch_user(
     request: Request,
     response: Response,
-    user_id: int,
+    user_id: RowId,
     body: UserUpdate,
     session: SessionDep,
     settings: SettingsDep,
@@ -188,7 +196,7 @@ def patch_user(
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "user.delete"),
 )
-def delete_user(user_id: int, session: SessionDep) -> Response:
+def delete_user(user_id: RowId, session: SessionDep) -> Response:
     """Delete a user with their sessions and tokens."""
     user_service.delete_user(session, user_service.get_user(session, user_id))
     session.commit()

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.schemas import JobOut
-from app.deps import JobsDep, SessionDep, SessionsDep, SettingsDep, SyncDep, guard, needs
+from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SettingsDep, SyncDep, guard, needs
 from app.models import Job
 from app.services import backups as backup_service
 from app.services import jobs as job_service
@@ -78,7 +78,7 @@ class RestoreIn(BaseModel):
 
     mode: str = Field(examples=["new"], description="in_place or new")
     name: str | None = Field(None, description="the new guest's name (mode new)")
-    host_id: int | None = Field(
+    host_id: RowId | None = Field(
         None, description="the host to restore to (mode new; default: the backup's)"
     )
     pool: str | None = Field(
@@ -95,7 +95,7 @@ def _started(started: backup_service.Started) -> BackupStarted:
 @router.get("/backups", response_model=BackupList, dependencies=guard(Permission.VIEW))
 def list_backups(
     session: SessionDep,
-    host_id: int | None = None,
+    host_id: RowId | None = None,
     guest_uuid: str | None = None,
     status: str | None = None,
     limit: Annotated[int, Query()] = 50,
@@ -111,7 +111,7 @@ def list_backups(
 
 
 @router.get("/backups/{backup_id}", response_model=BackupOut, dependencies=guard(Permission.VIEW))
-def get_backup(backup_id: int, session: SessionDep) -> BackupOut:
+def get_backup(backup_id: RowId, session: SessionDep) -> BackupOut:
     """One backup with its files."""
     return BackupOut.model_validate(backup_service.get_backup(session, backup_id))
 
@@ -142,7 +142,7 @@ def start_backup(
     dependencies=guard(Permission.OPERATE, "backup.verify"),
     responses=REFUSALS,
 )
-def verify_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) -> BackupOut:
+def verify_backup(backup_id: RowId, sessions: SessionsDep, settings: SettingsDep) -> BackupOut:
     """Recompute every checksum: succeeded again, or corrupt naming the files."""
     return BackupOut.model_validate(backup_service.verify_backup(sessions, settings, backup_id))
 
@@ -154,7 +154,7 @@ def verify_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) 
     responses={**REFUSALS, 403: {"description": "in place asked by someone not an admin"}},
 )
 def restore_backup(
-    backup_id: int,
+    backup_id: RowId,
     body: RestoreIn,
     sessions: SessionsDep,
     sync: SyncDep,
@@ -185,14 +185,14 @@ def restore_backup(
     dependencies=guard(Permission.ADMIN, "backup.delete"),
     responses=REFUSALS,
 )
-def delete_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) -> Response:
+def delete_backup(backup_id: RowId, sessions: SessionsDep, settings: SettingsDep) -> Response:
     """Remove the backup's files and its record."""
     backup_service.delete_backup(sessions, settings, backup_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, dependencies=guard(Permission.VIEW))
-def get_job(job_id: int, session: SessionDep) -> Job:
+def get_job(job_id: RowId, session: SessionDep) -> Job:
     """One job: its status, progress, error and result."""
     return job_service.get_job(session, job_id)
 
@@ -204,7 +204,7 @@ def get_job(job_id: int, session: SessionDep) -> Job:
     dependencies=guard(Permission.OPERATE, "job.cancel"),
     responses={404: {"description": "no such job"}, 409: {"description": "finished already"}},
 )
-def cancel_job(job_id: int, session: SessionDep) -> Any:
+def cancel_job(job_id: RowId, session: SessionDep) -> Any:
     """Ask a backup or restore job to stop; it cleans up and ends as cancelled."""
     job = job_service.request_cancel(session, job_id)
     session.commit()

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.schemas import GuestDetail, GuestOut, JobOut
-from app.deps import JobsDep, SessionDep, SessionsDep, SyncDep, guard, needs
+from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SyncDep, guard, needs
 from app.models import Guest
 from app.services import guest_create, host_storage
 from app.services.auth import Permission, Principal
@@ -46,7 +46,7 @@ class GuestCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    host_id: int
+    host_id: RowId
     name: str = Field(max_length=LONG, examples=["web-3"])
     vcpus: int = Field(examples=[2])
     memory_mib: int = Field(examples=[2048])
@@ -160,7 +160,7 @@ def create_guest(
 @router.get(
     "/hosts/{host_id}/pools", response_model=list[storage.Pool], dependencies=guard(Permission.VIEW)
 )
-def list_pools(host_id: int, session: SessionDep, sync: SyncDep) -> list[storage.Pool]:
+def list_pools(host_id: RowId, session: SessionDep, sync: SyncDep) -> list[storage.Pool]:
     """The host's storage pools, read from it now (503 when it is not connected)."""
     return host_storage.read_host(session, sync, host_id, storage.list_pools)
 
@@ -171,7 +171,7 @@ def list_pools(host_id: int, session: SessionDep, sync: SyncDep) -> list[storage
     dependencies=guard(Permission.VIEW),
 )
 def list_volumes(
-    host_id: int, pool: str, session: SessionDep, sync: SyncDep
+    host_id: RowId, pool: str, session: SessionDep, sync: SyncDep
 ) -> list[storage.Volume]:
     """The volumes of one of the host's active pools, read from it now."""
     return host_storage.read_host(
@@ -184,6 +184,6 @@ def list_volumes(
     response_model=list[storage.Network],
     dependencies=guard(Permission.VIEW),
 )
-def list_networks(host_id: int, session: SessionDep, sync: SyncDep) -> list[storage.Network]:
+def list_networks(host_id: RowId, session: SessionDep, sync: SyncDep) -> list[storage.Network]:
     """The host's virtual networks, read from it now."""
     return host_storage.read_host(session, sync, host_id, storage.list_networks)

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from app.api.schemas import GuestDetail, GuestList, GuestOut
-from app.deps import SessionDep, SessionsDep, SyncDep, guard, needs
+from app.deps import RowId, SessionDep, SessionsDep, SyncDep, guard, needs
 from app.services import guests as guest_service
 from app.services.auth import Permission, Principal
 from app.services.guest_actions import ACTIONS, run_action
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/guests", tags=["guests"])
 @router.get("", response_model=GuestList, dependencies=guard(Permission.VIEW))
 def list_guests(
     session: SessionDep,
-    host_id: int | None = None,
+    host_id: RowId | None = None,
     state: Annotated[str | None, Query(description="a libvirt state, or 'gone'")] = None,
     q: Annotated[str | None, Query(max_length=255, description="part of the name")] = None,
     limit: Annotated[int, Query(ge=1, le=guest_service.MAX_PAGE)] = 100,

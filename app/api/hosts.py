@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from app.api.schemas import HostCreate, HostOut, RefreshOut
-from app.deps import SessionDep, SyncDep, guard
+from app.deps import RowId, SessionDep, SettingsDep, SyncDep, guard
 from app.models import Host
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
@@ -32,9 +32,17 @@ def list_hosts(session: SessionDep) -> list[HostOut]:
     status_code=status.HTTP_201_CREATED,
     dependencies=guard(Permission.ADMIN, "host.add"),
 )
-def add_host(request: Request, body: HostCreate, session: SessionDep, sync: SyncDep) -> HostOut:
+def add_host(
+    request: Request,
+    body: HostCreate,
+    session: SessionDep,
+    sync: SyncDep,
+    settings: SettingsDep,
+) -> HostOut:
     """Register a host; its worker connects and syncs in the background."""
-    host = host_service.add_host(session, name=body.name, uri=body.uri)
+    host = host_service.add_host(
+        session, name=body.name, uri=body.uri, test_driver_dir=settings.test_driver_dir
+    )
     request.state.audit_target = f"host:{host.id} ({host.name})"
     session.commit()
     sync.add(host.id, host.uri)
@@ -42,7 +50,7 @@ def add_host(request: Request, body: HostCreate, session: SessionDep, sync: Sync
 
 
 @router.get("/{host_id}", response_model=HostOut, dependencies=guard(Permission.VIEW))
-def get_host(host_id: int, session: SessionDep) -> HostOut:
+def get_host(host_id: RowId, session: SessionDep) -> HostOut:
     """One host."""
     return _out(session, [host_service.get_host(session, host_id)])[0]
 
@@ -52,7 +60,7 @@ def get_host(host_id: int, session: SessionDep) -> HostOut:
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "host.remove"),
 )
-def remove_host(host_id: int, session: SessionDep, sync: SyncDep) -> Response:
+def remove_host(host_id: RowId, session: SessionDep, sync: SyncDep) -> Response:
     """Forget a host and its inventory; nothing on the host changes."""
     host_service.remove_host(session, host_id)
     session.commit()
@@ -67,7 +75,7 @@ def remove_host(host_id: int, session: SessionDep, sync: SyncDep) -> Response:
     dependencies=guard(Permission.OPERATE, "host.refresh"),
 )
 def refresh_host(
-    host_id: int,
+    host_id: RowId,
     session: SessionDep,
     sync: SyncDep,
     response: Response,

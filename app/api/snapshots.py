@@ -1,17 +1,19 @@
 """/api/v1/guests/{uuid}/snapshots"""
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, Field
 
 from app.api.schemas import GuestOut
-from app.deps import SessionDep, SessionsDep, SyncDep, guard
+from app.deps import SessionDep, SessionsDep, SyncDep, guard, needs
 from app.models import Snapshot
 from app.services import guests as guest_service
 from app.services import snapshots as snapshot_service
-from app.services.auth import Permission
+from app.services.auth import Permission, Principal
 from app.services.inventory import SNAPSHOT_FIELDS
+from app.services.overcommit import check_force
 
 router = APIRouter(prefix="/guests", tags=["snapshots"])
 REFUSALS = {
@@ -86,12 +88,28 @@ def create_snapshot(
 @router.post(
     "/{uuid}/snapshots/{name}/revert",
     response_model=GuestOut,
-    dependencies=guard(Permission.OPERATE, "snapshot.revert"),
-    responses=REFUSALS,
+    responses={
+        **REFUSALS,
+        403: {"description": "force asked by someone who is not an admin"},
+        409: {"description": "busy, something this libvirt cannot do, or over the policy"},
+    },
 )
-def revert_snapshot(uuid: str, name: str, sessions: SessionsDep, sync: SyncDep) -> GuestOut:
-    """Put the guest back to the snapshot; answers with the guest as it is after."""
-    return GuestOut.of(snapshot_service.revert_snapshot(sessions, sync, uuid=uuid, name=name))
+def revert_snapshot(
+    uuid: str,
+    name: str,
+    sessions: SessionsDep,
+    sync: SyncDep,
+    principal: Annotated[Principal, needs(Permission.OPERATE, "snapshot.revert")],
+    force: Annotated[
+        bool, Query(description="revert even when it starts the guest over the policy (admins)")
+    ] = False,
+) -> GuestOut:
+    """Put the guest back to the snapshot; answers with the guest as it is after. A revert that
+    starts a stopped guest is checked against the overcommit policy as a start is."""
+    if force:
+        check_force(principal, "a revert over the overcommit policy")
+    guest = snapshot_service.revert_snapshot(sessions, sync, uuid=uuid, name=name, force=force)
+    return GuestOut.of(guest)
 
 
 @router.delete(

@@ -39,10 +39,11 @@ def validate_name(raw: str) -> str:
     return name
 
 
-def add_host(session: Session, *, name: str, uri: str) -> Host:
-    """Register a host after checking its name and URI; nothing is stored on refusal."""
+def add_host(session: Session, *, name: str, uri: str, test_driver_dir: str = "") -> Host:
+    """Register a host after checking its name and URI (kept as rebuilt from its checked
+    parts); nothing is stored on refusal."""
     name = validate_name(name)
-    uri = validate_uri(uri)
+    uri = validate_uri(uri, test_driver_dir=test_driver_dir)
     if session.scalar(select(Host.id).where(Host.name == name)) is not None:
         raise Conflict(f"name: a host called '{name}' already exists", field="name")
     if session.scalar(select(Host.id).where(Host.uri == uri)) is not None:
@@ -95,11 +96,13 @@ def summarize(session: Session, hosts: list[Host]) -> list[HostSummary]:
     return [HostSummary(host, *totals.get(host.id, (0, 0, 0, 0))) for host in hosts]
 
 
-def ensure_default_host(session: Session, *, name: str, uri: str) -> Host | None:
+def ensure_default_host(
+    session: Session, *, name: str, uri: str, test_driver_dir: str = ""
+) -> Host | None:
     """Register the default host when no host exists yet."""
     if not uri or session.scalar(select(func.count()).select_from(Host)):
         return None
-    return add_host(session, name=name, uri=uri)
+    return add_host(session, name=name, uri=uri, test_driver_dir=test_driver_dir)
 
 
 def record_facts(session: Session, host_id: int, facts: HostFacts) -> None:

@@ -12,6 +12,7 @@ from app.models import Guest, Snapshot
 from app.services.guest_actions import guest_lock
 from app.services.guest_delete import present_guest
 from app.services.inventory import record_guest, record_snapshots
+from app.services.overcommit import ACTIVE, check_policy
 from app.virt import snapshots as virt
 from app.workers.sync import SyncManager
 
@@ -105,13 +106,40 @@ def create_snapshot(
         ).one()
 
 
+def _check_revert_policy(
+    sessions: sessionmaker[Session], sync: SyncManager, guest: Guest, name: str
+) -> None:
+    """A revert that brings a stopped guest back running passes a start's overcommit check."""
+    if sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid)).state in ACTIVE:
+        return  # its vCPUs and memory are counted already
+    snaps = sync.call(guest.host_id, lambda conn: virt.list_snapshots(conn, guest.uuid))
+    if not any(s.name == name and s.state in ACTIVE for s in snaps):
+        return  # one taken shut off keeps the guest off; an unknown one is the revert's 404
+    with sessions() as session:
+        check_policy(
+            session,
+            guest.host_id,
+            add_vcpus=guest.vcpus,
+            add_memory_kib=guest.memory_max_kib,
+            action="revert",
+        )
+
+
 def revert_snapshot(
-    sessions: sessionmaker[Session], sync: SyncManager, *, uuid: str, name: str
+    sessions: sessionmaker[Session],
+    sync: SyncManager,
+    *,
+    uuid: str,
+    name: str,
+    force: bool = False,
 ) -> Guest:
-    """Put the guest back to the snapshot; returns the guest as it is after."""
+    """Put the guest back to the snapshot (one that starts the guest is checked against the
+    overcommit policy unless forced); returns the guest as it is after."""
     check_name(name)
     guest = present_guest(sessions, uuid)
     with guest_lock(sessions, guest, "snapshot.revert"):
+        if not force:
+            _check_revert_policy(sessions, sync, guest, name)
         sync.call(guest.host_id, lambda conn: virt.revert_snapshot(conn, guest.uuid, name))
         _refresh(sessions, sync, guest)
     return present_guest(sessions, uuid)

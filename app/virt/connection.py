@@ -49,6 +49,15 @@ UNREACHABLE_CODES = {
     libvirt.VIR_ERR_INVALID_CONN,
 }
 
+MAX_MESSAGE = 500
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Said instead of libvirt's words when a test-driver node file fails to load: libxml2 quotes the
+# line it choked on, and the file may be any the server can read.
+TEST_FILE_FAILED = (
+    "the test driver could not load this file "
+    "(missing, unreadable or not a libvirt test-driver node XML)"
+)
+
 # Without a handler libvirt prints every error to stderr as well as raising it.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -72,10 +81,17 @@ def ensure_event_loop() -> None:
         _event_loop_started = True
 
 
+def error_message(exc: libvirt.libvirtError) -> str:
+    """libvirt's message on one line of at most MAX_MESSAGE characters: it is shown to every
+    viewer (as a host's last error, a job's failure) and may quote what libvirt was given."""
+    text = " ".join(CONTROL.sub(" ", exc.get_error_message() or str(exc)).split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
 def translate(exc: libvirt.libvirtError) -> VirtdeckError:
     """Our exception for a libvirt error."""
     code = exc.get_error_code()
-    message = exc.get_error_message() or str(exc)
+    message = error_message(exc)
     if code in NOT_FOUND_CODES:
         return NotFound(message)
     if code in UNREACHABLE_CODES:
@@ -144,7 +160,7 @@ class HostConnection:
             # No credential types: libvirt fails instead of prompting on a terminal.
             self._conn = libvirt.openAuth(uri, [[], None, None], 0)
         except libvirt.libvirtError as exc:
-            raise HostUnreachable(f"cannot connect to {uri}: {exc.get_error_message()}") from exc
+            raise HostUnreachable(f"cannot connect to {uri}: {_open_failure(uri, exc)}") from exc
         self._set_keepalive(*keepalive)
         self._conn.registerCloseCallback(
             lambda _c, reason, _o: on_close(_close_reason(reason)), None
@@ -307,6 +323,15 @@ def _event_callback(kind: str, on_event: Callable[[str, str], None]) -> Callable
             log.exception("handling a %s event failed", kind)
 
     return callback
+
+
+def _open_failure(uri: str, exc: libvirt.libvirtError) -> str:
+    """Why the URI did not open, in words safe to show to every viewer."""
+    parts = urlsplit(uri)
+    names_file = parts.scheme.startswith("test") and parts.path != "/default"
+    if names_file and exc.get_error_code() not in UNREACHABLE_CODES:
+        return TEST_FILE_FAILED
+    return error_message(exc)
 
 
 def _probe_tcp(uri: str, timeout: float) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import libvirt
 
 from app.errors import Conflict
-from app.virt.connection import STATE_NAMES, HostConnection, libvirt_errors
+from app.virt.connection import STATE_NAMES, HostConnection, error_message, libvirt_errors
 
 # Everything of the guest that libvirt keeps apart from its disks.
 UNDEFINE_FLAGS = (
@@ -336,7 +336,7 @@ def _remove_volumes(
             lv.storageVolLookupByPath(path).delete(0)
             removed.append(path)
         except libvirt.libvirtError as exc:
-            failed.append(KeptDisk(path, f"could not remove: {exc.get_error_message()}"))
+            failed.append(KeptDisk(path, f"could not remove: {error_message(exc)}"))
     return removed, failed
 
 

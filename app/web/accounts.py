@@ -7,7 +7,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from app.deps import SessionDep, guard, needs
+from app.deps import RowId, SessionDep, guard, needs
 from app.errors import Invalid, VirtdeckError
 from app.models import ROLES
 from app.models.base import utcnow
@@ -110,7 +110,7 @@ def revoke(
     request: Request,
     session: SessionDep,
     principal: Annotated[Principal, needs(Permission.VIEW, "token.revoke")],
-    token_id: int,
+    token_id: RowId,
     table: Annotated[Literal["mine", "all"], Form()] = "mine",
 ) -> Response:
     """Revoke a token (yours, or anyone's for an admin); answers with its row, updated."""
@@ -169,7 +169,7 @@ def update_user(
     request: Request,
     session: SessionDep,
     principal: Annotated[Principal, needs(Permission.ADMIN, "user.update")],
-    user_id: int,
+    user_id: RowId,
     role: Annotated[str | None, Form(max_length=16)] = None,
     disabled: Annotated[bool | None, Form()] = None,
 ) -> Response:
@@ -191,7 +191,7 @@ def update_user(
     response_class=HTMLResponse,
     dependencies=guard(Permission.ADMIN, "user.delete"),
 )
-def remove_user(request: Request, session: SessionDep, user_id: int) -> Response:
+def remove_user(request: Request, session: SessionDep, user_id: RowId) -> Response:
     """Delete a user with their sessions and tokens; the answer (empty) replaces their row."""
     user = user_service.get_user(session, user_id)
     request.state.audit_target = f"user:{user.id} ({user.name})"

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.db import transaction
-from app.deps import JobsDep, SessionDep, SessionsDep, SettingsDep, SyncDep, guard, needs
+from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SettingsDep, SyncDep, guard, needs
 from app.errors import Invalid, NotFound, VirtdeckError
 from app.models import Backup, Job
 from app.models.backup import BACKUP_STATES
@@ -132,7 +132,7 @@ def start_backup(
     dependencies=guard(Permission.VIEW),
 )
 def guest_backup_progress(
-    request: Request, session: SessionDep, uuid: str, job_id: int
+    request: Request, session: SessionDep, uuid: str, job_id: RowId
 ) -> Response:
     """The running backup's bar; once the job has ended, the whole panel (and a toast)."""
     job = job_service.get_job(session, job_id)
@@ -150,7 +150,7 @@ def guest_backup_progress(
     response_class=HTMLResponse,
     dependencies=guard(Permission.OPERATE, "job.cancel"),
 )
-def cancel_job(sessions: SessionsDep, job_id: int) -> Response:
+def cancel_job(sessions: SessionsDep, job_id: RowId) -> Response:
     """Ask a backup or restore to stop; its bar shows the outcome on its next poll."""
     with transaction(sessions) as session:
         kind = job_service.request_cancel(session, job_id).kind
@@ -221,7 +221,7 @@ def _page_context(session: Session, backup: Backup, **context) -> dict:
 @router.get(
     "/backups/{backup_id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
 )
-def backup_page(request: Request, session: SessionDep, backup_id: int) -> HTMLResponse:
+def backup_page(request: Request, session: SessionDep, backup_id: RowId) -> HTMLResponse:
     """One backup: details, files, error, and the restore form."""
     backup = backup_service.get_backup(session, backup_id)
     context = _page_context(session, backup)
@@ -236,7 +236,7 @@ def backup_page(request: Request, session: SessionDep, backup_id: int) -> HTMLRe
     dependencies=guard(Permission.VIEW),
 )
 def backup_job_progress(
-    request: Request, session: SessionDep, backup_id: int, job_id: int
+    request: Request, session: SessionDep, backup_id: RowId, job_id: RowId
 ) -> Response:
     """The backup's or a restore's bar; once it has ended, its section of the page (and a
     toast). A plain GET shows the backup's page with the job."""
@@ -276,7 +276,7 @@ def _answer(request: Request, session: Session, backup_id: int, uuid: str, toast
     dependencies=guard(Permission.OPERATE, "backup.verify"),
 )
 def verify_backup(
-    request: Request, sessions: SessionsDep, settings: SettingsDep, backup_id: int
+    request: Request, sessions: SessionsDep, settings: SettingsDep, backup_id: RowId
 ) -> Response:
     """Recompute every checksum; the toast says whether the backup is intact."""
     backup = backup_service.verify_backup(sessions, settings, backup_id)
@@ -292,7 +292,7 @@ def verify_backup(
     dependencies=guard(Permission.ADMIN, "backup.delete"),
 )
 def delete_backup(
-    request: Request, sessions: SessionsDep, settings: SettingsDep, backup_id: int
+    request: Request, sessions: SessionsDep, settings: SettingsDep, backup_id: RowId
 ) -> Response:
     """Remove the backup's files and record; from its own page, go to the list."""
     with sessions() as session:
@@ -326,7 +326,7 @@ def restore_backup(
     sync: SyncDep,
     jobs: JobsDep,
     settings: SettingsDep,
-    backup_id: int,
+    backup_id: RowId,
     principal: Annotated[Principal, needs(Permission.OPERATE, "backup.restore")],
     mode: Annotated[str, Form()] = "new",
     name: Annotated[str, Form()] = "",

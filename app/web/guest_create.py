@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from app.deps import JobsDep, SessionDep, SessionsDep, SyncDep, guard, needs
+from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SyncDep, guard, needs
 from app.errors import Invalid, VirtdeckError
 from app.services import guest_create, host_storage
 from app.services import hosts as host_service
@@ -154,7 +154,7 @@ def create_guest(
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
-def job_progress(request: Request, session: SessionDep, job_id: int) -> Response:
+def job_progress(request: Request, session: SessionDep, job_id: RowId) -> Response:
     """A job's progress; the polling fragment goes to the guest once a create succeeded."""
     job = job_service.get_job(session, job_id)
     made = (job.result or {}).get("guest_uuid") if job.status == "succeeded" else None

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.deps import SessionDep, SyncDep, guard
+from app.deps import RowId, SessionDep, SettingsDep, SyncDep, guard
 from app.errors import VirtdeckError
 from app.services import fleet
 from app.services import guests as guest_service
@@ -48,12 +48,15 @@ def add_host(
     request: Request,
     session: SessionDep,
     sync: SyncDep,
+    settings: SettingsDep,
     name: Annotated[str, Form()] = "",
     uri: Annotated[str, Form()] = "",
 ) -> Response:
     """Register a host from the form; a refusal shows the form again with the reason."""
     try:
-        host = host_service.add_host(session, name=name, uri=uri)
+        host = host_service.add_host(
+            session, name=name, uri=uri, test_driver_dir=settings.test_driver_dir
+        )
     except VirtdeckError as exc:
         if exc.field is None:
             raise
@@ -70,7 +73,7 @@ def add_host(
 def host_page(
     request: Request,
     session: SessionDep,
-    host_id: int,
+    host_id: RowId,
     q: str = "",
     state: str = "",
     page: int = 1,
@@ -105,7 +108,7 @@ def host_page(
 
 
 @router.post("/hosts/{host_id}/delete", dependencies=guard(Permission.ADMIN, "host.remove"))
-def remove_host(request: Request, session: SessionDep, sync: SyncDep, host_id: int) -> Response:
+def remove_host(request: Request, session: SessionDep, sync: SyncDep, host_id: RowId) -> Response:
     """Forget a host (its guests keep running)."""
     host_service.remove_host(session, host_id)
     session.commit()

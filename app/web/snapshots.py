@@ -6,11 +6,12 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.deps import SessionsDep, SyncDep, guard
+from app.deps import SessionsDep, SyncDep, guard, needs
 from app.errors import Invalid
 from app.services import guests as guest_service
 from app.services import snapshots as snapshot_service
-from app.services.auth import Permission
+from app.services.auth import Permission, Principal
+from app.services.overcommit import check_force
 from app.web.templating import form_refused, templates, toast_headers
 
 router = APIRouter()
@@ -67,13 +68,21 @@ def create_snapshot(
 
 @router.post(
     "/guests/{uuid}/snapshots/{name}/revert",
-    dependencies=guard(Permission.OPERATE, "snapshot.revert"),
 )
 def revert_snapshot(
-    request: Request, sessions: SessionsDep, sync: SyncDep, uuid: str, name: str
+    request: Request,
+    sessions: SessionsDep,
+    sync: SyncDep,
+    uuid: str,
+    name: str,
+    principal: Annotated[Principal, needs(Permission.OPERATE, "snapshot.revert")],
+    force: bool = False,
 ) -> Response:
-    """Revert the guest to the snapshot; the page reloads (its state may have changed)."""
-    guest = snapshot_service.revert_snapshot(sessions, sync, uuid=uuid, name=name)
+    """Revert the guest to the snapshot (force: admins start it over the policy); the page
+    reloads (its state may have changed)."""
+    if force:
+        check_force(principal, "a revert over the overcommit policy")
+    guest = snapshot_service.revert_snapshot(sessions, sync, uuid=uuid, name=name, force=force)
     if request.headers.get("HX-Request"):
         return Response(status_code=204, headers={"HX-Refresh": "true"})
     return _panel(request, sessions, uuid, f"{guest.name} reverted to {name}")

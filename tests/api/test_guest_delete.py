@@ -52,9 +52,8 @@ def test_the_delete_is_audited_with_the_guest_name(client: TestClient, two_hosts
     assert mine == [(f"guest:{DB_1} (db-1)", "ok")]
 
 
-def test_remove_storage_deletes_only_volumes_no_one_else_uses(
-    client: TestClient, tmp_path: Path
-) -> None:
+def test_remove_storage_deletes_only_volumes_no_one_else_uses(make_client, tmp_path: Path) -> None:
+    client = make_client(test_driver_dir=str(tmp_path))
     add_host(client, "storage", storage_node(tmp_path))
 
     owned = client.get(f"/api/v1/guests/{OWNER}/disks-owned")

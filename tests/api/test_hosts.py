@@ -1,11 +1,12 @@
 """Registering, reading and removing hosts through /api/v1/hosts."""
 
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import add_host, node_uri
+from tests.conftest import DATA, add_host, node_uri
 
 
 def test_added_host_reports_its_facts_and_guest_totals(client: TestClient) -> None:
@@ -43,6 +44,12 @@ def test_hosts_are_listed_by_name_and_shown_by_id(
         ({"name": "x", "uri": "qemu+ssh://-oProxyCommand=sh/system"}, "uri"),
         ({"name": "x", "uri": "qemu+ssh://kvm/system?command=/bin/sh"}, "uri"),
         ({"name": "x", "uri": "qemu:///system?socket=/tmp/s"}, "uri"),
+        ({"name": "x", "uri": "qemu+ssh://h/system?no_tty=1;command=/bin/bash"}, "uri"),
+        ({"name": "x", "uri": "qemu:///system?no_verify=1;socket=/tmp/x"}, "uri"),
+        ({"name": "x", "uri": "qemu+ssh://h/system?no_tty=1%3Bcommand=/bin/bash"}, "uri"),
+        ({"name": "x", "uri": "qemu:///system?no_verify=1%3Bsocket=/tmp/x"}, "uri"),
+        ({"name": "x", "uri": "test:///etc/passwd"}, "uri"),
+        ({"name": "x", "uri": f"test://{DATA}/{'../' * 12}etc/hosts"}, "uri"),
         ({"name": "", "uri": "qemu:///system"}, "name"),
         ({"name": "<script>", "uri": "qemu:///system"}, "name"),
         ({"name": "x" * 65, "uri": "qemu:///system"}, "name"),
@@ -87,6 +94,21 @@ def test_unknown_host_ids_are_404_with_a_message(client: TestClient) -> None:
     assert client.get("/api/v1/hosts/abc").status_code == 422
 
 
+def test_ids_past_what_the_database_holds_are_422_naming_the_parameter(
+    client: TestClient,
+) -> None:
+    huge = 2**64  # SQLite cannot bind it: a 500 before ids were bounded
+    for method, path, field in [
+        ("GET", f"/api/v1/hosts/{huge}", "host_id"),
+        ("DELETE", f"/api/v1/tokens/{huge}", "token_id"),
+        ("GET", f"/api/v1/jobs/{2**31}", "job_id"),
+        ("GET", f"/api/v1/guests?host_id={huge}", "host_id"),
+    ]:
+        response = client.request(method, path)
+        assert response.status_code == 422, path
+        assert response.json()["detail"].startswith(f"{field}: "), path
+
+
 def test_removing_a_host_forgets_it_and_its_guests(
     client: TestClient, two_hosts: tuple[dict, dict]
 ) -> None:
@@ -98,6 +120,28 @@ def test_removing_a_host_forgets_it_and_its_guests(
     guests = client.get("/api/v1/guests").json()
     assert {g["host_name"] for g in guests["items"]} == {"beta"}
     assert client.get("/api/v1/guests/a1000000-0000-4000-8000-000000000001").status_code == 404
+
+
+def test_a_test_driver_file_that_fails_to_load_is_reported_without_its_contents(
+    make_client, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.xml"
+    secret.write_text("root:SECRET-FIRST-LINE:0:0\n<node>\n")
+    client = make_client(test_driver_dir=str(tmp_path))
+
+    response = client.post("/api/v1/hosts", json={"name": "odd", "uri": f"test://{secret}"})
+    assert response.status_code == 201, response.text
+    client.post(f"/api/v1/hosts/{response.json()['id']}/refresh", params={"wait": 10})
+    host = client.get(f"/api/v1/hosts/{response.json()['id']}").json()
+    page = client.get(f"/hosts/{host['id']}")
+
+    assert host["connection"] == "unreachable"
+    assert host["last_error"] == (
+        f"cannot connect to test://{secret}: the test driver could not load this file "
+        "(missing, unreadable or not a libvirt test-driver node XML)"
+    )
+    assert "SECRET-FIRST-LINE" not in page.text
+    assert "could not load this file" in page.text
 
 
 def test_unreachable_host_is_shown_with_its_error_and_pages_stay_fast(

@@ -8,7 +8,7 @@ no balloon), one-2 (1, 0.5 GiB), spare-1 off (2, 1 GiB).
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import add_host, node_uri
+from tests.conftest import add_host, make_user, node_uri
 
 GIB = 1024 * 1024  # in KiB
 SPARE_1 = "c1000000-0000-4000-8000-000000000004"
@@ -141,7 +141,7 @@ def test_a_start_over_the_policy_is_refused_unless_an_admin_forces_it(
     operator_forced = operator.post(path, params={"force": True})
     admin_forced = client.post(path, params={"force": True})
 
-    assert refused.status_code == 409
+    assert refused.status_code == 409, refused.text
     assert refused.json()["detail"] == (
         "vcpus: start would put 10 vCPUs on 2 CPUs (5.0:1), over the policy of 4.0:1; "
         "start would put 6.0 GiB of guest memory on 4.0 GiB (1.5:1), over the policy of 1.0:1; "
@@ -152,6 +152,39 @@ def test_a_start_over_the_policy_is_refused_unless_an_admin_forces_it(
     assert operator_forced.json()["detail"].startswith("force: only an admin")
     assert (admin_forced.status_code, admin_forced.json()["status"]) == (200, "running")
     assert ratio(overcommit(client, gamma)["cpu_running"])[2::2] == (5.0, "over")
+
+
+def test_a_revert_that_starts_the_guest_is_refused_over_the_policy_as_a_start_is(
+    client: TestClient, database_url: str, gamma: dict
+) -> None:
+    # The operator calls the same app: another app would open its own private copy of gamma.
+    operator = {"Authorization": f"Bearer {make_user(database_url, 'op-revert', 'operator')}"}
+    guest = f"/api/v1/guests/{SPARE_1}"
+    # spare-1 snapshotted while running (an admin forced its start), then off again
+    assert client.post(f"{guest}/actions/start", params={"force": True}).status_code == 200
+    assert client.post(f"{guest}/snapshots", json={"name": "warm"}).json()["state"] == "running"
+    assert client.post(f"{guest}/actions/force_off").status_code == 200
+
+    start = client.post(f"{guest}/actions/start", headers=operator)
+    refused = client.post(f"{guest}/snapshots/warm/revert", headers=operator)
+    operator_forced = client.post(
+        f"{guest}/snapshots/warm/revert", params={"force": True}, headers=operator
+    )
+    still_off = client.get(guest).json()["status"]
+    admin_forced = client.post(f"{guest}/snapshots/warm/revert", params={"force": True})
+
+    assert start.status_code == 409
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == (
+        "vcpus: revert would put 10 vCPUs on 2 CPUs (5.0:1), over the policy of 4.0:1; "
+        "revert would put 6.0 GiB of guest memory on 4.0 GiB (1.5:1), over the policy of 1.0:1; "
+        "an admin can force it"
+    )
+    assert refused.json()["overcommit"] == start.json()["overcommit"]
+    assert operator_forced.status_code == 403
+    assert operator_forced.json()["detail"].startswith("force: only an admin")
+    assert still_off == "shutoff"
+    assert (admin_forced.status_code, admin_forced.json()["status"]) == (200, "running")
 
 
 def test_a_create_over_the_policy_is_refused_unless_an_admin_forces_it(
@@ -165,7 +198,7 @@ def test_a_create_over_the_policy_is_refused_unless_an_admin_forces_it(
     operator_forced = operator.post("/api/v1/guests", json={**body, "force": True})
     admin_forced = client.post("/api/v1/guests", json={**body, "force": True})
 
-    assert refused.status_code == 409
+    assert refused.status_code == 409, refused.text
     assert refused.json()["detail"].startswith(
         "vcpus: create would put 9 vCPUs on 2 CPUs (4.5:1), over the policy of 4.0:1; "
     )

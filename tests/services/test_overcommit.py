@@ -15,7 +15,7 @@ from app.services.hosts import add_host, get_host, record_facts
 from app.services.inventory import apply_sync
 from app.virt.connection import HostConnection
 from app.virt.overcommit import KsmReading, read_stats
-from tests.conftest import node_uri
+from tests.conftest import DATA, node_uri
 
 GIB = 1024 * 1024  # in KiB
 
@@ -25,7 +25,7 @@ def gamma(sessions) -> Iterator[tuple[int, HostConnection]]:
     """node-gamma registered and synced once, as its worker would, with its connection."""
     conn = HostConnection(node_uri("node-gamma.xml"), keepalive=(3, 3), on_close=lambda _r: None)
     with transaction(sessions) as session:
-        host_id = add_host(session, name="gamma", uri=conn.uri).id
+        host_id = add_host(session, name="gamma", uri=conn.uri, test_driver_dir=str(DATA)).id
     sync(sessions, host_id, conn)
     yield host_id, conn
     conn.close()

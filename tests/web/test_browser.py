@@ -9,6 +9,7 @@ API) when run on their own.
 
 import json
 import re
+import shutil
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -21,12 +22,11 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from app.deps import SESSION_COOKIE
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, log_in, screenshot
-from tests.conftest import node_uri, post_login
+from tests.conftest import DATA, post_login
 from tests.serve import Server, running_server, virtdeck
 
 pytestmark = pytest.mark.browser
 
-ALPHA_URI = node_uri("node-alpha.xml")
 STARTUP_TIMEOUT = 20.0
 # Long enough for a host's first sync (interval 1 s) plus a poll of the page (1 s while syncing).
 SYNC_TIMEOUT = 10_000
@@ -45,12 +45,26 @@ XSS_UUID = "e0000000-0000-4000-8000-0000000000e1"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's test-driver directory, with a copy of node-alpha.xml."""
+    directory = tmp_path_factory.mktemp("nodes")
+    shutil.copy(DATA / "node-alpha.xml", directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def alpha_uri(nodes: Path) -> str:
+    return f"test://{nodes}/node-alpha.xml"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, nodes: Path) -> Iterator[Server]:
     """`virtdeck serve` on a free port and an empty SQLite file: no default host, no users."""
     env = {
         "VIRTDECK_DEFAULT_HOST_URI": "",
         "VIRTDECK_SYNC_INTERVAL": "1",
         "VIRTDECK_SETUP_CODE": SETUP_CODE,
+        "VIRTDECK_TEST_DRIVER_DIR": str(nodes),
     }
     with running_server(tmp_path_factory.mktemp("serve"), env, admin=None) as running:
         yield running
@@ -131,13 +145,13 @@ def admin_page(admin: Server, page: Page) -> Page:
 
 
 @pytest.fixture
-def alpha(admin: Server) -> int:
+def alpha(admin: Server, alpha_uri: str) -> int:
     """The id of host alpha, synced; registered through the API unless a test already did."""
     hosts = {h["name"]: h for h in admin.api("GET", "/hosts").json()}
     if "alpha" in hosts:
         host_id = hosts["alpha"]["id"]
     else:
-        created = admin.api("POST", "/hosts", json={"name": "alpha", "uri": ALPHA_URI})
+        created = admin.api("POST", "/hosts", json={"name": "alpha", "uri": alpha_uri})
         assert created.status_code == 201, created.text
         host_id = created.json()["id"]
     refreshed = admin.api("POST", f"/hosts/{host_id}/refresh", params={"wait": 15})
@@ -161,7 +175,7 @@ def csrf_token(tab: Page) -> str:
 
 
 def test_the_first_visit_creates_the_admin_whose_host_added_through_the_form_fills_by_itself(
-    server: Server, page: Page
+    server: Server, page: Page, alpha_uri: str
 ) -> None:
     page.goto(server.url + "/")
     page.wait_for_url(server.url + "/setup")
@@ -178,7 +192,7 @@ def test_the_first_visit_creates_the_admin_whose_host_added_through_the_form_fil
 
     form = page.locator("#host-form")
     form.locator('input[name="name"]').fill("alpha")
-    form.locator('input[name="uri"]').fill(ALPHA_URI)
+    form.locator('input[name="uri"]').fill(alpha_uri)
     form.get_by_role("button", name="Add host").click()
 
     page.wait_for_url(re.compile(r"/hosts/\d+$"))
@@ -326,12 +340,12 @@ def assert_inert(page: Page, dialogs: list[str]) -> None:
 
 
 def test_markup_in_names_paths_uris_and_logins_is_shown_as_text_and_never_runs(
-    admin: Server, admin_page: Page, dialogs: list[str], tmp_path: Path
+    admin: Server, admin_page: Page, dialogs: list[str], nodes: Path
 ) -> None:
     page = admin_page
-    write_xss_node(tmp_path / "node.xml")
+    write_xss_node(nodes / "xss.xml")
     # The URI check refuses markup; the refused value is shown back in the form, as text.
-    broken_uri = f"test://{tmp_path}/{XSS_URI_FILE}"
+    broken_uri = f"test://{nodes}/{XSS_URI_FILE}"
     # A login attempt's name lands in the audit log's target as typed.
     with httpx.Client(base_url=admin.url) as stranger:
         assert post_login(stranger, XSS_LOGIN, "not it").status_code == 401
@@ -339,7 +353,7 @@ def test_markup_in_names_paths_uris_and_logins_is_shown_as_text_and_never_runs(
     host_ids = []
     try:
         host_ids.append(
-            add_host_through_the_form(page, admin.url, "xss", f"test://{tmp_path}/node.xml")
+            add_host_through_the_form(page, admin.url, "xss", f"test://{nodes}/xss.xml")
         )
         page.goto(admin.url + "/")
         form = page.locator("#host-form")

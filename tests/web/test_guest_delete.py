@@ -31,9 +31,8 @@ def test_admins_see_the_panel_and_operators_do_not(make_client, two_hosts) -> No
     assert operator.get(f"/guests/{DB_1}/delete").status_code == 403
 
 
-def test_the_panel_lists_what_would_be_deleted_and_what_kept(
-    client: TestClient, tmp_path: Path
-) -> None:
+def test_the_panel_lists_what_would_be_deleted_and_what_kept(make_client, tmp_path: Path) -> None:
+    client = make_client(test_driver_dir=str(tmp_path))
     add_host(client, "storage", storage_node(tmp_path))
 
     panel = client.get(f"/guests/{OWNER}/delete", headers=HTMX).text
@@ -60,8 +59,9 @@ def test_a_wrong_name_is_422_on_the_field_and_deletes_nothing(
 
 
 def test_the_right_name_deletes_and_goes_to_the_host_page_with_a_toast(
-    client: TestClient, tmp_path: Path
+    make_client, tmp_path: Path
 ) -> None:
+    client = make_client(test_driver_dir=str(tmp_path))
     host = add_host(client, "storage", storage_node(tmp_path))
 
     response = post_delete(client, LONE, confirm="lone", remove_storage="true")

@@ -126,8 +126,9 @@ def test_the_contributions_table_sorts_by_vcpus_and_by_memory_as_a_fragment(
 
 
 def test_a_host_with_many_guests_shows_them_a_hundred_a_page_in_the_chosen_order(
-    client: TestClient, tmp_path: Path
+    make_client, tmp_path: Path
 ) -> None:
+    client = make_client(test_driver_dir=str(tmp_path))
     domains = "".join(
         f"""<domain type="test"><name>g-{i:03d}</name>
         <uuid>c2000000-0000-4000-8000-{i:012d}</uuid><memory unit="MiB">{64 + i}</memory>
@@ -160,8 +161,9 @@ def test_a_host_with_many_guests_shows_them_a_hundred_a_page_in_the_chosen_order
 
 
 def test_a_guest_wider_than_its_host_is_flagged_not_recommended(
-    client: TestClient, tmp_path: Path
+    make_client, tmp_path: Path
 ) -> None:
+    client = make_client(test_driver_dir=str(tmp_path))
     node = tmp_path / "node-wide.xml"
     node.write_text(WIDE_NODE)
     host = add_host(client, "narrow", f"test://{node}")
