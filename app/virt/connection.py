@@ -81,11 +81,16 @@ def ensure_event_loop() -> None:
         _event_loop_started = True
 
 
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Untrusted text on one line of at most limit characters, without control characters."""
+    text = " ".join(CONTROL.sub(" ", text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def error_message(exc: libvirt.libvirtError) -> str:
     """libvirt's message on one line of at most MAX_MESSAGE characters: it is shown to every
     viewer (as a host's last error, a job's failure) and may quote what libvirt was given."""
-    text = " ".join(CONTROL.sub(" ", exc.get_error_message() or str(exc)).split())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+    return one_line(exc.get_error_message() or str(exc))
 
 
 def translate(exc: libvirt.libvirtError) -> VirtdeckError:
@@ -113,9 +118,9 @@ def libvirt_errors() -> Iterator[None]:
 def qemu_error(message: str) -> str:
     """The useful line of a failed start, bounded and on one line: QEMU's own error line when
     libvirt passes one on, else libvirt's message."""
-    found = re.search(r"qemu-system-[\w-]+: (?:error: )?(.+)", message)
-    line = " ".join((found.group(1) if found else message).split())
-    return line if len(line) <= LIBVIRT_SAYS else line[: LIBVIRT_SAYS - 1] + "…"
+    # libvirt's message may be folded onto one line (translate): stop at QEMU's next line.
+    found = re.search(r"qemu-system-[\w-]+: (?:error: )?(.+?)(?=\s+qemu-system-|\n|$)", message)
+    return one_line(found.group(1) if found else message, LIBVIRT_SAYS)
 
 
 def start_failed(name: str, exc: libvirt.libvirtError) -> VirtdeckError:
@@ -134,7 +139,7 @@ def start_failed(name: str, exc: libvirt.libvirtError) -> VirtdeckError:
         )
     return Conflict(
         f"{name} could not start: libvirt says: {said}.{hint}",
-        extra={"libvirt_error": " ".join(error.message.split())[:2000]},
+        extra={"libvirt_error": error.message},
     )
 
 
