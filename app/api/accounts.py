@@ -127,7 +127,7 @@ def post_token(
     return TokenCreated(**TokenOut.model_validate(token).model_dump(), token=secret)
 
 
-@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/tokens/{token_id:id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_token(
     token_id: int,
     session: SessionDep,
@@ -160,7 +160,9 @@ def post_user(request: Request, body: UserCreate, session: SessionDep) -> UserOu
 
 
 @router.patch(
-    "/users/{user_id}", response_model=UserOut, dependencies=guard(Permission.ADMIN, "user.update")
+    "/users/{user_id:id}",
+    response_model=UserOut,
+    dependencies=guard(Permission.ADMIN, "user.update"),
 )
 def patch_user(user_id: int, body: UserUpdate, session: SessionDep) -> UserOut:
     """Change a user's role, disabled flag or password."""
@@ -173,7 +175,7 @@ def patch_user(user_id: int, body: UserUpdate, session: SessionDep) -> UserOut:
 
 
 @router.delete(
-    "/users/{user_id}",
+    "/users/{user_id:id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "user.delete"),
 )

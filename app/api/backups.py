@@ -110,14 +110,16 @@ def list_backups(
     )
 
 
-@router.get("/backups/{backup_id}", response_model=BackupOut, dependencies=guard(Permission.VIEW))
+@router.get(
+    "/backups/{backup_id:id}", response_model=BackupOut, dependencies=guard(Permission.VIEW)
+)
 def get_backup(backup_id: int, session: SessionDep) -> BackupOut:
     """One backup with its files."""
     return BackupOut.model_validate(backup_service.get_backup(session, backup_id))
 
 
 @router.post(
-    "/guests/{uuid}/backups",
+    "/guests/{uuid:guest}/backups",
     response_model=BackupStarted,
     status_code=status.HTTP_202_ACCEPTED,
     responses=REFUSALS,
@@ -137,7 +139,7 @@ def start_backup(
 
 
 @router.post(
-    "/backups/{backup_id}/verify",
+    "/backups/{backup_id:id}/verify",
     response_model=BackupOut,
     dependencies=guard(Permission.OPERATE, "backup.verify"),
     responses=REFUSALS,
@@ -148,7 +150,7 @@ def verify_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) 
 
 
 @router.post(
-    "/backups/{backup_id}/restore",
+    "/backups/{backup_id:id}/restore",
     response_model=BackupStarted,
     status_code=status.HTTP_202_ACCEPTED,
     responses={**REFUSALS, 403: {"description": "in place asked by someone not an admin"}},
@@ -180,7 +182,7 @@ def restore_backup(
 
 
 @router.delete(
-    "/backups/{backup_id}",
+    "/backups/{backup_id:id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "backup.delete"),
     responses=REFUSALS,
@@ -191,14 +193,14 @@ def delete_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) 
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, dependencies=guard(Permission.VIEW))
+@router.get("/jobs/{job_id:id}", response_model=JobOut, dependencies=guard(Permission.VIEW))
 def get_job(job_id: int, session: SessionDep) -> Job:
     """One job: its status, progress, error and result."""
     return job_service.get_job(session, job_id)
 
 
 @router.post(
-    "/jobs/{job_id}/cancel",
+    "/jobs/{job_id:id}/cancel",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=guard(Permission.OPERATE, "job.cancel"),

@@ -137,7 +137,9 @@ def create_guest(
 
 
 @router.get(
-    "/hosts/{host_id}/pools", response_model=list[storage.Pool], dependencies=guard(Permission.VIEW)
+    "/hosts/{host_id:id}/pools",
+    response_model=list[storage.Pool],
+    dependencies=guard(Permission.VIEW),
 )
 def list_pools(host_id: int, session: SessionDep, sync: SyncDep) -> list[storage.Pool]:
     """The host's storage pools, read from it now (503 when it is not connected)."""
@@ -145,7 +147,7 @@ def list_pools(host_id: int, session: SessionDep, sync: SyncDep) -> list[storage
 
 
 @router.get(
-    "/hosts/{host_id}/pools/{pool}/volumes",
+    "/hosts/{host_id:id}/pools/{pool:label}/volumes",
     response_model=list[VolumeOut],
     dependencies=guard(Permission.VIEW),
 )
@@ -159,7 +161,7 @@ def list_volumes(
 
 
 @router.get(
-    "/hosts/{host_id}/networks",
+    "/hosts/{host_id:id}/networks",
     response_model=list[storage.Network],
     dependencies=guard(Permission.VIEW),
 )

@@ -41,14 +41,14 @@ def add_host(request: Request, body: HostCreate, session: SessionDep, sync: Sync
     return _out(session, [host])[0]
 
 
-@router.get("/{host_id}", response_model=HostOut, dependencies=guard(Permission.VIEW))
+@router.get("/{host_id:id}", response_model=HostOut, dependencies=guard(Permission.VIEW))
 def get_host(host_id: int, session: SessionDep) -> HostOut:
     """One host."""
     return _out(session, [host_service.get_host(session, host_id)])[0]
 
 
 @router.delete(
-    "/{host_id}",
+    "/{host_id:id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "host.remove"),
 )
@@ -61,7 +61,7 @@ def remove_host(host_id: int, session: SessionDep, sync: SyncDep) -> Response:
 
 
 @router.post(
-    "/{host_id}/refresh",
+    "/{host_id:id}/refresh",
     response_model=RefreshOut,
     responses={202: {"model": RefreshOut, "description": "sync requested, not finished yet"}},
     dependencies=guard(Permission.OPERATE, "host.refresh"),

@@ -36,7 +36,7 @@ class HostPolicy(BaseModel):
 
 
 @router.get(
-    "/hosts/{host_id}/overcommit",
+    "/hosts/{host_id:id}/overcommit",
     response_model=HostOvercommit,
     dependencies=guard(Permission.VIEW),
 )
@@ -46,7 +46,7 @@ def host_overcommit(host_id: int, session: SessionDep) -> HostOvercommit:
 
 
 @router.get(
-    "/hosts/{host_id}/overcommit/samples",
+    "/hosts/{host_id:id}/overcommit/samples",
     response_model=list[Sample],
     dependencies=guard(Permission.VIEW),
 )
@@ -87,7 +87,7 @@ def put_policy(request: Request, body: HostPolicy, session: SessionDep) -> Polic
 
 
 @router.put(
-    "/hosts/{host_id}/policy",
+    "/hosts/{host_id:id}/policy",
     response_model=HostOvercommit,
     dependencies=guard(Permission.ADMIN, "policy.update"),
 )

@@ -98,7 +98,7 @@ def add_token(
     return templates.TemplateResponse(request, page, context, status_code=201, headers=NO_STORE)
 
 
-@router.post("/tokens/{token_id}/revoke", response_class=HTMLResponse)
+@router.post("/tokens/{token_id:id}/revoke", response_class=HTMLResponse)
 def revoke(
     request: Request,
     session: SessionDep,
@@ -158,7 +158,7 @@ def add_user(
 
 
 @router.post(
-    "/users/{user_id}",
+    "/users/{user_id:id}",
     response_class=HTMLResponse,
     dependencies=guard(Permission.ADMIN, "user.update"),
 )
@@ -182,7 +182,7 @@ def change_user(
 
 
 @router.post(
-    "/users/{user_id}/delete",
+    "/users/{user_id:id}/delete",
     response_class=HTMLResponse,
     dependencies=guard(Permission.ADMIN, "user.delete"),
 )

@@ -90,7 +90,7 @@ def _outcome(what: str, job: Job) -> str:
 
 
 @router.get(
-    "/guests/{uuid}/backups", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
+    "/guests/{uuid:guest}/backups", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
 )
 def backups_panel(request: Request, session: SessionDep, uuid: str) -> Response:
     """The panel (the guest page loads it); a plain GET goes to the list of its backups."""
@@ -99,7 +99,7 @@ def backups_panel(request: Request, session: SessionDep, uuid: str) -> Response:
     return _panel(request, session, uuid)
 
 
-@router.post("/guests/{uuid}/backups", response_class=HTMLResponse)
+@router.post("/guests/{uuid:guest}/backups", response_class=HTMLResponse)
 def start_backup(
     request: Request,
     sessions: SessionsDep,
@@ -127,7 +127,7 @@ def start_backup(
 
 
 @router.get(
-    "/guests/{uuid}/backups/jobs/{job_id}",
+    "/guests/{uuid:guest}/backups/jobs/{job_id:id}",
     response_class=HTMLResponse,
     dependencies=guard(Permission.VIEW),
 )
@@ -146,7 +146,7 @@ def guest_backup_progress(
 
 
 @router.post(
-    "/jobs/{job_id}/cancel",
+    "/jobs/{job_id:id}/cancel",
     response_class=HTMLResponse,
     dependencies=guard(Permission.OPERATE, "job.cancel"),
 )
@@ -219,7 +219,7 @@ def _page_context(session: Session, backup: Backup, **context) -> dict:
 
 
 @router.get(
-    "/backups/{backup_id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
+    "/backups/{backup_id:id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
 )
 def backup_page(request: Request, session: SessionDep, backup_id: int) -> HTMLResponse:
     """One backup: details, files, error, and the restore form."""
@@ -231,7 +231,7 @@ def backup_page(request: Request, session: SessionDep, backup_id: int) -> HTMLRe
 
 
 @router.get(
-    "/backups/{backup_id}/jobs/{job_id}",
+    "/backups/{backup_id:id}/jobs/{job_id:id}",
     response_class=HTMLResponse,
     dependencies=guard(Permission.VIEW),
 )
@@ -271,7 +271,7 @@ def _answer(request: Request, session: Session, backup_id: int, uuid: str, toast
 
 
 @router.post(
-    "/backups/{backup_id}/verify",
+    "/backups/{backup_id:id}/verify",
     response_class=HTMLResponse,
     dependencies=guard(Permission.OPERATE, "backup.verify"),
 )
@@ -287,7 +287,7 @@ def verify_backup(
 
 
 @router.post(
-    "/backups/{backup_id}/delete",
+    "/backups/{backup_id:id}/delete",
     response_class=HTMLResponse,
     dependencies=guard(Permission.ADMIN, "backup.delete"),
 )
@@ -319,7 +319,7 @@ def _host_id(value: str) -> int | None:
     return int(value)
 
 
-@router.post("/backups/{backup_id}/restore", response_class=HTMLResponse)
+@router.post("/backups/{backup_id:id}/restore", response_class=HTMLResponse)
 def restore_backup(
     request: Request,
     sessions: SessionsDep,

@@ -143,7 +143,7 @@ def create_guest(
     return templates.TemplateResponse(request, "partials/guest_form.html", context, status_code=202)
 
 
-@router.get("/jobs/{job_id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
+@router.get("/jobs/{job_id:id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
 def job_progress(request: Request, session: SessionDep, job_id: int) -> Response:
     """A job's progress; the polling fragment goes to the guest once a create succeeded."""
     job = job_service.get_job(session, job_id)

@@ -66,7 +66,7 @@ def add_host(
     return redirect(request, f"/hosts/{host.id}")
 
 
-@router.get("/hosts/{host_id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
+@router.get("/hosts/{host_id:id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
 def host_page(
     request: Request,
     session: SessionDep,
@@ -104,7 +104,7 @@ def host_page(
     return templates.TemplateResponse(request, "host.html", context)
 
 
-@router.post("/hosts/{host_id}/delete", dependencies=guard(Permission.ADMIN, "host.remove"))
+@router.post("/hosts/{host_id:id}/delete", dependencies=guard(Permission.ADMIN, "host.remove"))
 def remove_host(request: Request, session: SessionDep, sync: SyncDep, host_id: int) -> Response:
     """Forget a host (its guests keep running)."""
     host_service.remove_host(session, host_id)

@@ -116,7 +116,9 @@ def policy_context(session: Session, view: HostOvercommit) -> dict:
 
 
 @router.get(
-    "/hosts/{host_id}/overcommit", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
+    "/hosts/{host_id:id}/overcommit",
+    response_class=HTMLResponse,
+    dependencies=guard(Permission.VIEW),
 )
 def overcommit_page(
     request: Request, session: SessionDep, host_id: int, sort: Sort = "vcpus", page: int = 1
@@ -172,7 +174,7 @@ def update_policy(
 
 
 @router.post(
-    "/hosts/{host_id}/overcommit/policy",
+    "/hosts/{host_id:id}/overcommit/policy",
     response_class=HTMLResponse,
     dependencies=guard(Permission.ADMIN, "policy.update"),
 )

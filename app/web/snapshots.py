@@ -41,7 +41,9 @@ def _memory(choice: str) -> bool | None:
     return MEMORY_CHOICES[choice]
 
 
-@router.post("/guests/{uuid}/snapshots", dependencies=guard(Permission.OPERATE, "snapshot.create"))
+@router.post(
+    "/guests/{uuid:guest}/snapshots", dependencies=guard(Permission.OPERATE, "snapshot.create")
+)
 def create_snapshot(
     request: Request,
     sessions: SessionsDep,
@@ -66,7 +68,7 @@ def create_snapshot(
 
 
 @router.post(
-    "/guests/{uuid}/snapshots/{name}/revert",
+    "/guests/{uuid:guest}/snapshots/{name:snapshot}/revert",
     dependencies=guard(Permission.OPERATE, "snapshot.revert"),
 )
 def revert_snapshot(
@@ -80,7 +82,7 @@ def revert_snapshot(
 
 
 @router.post(
-    "/guests/{uuid}/snapshots/{name}/delete",
+    "/guests/{uuid:guest}/snapshots/{name:snapshot}/delete",
     dependencies=guard(Permission.OPERATE, "snapshot.delete"),
 )
 def delete_snapshot(
