@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from app import api, web
-from app.api import ops
+from app.api import docs, ops
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory, transaction
 from app.deps import SAFE_METHODS
@@ -193,7 +193,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sync.stop()
         engine.dispose()
 
-    app = FastAPI(title="virtdeck", version="0.1.0", lifespan=lifespan)
+    # /docs is our own page (app/api/docs.py): vendored assets, no inline script. No ReDoc.
+    app = FastAPI(
+        title="virtdeck", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = sessions
@@ -206,6 +209,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, render=_error_response)
     app.add_middleware(SecurityHeaders)
     app.include_router(ops.router)
+    app.include_router(docs.router)
     app.include_router(api.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
