@@ -45,7 +45,12 @@ XSS_UUID = "e0000000-0000-4000-8000-0000000000e1"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`virtdeck serve` on a free port and an empty SQLite file: no default host, no users."""
-    env = {"VIRTDECK_DEFAULT_HOST_URI": "", "VIRTDECK_SYNC_INTERVAL": "1"}
+    env = {
+        "VIRTDECK_DEFAULT_HOST_URI": "",
+        "VIRTDECK_SYNC_INTERVAL": "1",
+        # The audit log test records more than a page (100) of anonymous refusals.
+        "VIRTDECK_AUDIT_ANONYMOUS_PER_MINUTE": "1000",
+    }
     with running_server(tmp_path_factory.mktemp("serve"), env, admin=None) as running:
         yield running
 
