@@ -58,9 +58,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = Headers(scope=scope).get("content-length")
-        if length is not None:
-            # The server has checked that it is a number and stops the body at it.
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit():  # the server stops the body at it
             if int(length) > self.limit:
                 await self._refuse(scope, receive, send)
             else:

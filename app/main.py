@@ -106,7 +106,7 @@ def _recorded(request: Request, budget: audit.RateBudget) -> bool:
     shape) and changed or was refused something; the anonymous's refusals within the budget."""
     state = request.state
     denied = getattr(state, "audit_denied", False)
-    if getattr(state, "unrouted", False) or (request.method in SAFE_METHODS and not denied):
+    if getattr(state, "no_route", False) or (request.method in SAFE_METHODS and not denied):
         return False
     if denied and getattr(state, "principal", ANONYMOUS).auth == "anonymous":
         return budget.take()
@@ -142,12 +142,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        # Raised by routing itself: no route for the path (or the method), so nothing ran and
-        # nobody was authenticated; not worth an audit row.
-        request.state.unrouted = True
+        # 404 and 405 come from routing itself (no route for the path or the method): nothing
+        # ran, nobody was authenticated, and the path is not worth an audit row.
+        request.state.no_route = exc.status_code in (404, 405)
         error = VirtdeckError(str(exc.detail).lower())
         error.status_code = exc.status_code
         error.headers = dict(exc.headers or {})
+        request.state.audit_error = error.message
         return _error_response(request, error)
 
     @app.exception_handler(RequestValidationError)
