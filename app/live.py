@@ -13,6 +13,7 @@ subscribe through /events (SSE).
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +31,9 @@ PAYLOAD_LIMIT = 7000
 # Topics for the streams themselves, never sent on to browsers: `user-<id>`.
 USER_TOPIC = "user-"
 TOPICS_KEY = "live_topics"
+# What a topic may hold. Each is written into an SSE frame as its event name and data: a line
+# break (or a space, which splits NOTIFY payloads) would let it forge frames of its own.
+TOPIC = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # A host row changes at every sync (times, stats); only changes to its other columns are news.
 QUIET_HOST_COLUMNS = frozenset(
     {"last_contact_at", "last_sync_at", "last_sync_ms", "stats", "stats_at"}
@@ -148,7 +152,7 @@ class LiveBus:
 
     def publish(self, topics: Iterable[str]) -> None:
         """Tell every instance's subscribers (never raises: a lost update is not an error)."""
-        topics = frozenset(topics)
+        topics = _well_formed(topics)
         if not topics:
             return
         if not self._notify:
@@ -165,6 +169,9 @@ class LiveBus:
             log.exception("could not publish live topics")
 
     def _deliver(self, topics: frozenset[str]) -> None:
+        topics = _well_formed(topics)
+        if not topics:
+            return
         with self._lock:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
@@ -225,6 +232,15 @@ class LiveBus:
             subscriber.close()
         if self._listener is not None:
             self._listener.join(timeout=2)
+
+
+def _well_formed(topics: Iterable[str]) -> frozenset[str]:
+    """The topics of TOPIC's shape; the others are dropped (and logged, escaped)."""
+    topics = frozenset(topics)
+    kept = frozenset(topic for topic in topics if TOPIC.fullmatch(topic))
+    if kept != topics:
+        log.warning("dropped malformed live topics: %s", sorted(map(ascii, topics - kept)))
+    return kept
 
 
 def _payloads(topics: frozenset[str]) -> list[str]:

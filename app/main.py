@@ -15,13 +15,15 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from app import api, web
-from app.api import ops
+from app.api import docs, ops
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory, transaction
 from app.deps import SAFE_METHODS
 from app.errors import Conflict, VirtdeckError
+from app.guards import BodyLimit, SecurityHeaders
 from app.live import LiveBus
 from app.services import audit
 from app.services import backups as backup_service
@@ -51,6 +53,14 @@ def _validation_message(exc: RequestValidationError) -> str:
         field = ".".join(str(p) for p in error["loc"] if p not in ("body", "query", "path"))
         parts.append(f"{field}: {error['msg']}" if field else error["msg"])
     return "; ".join(parts)
+
+
+def _error_response(request: Request, exc: VirtdeckError) -> Response:
+    """The error as JSON for machines, else as a page (or a toast for htmx)."""
+    if _wants_json(request):
+        body = {"detail": exc.message, "field": exc.field, **exc.extra}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return web.error_page(request, exc)
 
 
 def _target(request: Request) -> str | None:
@@ -92,7 +102,21 @@ def _write_audit(app: FastAPI, request: Request, status_code: int) -> None:
         )
 
 
-def _install_audit(app: FastAPI) -> None:
+def _recorded(request: Request, budget: audit.RateBudget) -> bool:
+    """Whether the request gets an audit row: it reached a route (so its identifiers have their
+    shape) and changed or was refused something; the anonymous's refusals within the budget."""
+    state = request.state
+    denied = getattr(state, "audit_denied", False)
+    if getattr(state, "no_route", False) or (request.method in SAFE_METHODS and not denied):
+        return False
+    if denied and getattr(state, "principal", ANONYMOUS).auth == "anonymous":
+        return budget.take()
+    return True
+
+
+def _install_audit(app: FastAPI, settings: Settings) -> None:
+    budget = audit.RateBudget(settings.audit_anonymous_per_minute, what="anonymous refusals")
+
     @app.middleware("http")
     async def audit_requests(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -105,8 +129,7 @@ def _install_audit(app: FastAPI) -> None:
             await run_in_threadpool(_write_audit, app, request, 500)
             raise
         response.headers["X-Request-ID"] = request.state.request_id
-        denied = getattr(request.state, "audit_denied", False)
-        if request.method not in SAFE_METHODS or denied:
+        if _recorded(request, budget):
             await run_in_threadpool(_write_audit, app, request, response.status_code)
         return response
 
@@ -116,10 +139,18 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def virtdeck_error(request: Request, exc: VirtdeckError) -> Response:
         request.state.audit_error = exc.message
         request.state.audit_denied = exc.denied
-        if _wants_json(request):
-            body = {"detail": exc.message, "field": exc.field, **exc.extra}
-            return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-        return web.error_page(request, exc)
+        return _error_response(request, exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # 404 and 405 come from routing itself (no route for the path or the method): nothing
+        # ran, nobody was authenticated, and the path is not worth an audit row.
+        request.state.no_route = exc.status_code in (404, 405)
+        error = VirtdeckError(str(exc.detail).lower())
+        error.status_code = exc.status_code
+        error.headers = dict(exc.headers or {})
+        request.state.audit_error = error.message
+        return _error_response(request, error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -168,7 +199,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sync.stop()
         engine.dispose()
 
-    app = FastAPI(title="virtdeck", version="0.1.0", lifespan=lifespan)
+    # /docs is our own page (app/api/docs.py): vendored assets, no inline script. No ReDoc.
+    app = FastAPI(
+        title="virtdeck", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = sessions
@@ -176,8 +210,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = jobs
     app.state.live = live
     _install_error_handlers(app)
-    _install_audit(app)
+    _install_audit(app, settings)
+    # Outside the audit: a refused body is not read, so it never reaches a route.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, render=_error_response)
+    app.add_middleware(SecurityHeaders)
     app.include_router(ops.router)
+    app.include_router(docs.router)
     app.include_router(api.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")

@@ -68,3 +68,23 @@ document.addEventListener("htmx:sseOpen", () => {
   }
   streamOpened = true;
 });
+
+// Behaviour that templates would otherwise write inline (the Content-Security-Policy forbids
+// inline script and htmx's hx-on):
+// a form with data-confirm-name enables its submit button only once its `confirm` field holds
+// that name (the guest delete form);
+document.addEventListener("input", (event) => {
+  const form = event.target.closest && event.target.closest("form[data-confirm-name]");
+  if (!form) return;
+  const typed = form.elements.confirm.value.trim();
+  form.querySelector("button[type=submit]").disabled = typed !== form.dataset.confirmName;
+});
+
+// a select whose change the server refused goes back to the stored value, data-current (a
+// user's role).
+document.addEventListener("htmx:afterRequest", (event) => {
+  const elt = event.detail.elt;
+  if (elt.matches("select[data-current]") && event.detail.xhr.status >= 400) {
+    elt.value = elt.dataset.current;
+  }
+});

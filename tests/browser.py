@@ -93,7 +93,9 @@ def admin_tabs(
 
 def wait_for_stream(tab: Page, opens: int = 1) -> None:
     """Until the tab's event stream has opened this many times."""
-    tab.wait_for_function(f"window.streamOpens >= {opens}", timeout=10_000)
+    # A function, not an expression: Playwright polls expressions with eval(), which the CSP
+    # forbids.
+    tab.wait_for_function(f"() => window.streamOpens >= {opens}", timeout=10_000)
 
 
 def shows(tab: Page, selector: str, state: str, *, timeout: float) -> None:

@@ -27,6 +27,8 @@ class Server:
     token: str | None = None
     # The environment it runs with (its database among it), for the command line.
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    # The server's process id, to read its memory use from /proc.
+    pid: int | None = field(default=None, compare=False)
 
     def api(self, method: str, path: str, **kwargs) -> httpx.Response:
         """Call the server's JSON API, with the admin's token when there is one."""
@@ -106,7 +108,9 @@ def running_server(
             stderr=subprocess.STDOUT,
         )
     try:
-        running = Server(url=f"http://127.0.0.1:{port}", log=log, token=token, env=full_env)
+        running = Server(
+            url=f"http://127.0.0.1:{port}", log=log, token=token, env=full_env, pid=process.pid
+        )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
             if process.poll() is not None:

@@ -139,12 +139,13 @@ def app_routes(app) -> Iterator[tuple[str, str, Permission | None]]:
             declared_permission(context.dependant) if hasattr(context, "dependant") else None
         )
         for method in sorted(context.methods - {"HEAD"}):
-            yield method, context.path, permission
+            yield method, context.path_format, permission
 
 
 def concrete(path: str) -> str:
     """The path with ids that exist nowhere, so allowed requests change nothing."""
-    return PARAM.sub(lambda m: str(uuid.uuid4()) if m.group(1) == "uuid" else "987654", path)
+    examples = {"uuid": str(uuid.uuid4()), "action": "start"}
+    return PARAM.sub(lambda m: examples.get(m.group(1), "987654"), path)
 
 
 def refused(response, *, api: bool) -> bool:

@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter
 
+import app.paths  # noqa: F401  (registers the path types the routes name)
 from app.api import (
     accounts,
     audit,

@@ -8,7 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import (
     SESSION_COOKIE,
-    RowId,
     SessionDep,
     SettingsDep,
     guard,
@@ -136,9 +135,9 @@ def post_token(
     return TokenCreated(**TokenOut.model_validate(token).model_dump(), token=secret)
 
 
-@router.delete("/tokens/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/tokens/{token_id:id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_token(
-    token_id: RowId,
+    token_id: int,
     session: SessionDep,
     principal: Annotated[Principal, needs(Permission.VIEW, "token.revoke")],
 ) -> Response:
@@ -168,11 +167,11 @@ def post_user(request: Request, body: UserCreate, session: SessionDep) -> UserOu
     return UserOut.model_validate(user)
 
 
-@router.patch("/users/{user_id}", response_model=UserOut)
+@router.patch("/users/{user_id:id}", response_model=UserOut)
 def patch_user(
     request: Request,
     response: Response,
-    user_id: RowId,
+    user_id: int,
     body: UserUpdate,
     session: SessionDep,
     settings: SettingsDep,
@@ -192,11 +191,11 @@ def patch_user(
 
 
 @router.delete(
-    "/users/{user_id}",
+    "/users/{user_id:id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "user.delete"),
 )
-def delete_user(user_id: RowId, session: SessionDep) -> Response:
+def delete_user(user_id: int, session: SessionDep) -> Response:
     """Delete a user with their sessions and tokens."""
     user_service.delete_user(session, user_service.get_user(session, user_id))
     session.commit()

@@ -110,14 +110,16 @@ def list_backups(
     )
 
 
-@router.get("/backups/{backup_id}", response_model=BackupOut, dependencies=guard(Permission.VIEW))
-def get_backup(backup_id: RowId, session: SessionDep) -> BackupOut:
+@router.get(
+    "/backups/{backup_id:id}", response_model=BackupOut, dependencies=guard(Permission.VIEW)
+)
+def get_backup(backup_id: int, session: SessionDep) -> BackupOut:
     """One backup with its files."""
     return BackupOut.model_validate(backup_service.get_backup(session, backup_id))
 
 
 @router.post(
-    "/guests/{uuid}/backups",
+    "/guests/{uuid:guest}/backups",
     response_model=BackupStarted,
     status_code=status.HTTP_202_ACCEPTED,
     responses=REFUSALS,
@@ -137,24 +139,24 @@ def start_backup(
 
 
 @router.post(
-    "/backups/{backup_id}/verify",
+    "/backups/{backup_id:id}/verify",
     response_model=BackupOut,
     dependencies=guard(Permission.OPERATE, "backup.verify"),
     responses=REFUSALS,
 )
-def verify_backup(backup_id: RowId, sessions: SessionsDep, settings: SettingsDep) -> BackupOut:
+def verify_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) -> BackupOut:
     """Recompute every checksum: succeeded again, or corrupt naming the files."""
     return BackupOut.model_validate(backup_service.verify_backup(sessions, settings, backup_id))
 
 
 @router.post(
-    "/backups/{backup_id}/restore",
+    "/backups/{backup_id:id}/restore",
     response_model=BackupStarted,
     status_code=status.HTTP_202_ACCEPTED,
     responses={**REFUSALS, 403: {"description": "in place asked by someone not an admin"}},
 )
 def restore_backup(
-    backup_id: RowId,
+    backup_id: int,
     body: RestoreIn,
     sessions: SessionsDep,
     sync: SyncDep,
@@ -180,31 +182,31 @@ def restore_backup(
 
 
 @router.delete(
-    "/backups/{backup_id}",
+    "/backups/{backup_id:id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "backup.delete"),
     responses=REFUSALS,
 )
-def delete_backup(backup_id: RowId, sessions: SessionsDep, settings: SettingsDep) -> Response:
+def delete_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) -> Response:
     """Remove the backup's files and its record."""
     backup_service.delete_backup(sessions, settings, backup_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, dependencies=guard(Permission.VIEW))
-def get_job(job_id: RowId, session: SessionDep) -> Job:
+@router.get("/jobs/{job_id:id}", response_model=JobOut, dependencies=guard(Permission.VIEW))
+def get_job(job_id: int, session: SessionDep) -> Job:
     """One job: its status, progress, error and result."""
     return job_service.get_job(session, job_id)
 
 
 @router.post(
-    "/jobs/{job_id}/cancel",
+    "/jobs/{job_id:id}/cancel",
     response_model=JobOut,
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=guard(Permission.OPERATE, "job.cancel"),
     responses={404: {"description": "no such job"}, 409: {"description": "finished already"}},
 )
-def cancel_job(job_id: RowId, session: SessionDep) -> Any:
+def cancel_job(job_id: int, session: SessionDep) -> Any:
     """Ask a backup or restore job to stop; it cleans up and ends as cancelled."""
     job = job_service.request_cancel(session, job_id)
     session.commit()

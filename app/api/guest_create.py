@@ -158,20 +158,22 @@ def create_guest(
 
 
 @router.get(
-    "/hosts/{host_id}/pools", response_model=list[storage.Pool], dependencies=guard(Permission.VIEW)
+    "/hosts/{host_id:id}/pools",
+    response_model=list[storage.Pool],
+    dependencies=guard(Permission.VIEW),
 )
-def list_pools(host_id: RowId, session: SessionDep, sync: SyncDep) -> list[storage.Pool]:
+def list_pools(host_id: int, session: SessionDep, sync: SyncDep) -> list[storage.Pool]:
     """The host's storage pools, read from it now (503 when it is not connected)."""
     return host_storage.read_host(session, sync, host_id, storage.list_pools)
 
 
 @router.get(
-    "/hosts/{host_id}/pools/{pool}/volumes",
+    "/hosts/{host_id:id}/pools/{pool:label}/volumes",
     response_model=list[VolumeOut],
     dependencies=guard(Permission.VIEW),
 )
 def list_volumes(
-    host_id: RowId, pool: str, session: SessionDep, sync: SyncDep
+    host_id: int, pool: str, session: SessionDep, sync: SyncDep
 ) -> list[storage.Volume]:
     """The volumes of one of the host's active pools, read from it now."""
     return host_storage.read_host(
@@ -180,10 +182,10 @@ def list_volumes(
 
 
 @router.get(
-    "/hosts/{host_id}/networks",
+    "/hosts/{host_id:id}/networks",
     response_model=list[storage.Network],
     dependencies=guard(Permission.VIEW),
 )
-def list_networks(host_id: RowId, session: SessionDep, sync: SyncDep) -> list[storage.Network]:
+def list_networks(host_id: int, session: SessionDep, sync: SyncDep) -> list[storage.Network]:
     """The host's virtual networks, read from it now."""
     return host_storage.read_host(session, sync, host_id, storage.list_networks)

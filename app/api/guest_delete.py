@@ -42,7 +42,7 @@ class DisksOwned(BaseModel):
 
 
 @router.delete(
-    "/{uuid}",
+    "/{uuid:guest}",
     response_model=GuestDeleted,
     dependencies=guard(Permission.ADMIN, "guest.delete"),
     responses={
@@ -73,7 +73,7 @@ def delete_guest(
 
 
 @router.get(
-    "/{uuid}/disks-owned",
+    "/{uuid:guest}/disks-owned",
     response_model=DisksOwned,
     dependencies=guard(Permission.ADMIN),
     responses={503: {"description": "the guest's host is not connected"}},

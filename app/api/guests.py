@@ -41,7 +41,7 @@ GuestAction = StrEnum("GuestAction", {a: a for a in ACTIONS})
 
 
 @router.post(
-    "/{uuid}/actions/{action}",
+    "/{uuid:guest}/actions/{action:word}",
     response_model=GuestOut,
     responses={
         403: {"description": "force asked by someone who is not an admin"},
@@ -66,7 +66,7 @@ def guest_action(
     return GuestOut.of(run_action(sessions, sync, uuid=uuid, action=action.value, force=force))
 
 
-@router.get("/{uuid}", response_model=GuestDetail, dependencies=guard(Permission.VIEW))
+@router.get("/{uuid:guest}", response_model=GuestDetail, dependencies=guard(Permission.VIEW))
 def get_guest(uuid: str, session: SessionDep) -> GuestDetail:
     """One guest, with its domain XML."""
     guest = guest_service.get_guest(session, uuid)

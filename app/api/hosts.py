@@ -4,7 +4,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
 from app.api.schemas import HostCreate, HostOut, RefreshOut
-from app.deps import RowId, SessionDep, SettingsDep, SyncDep, guard
+from app.deps import SessionDep, SettingsDep, SyncDep, guard
 from app.models import Host
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
@@ -49,18 +49,18 @@ def add_host(
     return _out(session, [host])[0]
 
 
-@router.get("/{host_id}", response_model=HostOut, dependencies=guard(Permission.VIEW))
-def get_host(host_id: RowId, session: SessionDep) -> HostOut:
+@router.get("/{host_id:id}", response_model=HostOut, dependencies=guard(Permission.VIEW))
+def get_host(host_id: int, session: SessionDep) -> HostOut:
     """One host."""
     return _out(session, [host_service.get_host(session, host_id)])[0]
 
 
 @router.delete(
-    "/{host_id}",
+    "/{host_id:id}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "host.remove"),
 )
-def remove_host(host_id: RowId, session: SessionDep, sync: SyncDep) -> Response:
+def remove_host(host_id: int, session: SessionDep, sync: SyncDep) -> Response:
     """Forget a host and its inventory; nothing on the host changes."""
     host_service.remove_host(session, host_id)
     session.commit()
@@ -69,13 +69,13 @@ def remove_host(host_id: RowId, session: SessionDep, sync: SyncDep) -> Response:
 
 
 @router.post(
-    "/{host_id}/refresh",
+    "/{host_id:id}/refresh",
     response_model=RefreshOut,
     responses={202: {"model": RefreshOut, "description": "sync requested, not finished yet"}},
     dependencies=guard(Permission.OPERATE, "host.refresh"),
 )
 def refresh_host(
-    host_id: RowId,
+    host_id: int,
     session: SessionDep,
     sync: SyncDep,
     response: Response,

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
-from app.deps import RowId, SessionDep, guard
+from app.deps import SessionDep, guard
 from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
 from app.services.overcommit import HostOvercommit, Sample
@@ -36,22 +36,22 @@ class HostPolicy(BaseModel):
 
 
 @router.get(
-    "/hosts/{host_id}/overcommit",
+    "/hosts/{host_id:id}/overcommit",
     response_model=HostOvercommit,
     dependencies=guard(Permission.VIEW),
 )
-def host_overcommit(host_id: RowId, session: SessionDep) -> HostOvercommit:
+def host_overcommit(host_id: int, session: SessionDep) -> HostOvercommit:
     """One host's CPU and memory allocation against its capacity and policy."""
     return overcommit_service.host_overcommit(session, host_id)
 
 
 @router.get(
-    "/hosts/{host_id}/overcommit/samples",
+    "/hosts/{host_id:id}/overcommit/samples",
     response_model=list[Sample],
     dependencies=guard(Permission.VIEW),
 )
 def host_samples(
-    host_id: RowId,
+    host_id: int,
     session: SessionDep,
     hours: Annotated[float, Query(gt=0, le=25, description="how far back")] = 24,
 ) -> list[Sample]:
@@ -87,12 +87,12 @@ def put_policy(request: Request, body: HostPolicy, session: SessionDep) -> Polic
 
 
 @router.put(
-    "/hosts/{host_id}/policy",
+    "/hosts/{host_id:id}/policy",
     response_model=HostOvercommit,
     dependencies=guard(Permission.ADMIN, "policy.update"),
 )
 def put_host_policy(
-    request: Request, host_id: RowId, body: HostPolicy, session: SessionDep
+    request: Request, host_id: int, body: HostPolicy, session: SessionDep
 ) -> HostOvercommit:
     """Set or (with null) clear a host's own ratios; answers with its overcommit picture."""
     request.state.audit_target = f"host:{host_id} policy: cpu {body.cpu}, memory {body.memory}"

@@ -59,7 +59,9 @@ class SnapshotList(BaseModel):
     items: list[SnapshotOut]
 
 
-@router.get("/{uuid}/snapshots", response_model=SnapshotList, dependencies=guard(Permission.VIEW))
+@router.get(
+    "/{uuid:guest}/snapshots", response_model=SnapshotList, dependencies=guard(Permission.VIEW)
+)
 def list_snapshots(uuid: str, session: SessionDep) -> SnapshotList:
     """The guest's snapshots as of the last sync or snapshot action, as a tree."""
     guest = guest_service.get_guest(session, uuid)
@@ -68,7 +70,7 @@ def list_snapshots(uuid: str, session: SessionDep) -> SnapshotList:
 
 
 @router.post(
-    "/{uuid}/snapshots",
+    "/{uuid:guest}/snapshots",
     response_model=SnapshotOut,
     status_code=status.HTTP_201_CREATED,
     dependencies=guard(Permission.OPERATE, "snapshot.create"),
@@ -86,7 +88,7 @@ def create_snapshot(
 
 
 @router.post(
-    "/{uuid}/snapshots/{name}/revert",
+    "/{uuid:guest}/snapshots/{name:snapshot}/revert",
     response_model=GuestOut,
     responses={
         **REFUSALS,
@@ -113,7 +115,7 @@ def revert_snapshot(
 
 
 @router.delete(
-    "/{uuid}/snapshots/{name}",
+    "/{uuid:guest}/snapshots/{name:snapshot}",
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.OPERATE, "snapshot.delete"),
     responses=REFUSALS,

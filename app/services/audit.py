@@ -1,5 +1,8 @@
 """Write and read the audit log."""
 
+import logging
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +16,8 @@ from app.services.paging import check_page
 
 RESULTS = ("ok", "denied", "failed")
 MAX_PAGE = 500
+WINDOW_SECONDS = 60.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,41 @@ class AuditPage:
     total: int
     limit: int
     offset: int
+
+
+class RateBudget:
+    """At most `per_minute` rows of one kind a minute (in fixed windows); what it turns away is
+    counted in the server's log instead."""
+
+    def __init__(self, per_minute: int, *, what: str) -> None:
+        self.per_minute = per_minute
+        self.what = what
+        self._lock = threading.Lock()
+        self._window_start = -WINDOW_SECONDS
+        self._used = 0
+        self._refused = 0
+
+    def take(self) -> bool:
+        """Whether one more row fits this minute."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._window_start >= WINDOW_SECONDS:
+                if self._refused:
+                    log.warning(
+                        "%d %s were not recorded in the audit log", self._refused, self.what
+                    )
+                self._window_start, self._used, self._refused = now, 0, 0
+            if self._used < self.per_minute:
+                self._used += 1
+                return True
+            if not self._refused:
+                log.warning(
+                    "more than %d %s a minute: the rest of this minute's are not recorded",
+                    self.per_minute,
+                    self.what,
+                )
+            self._refused += 1
+            return False
 
 
 def result_of(status_code: int, *, denied: bool) -> str:

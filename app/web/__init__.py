@@ -5,6 +5,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+import app.paths  # noqa: F401  (registers the path types the routes name)
 from app.errors import VirtdeckError
 from app.services.auth import NotAuthenticated
 from app.web import (

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from app.deps import RowId, SessionDep, guard, needs
+from app.deps import SessionDep, guard, needs
 from app.errors import Invalid, VirtdeckError
 from app.models import ROLES
 from app.models.base import utcnow
@@ -105,12 +105,12 @@ def add_token(
     return templates.TemplateResponse(request, page, context, status_code=201, headers=NO_STORE)
 
 
-@router.post("/tokens/{token_id}/revoke", response_class=HTMLResponse)
+@router.post("/tokens/{token_id:id}/revoke", response_class=HTMLResponse)
 def revoke(
     request: Request,
     session: SessionDep,
     principal: Annotated[Principal, needs(Permission.VIEW, "token.revoke")],
-    token_id: RowId,
+    token_id: int,
     table: Annotated[Literal["mine", "all"], Form()] = "mine",
 ) -> Response:
     """Revoke a token (yours, or anyone's for an admin); answers with its row, updated."""
@@ -164,12 +164,12 @@ def add_user(
     )
 
 
-@router.post("/users/{user_id}", response_class=HTMLResponse)
+@router.post("/users/{user_id:id}", response_class=HTMLResponse)
 def update_user(
     request: Request,
     session: SessionDep,
     principal: Annotated[Principal, needs(Permission.ADMIN, "user.update")],
-    user_id: RowId,
+    user_id: int,
     role: Annotated[str | None, Form(max_length=16)] = None,
     disabled: Annotated[bool | None, Form()] = None,
 ) -> Response:
@@ -187,11 +187,11 @@ def update_user(
 
 
 @router.post(
-    "/users/{user_id}/delete",
+    "/users/{user_id:id}/delete",
     response_class=HTMLResponse,
     dependencies=guard(Permission.ADMIN, "user.delete"),
 )
-def remove_user(request: Request, session: SessionDep, user_id: RowId) -> Response:
+def remove_user(request: Request, session: SessionDep, user_id: int) -> Response:
     """Delete a user with their sessions and tokens; the answer (empty) replaces their row."""
     user = user_service.get_user(session, user_id)
     request.state.audit_target = f"user:{user.id} ({user.name})"

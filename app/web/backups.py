@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.db import transaction
-from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SettingsDep, SyncDep, guard, needs
+from app.deps import JobsDep, SessionDep, SessionsDep, SettingsDep, SyncDep, guard, needs
 from app.errors import Invalid, NotFound, VirtdeckError
 from app.models import Backup, Job
 from app.models.backup import BACKUP_STATES
@@ -90,7 +90,7 @@ def _outcome(what: str, job: Job) -> str:
 
 
 @router.get(
-    "/guests/{uuid}/backups", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
+    "/guests/{uuid:guest}/backups", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
 )
 def backups_panel(request: Request, session: SessionDep, uuid: str) -> Response:
     """The panel (the guest page loads it); a plain GET goes to the list of its backups."""
@@ -99,7 +99,7 @@ def backups_panel(request: Request, session: SessionDep, uuid: str) -> Response:
     return _panel(request, session, uuid)
 
 
-@router.post("/guests/{uuid}/backups", response_class=HTMLResponse)
+@router.post("/guests/{uuid:guest}/backups", response_class=HTMLResponse)
 def start_backup(
     request: Request,
     sessions: SessionsDep,
@@ -127,12 +127,12 @@ def start_backup(
 
 
 @router.get(
-    "/guests/{uuid}/backups/jobs/{job_id}",
+    "/guests/{uuid:guest}/backups/jobs/{job_id:id}",
     response_class=HTMLResponse,
     dependencies=guard(Permission.VIEW),
 )
 def guest_backup_progress(
-    request: Request, session: SessionDep, uuid: str, job_id: RowId
+    request: Request, session: SessionDep, uuid: str, job_id: int
 ) -> Response:
     """The running backup's bar; once the job has ended, the whole panel (and a toast)."""
     job = job_service.get_job(session, job_id)
@@ -146,11 +146,11 @@ def guest_backup_progress(
 
 
 @router.post(
-    "/jobs/{job_id}/cancel",
+    "/jobs/{job_id:id}/cancel",
     response_class=HTMLResponse,
     dependencies=guard(Permission.OPERATE, "job.cancel"),
 )
-def cancel_job(sessions: SessionsDep, job_id: RowId) -> Response:
+def cancel_job(sessions: SessionsDep, job_id: int) -> Response:
     """Ask a backup or restore to stop; its bar shows the outcome on its next poll."""
     with transaction(sessions) as session:
         kind = job_service.request_cancel(session, job_id).kind
@@ -219,9 +219,9 @@ def _page_context(session: Session, backup: Backup, **context) -> dict:
 
 
 @router.get(
-    "/backups/{backup_id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
+    "/backups/{backup_id:id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
 )
-def backup_page(request: Request, session: SessionDep, backup_id: RowId) -> HTMLResponse:
+def backup_page(request: Request, session: SessionDep, backup_id: int) -> HTMLResponse:
     """One backup: details, files, error, and the restore form."""
     backup = backup_service.get_backup(session, backup_id)
     context = _page_context(session, backup)
@@ -231,12 +231,12 @@ def backup_page(request: Request, session: SessionDep, backup_id: RowId) -> HTML
 
 
 @router.get(
-    "/backups/{backup_id}/jobs/{job_id}",
+    "/backups/{backup_id:id}/jobs/{job_id:id}",
     response_class=HTMLResponse,
     dependencies=guard(Permission.VIEW),
 )
 def backup_job_progress(
-    request: Request, session: SessionDep, backup_id: RowId, job_id: RowId
+    request: Request, session: SessionDep, backup_id: int, job_id: int
 ) -> Response:
     """The backup's or a restore's bar; once it has ended, its section of the page (and a
     toast). A plain GET shows the backup's page with the job."""
@@ -271,12 +271,12 @@ def _answer(request: Request, session: Session, backup_id: int, uuid: str, toast
 
 
 @router.post(
-    "/backups/{backup_id}/verify",
+    "/backups/{backup_id:id}/verify",
     response_class=HTMLResponse,
     dependencies=guard(Permission.OPERATE, "backup.verify"),
 )
 def verify_backup(
-    request: Request, sessions: SessionsDep, settings: SettingsDep, backup_id: RowId
+    request: Request, sessions: SessionsDep, settings: SettingsDep, backup_id: int
 ) -> Response:
     """Recompute every checksum; the toast says whether the backup is intact."""
     backup = backup_service.verify_backup(sessions, settings, backup_id)
@@ -287,12 +287,12 @@ def verify_backup(
 
 
 @router.post(
-    "/backups/{backup_id}/delete",
+    "/backups/{backup_id:id}/delete",
     response_class=HTMLResponse,
     dependencies=guard(Permission.ADMIN, "backup.delete"),
 )
 def delete_backup(
-    request: Request, sessions: SessionsDep, settings: SettingsDep, backup_id: RowId
+    request: Request, sessions: SessionsDep, settings: SettingsDep, backup_id: int
 ) -> Response:
     """Remove the backup's files and record; from its own page, go to the list."""
     with sessions() as session:
@@ -319,14 +319,14 @@ def _host_id(value: str) -> int | None:
     return int(value)
 
 
-@router.post("/backups/{backup_id}/restore", response_class=HTMLResponse)
+@router.post("/backups/{backup_id:id}/restore", response_class=HTMLResponse)
 def restore_backup(
     request: Request,
     sessions: SessionsDep,
     sync: SyncDep,
     jobs: JobsDep,
     settings: SettingsDep,
-    backup_id: RowId,
+    backup_id: int,
     principal: Annotated[Principal, needs(Permission.OPERATE, "backup.restore")],
     mode: Annotated[str, Form()] = "new",
     name: Annotated[str, Form()] = "",

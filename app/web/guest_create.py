@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SyncDep, guard, needs
+from app.deps import JobsDep, SessionDep, SessionsDep, SyncDep, guard, needs
 from app.errors import Invalid, VirtdeckError
 from app.services import guest_create, host_storage
 from app.services import hosts as host_service
@@ -153,8 +153,8 @@ def create_guest(
     return templates.TemplateResponse(request, "partials/guest_form.html", context, status_code=202)
 
 
-@router.get("/jobs/{job_id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
-def job_progress(request: Request, session: SessionDep, job_id: RowId) -> Response:
+@router.get("/jobs/{job_id:id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
+def job_progress(request: Request, session: SessionDep, job_id: int) -> Response:
     """A job's progress; the polling fragment goes to the guest once a create succeeded."""
     job = job_service.get_job(session, job_id)
     made = (job.result or {}).get("guest_uuid") if job.status == "succeeded" else None

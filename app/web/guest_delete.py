@@ -39,7 +39,7 @@ def _to_host_page(request: Request, host_id: int, toast: str) -> Response:
 
 
 @router.get(
-    "/guests/{uuid}/delete", response_class=HTMLResponse, dependencies=guard(Permission.ADMIN)
+    "/guests/{uuid:guest}/delete", response_class=HTMLResponse, dependencies=guard(Permission.ADMIN)
 )
 def delete_panel(
     request: Request, session: SessionDep, sessions: SessionsDep, sync: SyncDep, uuid: str
@@ -57,7 +57,7 @@ def delete_panel(
 
 
 @router.post(
-    "/guests/{uuid}/delete",
+    "/guests/{uuid:guest}/delete",
     response_class=HTMLResponse,
     dependencies=guard(Permission.ADMIN, "guest.delete"),
 )

@@ -40,7 +40,9 @@ def _fragment(request: Request, guest: Guest, *, toast: str | None = None) -> HT
     return response
 
 
-@router.get("/guests/{uuid}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
+@router.get(
+    "/guests/{uuid:guest}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
+)
 def guest_page(request: Request, session: SessionDep, uuid: str) -> HTMLResponse:
     """A guest's state and actions, resources, devices, activity and domain XML; htmx asks
     for one part of it when it refreshes that part."""
@@ -60,7 +62,7 @@ def guest_page(request: Request, session: SessionDep, uuid: str) -> HTMLResponse
 
 
 @router.post(
-    "/guests/{uuid}/actions/{action}",
+    "/guests/{uuid:guest}/actions/{action:word}",
     response_class=HTMLResponse,
 )
 def guest_action(

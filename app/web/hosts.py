@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 
-from app.deps import RowId, SessionDep, SettingsDep, SyncDep, guard
+from app.deps import SessionDep, SettingsDep, SyncDep, guard
 from app.errors import VirtdeckError
 from app.services import fleet
 from app.services import guests as guest_service
@@ -69,11 +69,11 @@ def add_host(
     return redirect(request, f"/hosts/{host.id}")
 
 
-@router.get("/hosts/{host_id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
+@router.get("/hosts/{host_id:id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
 def host_page(
     request: Request,
     session: SessionDep,
-    host_id: RowId,
+    host_id: int,
     q: str = "",
     state: str = "",
     page: int = 1,
@@ -107,8 +107,8 @@ def host_page(
     return templates.TemplateResponse(request, "host.html", context)
 
 
-@router.post("/hosts/{host_id}/delete", dependencies=guard(Permission.ADMIN, "host.remove"))
-def remove_host(request: Request, session: SessionDep, sync: SyncDep, host_id: RowId) -> Response:
+@router.post("/hosts/{host_id:id}/delete", dependencies=guard(Permission.ADMIN, "host.remove"))
+def remove_host(request: Request, session: SessionDep, sync: SyncDep, host_id: int) -> Response:
     """Forget a host (its guests keep running)."""
     host_service.remove_host(session, host_id)
     session.commit()

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy.orm import Session
 
-from app.deps import RowId, SessionDep, guard
+from app.deps import SessionDep, guard
 from app.errors import VirtdeckError
 from app.models.base import utcnow
 from app.services import hosts as host_service
@@ -116,10 +116,12 @@ def policy_context(session: Session, view: HostOvercommit) -> dict:
 
 
 @router.get(
-    "/hosts/{host_id}/overcommit", response_class=HTMLResponse, dependencies=guard(Permission.VIEW)
+    "/hosts/{host_id:id}/overcommit",
+    response_class=HTMLResponse,
+    dependencies=guard(Permission.VIEW),
 )
 def overcommit_page(
-    request: Request, session: SessionDep, host_id: RowId, sort: Sort = "vcpus", page: int = 1
+    request: Request, session: SessionDep, host_id: int, sort: Sort = "vcpus", page: int = 1
 ) -> HTMLResponse:
     """A host's CPU and memory allocation against capacity and policy; fragments for htmx."""
     view = overcommit_service.host_overcommit(session, host_id)
@@ -172,14 +174,14 @@ def update_policy(
 
 
 @router.post(
-    "/hosts/{host_id}/overcommit/policy",
+    "/hosts/{host_id:id}/overcommit/policy",
     response_class=HTMLResponse,
     dependencies=guard(Permission.ADMIN, "policy.update"),
 )
 def update_host_policy(
     request: Request,
     session: SessionDep,
-    host_id: RowId,
+    host_id: int,
     cpu: Annotated[str, Form(max_length=32)] = "",
     memory: Annotated[str, Form(max_length=32)] = "",
     clear: Annotated[str, Form(max_length=8)] = "",

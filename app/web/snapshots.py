@@ -42,7 +42,9 @@ def _memory(choice: str) -> bool | None:
     return MEMORY_CHOICES[choice]
 
 
-@router.post("/guests/{uuid}/snapshots", dependencies=guard(Permission.OPERATE, "snapshot.create"))
+@router.post(
+    "/guests/{uuid:guest}/snapshots", dependencies=guard(Permission.OPERATE, "snapshot.create")
+)
 def create_snapshot(
     request: Request,
     sessions: SessionsDep,
@@ -67,7 +69,7 @@ def create_snapshot(
 
 
 @router.post(
-    "/guests/{uuid}/snapshots/{name}/revert",
+    "/guests/{uuid:guest}/snapshots/{name:snapshot}/revert",
 )
 def revert_snapshot(
     request: Request,
@@ -89,7 +91,7 @@ def revert_snapshot(
 
 
 @router.post(
-    "/guests/{uuid}/snapshots/{name}/delete",
+    "/guests/{uuid:guest}/snapshots/{name:snapshot}/delete",
     dependencies=guard(Permission.OPERATE, "snapshot.delete"),
 )
 def delete_snapshot(

@@ -114,7 +114,7 @@ def test_a_change_while_a_part_is_refreshing_is_not_lost(tmp_path: Path) -> None
             assert held[0][0].request.headers.get("x-virtdeck-background") == "1"
             messages = tab.evaluate("window.liveMessages")
             virsh("start", guest.uuid)
-            tab.wait_for_function(f"window.liveMessages > {messages}", timeout=5_000)
+            tab.wait_for_function(f"() => window.liveMessages > {messages}", timeout=5_000)
             route, answer = held[0]
             route.fulfill(response=answer)
             tab.unroute(f"**/guests/{guest.uuid}")

@@ -1,24 +1,12 @@
 """The overcommit page in headless Chromium: sorting the contributions, editing the policy."""
 
-from collections.abc import Iterator
-
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import screenshot, server_with_host
-from tests.conftest import node_uri
+from tests.browser import screenshot
 from tests.serve import Server
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`virtdeck serve` with an admin and the host alpha (8 CPUs, 16 GiB, 3 guests), synced."""
-    with server_with_host(
-        tmp_path_factory.mktemp("serve"), "alpha", node_uri("node-alpha.xml")
-    ) as running:
-        yield running
 
 
 def guest_rows(page: Page):

@@ -42,7 +42,7 @@ def test_the_panel_lists_what_would_be_deleted_and_what_kept(make_client, tmp_pa
     assert "kept: also used by guest sharer" in panel
     assert "kept: cdrom media are never removed" in panel
     assert 'name="force"' in panel and "(it is running)" in panel
-    assert 'data-name="owner"' in panel and "disabled>Delete guest</button>" in panel
+    assert 'data-confirm-name="owner"' in panel and "disabled>Delete guest</button>" in panel
 
 
 def test_a_wrong_name_is_422_on_the_field_and_deletes_nothing(
