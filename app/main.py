@@ -40,7 +40,7 @@ TARGET_KINDS = {"uuid": "guest"}
 
 # Machine endpoints outside /api answer errors in JSON too (no login page for a scraper or an
 # EventSource).
-MACHINE_PATHS = frozenset({"/metrics", "/events"})
+MACHINE_PATHS = frozenset({"/metrics", "/events", "/healthz", "/readyz", "/openapi.json"})
 
 
 def _wants_json(request: Request) -> bool:
