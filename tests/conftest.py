@@ -21,6 +21,8 @@ from app.services import users
 from app.services.auth import create_token
 from app.services.users import create_user
 from tests.databases import throwaway_postgresql
+from tests.libvirtd import SYSTEM_URI
+from tests.storage import remove_guest
 
 DATA = Path(__file__).resolve().parent / "data"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -189,6 +191,22 @@ def two_hosts(client: TestClient) -> tuple[dict, dict]:
     alpha = add_host(client, "alpha", node_uri("node-alpha.xml"))
     beta = add_host(client, "beta", node_uri("node-beta.xml"))
     return alpha, beta
+
+
+@pytest.fixture
+def local(client: TestClient) -> dict:
+    """The machine's real libvirtd (qemu:///system) registered and synced."""
+    return add_host(client, "local", SYSTEM_URI)
+
+
+@pytest.fixture
+def made() -> Iterator[list[str]]:
+    """Names of the guests a test makes on the real libvirtd: destroyed and undefined after the
+    test, before any pool the test asked for first (fixtures end in reverse order)."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        remove_guest(name)
 
 
 @pytest.fixture

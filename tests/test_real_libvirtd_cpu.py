@@ -6,7 +6,6 @@ import json
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,20 +20,6 @@ from tests.storage import remove_guest, throwaway_pool, unique_name, virsh_lines
 
 pytestmark = pytest.mark.libvirtd
 HTMX = {"HX-Request": "true"}
-
-
-@pytest.fixture
-def made() -> Iterator[list[str]]:
-    """Names of the guests a test makes; destroyed and undefined afterwards."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        remove_guest(name)
-
-
-@pytest.fixture
-def local(client: TestClient) -> dict:
-    return add_host(client, "local", SYSTEM_URI)
 
 
 def probed(client: TestClient, host: dict, timeout: float = 60) -> dict:
@@ -131,13 +116,8 @@ def test_the_probe_moves_past_a_cpu_that_is_refused_and_says_why() -> None:
         assert platform.domain_type == "kvm", "this machine should offer KVM"
         refused = cpus.CpuConfig("host-passthrough", disabled=("vdtest-no-such-feature",))
 
-        probe = cpus.probe(
-            conn,
-            arch=platform.arch,
-            domain_type=platform.domain_type,
-            emulator=platform.emulator,
-            modes=platform.cpu_modes,
-            candidates=[refused, cpus.CpuConfig("default")],
+        probe = cpus.first_that_starts(
+            conn, platform, candidates=[refused, cpus.CpuConfig("default")]
         )
     finally:
         conn.close()
@@ -213,3 +193,27 @@ def test_the_wizard_preselects_the_hosts_working_cpu_and_creates_with_the_one_ch
     assert created.headers["HX-Redirect"].startswith("/guests/")
     cpu = cpu_of(name)
     assert (cpu.get("mode"), disabled(cpu)) == ("host-model", set(probe["disabled"]))
+
+
+def test_the_wizard_never_starts_qemu_itself_and_names_the_probe_once_the_host_has_one(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cpus, "_cache", {})  # as in a process that has not probed this host
+    host = add_host(client, "local", SYSTEM_URI)
+
+    # The worker's probe starts QEMU for about 2 s a try; the form does not wait for it.
+    before = client.get("/guests/new/choices", params={"host_id": host["id"]}).text
+    probe = probed(client, host)
+    after = client.get("/guests/new/choices", params={"host_id": host["id"]}).text
+
+    assert "has not been probed yet" in before
+    assert f"{probe['label']} (this host's working choice)" in after
+
+
+def test_a_guest_may_not_take_the_name_of_virtdecks_probe_guests(
+    client: TestClient, local: dict
+) -> None:
+    response = create(client, local, f"{CPU_PROBE_PREFIX}x")
+
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(f"name: names starting with {CPU_PROBE_PREFIX}")

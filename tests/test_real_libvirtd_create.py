@@ -14,11 +14,9 @@ from app.services.guest_create import CreatePlan, NewDisk, build_guest
 from app.virt.build import GuestPlan, host_platform
 from app.virt.connection import HostConnection
 from tests.api.test_guest_create import wait_for_job
-from tests.conftest import add_host
 from tests.libvirtd import IMAGES, SYSTEM_URI, virsh
 from tests.storage import (
     pool_volumes,
-    remove_guest,
     throwaway_pool,
     unique_name,
     virsh_lines,
@@ -33,20 +31,6 @@ def pool() -> Iterator[str]:
     """A fresh dir pool; it goes, with its volumes, after the test's guests."""
     with throwaway_pool() as name:
         yield name
-
-
-@pytest.fixture
-def made(pool: str) -> Iterator[list[str]]:
-    """Names of the guests a test makes; they are destroyed and undefined afterwards."""
-    names: list[str] = []
-    yield names
-    for name in names:
-        remove_guest(name)
-
-
-@pytest.fixture
-def local(client: TestClient) -> dict:
-    return add_host(client, "local", SYSTEM_URI)
 
 
 def dominfo(name: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from app.services import backup_files as files
 from app.services import jobs as job_service
 from app.services.auth import Forbidden, Permission, Principal
 from app.services.guest_actions import GuestLock
-from app.services.guest_create import NAME, NAME_RULE
+from app.services.guest_create import check_guest_name
 from app.services.guest_delete import present_guest
 from app.services.hosts import get_host, require_connected
 from app.services.paging import check_page
@@ -475,8 +475,7 @@ def start_restore(
         session.expunge_all()
     plan = _RestorePlan(backup, host, request)
     if request.mode == "new":
-        if not request.name or not NAME.fullmatch(request.name):
-            raise Invalid(f"name: {NAME_RULE}", field="name")
+        check_guest_name(request.name)
         sync.call(host.id, plan.check_new)
     else:
         sync.call(host.id, plan.check_in_place)

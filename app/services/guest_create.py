@@ -24,8 +24,9 @@ from app.services.inventory import record_guest
 from app.services.overcommit import check_force, check_policy
 from app.virt import build, storage, teardown
 from app.virt.build import DiskSource, GuestPlan
-from app.virt.connection import HostConnection
+from app.virt.connection import CPU_PROBE_PREFIX, HostConnection
 from app.virt.cpu import CPU_MODES, CpuConfig, CpuProbe, from_record
+from app.virt.cpu import probe as cpu_probe
 from app.virt.images import ImageHeader
 from app.virt.types import GuestInfo
 from app.workers.jobs import JobRunner, Reporter
@@ -47,6 +48,17 @@ VOLUME_FORMATS = ("raw", "qcow2")
 JOB_KIND = "guest.create"
 # A job waits this long for the host to make the volume, define and start the guest.
 JOB_TIMEOUT = 900.0
+
+
+def check_guest_name(name: str) -> None:
+    """A new guest's name follows the rule and is none of virtdeck's own probe guests'."""
+    if not name or not NAME.fullmatch(name):
+        raise Invalid(f"name: {NAME_RULE}", field="name")
+    if name.startswith(CPU_PROBE_PREFIX):
+        raise Invalid(
+            f"name: names starting with {CPU_PROBE_PREFIX} are kept for virtdeck's CPU probe",
+            field="name",
+        )
 
 
 def volume_name(guest_name: str) -> str:
@@ -207,8 +219,7 @@ def check_request(session: Session, request: CreateRequest, principal: Principal
     host = session.get(Host, request.host_id) if request.host_id is not None else None
     if host is None:
         raise Invalid("host_id: choose a registered host", field="host_id")
-    if not NAME.fullmatch(request.name):
-        raise Invalid(f"name: {NAME_RULE}", field="name")
+    check_guest_name(request.name)
     _check_sizes(request, host)
     _check_devices(request)
     if not request.force:  # a new guest counts as running, started now or later
@@ -318,13 +329,14 @@ def _check_network(conn: HostConnection, name: str, *, start: bool) -> None:
 
 
 def _cpu(
-    conn: HostConnection, request: CreateRequest, platform: build.Platform, known: CpuProbe | None
+    conn: HostConnection,
+    request: CreateRequest,
+    *,
+    platform: build.Platform,
+    known: CpuProbe | None,
 ) -> CpuConfig:
     """The guest's CPU: the probe's answer, or the mode asked for with the host's limits."""
-    found = build.probe_cpu(conn, platform, known=known)
-    if request.cpu_mode is None:
-        return found.config
-    if request.cpu_mode not in platform.cpu_modes:
+    if request.cpu_mode is not None and request.cpu_mode not in platform.cpu_modes:
         raise Invalid(
             f"cpu_mode: this host offers {', '.join(platform.cpu_modes)}", field="cpu_mode"
         )
@@ -333,6 +345,9 @@ def _cpu(
             f"cpu_model: '{request.cpu_model}' is not a CPU model this host can run",
             field="cpu_model",
         )
+    found = cpu_probe(conn, platform, known=known)
+    if request.cpu_mode is None:
+        return found.config
     return CpuConfig(request.cpu_mode, request.cpu_model).with_host_limits(found.config.disabled)
 
 
@@ -374,7 +389,7 @@ def check_on_host(
         disk=_attachable(conn, disk, "disk") if disk is not None else None,
         cdrom=_attachable(conn, request.cdrom, "cdrom") if request.cdrom is not None else None,
         network=request.network,
-        cpu=_cpu(conn, request, platform, known_cpu),
+        cpu=_cpu(conn, request, platform=platform, known=known_cpu),
     )
     return CreatePlan(host_id=host_id, guest=guest, new_disk=new_disk, start=request.start)
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from app.services.hosts import get_host
 from app.virt import build, storage
 from app.virt.connection import HostConnection
-from app.virt.cpu import CpuProbe, from_record
+from app.virt.cpu import CpuProbe, current, from_record
 from app.workers.sync import SyncManager
 
 
@@ -21,8 +21,9 @@ class HostChoices:
     volumes: dict[str, list[storage.Volume]]  # of the active pools
     networks: list[storage.Network]
     platform: build.Platform
-    # Which CPU new guests get unless the form asks for another.
-    cpu: CpuProbe
+    # Which CPU new guests get unless the form asks for another; None until the host's worker
+    # has probed it (reading the form never starts QEMU).
+    cpu: CpuProbe | None
 
     def media(self, *, iso: bool) -> list[tuple[str, list[storage.Volume]]]:
         """(pool, volumes) of ISO images (iso=True) or of other images; empty pools left out."""
@@ -38,7 +39,7 @@ def _choices(conn: HostConnection, known_cpu: CpuProbe | None) -> HostChoices:
         volumes={p.name: storage.list_volumes(conn, p.name) for p in pools if p.active},
         networks=storage.list_networks(conn),
         platform=platform,
-        cpu=build.probe_cpu(conn, platform, known=known_cpu),
+        cpu=current(conn, platform, known=known_cpu),
     )
 
 

@@ -111,20 +111,6 @@ def host_platform(conn: HostConnection) -> Platform:
     )
 
 
-def probe_cpu(
-    conn: HostConnection, platform: Platform, *, known: cpus.CpuProbe | None = None
-) -> cpus.CpuProbe:
-    """Which CPU QEMU starts new guests with on this host (see app.virt.cpu)."""
-    return cpus.probe(
-        conn,
-        known=known,
-        arch=platform.arch,
-        domain_type=platform.domain_type,
-        emulator=platform.emulator,
-        modes=platform.cpu_modes,
-    )
-
-
 def _disk(devices: ET.Element, source: DiskSource, *, device: str, target: str, bus: str) -> None:
     disk = ET.SubElement(devices, "disk", type=source.kind, device=device)
     ET.SubElement(disk, "driver", name="qemu", type=source.format)

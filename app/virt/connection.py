@@ -18,7 +18,8 @@ from app.virt.types import DomainSpec, GuestInfo, HostFacts
 log = logging.getLogger(__name__)
 # How long a tcp/tls host may take to accept a TCP connection before it counts as unreachable.
 PROBE_TIMEOUT = 5.0
-# Transient guests virtdeck starts to probe a host's CPU (app.virt.cpu); never listed as guests.
+# Transient guests virtdeck starts to probe a host's CPU (app.virt.cpu) are never listed as
+# guests; virtdeck gives no guest of its own such a name.
 CPU_PROBE_PREFIX = "virtdeck-cpu-probe-"
 # How much of libvirt's message about a failed start is kept (it is untrusted text).
 LIBVIRT_SAYS = 300
@@ -268,9 +269,9 @@ class HostConnection:
         present = {d.UUIDString() for d in domains}
         self._parsed = {u: p for u, p in self._parsed.items() if u in present}
         for dom in domains:
-            if dom.name().startswith(CPU_PROBE_PREFIX):
-                continue
             uuid = dom.UUIDString()
+            if uuid not in persistent and dom.name().startswith(CPU_PROBE_PREFIX):
+                continue
             try:
                 info = self._info(dom, autostart=uuid in autostart, persistent=uuid in persistent)
             except libvirt.libvirtError as exc:
@@ -287,7 +288,7 @@ class HostConnection:
     def guest(self, uuid: str) -> GuestInfo:
         """One guest as it is now."""
         dom = self.domain(uuid)
-        if dom.name().startswith(CPU_PROBE_PREFIX):
+        if dom.name().startswith(CPU_PROBE_PREFIX) and not dom.isPersistent():
             raise NotFound(f"no guest {uuid}")
         try:
             return self._info(

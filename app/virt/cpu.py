@@ -7,10 +7,13 @@ the hypervisor's default CPU. So virtdeck does not guess: it starts a tiny trans
 and never run, with each candidate CPU in turn, and new guests get the first that QEMU accepted.
 """
 
+import math
 import threading
+import time
 import uuid as uuid_lib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import libvirt
 
@@ -22,6 +25,9 @@ from app.virt.connection import (
     qemu_error,
     translate,
 )
+
+if TYPE_CHECKING:  # build imports this module for CpuConfig
+    from app.virt.build import Platform
 
 # The modes a user may ask for; "default" writes no <cpu> element (the hypervisor's own model).
 CPU_MODES = ("host-passthrough", "host-model", "custom", "default")
@@ -58,6 +64,8 @@ class CpuProbe:
     reason: str
     # QEMU and libvirt versions and CPU model the answer holds for; a change probes again.
     signature: str
+    # No candidate started: the default is only a guess, and the probe is tried again later.
+    failed: bool = False
 
     def as_record(self) -> dict[str, object]:
         """The plain form stored with the host."""
@@ -68,6 +76,7 @@ class CpuProbe:
             "label": self.config.label(),
             "reason": self.reason,
             "signature": self.signature,
+            "failed": self.failed,
         }
 
 
@@ -79,7 +88,12 @@ def from_record(record: dict | None) -> CpuProbe | None:
             model=record.get("model"),
             disabled=tuple(str(f) for f in record.get("disabled", ())),
         )
-        return CpuProbe(config, str(record["reason"]), str(record["signature"]))
+        return CpuProbe(
+            config,
+            str(record["reason"]),
+            str(record["signature"]),
+            failed=bool(record.get("failed", False)),
+        )
     except (KeyError, TypeError, AttributeError):
         return None
 
@@ -131,30 +145,29 @@ def _candidates(modes: tuple[str, ...]) -> list[CpuConfig]:
     return [*found, CpuConfig("default")]
 
 
-def _probe_xml(platform_arch: str, domain_type: str, emulator: str | None, cpu: CpuConfig) -> str:
-    domain = ET.Element("domain", type=domain_type)
+def _probe_xml(platform: "Platform", cpu: CpuConfig) -> str:
+    """A transient guest of 16 MiB with this CPU, nothing to boot and no devices to speak of."""
+    domain = ET.Element("domain", type=platform.domain_type)
     ET.SubElement(domain, "name").text = f"{CPU_PROBE_PREFIX}{uuid_lib.uuid4().hex[:12]}"
     ET.SubElement(domain, "memory", unit="MiB").text = str(PROBE_MEMORY_MIB)
     ET.SubElement(domain, "vcpu").text = "1"
     os_ = ET.SubElement(domain, "os")
-    ET.SubElement(os_, "type", arch=platform_arch).text = "hvm"
+    ET.SubElement(os_, "type", arch=platform.arch).text = "hvm"
     cpu_element(domain, cpu)
     devices = ET.SubElement(domain, "devices")
-    if emulator:
-        ET.SubElement(devices, "emulator").text = emulator
+    if platform.emulator:
+        ET.SubElement(devices, "emulator").text = platform.emulator
     # Nothing to boot and never unpaused; no balloon, no USB: the smallest QEMU that starts.
     ET.SubElement(devices, "memballoon", model="none")
     return ET.tostring(domain, encoding="unicode")
 
 
-def try_cpu(
-    conn: HostConnection, *, arch: str, domain_type: str, emulator: str | None, cpu: CpuConfig
-) -> str | None:
+def try_cpu(conn: HostConnection, platform: "Platform", cpu: CpuConfig) -> str | None:
     """Start a paused transient guest with this CPU and remove it: None if QEMU started it,
     else QEMU's error. A lost connection raises HostUnreachable (that is no answer)."""
     flags = libvirt.VIR_DOMAIN_START_PAUSED | libvirt.VIR_DOMAIN_START_AUTODESTROY
     try:
-        dom = conn.lv.createXML(_probe_xml(arch, domain_type, emulator, cpu), flags)
+        dom = conn.lv.createXML(_probe_xml(platform, cpu), flags)
     except libvirt.libvirtError as exc:
         error = translate(exc)
         if isinstance(error, HostUnreachable):
@@ -169,6 +182,7 @@ def try_cpu(
 
 
 def _explain(chosen: CpuConfig, refused: list[tuple[CpuConfig, str]]) -> str:
+    """Why new guests get this CPU: what QEMU refused first, if anything."""
     if not refused:
         return f"QEMU starts guests with {chosen.label()} on this host"
     first, error = refused[0]
@@ -178,53 +192,60 @@ def _explain(chosen: CpuConfig, refused: list[tuple[CpuConfig, str]]) -> str:
     return f"{chosen.label()}, because {because}"
 
 
-_cache: dict[tuple[str, str], CpuProbe] = {}
-_cache_lock = threading.Lock()
-
-
-def probe(
-    conn: HostConnection,
-    *,
-    arch: str,
-    domain_type: str,
-    emulator: str | None,
-    modes: tuple[str, ...],
-    known: CpuProbe | None = None,
-    candidates: list[CpuConfig] | None = None,
+def first_that_starts(
+    conn: HostConnection, platform: "Platform", *, candidates: list[CpuConfig]
 ) -> CpuProbe:
-    """Which CPU QEMU starts guests with here, trying the best first (about 2 s a try).
-
-    The answer holds until the host's QEMU, libvirt or CPU changes: `known` (the one stored
-    with the host) is taken when it is still current, and each answer is kept for this process.
-    """
-    sign = signature(conn, domain_type)
-    if known is not None and known.signature == sign and candidates is None:
-        return known
-    key = (conn.uri, sign)
-    if candidates is None:
-        with _cache_lock:
-            if key in _cache:
-                return _cache[key]
-    if domain_type != "kvm":
-        return CpuProbe(
-            CpuConfig("default"),
-            f"guests run with domain type {domain_type}, which gets the hypervisor's default CPU",
-            sign,
-        )
+    """Try each CPU in turn (about 2 s a try) and take the first that QEMU starts."""
+    sign = signature(conn, platform.domain_type)
     refused: list[tuple[CpuConfig, str]] = []
-    for cpu in candidates or _candidates(modes):
-        error = try_cpu(conn, arch=arch, domain_type=domain_type, emulator=emulator, cpu=cpu)
+    for cpu in candidates:
+        error = try_cpu(conn, platform, cpu)
         if error is None:
-            found = CpuProbe(cpu, _explain(cpu, refused), sign)
-            break
+            return CpuProbe(cpu, _explain(cpu, refused), sign)
         refused.append((cpu, error))
-    else:  # not kept: the next probe tries again
+    return CpuProbe(
+        CpuConfig("default"),
+        f"QEMU started no probe guest here; the last error: {refused[-1][1]}",
+        sign,
+        failed=True,
+    )
+
+
+# Answers of this process by (URI, signature); a failed probe is tried again after a while.
+_cache: dict[tuple[str, str], tuple[CpuProbe, float]] = {}
+_cache_lock = threading.Lock()
+RETRY_FAILED = 300.0
+
+
+def current(
+    conn: HostConnection, platform: "Platform", *, known: CpuProbe | None
+) -> CpuProbe | None:
+    """The answer that holds for this host now, without starting anything: the stored one
+    (`known`) or this process's while the host's QEMU, libvirt and CPU are unchanged; None when
+    the host has not been probed yet."""
+    sign = signature(conn, platform.domain_type)
+    if platform.domain_type != "kvm":
         return CpuProbe(
             CpuConfig("default"),
-            f"QEMU started no probe guest here; the last error: {refused[-1][1]}",
+            f"guests run with domain type {platform.domain_type}, which gets the hypervisor's "
+            "default CPU",
             sign,
         )
-    if candidates is None:
-        with _cache_lock:
-            _cache[key] = found
+    if known is not None and known.signature == sign and not known.failed:
+        return known
+    with _cache_lock:
+        found, until = _cache.get((conn.uri, sign), (None, 0.0))
+    return found if found is not None and time.monotonic() < until else None
+
+
+def probe(conn: HostConnection, platform: "Platform", *, known: CpuProbe | None) -> CpuProbe:
+    """Which CPU QEMU starts guests with on this host: the current answer, or a new probe of
+    the candidates best first (this starts QEMU: workers and create requests only)."""
+    found = current(conn, platform, known=known)
+    if found is not None:
+        return found
+    found = first_that_starts(conn, platform, candidates=_candidates(platform.cpu_modes))
+    until = time.monotonic() + RETRY_FAILED if found.failed else math.inf
+    with _cache_lock:
+        _cache[(conn.uri, found.signature)] = (found, until)
     return found

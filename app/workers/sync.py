@@ -22,6 +22,7 @@ from app.virt import overcommit as overcommit_virt
 from app.virt import snapshots as snapshots_virt
 from app.virt.connection import HostConnection
 from app.virt.cpu import from_record
+from app.virt.cpu import probe as cpu_probe
 from app.virt.types import GuestInfo
 from app.virt.uri import validate_uri
 
@@ -258,7 +259,7 @@ class HostWorker(threading.Thread):
         try:
             with self._sessions() as session:
                 known = from_record(host_service.get_host(session, self.host_id).cpu_probe)
-            probe = build.probe_cpu(conn, build.host_platform(conn), known=known)
+            probe = cpu_probe(conn, build.host_platform(conn), known=known)
             with transaction(self._sessions) as session:
                 host_service.record_cpu_probe(session, self.host_id, probe.as_record())
         except VirtdeckError as exc:  # gone or unreachable: the next connection probes again
