@@ -10,7 +10,6 @@ from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SyncDep, guard, ne
 from app.models import Guest
 from app.services import guest_create, host_storage
 from app.services.auth import Permission, Principal
-from app.virt import storage
 
 router = APIRouter(tags=["create"])
 LONG = 1024  # longer strings are refused before they reach the checks
@@ -159,12 +158,12 @@ def create_guest(
 
 @router.get(
     "/hosts/{host_id:id}/pools",
-    response_model=list[storage.Pool],
+    response_model=list[host_storage.Pool],
     dependencies=guard(Permission.VIEW),
 )
-def list_pools(host_id: int, session: SessionDep, sync: SyncDep) -> list[storage.Pool]:
+def list_pools(host_id: int, session: SessionDep, sync: SyncDep) -> list[host_storage.Pool]:
     """The host's storage pools, read from it now (503 when it is not connected)."""
-    return host_storage.read_host(session, sync, host_id, storage.list_pools)
+    return host_storage.pools(session, sync, host_id)
 
 
 @router.get(
@@ -174,18 +173,16 @@ def list_pools(host_id: int, session: SessionDep, sync: SyncDep) -> list[storage
 )
 def list_volumes(
     host_id: int, pool: str, session: SessionDep, sync: SyncDep
-) -> list[storage.Volume]:
+) -> list[host_storage.Volume]:
     """The volumes of one of the host's active pools, read from it now."""
-    return host_storage.read_host(
-        session, sync, host_id, lambda conn: storage.list_volumes(conn, pool)
-    )
+    return host_storage.volumes(session, sync, host_id=host_id, pool=pool)
 
 
 @router.get(
     "/hosts/{host_id:id}/networks",
-    response_model=list[storage.Network],
+    response_model=list[host_storage.Network],
     dependencies=guard(Permission.VIEW),
 )
-def list_networks(host_id: int, session: SessionDep, sync: SyncDep) -> list[storage.Network]:
+def list_networks(host_id: int, session: SessionDep, sync: SyncDep) -> list[host_storage.Network]:
     """The host's virtual networks, read from it now."""
-    return host_storage.read_host(session, sync, host_id, storage.list_networks)
+    return host_storage.networks(session, sync, host_id)

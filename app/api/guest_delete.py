@@ -6,7 +6,6 @@ from pydantic import BaseModel
 from app.deps import SessionsDep, SyncDep, guard
 from app.services import guest_delete
 from app.services.auth import Permission
-from app.virt.teardown import KeptDisk
 
 router = APIRouter(prefix="/guests", tags=["guests"])
 
@@ -18,7 +17,7 @@ class KeptVolume(BaseModel):
     reason: str
 
 
-def _kept(kept: tuple[KeptDisk, ...]) -> list[KeptVolume]:
+def _kept(kept: tuple[guest_delete.KeptDisk, ...]) -> list[KeptVolume]:
     """The kept disks as the API shows them."""
     return [KeptVolume(path=k.path, reason=k.reason) for k in kept]
 

@@ -31,11 +31,10 @@ from app.services.guest_create import check_guest_name
 from app.services.guest_delete import present_guest
 from app.services.hosts import get_host, require_connected
 from app.services.paging import check_page
+from app.services.ports import Cancelled, HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
 from app.virt.connection import HostConnection
 from app.virt.uri import is_local
-from app.workers.jobs import Cancelled, JobRunner, Reporter
-from app.workers.sync import SyncManager
 
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "corrupt"})
 RESTORE_MODES = ("in_place", "new")
@@ -122,8 +121,8 @@ def _connect(host: Host, settings: Settings) -> HostConnection:
 
 def start_backup(
     sessions: sessionmaker[Session],
-    sync: SyncManager,
-    jobs: JobRunner,
+    sync: HostCalls,
+    jobs: JobQueue,
     settings: Settings,
     *,
     uuid: str,
@@ -442,8 +441,8 @@ def delete_backup(sessions: sessionmaker[Session], settings: Settings, backup_id
 
 def start_restore(
     sessions: sessionmaker[Session],
-    sync: SyncManager,
-    jobs: JobRunner,
+    sync: HostCalls,
+    jobs: JobQueue,
     settings: Settings,
     *,
     backup_id: int,

@@ -15,7 +15,7 @@ from app.services.guests import get_guest, status
 from app.services.hosts import require_connected
 from app.services.inventory import record_guest
 from app.services.overcommit import check_policy
-from app.workers.sync import SyncManager
+from app.services.ports import HostCalls
 
 ACTION_LABELS = {  # in the order the buttons show
     "start": "start",
@@ -134,7 +134,7 @@ def guest_lock(sessions: sessionmaker[Session], guest: Guest, action: str) -> It
 
 def run_action(
     sessions: sessionmaker[Session],
-    sync: SyncManager,
+    sync: HostCalls,
     *,
     uuid: str,
     action: str,

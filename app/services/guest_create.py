@@ -22,6 +22,7 @@ from app.services.auth import Principal
 from app.services.guests import get_guest
 from app.services.inventory import record_guest
 from app.services.overcommit import check_force, check_policy
+from app.services.ports import HostCalls, JobQueue, Reporter
 from app.virt import build, storage, teardown
 from app.virt.build import DiskSource, GuestPlan
 from app.virt.connection import CPU_PROBE_PREFIX, HostConnection
@@ -29,8 +30,6 @@ from app.virt.cpu import CPU_MODES, CpuConfig, CpuProbe, from_record
 from app.virt.cpu import probe as cpu_probe
 from app.virt.images import ImageHeader
 from app.virt.types import GuestInfo
-from app.workers.jobs import JobRunner, Reporter
-from app.workers.sync import SyncManager
 
 log = logging.getLogger(__name__)
 
@@ -395,7 +394,7 @@ def check_on_host(
 
 
 def plan_create(
-    session: Session, sync: SyncManager, request: CreateRequest, principal: Principal
+    session: Session, sync: HostCalls, request: CreateRequest, principal: Principal
 ) -> CreatePlan:
     """Check everything, first here and then on the host; refusals name the field at fault."""
     host = check_request(session, request, principal)
@@ -453,7 +452,7 @@ def build_guest(conn: HostConnection, plan: CreatePlan, *, report: Reporter = _q
 
 
 def _job_work(
-    plan: CreatePlan, *, sync: SyncManager, sessions: sessionmaker[Session]
+    plan: CreatePlan, *, sync: HostCalls, sessions: sessionmaker[Session]
 ) -> Callable[[Reporter], dict[str, Any]]:
     """The work of a create job: build on the host, then write the guest into the inventory."""
 
@@ -473,8 +472,8 @@ def create_guest(
     *,
     request: CreateRequest,
     principal: Principal,
-    sync: SyncManager,
-    jobs: JobRunner,
+    sync: HostCalls,
+    jobs: JobQueue,
     sessions: sessionmaker[Session],
 ) -> Created:
     """Create a guest now, or as a job when a new volume must be allocated; commits."""

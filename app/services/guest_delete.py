@@ -9,9 +9,11 @@ from app.services.guest_actions import guest_lock
 from app.services.guests import get_guest
 from app.services.hosts import require_connected
 from app.services.inventory import mark_gone
+from app.services.ports import HostCalls
 from app.virt import teardown
-from app.virt.teardown import Deletion, StoragePlan
-from app.workers.sync import SyncManager
+from app.virt.teardown import Deletion, KeptDisk, StoragePlan
+
+__all__ = ["Deletion", "KeptDisk"]  # what the routers show of a delete
 
 DELETE_ACTION = "delete"
 
@@ -35,7 +37,7 @@ def check_confirmation(guest: Guest, typed: str) -> None:
 
 
 def disks_owned(
-    sessions: sessionmaker[Session], sync: SyncManager, uuid: str
+    sessions: sessionmaker[Session], sync: HostCalls, uuid: str
 ) -> tuple[Guest, StoragePlan]:
     """The guest, and which disks deleting it with its storage would remove and keep."""
     guest = present_guest(sessions, uuid)
@@ -49,7 +51,7 @@ def _mark_gone(sessions: sessionmaker[Session], guest_id: int) -> None:
 
 def delete_guest(
     sessions: sessionmaker[Session],
-    sync: SyncManager,
+    sync: HostCalls,
     *,
     uuid: str,
     remove_storage: bool,

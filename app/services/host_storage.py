@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.services.hosts import get_host
+from app.services.ports import HostCalls
 from app.virt import build, storage
 from app.virt.connection import HostConnection
 from app.virt.cpu import CpuProbe, current, from_record
-from app.workers.sync import SyncManager
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,34 @@ def _choices(conn: HostConnection, known_cpu: CpuProbe | None) -> HostChoices:
     )
 
 
-def read_host(
-    session: Session, sync: SyncManager, host_id: int, read: Callable[[HostConnection], Any]
+# What a host offers, as the API and pages show it.
+Pool, Volume, Network = storage.Pool, storage.Volume, storage.Network
+
+
+def _read_host(
+    session: Session, sync: HostCalls, host_id: int, read: Callable[[HostConnection], Any]
 ) -> Any:
     """Read something live from a registered host; HostUnreachable when it is not connected."""
     host = get_host(session, host_id)
     return sync.call(host.id, read)
 
 
-def host_choices(session: Session, sync: SyncManager, host_id: int) -> HostChoices:
+def pools(session: Session, sync: HostCalls, host_id: int) -> list[Pool]:
+    """The host's storage pools, read from it now."""
+    return _read_host(session, sync, host_id, storage.list_pools)
+
+
+def volumes(session: Session, sync: HostCalls, *, host_id: int, pool: str) -> list[Volume]:
+    """The volumes of one of the host's pools, read from it now."""
+    return _read_host(session, sync, host_id, lambda conn: storage.list_volumes(conn, pool))
+
+
+def networks(session: Session, sync: HostCalls, host_id: int) -> list[Network]:
+    """The host's virtual networks, read from it now."""
+    return _read_host(session, sync, host_id, storage.list_networks)
+
+
+def host_choices(session: Session, sync: HostCalls, host_id: int) -> HostChoices:
     """Everything the create form offers for this host, in one visit to it."""
     known_cpu = from_record(get_host(session, host_id).cpu_probe)
-    return read_host(session, sync, host_id, lambda conn: _choices(conn, known_cpu))
+    return _read_host(session, sync, host_id, lambda conn: _choices(conn, known_cpu))

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Backup, Guest, Host, Job
-from app.workers.sync import WorkerStats
+from app.services.ports import HostStats
 
 
 def _escape(value: str) -> str:
@@ -29,7 +29,7 @@ def render(
     session: Session,
     *,
     instance: str,
-    stats: dict[int, WorkerStats],
+    stats: dict[int, HostStats],
     streams: int,
 ) -> str:
     """The whole exposition."""

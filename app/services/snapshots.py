@@ -13,8 +13,8 @@ from app.services.guest_actions import guest_lock
 from app.services.guest_delete import present_guest
 from app.services.inventory import record_guest, record_snapshots
 from app.services.overcommit import ACTIVE, check_policy
+from app.services.ports import HostCalls
 from app.virt import snapshots as virt
-from app.workers.sync import SyncManager
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_DESCRIPTION = 1000
@@ -70,7 +70,7 @@ def snapshot_tree(session: Session, guest_id: int) -> list[TreeNode]:
     return tree
 
 
-def _refresh(sessions: sessionmaker[Session], sync: SyncManager, guest: Guest) -> None:
+def _refresh(sessions: sessionmaker[Session], sync: HostCalls, guest: Guest) -> None:
     """Read the guest and its snapshots again and store both."""
     info = sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid))
     snaps = sync.call(guest.host_id, lambda conn: virt.list_snapshots(conn, guest.uuid))
@@ -81,7 +81,7 @@ def _refresh(sessions: sessionmaker[Session], sync: SyncManager, guest: Guest) -
 
 def create_snapshot(
     sessions: sessionmaker[Session],
-    sync: SyncManager,
+    sync: HostCalls,
     *,
     uuid: str,
     name: str,
@@ -107,7 +107,7 @@ def create_snapshot(
 
 
 def _check_revert_policy(
-    sessions: sessionmaker[Session], sync: SyncManager, guest: Guest, name: str
+    sessions: sessionmaker[Session], sync: HostCalls, guest: Guest, name: str
 ) -> None:
     """A revert that brings a stopped guest back running passes a start's overcommit check."""
     if sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid)).state in ACTIVE:
@@ -127,7 +127,7 @@ def _check_revert_policy(
 
 def revert_snapshot(
     sessions: sessionmaker[Session],
-    sync: SyncManager,
+    sync: HostCalls,
     *,
     uuid: str,
     name: str,
@@ -146,7 +146,7 @@ def revert_snapshot(
 
 
 def delete_snapshot(
-    sessions: sessionmaker[Session], sync: SyncManager, *, uuid: str, name: str
+    sessions: sessionmaker[Session], sync: HostCalls, *, uuid: str, name: str
 ) -> None:
     """Delete the snapshot (its children move up to its parent)."""
     check_name(name)

@@ -13,8 +13,8 @@ from app.services import guest_create, host_storage
 from app.services import hosts as host_service
 from app.services import jobs as job_service
 from app.services.auth import Permission, Principal
+from app.services.ports import HostCalls
 from app.web.templating import form_refused, redirect, templates
-from app.workers.sync import SyncManager
 
 router = APIRouter()
 DEFAULTS = {"vcpus": "1", "memory_mib": "512", "disk": "new", "disk_size_gib": "10",
@@ -69,7 +69,7 @@ def _request(form: dict[str, str]) -> guest_create.CreateRequest:
     )
 
 
-def _choices(session: Session, sync: SyncManager, host_id: str) -> dict[str, Any]:
+def _choices(session: Session, sync: HostCalls, host_id: str) -> dict[str, Any]:
     """The chosen host's live choices for the form, or why they could not be read."""
     if not (host_id.isascii() and host_id.isdigit()):
         return {"choices": None, "choices_error": None}
@@ -79,7 +79,7 @@ def _choices(session: Session, sync: SyncManager, host_id: str) -> dict[str, Any
         return {"choices": None, "choices_error": exc.message}
 
 
-def _context(session: Session, sync: SyncManager, host_id: str) -> dict[str, Any]:
+def _context(session: Session, sync: HostCalls, host_id: str) -> dict[str, Any]:
     """Every host for the select, and the chosen one's choices."""
     return {"hosts": host_service.list_hosts(session), **_choices(session, sync, host_id)}
 

@@ -11,14 +11,13 @@ from app.errors import Invalid, NotFound, VirtdeckError
 from app.services import guest_delete
 from app.services import guests as guest_service
 from app.services.auth import Permission
-from app.virt.teardown import Deletion
 from app.web.templating import form_refused, templates, toast_headers
 
 router = APIRouter()
 PANEL = "partials/guest_delete.html"
 
 
-def summary(deletion: Deletion) -> str:
+def summary(deletion: guest_delete.Deletion) -> str:
     """One line for the toast: what was deleted, removed and kept."""
     parts = [f"{deletion.name} deleted"]
     if deletion.removed:

@@ -6,29 +6,15 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
 from app.errors import VirtdeckError
 from app.services import jobs as job_service
+from app.services.ports import Cancelled, Work
 
 log = logging.getLogger(__name__)
-
-
-class Reporter(Protocol):
-    """What a job calls to record its progress."""
-
-    def __call__(self, progress: float, message: str) -> None:
-        """Record that the job is `progress` (0 to 1) done and doing `message`."""
-
-
-Work = Callable[[Reporter], dict[str, Any]]
-
-
-class Cancelled(Exception):
-    """Raised inside a job's work when someone asked to cancel it."""
 
 
 class Progress:
