@@ -36,7 +36,6 @@ from app.virt import backups as virt
 from app.virt.connection import HostConnection
 from app.virt.uri import is_local
 
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "corrupt"})
 RESTORE_MODES = ("in_place", "new")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 

@@ -37,6 +37,9 @@ GUEST_COLUMNS = (
     Guest.memory_current_kib, Guest.gone_at, Guest.transition,
 )  # fmt: skip
 
+# libvirt reports no host swap (virNodeGetMemoryStats has none): said once, here.
+SWAP_UNKNOWN = "not reported by libvirt"
+
 
 @dataclass(frozen=True)
 class Ratio:
@@ -107,7 +110,6 @@ class HostOvercommit:
     free_kib: int | None
     rss_kib: int | None
     ksm: Ksm | None
-    swap_kib: int | None
     policy_cpu: float
     policy_memory: float
     policy_source: str  # global or host
@@ -267,7 +269,6 @@ def _build(host: Host, guests: list[Row], policy: tuple[float, float]) -> HostOv
         free_kib=memory.get("free_kib"),
         rss_kib=_sum_known([g.rss_kib for g in running]),
         ksm=_ksm(stats),
-        swap_kib=stats.get("swap_kib"),
         policy_cpu=cpu_policy,
         policy_memory=memory_policy,
         policy_source=source,
@@ -379,7 +380,6 @@ def _memory_rule(item: HostOvercommit) -> Guidance:
         ksm_text = f"KSM: running{saved}"
     else:
         ksm_text = "KSM: not running"
-    swap = "not reported" if item.swap_kib is None else f"{item.swap_kib // 1024} MiB"
     with_balloon = _names(balloons) or "none"
     overcommitted = (item.memory_running.ratio or 0) > 1
     unsupported = not balloons or not (ksm and ksm.running)
@@ -387,7 +387,7 @@ def _memory_rule(item: HostOvercommit) -> Guidance:
         rule="Memory over-commit relies on swap, ballooning and KSM.",
         status="warn" if overcommitted and unsupported else "info",
         detail=f"Balloon devices: {with_balloon} ({len(balloons)} of {len(item.guests)} guests); "
-        f"{ksm_text}; swap: {swap}.",
+        f"{ksm_text}; swap: {SWAP_UNKNOWN}.",
     )
 
 
@@ -493,7 +493,6 @@ def record_stats(session: Session, host_id: int, stats: HostStats) -> None:
     host.stats = {
         "memory": None if stats.memory is None else dict(vars(stats.memory)),
         "ksm": None if stats.ksm is None else ksm_state(stats.ksm, previous, now),
-        "swap_kib": None,  # libvirt reports no host swap
         "guests": {uuid: dict(vars(g)) for uuid, g in stats.guests.items()},
         "balloons": dict(stats.balloons),
     }

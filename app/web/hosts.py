@@ -98,7 +98,6 @@ def host_page(
         "page": page,
         "pages": max(1, -(-guests.total // PAGE_SIZE)),
         "states": guest_service.STATE_FILTERS,
-        "status": guest_service.status,
     }
     if wants_fragment(request, "guest-table"):
         return templates.TemplateResponse(request, "partials/guest_table.html", context)

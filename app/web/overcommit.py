@@ -98,6 +98,7 @@ def page_context(session: Session, view: HostOvercommit, sort: str, page: int) -
         "memory_chart": memory_chart(view),
         "history": chart,
         "history_count": len(history),
+        "swap_unknown": overcommit_service.SWAP_UNKNOWN,
         **policy_context(session, view),
     }
 

@@ -16,7 +16,7 @@ from app.errors import HostUnreachable, NotFound, VirtdeckError
 from app.services import hosts as host_service
 from app.services import leases as lease_service
 from app.services import overcommit as overcommit_service
-from app.services.inventory import SyncResult, apply_event, apply_sync, record_host_snapshots
+from app.services.inventory import apply_event, apply_sync, record_host_snapshots
 from app.virt import build
 from app.virt import overcommit as overcommit_virt
 from app.virt import snapshots as snapshots_virt
@@ -74,7 +74,6 @@ class HostWorker(threading.Thread):
         self._lost: str | None = None
         self._synced = threading.Condition()
         self.generation = 0
-        self.last_result = SyncResult()
         # When the current connect-and-sync attempt began (monotonic), None between attempts.
         self.attempt_started: float | None = None
         self.stall_reported = False
@@ -231,7 +230,7 @@ class HostWorker(threading.Thread):
             self._events.clear()
         guests = self._conn.guests()
         with transaction(self._sessions) as session:
-            result = apply_sync(
+            apply_sync(
                 session,
                 self.host_id,
                 guests,
@@ -243,7 +242,6 @@ class HostWorker(threading.Thread):
         self.stats.synced(time.perf_counter() - started)
         with self._synced:
             self.generation += 1
-            self.last_result = result
             self._synced.notify_all()
         if not self._cpu_probed:  # once a connection; QEMU takes seconds, so events do not wait
             self._cpu_probed = True
@@ -385,10 +383,6 @@ class SyncManager:
                 self._reconcile()
             except Exception:
                 log.exception("host lease round failed")
-
-    def leading(self) -> set[int]:
-        """The hosts this instance syncs now."""
-        return {h for h, w in self._workers.items() if w.leader.is_set()}
 
     def worker_stats(self) -> dict[int, WorkerStats]:
         """Each host's sync and event figures, for the hosts this instance syncs."""
