@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 from app.errors import Conflict, VirtdeckError
 from app.units import human_bytes
+from app.virt.connection import one_line
 from app.virt.images import read_file_header
 
 PART = ".part"
@@ -254,7 +255,10 @@ def check_image(path: Path, expected_format: str) -> None:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise VirtdeckError(f"cannot check {path.name} with qemu-img: {exc}") from exc
     if done.returncode != 0:
-        raise Conflict(f"{path.name} is not a valid {expected_format} image: {done.stderr.strip()}")
+        # qemu-img may quote what a tampered image says (feature names, file names): bounded.
+        raise Conflict(
+            f"{path.name} is not a valid {expected_format} image: {one_line(done.stderr)}"
+        )
     info = json.loads(done.stdout)
     if info.get("format") != expected_format:
         raise Conflict(f"{path.name} is {info.get('format')}, not {expected_format}")

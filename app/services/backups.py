@@ -29,7 +29,7 @@ from app.services.auth import Forbidden, Permission, Principal
 from app.services.guest_actions import GuestLock
 from app.services.guest_create import NAME, NAME_RULE
 from app.services.guest_delete import present_guest
-from app.services.hosts import get_host, require_connected
+from app.services.hosts import get_host, open_connection, require_connected
 from app.services.paging import check_page
 from app.virt import backups as virt
 from app.virt.connection import HostConnection
@@ -61,9 +61,11 @@ class RestoreRequest:
 
 
 def backup_root(settings: Settings) -> Path:
-    """The backup directory, made if missing."""
+    """The backup directory, made if missing, and for the service user alone: backups written
+    by older versions kept 0644/0755 modes, and a closed root keeps others out of them too."""
     root = Path(settings.backup_dir).resolve()
     root.mkdir(mode=files.DIR_MODE, parents=True, exist_ok=True)
+    root.chmod(files.DIR_MODE)
     return root
 
 
@@ -110,11 +112,7 @@ def list_backups(
 
 def _connect(host: Host, settings: Settings) -> HostConnection:
     """A connection of the job's own, so that a long stream never delays the host's sync."""
-    return HostConnection(
-        host.uri,
-        keepalive=(settings.keepalive_interval, settings.keepalive_count),
-        on_close=lambda _reason: None,
-    )
+    return open_connection(host.uri, settings, on_close=lambda _reason: None)
 
 
 # --- taking a backup --------------------------------------------------------------------------
