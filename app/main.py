@@ -189,6 +189,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     test_driver_dir=settings.test_driver_dir,
                 )
         _app.state.setup_code = startup_setup_code(sessions, settings)
+        try:  # closed now rather than at the first backup: older versions left it 0755
+            backup_service.backup_root(settings)
+        except OSError as exc:
+            log.warning("cannot make the backup directory private: %s", exc)
         live.start()
         jobs.start()
         if settings.sync_enabled:

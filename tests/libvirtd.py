@@ -32,8 +32,11 @@ class ThrowawayGuest:
     disk: Path
 
 
-def domain_xml(name: str, guest_uuid: str, disk: Path, *, nic: bool = False) -> str:
-    """A 64 MiB, 1-vCPU guest with one empty qcow2 disk and, with nic, a user-mode NIC."""
+def domain_xml(
+    name: str, guest_uuid: str, disk: Path, *, nic: bool = False, fmt: str = "qcow2"
+) -> str:
+    """A 64 MiB, 1-vCPU guest with one empty disk (qcow2 unless fmt says) and, with nic, a
+    user-mode NIC."""
     domain = ET.Element("domain", type="kvm" if Path("/dev/kvm").exists() else "qemu")
     ET.SubElement(domain, "name").text = name
     ET.SubElement(domain, "uuid").text = guest_uuid
@@ -43,7 +46,7 @@ def domain_xml(name: str, guest_uuid: str, disk: Path, *, nic: bool = False) -> 
     ET.SubElement(os_, "type", arch="x86_64", machine="pc").text = "hvm"
     devices = ET.SubElement(domain, "devices")
     disk_el = ET.SubElement(devices, "disk", type="file", device="disk")
-    ET.SubElement(disk_el, "driver", name="qemu", type="qcow2")
+    ET.SubElement(disk_el, "driver", name="qemu", type=fmt)
     ET.SubElement(disk_el, "source", file=str(disk))
     ET.SubElement(disk_el, "target", dev="vda", bus="virtio")
     if nic:
@@ -54,14 +57,19 @@ def domain_xml(name: str, guest_uuid: str, disk: Path, *, nic: bool = False) -> 
 
 @contextmanager
 def throwaway_guest(
-    tmp_path: Path, *, directory: Path = IMAGES, size: str = "16M", nic: bool = False
+    tmp_path: Path,
+    *,
+    directory: Path = IMAGES,
+    size: str = "16M",
+    nic: bool = False,
+    fmt: str = "qcow2",
 ) -> Iterator[ThrowawayGuest]:
     """Define a uniquely named guest; destroy and undefine it and delete its disk afterwards."""
     name = f"vdtest-{uuid.uuid4().hex[:10]}"
-    guest = ThrowawayGuest(name=name, uuid=str(uuid.uuid4()), disk=directory / f"{name}.qcow2")
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(guest.disk), size], check=True)
+    guest = ThrowawayGuest(name=name, uuid=str(uuid.uuid4()), disk=directory / f"{name}.{fmt}")
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, str(guest.disk), size], check=True)
     xml_file = tmp_path / f"{name}.xml"
-    xml_file.write_text(domain_xml(guest.name, guest.uuid, guest.disk, nic=nic))
+    xml_file.write_text(domain_xml(guest.name, guest.uuid, guest.disk, nic=nic, fmt=fmt))
     try:
         virsh("define", str(xml_file))
         yield guest
@@ -71,17 +79,17 @@ def throwaway_guest(
         guest.disk.unlink(missing_ok=True)
 
 
-def qemu_io(disk: Path, command: str) -> subprocess.CompletedProcess:
-    """Run one qemu-io command on a (shut-off) guest's qcow2 disk."""
+def qemu_io(disk: Path, command: str, fmt: str = "qcow2") -> subprocess.CompletedProcess:
+    """Run one qemu-io command on a (shut-off) guest's disk, read as fmt."""
     return subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", command, str(disk)],
+        ["qemu-io", "-f", fmt, "-c", command, str(disk)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
 
-def holds(disk: Path, pattern: str, length: str = "64k") -> bool:
-    """Whether the disk's first `length` bytes are all this byte."""
-    done = qemu_io(disk, f"read -P {pattern} 0 {length}")
+def holds(disk: Path, pattern: str, length: str = "64k", fmt: str = "qcow2") -> bool:
+    """Whether the disk's first `length` bytes, read as fmt, are all this byte."""
+    done = qemu_io(disk, f"read -P {pattern} 0 {length}", fmt)
     return done.returncode == 0 and "Pattern verification failed" not in done.stdout
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.db import transaction
+from app.models import Backup, Host
 from tests.conftest import add_host
 from tests.libvirtd import (
     IMAGES,
@@ -66,6 +68,16 @@ def devices(uuid: str) -> list[tuple[str, str | None, str | None]]:
     )
 
 
+def backing_stores(uuid: str) -> list[str]:
+    """Each disk's <backingStore> as `virsh dumpxml` shows it ("" when it has none)."""
+    root = ET.fromstring(virsh("dumpxml", uuid, "--inactive"))
+    return [
+        ET.tostring(b, encoding="unicode").strip() if (b := d.find("backingStore")) is not None
+        else ""
+        for d in root.findall("devices/disk")
+    ]  # fmt: skip
+
+
 def macs(uuid: str) -> list[str]:
     """The guest's MAC addresses."""
     root = ET.fromstring(virsh("dumpxml", uuid, "--inactive"))
@@ -110,6 +122,7 @@ def test_backups_of_a_shut_off_and_a_running_guest_restore_the_same_bytes(
                 f"restored from the {backup['guest_state']} backup"
             )
             assert devices(guest.uuid) == shown
+            assert backing_stores(guest.uuid) == ["<backingStore />"]
             assert virsh("domuuid", guest.name).strip() == guest.uuid
 
         copy = f"{guest.name}-copy"
@@ -121,6 +134,7 @@ def test_backups_of_a_shut_off_and_a_running_guest_restore_the_same_bytes(
             assert virsh("domuuid", guest.name).strip() == guest.uuid
             assert macs(new_uuid) and macs(guest.uuid)
             assert set(macs(new_uuid)).isdisjoint(macs(guest.uuid))
+            assert backing_stores(new_uuid) == ["<backingStore />"]
             new_disk = Path(job["result"]["disks"]["vda"])
             assert new_disk != guest.disk and holds(new_disk, "0x5a", "1M")
         finally:
@@ -311,3 +325,154 @@ def test_restoring_in_place_over_a_disk_carrying_a_planted_qcow2_header_never_fo
 
         assert job["status"] == "succeeded", job
         assert holds(guest.disk, "0x5a", "1M")
+
+
+def as_taken_before_manifest_checks(sessions, backup_id: int) -> None:
+    """Make the record look like one an older version wrote: no manifest digest, and disks
+    without the volume they came from."""
+    with transaction(sessions) as session:
+        backup = session.get(Backup, backup_id)
+        backup.manifest_sha256 = None
+        backup.files = [
+            {k: v for k, v in f.items() if k not in ("path", "pool", "capacity")}
+            for f in backup.files
+        ]
+
+
+def test_a_backup_older_than_manifest_checks_is_restored_only_as_a_new_guest(
+    client: TestClient, sessions, tmp_path: Path
+) -> None:
+    with (
+        throwaway_pool() as pool,
+        throwaway_guest(tmp_path, directory=IMAGES / pool) as guest,
+        throwaway_guest(tmp_path, directory=IMAGES / pool) as other,
+    ):
+        assert qemu_io(guest.disk, "write -P 0x5a 0 1M").returncode == 0
+        assert qemu_io(other.disk, "write -P 0x77 0 1M").returncode == 0
+        add_host(client, "local", SYSTEM_URI)
+        backup = back_up(client, guest.uuid)
+        as_taken_before_manifest_checks(sessions, backup["id"])
+        manifest_path = (
+            Path(client.app.state.settings.backup_dir) / backup["path"] / "manifest.json"
+        )
+        manifest = json.loads(manifest_path.read_text())
+        manifest["disks"][0]["path"] = str(other.disk)
+        manifest_path.write_text(json.dumps(manifest))
+
+        refused = client.post(f"/api/v1/backups/{backup['id']}/restore", json={"mode": "in_place"})
+        if refused.status_code == 202:  # let the unwanted restore end before looking
+            finished_job(client, refused.json()["job"]["id"])
+        copy = f"{guest.name}-copy"
+        try:
+            job = restore(client, backup["id"], mode="new", name=copy)
+            new_disk = Path(job["result"]["disks"]["vda"]) if job["status"] == "succeeded" else None
+        finally:
+            virsh("undefine", copy, check=False)
+
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["detail"] == (
+            "this backup predates manifest checks: restore it as a new guest, or take a new backup"
+        )
+        assert holds(other.disk, "0x77", "1M"), "the other guest's disk was overwritten"
+        assert job["status"] == "succeeded", job
+        assert new_disk is not None and holds(new_disk, "0x5a", "1M")
+
+
+def test_a_disk_file_changed_while_it_is_restored_fails_the_restore_and_undoes_it(
+    make_client, tmp_path: Path
+) -> None:
+    slow = make_client(backup_bandwidth_mib=4)
+    with (
+        throwaway_pool() as pool,
+        throwaway_guest(tmp_path, directory=IMAGES / pool, size="32M") as guest,
+    ):
+        assert qemu_io(guest.disk, "write -P 0x5a 0 24M").returncode == 0
+        add_host(slow, "local", SYSTEM_URI)
+        backup = back_up(slow, guest.uuid)
+        assert qemu_io(guest.disk, "write -P 0x44 0 1M").returncode == 0
+        xml_before = virsh("dumpxml", guest.uuid, "--inactive")
+        image = Path(slow.app.state.settings.backup_dir) / backup["path"] / "disk-vda.qcow2"
+
+        started = slow.post(f"/api/v1/backups/{backup['id']}/restore", json={"mode": "in_place"})
+        assert started.status_code == 202, started.text
+        job_id = started.json()["job"]["id"]
+        deadline = time.monotonic() + 30
+        while not (job := slow.get(f"/api/v1/jobs/{job_id}").json())["message"].startswith(
+            "restoring"
+        ):  # checksums verified and images checked: the upload has begun (at 4 MiB/s)
+            assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.05)
+        with open(image, "r+b") as handle:  # one byte near the end, not yet sent
+            handle.seek(image.stat().st_size - 4096)
+            byte = handle.read(1)
+            handle.seek(-1, os.SEEK_CUR)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+        job = finished_job(slow, job_id)
+
+        assert job["status"] == "failed", job
+        assert "disk-vda.qcow2" in job["error"] and "changed" in job["error"], job
+        assert holds(guest.disk, "0x44", "1M"), "the guest's disk was not put back"
+        assert virsh("dumpxml", guest.uuid, "--inactive") == xml_before
+
+
+def test_a_backup_job_never_opens_a_stored_uri_that_fails_the_checks(
+    client: TestClient, sessions, tmp_path: Path
+) -> None:
+    with throwaway_pool() as pool, throwaway_guest(tmp_path, directory=IMAGES / pool) as guest:
+        host = add_host(client, "local", SYSTEM_URI)
+        # What an older version may have stored: libvirt splits the query at ';' and would
+        # connect through whatever socket it names.
+        with transaction(sessions) as session:
+            session.get(
+                Host, host["id"]
+            ).uri = "qemu:///system?no_verify=1;socket=/var/run/libvirt/libvirt-sock"
+
+        started = start(client, guest.uuid)
+        job = finished_job(client, started["job"]["id"])
+        backup = client.get(f"/api/v1/backups/{started['backup']['id']}").json()
+
+        assert job["status"] == "failed", job
+        assert job["error"].startswith("uri: ") and "';'" in job["error"], job
+        assert backup["status"] == "failed" and backup["error"] == job["error"]
+
+
+def test_a_raw_guest_backed_up_while_running_comes_back_with_the_same_bytes(
+    client: TestClient, tmp_path: Path
+) -> None:
+    with (
+        throwaway_pool() as pool,
+        throwaway_guest(tmp_path, directory=IMAGES / pool, fmt="raw") as guest,
+    ):
+        assert qemu_io(guest.disk, "write -P 0x5a 0 1M", "raw").returncode == 0
+        add_host(client, "local", SYSTEM_URI)
+        virsh("start", guest.uuid)
+        try:
+            backup = back_up(client, guest.uuid)
+        finally:
+            virsh("destroy", guest.uuid)
+        assert qemu_io(guest.disk, "write -P 0x44 0 1M", "raw").returncode == 0
+
+        copy = f"{guest.name}-copy"
+        try:
+            as_new = restore(client, backup["id"], mode="new", name=copy)
+            assert as_new["status"] == "succeeded", as_new
+            new_disk = Path(as_new["result"]["disks"]["vda"])
+            new_format = disk_format(as_new["result"]["guest_uuid"])
+        finally:
+            virsh("undefine", copy, check=False)
+        in_place = restore(client, backup["id"], mode="in_place")
+
+        assert holds(new_disk, "0x5a", "1M", new_format), (
+            f"the new guest sees its disk as {new_format}"
+        )
+        assert in_place["status"] == "succeeded", in_place
+        in_place_format = disk_format(guest.uuid)
+        assert holds(guest.disk, "0x5a", "1M", in_place_format), (
+            f"the guest sees its disk as {in_place_format}"
+        )
+
+
+def disk_format(uuid: str) -> str:
+    """The format the guest's first disk is opened with."""
+    root = ET.fromstring(virsh("dumpxml", uuid, "--inactive"))
+    return root.find("devices/disk/driver").get("type")

@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 
 from app.errors import Conflict, VirtdeckError
 from app.units import human_bytes
+from app.virt.connection import one_line
 from app.virt.images import read_file_header
 
 PART = ".part"
@@ -74,6 +75,17 @@ class Meter:
         )
 
 
+def _hash_segment(digest: Any, segment: bytes | int) -> None:
+    """Add data, or a hole of that many zero bytes, to digest."""
+    if isinstance(segment, int):
+        while segment > 0:
+            step = min(segment, len(_ZEROS))
+            digest.update(memoryview(_ZEROS)[:step])
+            segment -= step
+    else:
+        digest.update(segment)
+
+
 class HashingWriter:
     """Writes one backup file as <name>.part while another thread computes its sha256 (so the
     hash costs no extra time on two cores); finish() fsyncs and renames it to its name."""
@@ -91,13 +103,7 @@ class HashingWriter:
 
     def _digest(self) -> None:
         while (item := self._queue.get()) is not None:
-            if isinstance(item, int):
-                while item > 0:
-                    step = min(item, len(_ZEROS))
-                    self._hash.update(memoryview(_ZEROS)[:step])
-                    item -= step
-            else:
-                self._hash.update(item)
+            _hash_segment(self._hash, item)
 
     def write(self, data: bytes) -> None:
         """Append data."""
@@ -231,10 +237,40 @@ def segments(
             handle.seek(offset)
             while offset < end:
                 chunk = handle.read(min(READ_CHUNK, end - offset))
+                if not chunk:  # the file shrank while it was read
+                    return
                 offset += len(chunk)
                 throttle.passed(len(chunk))
                 on_bytes(len(chunk))
                 yield chunk
+
+
+def checked_segments(
+    path: Path, entry: dict[str, Any], *, on_bytes: Callable[[int], None], throttle: Throttle
+) -> Iterator[bytes | int]:
+    """segments() of a backup file, hashed as they go by: the bytes sent are the bytes checked.
+    If they are not the recorded ones (the file changed since it was verified, e.g. on a shared
+    directory), Conflict is raised after the last segment, before the stream can be finished."""
+    digest, size = hashlib.sha256(), 0
+    for segment in segments(path, on_bytes=on_bytes, throttle=throttle):
+        _hash_segment(digest, segment)
+        size += segment if isinstance(segment, int) else len(segment)
+        yield segment
+    if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
+        raise Conflict(f"{path.name} changed after it was verified; nothing was restored")
+
+
+def read_checked(path: Path, entry: dict[str, Any]) -> bytes | None:
+    """A small backup file's bytes, read once (never more than its recorded size), if they are
+    the recorded ones; None if they are not or it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(entry["size"] + 1)
+    except OSError:
+        return None
+    if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        return None
+    return data
 
 
 def check_image(path: Path, expected_format: str) -> None:
@@ -254,7 +290,10 @@ def check_image(path: Path, expected_format: str) -> None:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise VirtdeckError(f"cannot check {path.name} with qemu-img: {exc}") from exc
     if done.returncode != 0:
-        raise Conflict(f"{path.name} is not a valid {expected_format} image: {done.stderr.strip()}")
+        # qemu-img may quote what a tampered image says (feature names, file names): bounded.
+        raise Conflict(
+            one_line(f"{path.name} is not a valid {expected_format} image: {done.stderr}")
+        )
     info = json.loads(done.stdout)
     if info.get("format") != expected_format:
         raise Conflict(f"{path.name} is {info.get('format')}, not {expected_format}")

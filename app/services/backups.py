@@ -29,7 +29,7 @@ from app.services.auth import Forbidden, Permission, Principal
 from app.services.guest_actions import GuestLock
 from app.services.guest_create import check_guest_name
 from app.services.guest_delete import present_guest
-from app.services.hosts import get_host, require_connected
+from app.services.hosts import get_host, open_connection, require_connected
 from app.services.paging import check_page
 from app.services.ports import Cancelled, HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
@@ -59,9 +59,11 @@ class RestoreRequest:
 
 
 def backup_root(settings: Settings) -> Path:
-    """The backup directory, made if missing."""
+    """The backup directory, made if missing, and for the service user alone: backups written
+    by older versions kept 0644/0755 modes, and a closed root keeps others out of them too."""
     root = Path(settings.backup_dir).resolve()
     root.mkdir(mode=files.DIR_MODE, parents=True, exist_ok=True)
+    root.chmod(files.DIR_MODE)
     return root
 
 
@@ -108,11 +110,7 @@ def list_backups(
 
 def _connect(host: Host, settings: Settings) -> HostConnection:
     """A connection of the job's own, so that a long stream never delays the host's sync."""
-    return HostConnection(
-        host.uri,
-        keepalive=(settings.keepalive_interval, settings.keepalive_count),
-        on_close=lambda _reason: None,
-    )
+    return open_connection(host.uri, settings, on_close=lambda _reason: None)
 
 
 # --- taking a backup --------------------------------------------------------------------------
@@ -472,6 +470,7 @@ def start_restore(
         ).first()
         session.expunge_all()
     plan = _RestorePlan(backup, host, request)
+    plan.check_record()
     if request.mode == "new":
         check_guest_name(request.name)
         sync.call(host.id, plan.check_new)
@@ -533,6 +532,18 @@ class _RestorePlan:
         self.undo: list[Callable[[], None]] = []
         self.safety: list[str] = []
 
+    def check_record(self) -> None:
+        """In place needs the volumes recorded in the database and the manifest digest: a
+        backup taken before them has only its (unchecked) manifest.json to name the volumes,
+        which whoever can write the backup directory could point at any volume."""
+        if self.request.mode == "in_place" and (
+            self.backup.manifest_sha256 is None or not all("path" in e for e in self.disks)
+        ):
+            raise Conflict(
+                "this backup predates manifest checks: restore it as a new guest, "
+                "or take a new backup"
+            )
+
     def check_in_place(self, conn: HostConnection) -> None:
         """The guest must be shut off or gone, and its name free for its UUID."""
         state = virt.guest_state(conn, self.backup.guest_uuid)
@@ -565,8 +576,16 @@ class _RestorePlan:
         """Verify, check the images, then restore; a failure undoes every step taken."""
         self.directory = backup_root(settings) / self.backup.path
         report(0.0, "verifying checksums")
-        bad = files.mismatches(
-            self.directory, list(self.backup.files), manifest_sha256=self.backup.manifest_sha256
+        # domain.xml is read once, here, and defined from these bytes; the disks are hashed
+        # again as they are streamed (files.checked_segments): whatever changes in the backup
+        # directory after this check is never used.
+        xml_entry = next(e for e in self.backup.files if e["kind"] == "domain-xml")
+        xml = files.read_checked(self.directory / xml_entry["name"], xml_entry)
+        bad = [] if xml is not None else [xml_entry["name"]]
+        bad += files.mismatches(
+            self.directory,
+            [e for e in self.backup.files if e is not xml_entry],
+            manifest_sha256=self.backup.manifest_sha256,
         )
         with transaction(sessions) as session:
             row = get_backup(session, self.backup.id)
@@ -583,7 +602,7 @@ class _RestorePlan:
         conn = _connect(self.host, settings)
         try:
             try:
-                result = self._restore(conn, capacity, meter, throttle)
+                result = self._restore(conn, xml.decode(), capacity, meter, throttle)
             except BaseException:
                 for step in reversed(self.undo):
                     with suppress(VirtdeckError):
@@ -599,7 +618,8 @@ class _RestorePlan:
 
     def _disks(self) -> dict[str, dict[str, Any]]:
         """{target: where the disk was (path, pool, capacity)}: from the database record; backups
-        taken before it kept that have only their manifest to say."""
+        taken before it kept that have only their manifest to say (restored as new guests only,
+        see check_record)."""
         if all("path" in entry for entry in self.disks):
             return {entry["target"]: entry for entry in self.disks}
         return {d["target"]: d for d in files.read_manifest(self.directory)["disks"]}
@@ -607,11 +627,11 @@ class _RestorePlan:
     def _restore(
         self,
         conn: HostConnection,
+        xml: str,
         disks: dict[str, dict[str, Any]],
         meter: files.Meter,
         throttle: files.Throttle,
     ) -> dict[str, Any]:
-        xml = (self.directory / "domain.xml").read_text()
         paths: dict[str, str] = {}
         if self.request.mode == "in_place":
             uuid, name = self.backup.guest_uuid, self.backup.guest_name
@@ -627,6 +647,7 @@ class _RestorePlan:
                 paths[entry["target"]] = disk["path"]
                 self._replace(conn, disk, entry, tag)
                 self._upload(conn, disk["path"], entry, meter, throttle)
+            xml = virt.restored_in_place(xml, disks=self._formats(paths))
         else:
             uuid, name = str(uuid_module.uuid4()), self.request.name or ""
             for entry in self.disks:
@@ -637,11 +658,15 @@ class _RestorePlan:
                 self.undo.append(lambda p=path: virt.delete_volume(conn, p))
                 paths[entry["target"]] = path
                 self._upload(conn, path, entry, meter, throttle)
-            xml = virt.as_new_guest(xml, name=name, uuid=uuid, disks=paths)
+            xml = virt.as_new_guest(xml, name=name, uuid=uuid, disks=self._formats(paths))
             self.undo.append(lambda: virt.undefine(conn, uuid))
         meter.add(0, "defining the guest")
         virt.define(conn, xml)
         return {"guest_uuid": uuid, "name": name, "host_id": self.host.id, "disks": paths}
+
+    def _formats(self, paths: dict[str, str]) -> dict[str, tuple[str, str]]:
+        """{target: (path, the format its image was stored in)} for the restored disks."""
+        return {e["target"]: (paths[e["target"]], e["format"]) for e in self.disks}
 
     def _replace(
         self, conn: HostConnection, disk: dict[str, Any], entry: dict[str, Any], tag: str
@@ -677,8 +702,9 @@ class _RestorePlan:
         virt.upload(
             conn,
             path,
-            files.segments(
+            files.checked_segments(
                 self.directory / entry["name"],
+                entry,
                 on_bytes=lambda n: meter.add(n, what),
                 throttle=throttle,
             ),

@@ -1,6 +1,7 @@
 """Register, read and remove hosts; record what their workers learn."""
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -8,9 +9,11 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.config import Settings
 from app.errors import Conflict, HostUnreachable, Invalid, NotFound
 from app.models import Guest, Host
 from app.models.base import utcnow
+from app.virt.connection import HostConnection
 from app.virt.types import HostFacts
 from app.virt.uri import validate_uri
 
@@ -55,6 +58,16 @@ def add_host(session: Session, *, name: str, uri: str, test_driver_dir: str = ""
     except IntegrityError as exc:  # a concurrent request registered the same name or URI
         raise Conflict("name or uri: already registered") from exc
     return host
+
+
+def open_connection(
+    uri: str, settings: Settings, *, on_close: Callable[[str], None]
+) -> HostConnection:
+    """A connection to the host at uri, checked again first: a URI stored by an older version,
+    or a node file whose directory is no longer allowed, is refused (Invalid) and never opened."""
+    checked = validate_uri(uri, test_driver_dir=settings.test_driver_dir)
+    keepalive = (settings.keepalive_interval, settings.keepalive_count)
+    return HostConnection(checked, keepalive=keepalive, on_close=on_close)
 
 
 def get_host(session: Session, host_id: int) -> Host:

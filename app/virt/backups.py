@@ -317,9 +317,42 @@ def name_taken(conn: HostConnection, name: str, uuid: str | None = None) -> bool
     return dom.UUIDString() != uuid
 
 
-def as_new_guest(xml: str, *, name: str, uuid: str, disks: dict[str, str]) -> str:
+def _restore_disks(root: ET.Element, disks: dict[str, tuple[str, str]]) -> None:
+    """Each restored disk ({target: (path, format)}) as a plain file opened in the format its
+    image was stored in (a running guest's raw disk comes back as the qcow2 its backup job
+    wrote), with an empty <backingStore/>: libvirt then never reads a backing chain from the
+    image's header, which whoever wrote the image could point at a host file."""
+    for element in root.findall("devices/disk"):
+        target = element.find("target").get("dev")
+        if target not in disks:
+            continue
+        path, fmt = disks[target]
+        element.set("type", "file")
+        source = element.find("source")
+        if source is None:
+            source = ET.SubElement(element, "source")
+        source.attrib.clear()
+        source.set("file", path)
+        driver = element.find("driver")
+        if driver is None:
+            driver = ET.SubElement(element, "driver", name="qemu")
+        driver.set("type", fmt)
+        for stale in element.findall("backingStore"):
+            element.remove(stale)
+        ET.SubElement(element, "backingStore")
+
+
+def restored_in_place(xml: str, *, disks: dict[str, tuple[str, str]]) -> str:
+    """The backed-up XML as an in-place restore defines it: the same guest, its disks at the
+    given paths in the given formats ({target: (path, format)}), nothing behind them."""
+    root = ET.fromstring(xml)
+    _restore_disks(root, disks)
+    return ET.tostring(root, encoding="unicode")
+
+
+def as_new_guest(xml: str, *, name: str, uuid: str, disks: dict[str, tuple[str, str]]) -> str:
     """The backed-up XML made into another guest: new name and UUID, no MAC addresses (libvirt
-    makes new ones), disks at the given paths ({target: path}), and NVRAM made afresh."""
+    makes new ones), disks as restored_in_place puts them, and NVRAM made afresh."""
     root = ET.fromstring(xml)
     root.find("name").text = name
     uuid_element = root.find("uuid")
@@ -329,15 +362,7 @@ def as_new_guest(xml: str, *, name: str, uuid: str, disks: dict[str, str]) -> st
     for interface in root.findall("devices/interface"):
         for mac in interface.findall("mac"):
             interface.remove(mac)
-    for element in root.findall("devices/disk"):
-        target = element.find("target").get("dev")
-        if target in disks:
-            element.set("type", "file")
-            source = element.find("source")
-            source.attrib.clear()
-            source.set("file", disks[target])
-            for stale in element.findall("backingStore"):
-                element.remove(stale)
+    _restore_disks(root, disks)
     os_element = root.find("os")
     nvram = os_element.find("nvram") if os_element is not None else None
     if nvram is not None:

@@ -24,7 +24,6 @@ from app.virt.connection import HostConnection
 from app.virt.cpu import from_record
 from app.virt.cpu import probe as cpu_probe
 from app.virt.types import GuestInfo
-from app.virt.uri import validate_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -191,11 +190,8 @@ class HostWorker(threading.Thread):
         return self._settings.sync_interval, self._settings.reconnect_min
 
     def _connect(self) -> HostConnection:
-        # Checked again: a URI stored by an older version, or a node file whose directory is no
-        # longer allowed, is refused (Invalid, shown as the host's error) and never opened.
-        uri = validate_uri(self.uri, test_driver_dir=self._settings.test_driver_dir)
-        keepalive = (self._settings.keepalive_interval, self._settings.keepalive_count)
-        return HostConnection(uri, keepalive=keepalive, on_close=self._on_close)
+        # An Invalid URI is shown as the host's error.
+        return host_service.open_connection(self.uri, self._settings, on_close=self._on_close)
 
     def _apply_events(self) -> None:
         """Re-read each guest that had an event and store it (gone if it no longer exists)."""

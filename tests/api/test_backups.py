@@ -127,3 +127,15 @@ def test_retention_keeps_the_newest_and_delete_removes_the_files(
             "domain.xml",
             "manifest.json",
         ]
+
+
+def test_a_backup_directory_made_by_an_older_version_is_closed_to_others_at_startup(
+    make_client, tmp_path: Path
+) -> None:
+    root = tmp_path / "backups"
+    (root / "host" / "guest").mkdir(parents=True)
+    root.chmod(0o755)
+
+    make_client(backup_dir=str(root))
+
+    assert oct(root.stat().st_mode & 0o777) == "0o700"
