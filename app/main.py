@@ -25,6 +25,7 @@ from app.deps import SAFE_METHODS
 from app.errors import Conflict, VirtdeckError
 from app.guards import BodyLimit, SecurityHeaders
 from app.live import LiveBus
+from app.models.audit import audit_target
 from app.services import audit
 from app.services import backups as backup_service
 from app.services.auth import ANONYMOUS
@@ -68,7 +69,7 @@ def _target(request: Request) -> str | None:
     if explicit:
         return explicit
     names = [
-        f"{TARGET_KINDS.get(key, key.removesuffix('_id'))}:{value}"
+        audit_target(TARGET_KINDS.get(key, key.removesuffix("_id")), value)
         for key, value in request.path_params.items()
         if key in TARGET_KINDS or key.endswith("_id")  # not e.g. {action}
     ]

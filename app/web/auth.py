@@ -19,6 +19,7 @@ from app.deps import (
 )
 from app.errors import Invalid, NotFound, VirtdeckError
 from app.models import User
+from app.models.audit import audit_target
 from app.services import users as user_service
 from app.services.auth import (
     Forbidden,
@@ -57,7 +58,7 @@ def _safe_next(target: str) -> str:
 def _logged_in(request: Request, session, user: User, settings: Settings, target: str) -> Response:
     purge_expired_sessions(session, settings=settings)
     secret, login = start_session(session, user)
-    request.state.audit_target = f"user:{user.id} ({user.name})"
+    request.state.audit_target = audit_target("user", user.id, user.name)
     request.state.principal = Principal(
         user.id, user.name, user.role, "cookie", csrf_token=login.csrf_token
     )
@@ -109,7 +110,7 @@ def login(
 ) -> Response:
     """Check the form's origin and token, then the password, and start a session; failures are
     slowed down."""
-    request.state.audit_target = f"user:{name.strip()[:64]}"
+    request.state.audit_target = audit_target("user", name.strip()[:64])
     try:
         check_form_token(request, settings, csrf_token)
         user = user_service.authenticate(

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app.deps import JobsDep, SessionDep, SessionsDep, SyncDep, guard, needs
 from app.errors import Invalid, VirtdeckError
+from app.models.audit import audit_target
 from app.services import guest_create, host_storage
 from app.services import hosts as host_service
 from app.services import jobs as job_service
