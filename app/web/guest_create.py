@@ -147,9 +147,9 @@ def create_guest(
         context = _context(session, sync, typed.host_id)
         return form_refused(request, "partials/guest_form.html", exc, form=form, **context)
     if created.guest is not None:
-        request.state.audit_target = f"guest:{created.guest.uuid} ({created.guest.name})"
+        request.state.audit_target = audit_target("guest", created.guest.uuid, created.guest.name)
         return redirect(request, f"/guests/{created.guest.uuid}")
-    request.state.audit_target = f"guest:{created.job.guest_uuid} ({typed.name})"
+    request.state.audit_target = audit_target("guest", created.job.guest_uuid, typed.name)
     context = {**_context(session, sync, typed.host_id), "form": form, "job": created.job}
     return templates.TemplateResponse(request, "partials/guest_form.html", context, status_code=202)
 
