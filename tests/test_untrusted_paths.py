@@ -126,3 +126,22 @@ def test_guest_uuids_in_capitals_find_the_guest(client: TestClient, two_hosts) -
 
     assert answer.status_code == 200, answer.text
     assert answer.json()["uuid"] == uuid
+
+
+def test_anonymous_requests_that_fail_validation_are_recorded_up_to_the_same_budget(
+    make_client,
+) -> None:
+    admin = make_client()
+    anonymous = make_client(role=None, audit_anonymous_per_minute=3)
+
+    answers = [
+        anonymous.post("/login", data={"name": "n" * 65, "password": "x"}, follow_redirects=False)
+        for _ in range(8)
+    ]
+
+    ids = {a.headers["X-Request-ID"] for a in answers}
+    items = admin.get("/api/v1/audit", params={"limit": 500}).json()["items"]
+    recorded = [e for e in items if e["request_id"] in ids]
+    assert {a.status_code for a in answers} == {422}
+    assert len(recorded) == 3
+    assert {(e["result"], e["auth"]) for e in recorded} == {("failed", "anonymous")}
