@@ -6,6 +6,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from datetime import timedelta
+from ipaddress import ip_address
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -116,6 +117,22 @@ def resolve_principal(request: Request, session: Session, settings: Settings) ->
         if principal is not None:
             return principal
     return ANONYMOUS
+
+
+def loopback_host(request: Request, settings: Settings) -> bool:
+    """Whether the Host header names this machine by a loopback name or address (localhost,
+    127.0.0.0/8, [::1]) or is a trusted origin's: a page that DNS rebinding put at 127.0.0.1
+    still sends its own name."""
+    host = request.headers.get("Host", "").strip().lower()
+    if host and any(urlsplit(o).netloc == host for o in settings.trusted_origin_set):
+        return True
+    name = urlsplit(f"//{host}").hostname
+    if name == "localhost":
+        return True
+    try:
+        return name is not None and ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def same_origin(request: Request, settings: Settings) -> bool:

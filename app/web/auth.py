@@ -15,6 +15,7 @@ from app.deps import (
     form_token,
     give_form_token,
     guard,
+    loopback_host,
     set_session_cookie,
 )
 from app.errors import Invalid, NotFound, VirtdeckError
@@ -137,17 +138,24 @@ def logout(request: Request, session: SessionDep) -> Response:
     return response
 
 
-def _check_setup_allowed(request: Request, session) -> None:
+def _check_setup_allowed(request: Request, session, settings: Settings) -> None:
     if user_service.has_users(session) or not is_local(request):
         raise NotFound(ALREADY_DONE)
+    if not loopback_host(request, settings):
+        raise Forbidden(
+            "The first admin is created only at a loopback address, such as "
+            "http://127.0.0.1:8000/setup or http://localhost:8000/setup (or at a trusted "
+            "origin); this request names another host."
+        )
 
 
 @router.get("/setup", response_class=HTMLResponse, dependencies=guard(Permission.PUBLIC))
-def setup_form(request: Request, session: SessionDep) -> Response:
-    """The form for the first admin (only while there are no users, only from localhost)."""
+def setup_form(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """The form for the first admin (only while there are no users, only from localhost and at
+    a loopback name)."""
     if user_service.has_users(session):
         return RedirectResponse("/login", status_code=303)
-    _check_setup_allowed(request, session)
+    _check_setup_allowed(request, session, settings)
     return _form_page(request, "setup.html", {"form": {}})
 
 
@@ -164,7 +172,7 @@ def setup(
 ) -> Response:
     """Create the first admin and log them in: from this machine, from this site's form, with
     the setup code `virtdeck serve` printed."""
-    _check_setup_allowed(request, session)
+    _check_setup_allowed(request, session, settings)
     check_form_token(request, settings, csrf_token)
     code = getattr(request.app.state, "setup_code", None)
     try:
