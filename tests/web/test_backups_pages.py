@@ -465,3 +465,22 @@ def test_names_and_errors_with_markup_are_shown_as_text(
     assert f'value="{escape(name)}-restored"' in pages[1]
     assert escape("<b>f</b>") in pages[1] and escape("<em>ops</em>") in pages[1]
     assert escape(error) in pages[2] and escape("<em>ops</em>") in pages[2]
+
+
+def test_a_host_id_too_large_for_the_database_is_refused_naming_the_field(
+    alpha, sessions: sessionmaker[Session]
+) -> None:
+    admin, host = alpha
+    backup = add_backup(sessions, host, files=[])
+    too_large = "99999999999999999999"
+
+    listed = admin.get("/backups", params={"host": too_large})
+    restored = admin.post(
+        f"/backups/{backup}/restore",
+        data={"mode": "new", "host_id": too_large, "name": "web-1-copy", "pool": ""},
+        headers=HTMX,
+    )
+
+    assert listed.status_code == 422 and "host: choose a host from the list" in listed.text
+    assert restored.status_code == 422
+    assert 'data-field="host_id">choose a host from the list<' in restored.text
