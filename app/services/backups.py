@@ -579,9 +579,12 @@ class _RestorePlan:
         # domain.xml is read once, here, and defined from these bytes; the disks are hashed
         # again as they are streamed (files.checked_segments): whatever changes in the backup
         # directory after this check is never used.
-        xml_entry = next(e for e in self.backup.files if e["kind"] == "domain-xml")
-        xml = files.read_checked(self.directory / xml_entry["name"], xml_entry)
-        bad = [] if xml is not None else [xml_entry["name"]]
+        xml_entry = next((e for e in self.backup.files if e["kind"] == "domain-xml"), None)
+        if xml_entry is None:  # a record without its domain XML cannot be restored
+            xml, bad = None, ["domain.xml (missing)"]
+        else:
+            xml = files.read_checked(self.directory / xml_entry["name"], xml_entry)
+            bad = [] if xml is not None else [xml_entry["name"]]
         bad += files.mismatches(
             self.directory,
             [e for e in self.backup.files if e is not xml_entry],

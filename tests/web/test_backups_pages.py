@@ -372,7 +372,8 @@ def test_a_restore_form_refused_shows_the_reason_next_to_its_field(
     alpha, make_client, sessions: sessionmaker[Session]
 ) -> None:
     admin, host = alpha
-    backup = add_backup(sessions, host, files=[])
+    # A backup with its manifest's digest recorded, as this version takes them.
+    backup = add_backup(sessions, host, files=[], manifest_sha256="00" * 32)
     operator = make_client(role="operator")
     url = f"/backups/{backup}/restore"
     new = {"mode": "new", "host_id": str(host["id"]), "pool": ""}
@@ -432,7 +433,10 @@ def test_a_restore_shows_its_progress_then_how_it_ended(
     assert f'hx-get="{poll}"' in started.text
     assert 'id="restore-new-form"' not in started.text
     assert answer.headers["HX-Retarget"] == "#backup-restore"
-    message = "the backup is corrupt (disk-vda.qcow2 (missing)); nothing was restored"
+    message = (
+        "the backup is corrupt (domain.xml (missing), disk-vda.qcow2 (missing)); "
+        "nothing was restored"
+    )
     assert toast(answer) == f"restore of web-1 failed: {message}"
     assert 'data-status="failed"' in answer.text and escape(message) in answer.text
     assert f'hx-get="{poll}"' not in answer.text
