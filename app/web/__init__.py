@@ -21,6 +21,7 @@ from app.web import (
     overcommit,
     snapshots,
 )
+from app.web.htmx import is_htmx
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -42,7 +43,7 @@ router.include_router(audit.router)
 def error_page(request: Request, exc: VirtdeckError, *, status_code: int | None = None) -> Response:
     """Login for the anonymous; else the error as a toast for htmx, or as a page of its own."""
     status_code = status_code or exc.status_code
-    htmx = bool(request.headers.get("HX-Request"))
+    htmx = is_htmx(request)
     if isinstance(exc, NotAuthenticated):
         url = "/login?next=" + quote(request.url.path)
         if htmx:

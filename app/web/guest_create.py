@@ -16,7 +16,8 @@ from app.services import hosts as host_service
 from app.services import jobs as job_service
 from app.services.auth import Permission, Principal
 from app.services.ports import HostCalls
-from app.web.templating import form_refused, redirect, templates
+from app.web.htmx import is_htmx, redirect
+from app.web.templating import form_refused, templates
 
 router = APIRouter()
 DEFAULTS = {"vcpus": "1", "memory_mib": "512", "disk": "new", "disk_size_gib": "10",
@@ -165,7 +166,7 @@ def job_progress(request: Request, session: SessionDep, job_id: int) -> Response
     """A job's progress; the polling fragment goes to the guest once a create succeeded."""
     job = job_service.get_job(session, job_id)
     made = (job.result or {}).get("guest_uuid") if job.status == "succeeded" else None
-    if request.headers.get("HX-Request"):
+    if is_htmx(request):
         if made:
             return redirect(request, f"/guests/{made}")
         return templates.TemplateResponse(request, "partials/job_progress.html", {"job": job})
