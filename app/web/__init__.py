@@ -17,6 +17,7 @@ from app.web import (
     guest_delete,
     guests,
     hosts,
+    jobs,
     live,
     overcommit,
     snapshots,
@@ -36,6 +37,7 @@ router.include_router(guests.router)
 router.include_router(guest_delete.router)
 router.include_router(snapshots.router)
 router.include_router(backups.router)
+router.include_router(jobs.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)
 

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from app.db import transaction
 from app.deps import (
     JobsDep,
     SessionDep,
@@ -34,7 +33,6 @@ from app.web.htmx import (
     page_count,
     redirect,
     retarget,
-    toast_headers,
     wants_fragment,
     with_toast,
 )
@@ -141,18 +139,6 @@ def guest_backup_progress(
     response = _panel(request, session, uuid, finished=job)
     guest = guest_service.get_guest(session, uuid)
     return retarget(response, "#guest-backups", message=_outcome(f"backup of {guest.name}", job))
-
-
-@router.post(
-    "/jobs/{job_id:id}/cancel",
-    response_class=HTMLResponse,
-    dependencies=guard(Permission.OPERATE, "job.cancel"),
-)
-def cancel_job(sessions: SessionsDep, job_id: int) -> Response:
-    """Ask a backup or restore to stop; its bar shows the outcome on its next poll."""
-    with transaction(sessions) as session:
-        kind = job_service.request_cancel(session, job_id).kind
-    return Response(status_code=204, headers=toast_headers(f"cancelling the {kind}"))
 
 
 # --- the list ---------------------------------------------------------------------------------
