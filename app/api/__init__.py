@@ -11,6 +11,7 @@ from app.api import (
     guest_delete,
     guests,
     hosts,
+    jobs,
     overcommit,
     snapshots,
 )
@@ -25,3 +26,4 @@ router.include_router(accounts.router)
 router.include_router(audit.router)
 router.include_router(overcommit.router)
 router.include_router(backups.router)
+router.include_router(jobs.router)

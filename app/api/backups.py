@@ -1,16 +1,14 @@
-"""/api/v1/backups, POST /api/v1/guests/{uuid}/backups, and /api/v1/jobs/{id} (with cancel)."""
+"""/api/v1/backups and POST /api/v1/guests/{uuid}/backups."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.schemas import JobOut
 from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SettingsDep, SyncDep, guard, needs
-from app.models import Job
 from app.services import backups as backup_service
-from app.services import jobs as job_service
 from app.services.auth import Permission, Principal
 
 router = APIRouter(tags=["backups"])
@@ -191,23 +189,3 @@ def delete_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) 
     """Remove the backup's files and its record."""
     backup_service.delete_backup(sessions, settings, backup_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.get("/jobs/{job_id:id}", response_model=JobOut, dependencies=guard(Permission.VIEW))
-def get_job(job_id: int, session: SessionDep) -> Job:
-    """One job: its status, progress, error and result."""
-    return job_service.get_job(session, job_id)
-
-
-@router.post(
-    "/jobs/{job_id:id}/cancel",
-    response_model=JobOut,
-    status_code=status.HTTP_202_ACCEPTED,
-    dependencies=guard(Permission.OPERATE, "job.cancel"),
-    responses={404: {"description": "no such job"}, 409: {"description": "finished already"}},
-)
-def cancel_job(job_id: int, session: SessionDep) -> Any:
-    """Ask a backup or restore job to stop; it cleans up and ends as cancelled."""
-    job = job_service.request_cancel(session, job_id)
-    session.commit()
-    return job

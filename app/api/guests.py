@@ -10,7 +10,6 @@ from app.deps import RowId, SessionDep, SessionsDep, SyncDep, guard, needs
 from app.services import guests as guest_service
 from app.services.auth import Permission, Principal
 from app.services.guest_actions import ACTIONS, run_action
-from app.services.overcommit import check_force
 from app.services.paging import MAX_OFFSET
 
 router = APIRouter(prefix="/guests", tags=["guests"])
@@ -61,9 +60,9 @@ def guest_action(
 ) -> GuestOut:
     """Start, shut down, force off, reboot, suspend or resume a guest, or set its autostart."""
     request.state.action = f"guest.{action.value}"
-    if force:
-        check_force(principal, "a start over the overcommit policy")
-    return GuestOut.of(run_action(sessions, sync, uuid=uuid, action=action.value, force=force))
+    return GuestOut.of(
+        run_action(sessions, sync, uuid=uuid, action=action.value, principal=principal, force=force)
+    )
 
 
 @router.get("/{uuid:guest}", response_model=GuestDetail, dependencies=guard(Permission.VIEW))

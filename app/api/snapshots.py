@@ -13,7 +13,6 @@ from app.services import guests as guest_service
 from app.services import snapshots as snapshot_service
 from app.services.auth import Permission, Principal
 from app.services.inventory import SNAPSHOT_FIELDS
-from app.services.overcommit import check_force
 
 router = APIRouter(prefix="/guests", tags=["snapshots"])
 REFUSALS = {
@@ -108,9 +107,9 @@ def revert_snapshot(
 ) -> GuestOut:
     """Put the guest back to the snapshot; answers with the guest as it is after. A revert that
     starts a stopped guest is checked against the overcommit policy as a start is."""
-    if force:
-        check_force(principal, "a revert over the overcommit policy")
-    guest = snapshot_service.revert_snapshot(sessions, sync, uuid=uuid, name=name, force=force)
+    guest = snapshot_service.revert_snapshot(
+        sessions, sync, uuid=uuid, name=name, principal=principal, force=force
+    )
     return GuestOut.of(guest)
 
 

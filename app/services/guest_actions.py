@@ -11,10 +11,11 @@ from app.db import transaction
 from app.errors import Conflict
 from app.models import Guest, Host
 from app.models.base import utcnow
+from app.services.auth import Principal
 from app.services.guests import get_guest, status
 from app.services.hosts import require_connected
 from app.services.inventory import record_guest
-from app.services.overcommit import check_start_policy
+from app.services.overcommit import check_force, check_start_policy
 from app.services.ports import HostCalls
 
 ACTION_LABELS = {  # in the order the buttons show
@@ -138,9 +139,13 @@ def run_action(
     *,
     uuid: str,
     action: str,
+    principal: Principal,
     force: bool = False,
 ) -> Guest:
-    """Check the state (and a start's overcommit unless forced), lock, act, record the guest."""
+    """Check the state (and a start's overcommit unless an admin forces it), lock, act, record
+    the guest."""
+    if force:
+        check_force(principal, "a start over the overcommit policy")
     with sessions() as session:
         guest = get_guest(session, uuid)
         host = guest.host

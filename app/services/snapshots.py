@@ -9,10 +9,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.errors import Invalid
 from app.models import Guest, Snapshot
+from app.services.auth import Principal
 from app.services.guest_actions import guest_lock
 from app.services.guest_delete import present_guest
 from app.services.inventory import record_guest, record_snapshots
-from app.services.overcommit import ACTIVE, check_start_policy
+from app.services.overcommit import ACTIVE, check_force, check_start_policy
 from app.services.ports import HostCalls
 from app.virt import snapshots as virt
 
@@ -133,10 +134,13 @@ def revert_snapshot(
     *,
     uuid: str,
     name: str,
+    principal: Principal,
     force: bool = False,
 ) -> Guest:
     """Put the guest back to the snapshot (one that starts the guest is checked against the
-    overcommit policy unless forced); returns the guest as it is after."""
+    overcommit policy unless an admin forces it); returns the guest as it is after."""
+    if force:
+        check_force(principal, "a revert over the overcommit policy")
     check_name(name)
     guest = present_guest(sessions, uuid)
     with guest_lock(sessions, guest, "snapshot.revert"):

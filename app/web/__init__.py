@@ -17,10 +17,12 @@ from app.web import (
     guest_delete,
     guests,
     hosts,
+    jobs,
     live,
     overcommit,
     snapshots,
 )
+from app.web.htmx import is_htmx
 from app.web.templating import templates
 
 router = APIRouter(include_in_schema=False)
@@ -35,6 +37,7 @@ router.include_router(guests.router)
 router.include_router(guest_delete.router)
 router.include_router(snapshots.router)
 router.include_router(backups.router)
+router.include_router(jobs.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)
 
@@ -42,7 +45,7 @@ router.include_router(audit.router)
 def error_page(request: Request, exc: VirtdeckError, *, status_code: int | None = None) -> Response:
     """Login for the anonymous; else the error as a toast for htmx, or as a page of its own."""
     status_code = status_code or exc.status_code
-    htmx = bool(request.headers.get("HX-Request"))
+    htmx = is_htmx(request)
     if isinstance(exc, NotAuthenticated):
         url = "/login?next=" + quote(request.url.path)
         if htmx:

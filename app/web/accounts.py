@@ -21,7 +21,8 @@ from app.services.auth import (
     list_tokens,
     revoke_token,
 )
-from app.web.templating import form_refused, redirect, templates
+from app.web.htmx import is_htmx, redirect
+from app.web.templating import form_refused, templates
 
 router = APIRouter()
 MAX_EXPIRY_DAYS = 3650
@@ -29,10 +30,6 @@ TOKEN_FIELDS = frozenset({"name", "role", "expires_days"})
 USER_FIELDS = frozenset({"name", "password", "role"})
 # The plain token is in the answer to its creation only: no cache may keep it.
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-def _htmx(request: Request) -> bool:
-    return bool(request.headers.get("HX-Request"))
 
 
 def roles_up_to(role: str) -> list[str]:
@@ -102,7 +99,7 @@ def add_token(
     request.state.audit_target = audit_target("token", token.id, token.name)
     session.commit()
     context = {**_token_context(session, principal), "created": token, "secret": secret}
-    page = "partials/token_created.html" if _htmx(request) else "tokens.html"
+    page = "partials/token_created.html" if is_htmx(request) else "tokens.html"
     return templates.TemplateResponse(request, page, context, status_code=201, headers=NO_STORE)
 
 
@@ -118,7 +115,7 @@ def revoke(
     token = revoke_token(session, token_id, principal=principal)
     request.state.audit_target = audit_target("token", token.id, token.name)
     session.commit()
-    if not _htmx(request):
+    if not is_htmx(request):
         return redirect(request, "/tokens")
     # An admin's own token is listed twice: the other copy is updated out of band.
     both = principal.allows(Permission.ADMIN) and token.user_id == principal.user_id
@@ -157,7 +154,7 @@ def add_user(
         return form_refused(request, "partials/user_form.html", exc, form=form, roles=ROLES)
     request.state.audit_target = audit_target("user", user.id, user.name)
     session.commit()
-    if not _htmx(request):
+    if not is_htmx(request):
         return redirect(request, "/users")
     context = {**_users_context(session), "created": user}
     return templates.TemplateResponse(
@@ -180,7 +177,7 @@ def update_user(
     request.state.audit_target = audit_target("user", user.id, user.name)
     change_user(session, user, principal=principal, role=role or None, disabled=disabled)
     session.commit()
-    if not _htmx(request):
+    if not is_htmx(request):
         return redirect(request, "/users")
     return templates.TemplateResponse(
         request, "partials/user_row.html", {"user": user, "roles": ROLES}
@@ -198,6 +195,6 @@ def remove_user(request: Request, session: SessionDep, user_id: int) -> Response
     request.state.audit_target = audit_target("user", user.id, user.name)
     user_service.delete_user(session, user)
     session.commit()
-    if not _htmx(request):
+    if not is_htmx(request):
         return redirect(request, "/users")
     return HTMLResponse("")

@@ -6,7 +6,8 @@ from fastapi.responses import HTMLResponse
 from app.deps import SessionDep, guard
 from app.services import audit as audit_service
 from app.services.auth import Permission
-from app.web.templating import PAGE_SIZE, page_window, templates, wants_fragment
+from app.web.htmx import PAGE_SIZE, page_count, wants_fragment
+from app.web.templating import page_window, templates
 
 router = APIRouter()
 
@@ -35,7 +36,7 @@ def audit_page(
         "filters": {"user": user, "action": action, "result": result},
         "results": audit_service.RESULTS,
         "page": page,
-        "pages": max(1, -(-entries.total // PAGE_SIZE)),
+        "pages": page_count(entries.total),
     }
     if wants_fragment(request, "audit-table"):
         return templates.TemplateResponse(request, "partials/audit_table.html", context)

@@ -31,7 +31,8 @@ from app.services.auth import (
     start_session,
 )
 from app.services.setup import ALREADY_DONE, create_first_admin
-from app.web.templating import form_refused, redirect, templates
+from app.web.htmx import redirect
+from app.web.templating import form_refused, templates
 
 router = APIRouter()
 

@@ -1,7 +1,6 @@
 """Backups in the browser: the guest page's panel, the list, one backup's page with its restore
 form, and the progress of their jobs (a bar that polls itself, then re-renders its section)."""
 
-import json
 from typing import Annotated
 from urllib.parse import urlencode
 
@@ -9,7 +8,6 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from app.db import transaction
 from app.deps import (
     JobsDep,
     SessionDep,
@@ -28,15 +26,17 @@ from app.services import guests as guest_service
 from app.services import hosts as host_service
 from app.services import jobs as job_service
 from app.services.auth import Permission, Principal
-from app.units import human_bytes
-from app.web.templating import (
+from app.web.htmx import (
     PAGE_SIZE,
-    page_window,
+    is_htmx,
+    navigate,
+    page_count,
     redirect,
-    templates,
-    toast_headers,
+    retarget,
     wants_fragment,
+    with_toast,
 )
+from app.web.templating import page_window, templates
 
 router = APIRouter()
 PANEL = "partials/guest_backups.html"
@@ -47,8 +47,6 @@ PROGRESS = "partials/backup_job.html"
 SETTLING = ("queued", "running")
 GUEST_LIMIT = 10  # backups the guest page lists; /backups has them all
 NEW_GUEST_FIELDS = ("name", "host_id", "pool")
-
-templates.env.filters["bytes"] = human_bytes
 
 
 def _running_job(session: Session, backups: list[Backup]) -> Job | None:
@@ -77,17 +75,6 @@ def _panel(request: Request, session: Session, uuid: str, **context) -> HTMLResp
     return templates.TemplateResponse(request, PANEL, panel_context(session, uuid, **context))
 
 
-def _toast(response: Response, message: str) -> Response:
-    response.headers.update(toast_headers(message))
-    return response
-
-
-def _settled(response: Response, target: str, message: str) -> Response:
-    """The section a finished job belongs to, swapped in place of its progress bar."""
-    response.headers.update({"HX-Retarget": target, "HX-Reswap": "outerHTML"})
-    return _toast(response, message)
-
-
 def _outcome(what: str, job: Job) -> str:
     """One line for the toast: how the job ended."""
     if job.status == "failed":
@@ -103,7 +90,7 @@ def _outcome(what: str, job: Job) -> str:
 )
 def backups_panel(request: Request, session: SessionDep, uuid: str) -> Response:
     """The panel (the guest page loads it); a plain GET goes to the list of its backups."""
-    if not request.headers.get("HX-Request"):
+    if not is_htmx(request):
         return RedirectResponse(f"/backups?{urlencode({'guest': uuid})}", status_code=303)
     return _panel(request, session, uuid)
 
@@ -132,7 +119,7 @@ def start_backup(
         return templates.TemplateResponse(request, PANEL, context, status_code=exc.status_code)
     with sessions() as session:
         response = _panel(request, session, uuid)
-    return _toast(response, f"backup of {started.backup.guest_name} started")
+    return with_toast(response, f"backup of {started.backup.guest_name} started")
 
 
 @router.get(
@@ -151,19 +138,7 @@ def guest_backup_progress(
         return templates.TemplateResponse(request, PROGRESS, {"job": job, "poll": request.url.path})
     response = _panel(request, session, uuid, finished=job)
     guest = guest_service.get_guest(session, uuid)
-    return _settled(response, "#guest-backups", _outcome(f"backup of {guest.name}", job))
-
-
-@router.post(
-    "/jobs/{job_id:id}/cancel",
-    response_class=HTMLResponse,
-    dependencies=guard(Permission.OPERATE, "job.cancel"),
-)
-def cancel_job(sessions: SessionsDep, job_id: int) -> Response:
-    """Ask a backup or restore to stop; its bar shows the outcome on its next poll."""
-    with transaction(sessions) as session:
-        kind = job_service.request_cancel(session, job_id).kind
-    return Response(status_code=204, headers=toast_headers(f"cancelling the {kind}"))
+    return retarget(response, "#guest-backups", message=_outcome(f"backup of {guest.name}", job))
 
 
 # --- the list ---------------------------------------------------------------------------------
@@ -207,7 +182,7 @@ def backups_page(
         "hosts": host_service.list_hosts(session),
         "states": BACKUP_STATES,
         "page": page,
-        "pages": max(1, -(-total // PAGE_SIZE)),
+        "pages": page_count(total),
     }
     status_code = 422 if errors else 200
     if wants_fragment(request, "backup-table"):
@@ -255,27 +230,29 @@ def backup_job_progress(
     if not restore and not (job.kind == "backup" and job.id == backup.job_id):
         raise NotFound(f"job {job_id} is not about backup {backup_id}")
     context = _page_context(session, backup, restore_job=job if restore else None)
-    if not request.headers.get("HX-Request"):
+    if not is_htmx(request):
         return templates.TemplateResponse(request, "backup.html", context)
     if job.status in SETTLING:
         return templates.TemplateResponse(request, PROGRESS, {"job": job, "poll": request.url.path})
     if restore:
         response = templates.TemplateResponse(request, RESTORE, context)
-        return _settled(
-            response, "#backup-restore", _outcome(f"restore of {backup.guest_name}", job)
+        return retarget(
+            response, "#backup-restore", message=_outcome(f"restore of {backup.guest_name}", job)
         )
     response = templates.TemplateResponse(request, DETAILS, context)
-    return _settled(response, "#backup-details", _outcome(f"backup of {backup.guest_name}", job))
+    return retarget(
+        response, "#backup-details", message=_outcome(f"backup of {backup.guest_name}", job)
+    )
 
 
 def _answer(request: Request, session: Session, backup_id: int, uuid: str, toast: str) -> Response:
     """The section the button was in, as it is now, with a toast; else the backup's page."""
     if wants_fragment(request, "guest-backups"):
-        return _toast(_panel(request, session, uuid), toast)
+        return with_toast(_panel(request, session, uuid), toast)
     if wants_fragment(request, "backup-details"):
         backup = backup_service.get_backup(session, backup_id)
         context = _page_context(session, backup)
-        return _toast(templates.TemplateResponse(request, DETAILS, context), toast)
+        return with_toast(templates.TemplateResponse(request, DETAILS, context), toast)
     return redirect(request, f"/backups/{backup_id}")
 
 
@@ -310,13 +287,8 @@ def delete_backup(
     toast = f"backup {backup_id} of {backup.guest_name} deleted"
     if wants_fragment(request, "guest-backups"):
         with sessions() as session:
-            return _toast(_panel(request, session, backup.guest_uuid), toast)
-    if not request.headers.get("HX-Request"):
-        return RedirectResponse("/backups", status_code=303)
-    location = {"path": "/backups", "target": "main", "select": "main", "swap": "outerHTML"}
-    return Response(
-        status_code=204, headers={"HX-Location": json.dumps(location), **toast_headers(toast)}
-    )
+            return with_toast(_panel(request, session, backup.guest_uuid), toast)
+    return navigate(request, "/backups", toast=toast)
 
 
 def _host_id(value: str) -> int | None:
@@ -363,4 +335,4 @@ def restore_backup(
         context = _page_context(session, backup, restore_job=started.job)
     response = templates.TemplateResponse(request, RESTORE, context, status_code=202)
     response.headers["HX-Push-Url"] = f"/backups/{backup_id}/jobs/{started.job.id}"
-    return _toast(response, f"restore of {backup.guest_name} started")
+    return with_toast(response, f"restore of {backup.guest_name} started")

@@ -13,10 +13,10 @@ from app.errors import Invalid, VirtdeckError
 from app.models.audit import audit_target
 from app.services import guest_create, host_storage
 from app.services import hosts as host_service
-from app.services import jobs as job_service
 from app.services.auth import Permission, Principal
 from app.services.ports import HostCalls
-from app.web.templating import form_refused, redirect, templates
+from app.web.htmx import redirect
+from app.web.templating import form_refused, templates
 
 router = APIRouter()
 DEFAULTS = {"vcpus": "1", "memory_mib": "512", "disk": "new", "disk_size_gib": "10",
@@ -158,15 +158,3 @@ def create_guest(
     request.state.audit_target = audit_target("guest", created.job.guest_uuid, typed.name)
     context = {**_context(session, sync, typed.host_id), "form": form, "job": created.job}
     return templates.TemplateResponse(request, "partials/guest_form.html", context, status_code=202)
-
-
-@router.get("/jobs/{job_id:id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
-def job_progress(request: Request, session: SessionDep, job_id: int) -> Response:
-    """A job's progress; the polling fragment goes to the guest once a create succeeded."""
-    job = job_service.get_job(session, job_id)
-    made = (job.result or {}).get("guest_uuid") if job.status == "succeeded" else None
-    if request.headers.get("HX-Request"):
-        if made:
-            return redirect(request, f"/guests/{made}")
-        return templates.TemplateResponse(request, "partials/job_progress.html", {"job": job})
-    return templates.TemplateResponse(request, "job.html", {"job": job})

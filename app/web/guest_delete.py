@@ -1,10 +1,9 @@
 """The guest page's "Delete guest" panel: the disks it owns, and the confirmed delete."""
 
-import json
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from app.deps import SessionDep, SessionsDep, SyncDep, guard
 from app.errors import Invalid, NotFound, VirtdeckError
@@ -12,7 +11,8 @@ from app.models.audit import audit_target
 from app.services import guest_delete
 from app.services import guests as guest_service
 from app.services.auth import Permission
-from app.web.templating import form_refused, templates, toast_headers
+from app.web.htmx import navigate
+from app.web.templating import form_refused, templates
 
 router = APIRouter()
 PANEL = "partials/guest_delete.html"
@@ -26,16 +26,6 @@ def summary(deletion: guest_delete.Deletion) -> str:
     if deletion.kept:
         parts.append(f"kept {len(deletion.kept)} disk(s)")
     return "; ".join(parts)
-
-
-def _to_host_page(request: Request, host_id: int, toast: str) -> Response:
-    """To the host page: htmx swaps its <main> in (so the toast survives), else a redirect."""
-    url = f"/hosts/{host_id}"
-    if not request.headers.get("HX-Request"):
-        return RedirectResponse(url, status_code=303)
-    location = {"path": url, "target": "main", "select": "main", "swap": "outerHTML"}
-    headers = {"HX-Location": json.dumps(location), **toast_headers(toast)}
-    return Response(status_code=204, headers=headers)
 
 
 @router.get(
@@ -82,4 +72,4 @@ def delete_guest(
         sessions, sync, uuid=uuid, remove_storage=remove_storage, force=force
     )
     request.state.audit_target = audit_target("guest", deletion.uuid, deletion.name)
-    return _to_host_page(request, guest.host_id, summary(deletion))
+    return navigate(request, f"/hosts/{guest.host_id}", toast=summary(deletion))

@@ -13,9 +13,9 @@ from app.services import guests as guest_service
 from app.services.auth import Permission, Principal
 from app.services.guest_actions import ACTION_LABELS, ACTIONS, run_action
 from app.services.inventory import last_seen
-from app.services.overcommit import check_force
 from app.services.snapshots import snapshot_tree
-from app.web.templating import templates, toast_headers
+from app.web.htmx import toast_headers
+from app.web.templating import templates
 
 router = APIRouter()
 # Parts of the guest page that refresh themselves (live events), by their element id.
@@ -78,9 +78,7 @@ def guest_action(
     if action not in ACTIONS:
         raise VirtdeckError(f"action: unknown action '{action}'", field="action")
     request.state.action = f"guest.{action}"
-    if force:
-        check_force(principal, "a start over the overcommit policy")
-    guest = run_action(sessions, sync, uuid=uuid, action=action, force=force)
+    guest = run_action(sessions, sync, uuid=uuid, action=action, principal=principal, force=force)
     toast = f"{guest.name}: {ACTION_LABELS[action]} done"
     return _fragment(request, guest, toast=toast) or Response(
         status_code=204, headers={"HX-Refresh": "true"}

@@ -13,14 +13,8 @@ from app.services import guests as guest_service
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
-from app.web.templating import (
-    PAGE_SIZE,
-    form_refused,
-    page_window,
-    redirect,
-    templates,
-    wants_fragment,
-)
+from app.web.htmx import PAGE_SIZE, page_count, redirect, wants_fragment
+from app.web.templating import form_refused, page_window, templates
 
 router = APIRouter()
 
@@ -97,7 +91,7 @@ def host_page(
         "q": q,
         "state": state,
         "page": page,
-        "pages": max(1, -(-guests.total // PAGE_SIZE)),
+        "pages": page_count(guests.total),
         "states": guest_service.STATE_FILTERS,
     }
     if wants_fragment(request, "guest-table"):

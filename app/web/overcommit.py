@@ -15,16 +15,8 @@ from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
 from app.services.overcommit import HostOvercommit
 from app.web.charts import BarChart, bar_chart, line_chart
-from app.web.templating import (
-    PAGE_SIZE,
-    form_refused,
-    kib,
-    page_window,
-    ratio,
-    redirect,
-    templates,
-    wants_fragment,
-)
+from app.web.htmx import PAGE_SIZE, page_count, redirect, wants_fragment
+from app.web.templating import form_refused, kib, page_window, ratio, templates
 
 router = APIRouter()
 HISTORY_HOURS = 24
@@ -41,7 +33,7 @@ def guest_rows(view: HostOvercommit, sort: str, page: int) -> dict:
     """One page of the contributions table: guests by name, or the largest first by vCPUs or by
     memory (max, then current); PAGE_SIZE a page, as on the host page."""
     guests = sorted(view.guests, key=SORT_KEYS[sort])
-    pages = max(1, -(-len(guests) // PAGE_SIZE))
+    pages = page_count(len(guests))
     page, offset = page_window(min(page, pages))
     return {
         "sort": sort,

@@ -11,8 +11,8 @@ from app.errors import Invalid
 from app.services import guests as guest_service
 from app.services import snapshots as snapshot_service
 from app.services.auth import Permission, Principal
-from app.services.overcommit import check_force
-from app.web.templating import form_refused, templates, toast_headers
+from app.web.htmx import is_htmx, toast_headers
+from app.web.templating import form_refused, templates
 
 router = APIRouter()
 PANEL = "partials/guest_snapshots.html"
@@ -82,10 +82,10 @@ def revert_snapshot(
 ) -> Response:
     """Revert the guest to the snapshot (force: admins start it over the policy); the page
     reloads (its state may have changed)."""
-    if force:
-        check_force(principal, "a revert over the overcommit policy")
-    guest = snapshot_service.revert_snapshot(sessions, sync, uuid=uuid, name=name, force=force)
-    if request.headers.get("HX-Request"):
+    guest = snapshot_service.revert_snapshot(
+        sessions, sync, uuid=uuid, name=name, principal=principal, force=force
+    )
+    if is_htmx(request):
         return Response(status_code=204, headers={"HX-Refresh": "true"})
     return _panel(request, sessions, uuid, f"{guest.name} reverted to {name}")
 

@@ -1,11 +1,10 @@
 """The Jinja environment and the filters the templates use."""
 
-import json
 from datetime import datetime
 from pathlib import Path
 
 from fastapi import Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 
 from app.errors import VirtdeckError
@@ -16,6 +15,7 @@ from app.services.guests import status
 from app.services.paging import MAX_OFFSET
 from app.units import human_bytes
 from app.web.charts import gauge, share_bar
+from app.web.htmx import PAGE_SIZE
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 
@@ -63,23 +63,9 @@ templates.env.filters["kib"] = kib
 templates.env.filters["ago"] = ago
 templates.env.filters["utc"] = utc
 templates.env.filters["ratio"] = ratio
+templates.env.filters["bytes"] = human_bytes
 templates.env.globals["ratio_gauge"] = gauge
 templates.env.globals["share_bar"] = share_bar
-
-
-def wants_fragment(request: Request, target: str) -> bool:
-    """Whether htmx asks for just the element with this id."""
-    return request.headers.get("HX-Target") == target
-
-
-def redirect(request: Request, url: str) -> Response:
-    """Go to url: HX-Redirect for htmx, 303 See Other for a plain form."""
-    if request.headers.get("HX-Request"):
-        return Response(status_code=204, headers={"HX-Redirect": url})
-    return RedirectResponse(url, status_code=303)
-
-
-PAGE_SIZE = 100
 
 
 def page_window(page: int) -> tuple[int, int]:
@@ -97,8 +83,3 @@ def form_refused(
     return templates.TemplateResponse(
         request, template, {**context, "form": form}, status_code=exc.status_code
     )
-
-
-def toast_headers(message: str) -> dict[str, str]:
-    """Response headers that make app.js show a toast (the `toast` event of HX-Trigger)."""
-    return {"HX-Trigger": json.dumps({"toast": {"message": message}})}

@@ -2,7 +2,7 @@
 
 from fastapi.testclient import TestClient
 
-from app.workers.sync import SNAPSHOT_EVERY
+from app.workers.host_worker import SNAPSHOT_EVERY
 from tests.conftest import add_host, node_uri
 
 WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running

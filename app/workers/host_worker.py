@@ -1,0 +1,318 @@
+"""One host's worker thread: keeps its libvirt connection, follows its events, syncs its
+inventory, overcommit figures and snapshots into the database, and reconnects with backoff."""
+
+import logging
+import threading
+import time
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db import transaction
+from app.errors import HostUnreachable, NotFound, VirtdeckError
+from app.services import hosts as host_service
+from app.services import overcommit as overcommit_service
+from app.services.inventory import apply_event, apply_sync, record_host_snapshots
+from app.virt import build
+from app.virt import overcommit as overcommit_virt
+from app.virt import snapshots as snapshots_virt
+from app.virt.connection import HostConnection
+from app.virt.cpu import from_record
+from app.virt.cpu import probe as cpu_probe
+from app.virt.types import GuestInfo
+
+log = logging.getLogger(__name__)
+# A guest's snapshots are read when its state or XML changed, and all of them every Nth sync
+# (to catch snapshots made outside virtdeck); virtdeck's own snapshot actions store theirs.
+SNAPSHOT_EVERY = 10
+
+
+class WorkerStats:
+    """What /metrics tells about a host's worker: sync durations and event lag."""
+
+    def __init__(self) -> None:
+        self.syncs = 0
+        self.sync_seconds_total = 0.0
+        self.last_sync_seconds = 0.0
+        self.events = 0
+        self.event_lag_seconds_total = 0.0
+        self.last_event_lag_seconds = 0.0
+
+    def synced(self, seconds: float) -> None:
+        """A full sync took this long."""
+        self.syncs += 1
+        self.sync_seconds_total += seconds
+        self.last_sync_seconds = seconds
+
+    def event_handled(self, lag: float) -> None:
+        """An event's change was in the database this long after libvirt told us."""
+        self.events += 1
+        self.event_lag_seconds_total += lag
+        self.last_event_lag_seconds = lag
+
+
+class HostWorker(threading.Thread):
+    """Connects to one host, syncs it every interval or on demand, reconnects with backoff."""
+
+    def __init__(
+        self, host_id: int, uri: str, *, sessions: sessionmaker[Session], settings: Settings
+    ) -> None:
+        super().__init__(name=f"sync-host-{host_id}", daemon=True)
+        self.host_id = host_id
+        self.uri = uri
+        self._sessions = sessions
+        self._settings = settings
+        self._conn: HostConnection | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lost: str | None = None
+        self._synced = threading.Condition()
+        self.generation = 0
+        # When the current connect-and-sync attempt began (monotonic), None between attempts.
+        self.attempt_started: float | None = None
+        self.stall_reported = False
+        self._syncs = 0
+        # What each guest's state and XML were when its snapshots were last read.
+        self._snapshot_marks: dict[str, tuple[str, str]] = {}
+        # Guests with an unhandled libvirt event, and when (monotonic) the first one came.
+        self._events: dict[str, float] = {}
+        self._events_lock = threading.Lock()
+        self._sync_due = False
+        self._watching = False
+        self._cpu_probed = False
+        # Set while this instance holds the host's lease: only then does it sync and write.
+        self.leader = threading.Event()
+        self.stats = WorkerStats()
+
+    def request_sync(self) -> int:
+        """Ask for a sync now; returns the generation that will include it."""
+        with self._synced:
+            target = self.generation + 1
+        self._sync_due = True
+        self._wake.set()
+        return target
+
+    def lead(self, leader: bool) -> None:
+        """Start or stop syncing (this instance took or lost the host's lease)."""
+        if leader == self.leader.is_set():
+            return
+        if leader:
+            self.leader.set()
+            self._sync_due = True
+        else:
+            self.leader.clear()
+            self._lost = self._lost or "the lease went to another instance"
+        self._wake.set()
+
+    def _on_event(self, uuid: str, _kind: str) -> None:
+        """From libvirt's event loop: a guest changed; the worker re-reads it at once."""
+        with self._events_lock:
+            self._events.setdefault(uuid, time.monotonic())
+        self._wake.set()
+
+    def wait_for(self, generation: int, timeout: float) -> bool:
+        """Wait until a sync of at least this generation has completed."""
+        with self._synced:
+            return self._synced.wait_for(lambda: self.generation >= generation, timeout)
+
+    @property
+    def connection(self) -> HostConnection | None:
+        """The open connection, if the host is connected."""
+        return None if self._lost is not None else self._conn
+
+    def stop(self) -> None:
+        """Ask the worker to end and drop its connection."""
+        self._stopping.set()
+        self._wake.set()
+
+    def _on_close(self, reason: str) -> None:
+        self._lost = reason
+        self._wake.set()
+
+    def run(self) -> None:
+        backoff = self._settings.reconnect_min
+        due = 0.0  # when (monotonic) the next full sync is due
+        while not self._stopping.is_set():
+            self._wake.clear()
+            if not self.leader.is_set():
+                delay, backoff = self._stand_by(backoff)
+                if self._conn is not None:  # a refresh asked here is answered by the leader's
+                    with self._synced:  # syncs; this instance only needs its connection up
+                        self.generation += 1
+                        self._synced.notify_all()
+                self._wake.wait(delay)
+                continue
+            full = self._sync_due or time.monotonic() >= due or self._conn is None
+            self._sync_due = False
+            self.attempt_started, self.stall_reported = time.monotonic(), False
+            try:
+                if full or self._lost is not None:
+                    self._sync_once()
+                    due = time.monotonic() + self._settings.sync_interval
+                else:
+                    self._apply_events()
+                backoff = self._settings.reconnect_min
+            except VirtdeckError as exc:
+                self._drop_connection()
+                self._record_unreachable(exc.message)
+                due, backoff = (
+                    time.monotonic() + backoff,
+                    min(backoff * 2, self._settings.reconnect_max),
+                )
+            except Exception:
+                log.exception("sync of host %s failed", self.host_id)
+                due = time.monotonic() + self._settings.sync_interval
+            self.attempt_started = None
+            if self._events and self._conn is not None and not self._wake.is_set():
+                continue
+            self._wake.wait(max(0.0, due - time.monotonic()))
+        self._drop_connection()
+
+    def _stand_by(self, backoff: float) -> tuple[float, float]:
+        """Without the lease: keep a connection for request-time calls, write nothing."""
+        if self._lost is not None:
+            self._lost = None
+            self._drop_connection()
+        if self._conn is not None:
+            return self._settings.sync_interval, self._settings.reconnect_min
+        self.attempt_started, self.stall_reported = time.monotonic(), False
+        try:
+            self._conn = self._connect()
+        except VirtdeckError:
+            return backoff, min(backoff * 2, self._settings.reconnect_max)
+        finally:
+            self.attempt_started = None
+        return self._settings.sync_interval, self._settings.reconnect_min
+
+    def _connect(self) -> HostConnection:
+        # An Invalid URI is shown as the host's error.
+        return host_service.open_connection(self.uri, self._settings, on_close=self._on_close)
+
+    def _apply_events(self) -> None:
+        """Re-read each guest that had an event and store it (gone if it no longer exists)."""
+        with self._events_lock:
+            events, self._events = self._events, {}
+        for uuid, since in events.items():
+            try:
+                info = self._conn.guest(uuid)
+            except HostUnreachable:
+                raise
+            except NotFound:
+                info = None
+            with transaction(self._sessions) as session:
+                apply_event(session, self.host_id, uuid, info)
+            self.stats.event_handled(time.monotonic() - since)
+
+    def _sync_once(self) -> None:
+        if self._lost is not None:
+            reason, self._lost = self._lost, None
+            self._drop_connection()
+            self._record_unreachable(reason)
+        if self._conn is None:
+            self._conn = self._connect()
+        if not self._watching:
+            self._conn.watch(self._on_event)
+            self._watching = True
+            facts = self._conn.facts()
+            with transaction(self._sessions) as session:
+                host_service.record_facts(session, self.host_id, facts)
+        started = time.perf_counter()
+        with self._events_lock:  # the full read covers every event so far
+            self._events.clear()
+        guests = self._conn.guests()
+        with transaction(self._sessions) as session:
+            apply_sync(
+                session,
+                self.host_id,
+                guests,
+                sync_ms=(time.perf_counter() - started) * 1000,
+            )
+        self._record_overcommit(guests)
+        self._sync_snapshots(guests)
+        self._syncs += 1
+        self.stats.synced(time.perf_counter() - started)
+        with self._synced:
+            self.generation += 1
+            self._synced.notify_all()
+        if not self._cpu_probed:  # once a connection; QEMU takes seconds, so events do not wait
+            self._cpu_probed = True
+            threading.Thread(
+                target=self._probe_cpu,
+                args=(self._conn,),
+                name=f"cpu-probe-{self.host_id}",
+                daemon=True,
+            ).start()
+
+    def _probe_cpu(self, conn: HostConnection) -> None:
+        """Find and store which CPU QEMU starts new guests with (app.virt.cpu)."""
+        try:
+            with self._sessions() as session:
+                known = from_record(host_service.get_host(session, self.host_id).cpu_probe)
+            probe = cpu_probe(conn, build.host_platform(conn), known=known)
+            with transaction(self._sessions) as session:
+                host_service.record_cpu_probe(session, self.host_id, probe.as_record())
+        except VirtdeckError as exc:  # gone or unreachable: the next connection probes again
+            log.warning("CPU probe of host %s: %s", self.host_id, exc.message)
+        except Exception:
+            log.exception("CPU probe of host %s failed", self.host_id)
+
+    def _stale_snapshots(self, guests: list[GuestInfo]) -> list[str]:
+        """The guests whose snapshots to read now: changed ones, or all every Nth sync."""
+        marks = {g.spec.uuid: (g.state, g.xml) for g in guests}
+        full = self._syncs % SNAPSHOT_EVERY == 0
+        stale = [u for u, mark in marks.items() if full or self._snapshot_marks.get(u) != mark]
+        self._snapshot_marks = marks
+        return stale
+
+    def _sync_snapshots(self, guests: list[GuestInfo]) -> None:
+        """Read the snapshots of the stale guests and store what changed."""
+        read = {}
+        for uuid in self._stale_snapshots(guests):
+            try:
+                read[uuid] = snapshots_virt.list_snapshots(self._conn, uuid)
+            except HostUnreachable:
+                raise
+            except VirtdeckError as exc:  # vanished meanwhile, or no snapshot support
+                log.debug("snapshots of %s on host %s: %s", uuid, self.host_id, exc.message)
+        if read:
+            with transaction(self._sessions) as session:
+                record_host_snapshots(session, self.host_id, read)
+
+    def _record_overcommit(self, guests: list[GuestInfo]) -> None:
+        """Read the host's memory, KSM and balloon figures and store them (and a sample)."""
+        try:
+            stats = overcommit_virt.read_stats(self._conn, guests)
+        except HostUnreachable:
+            raise
+        except VirtdeckError as exc:  # a figure that failed must not mark the host unreachable
+            log.warning("overcommit figures of host %s: %s", self.host_id, exc.message)
+            return
+        with transaction(self._sessions) as session:
+            overcommit_service.record_stats(session, self.host_id, stats)
+
+    def check_stalled(self, timeout: float) -> None:
+        """Mark the host unreachable once if the current attempt has waited too long on it."""
+        started = self.attempt_started
+        if started is None or self.stall_reported or time.monotonic() - started < timeout:
+            return
+        if not self.leader.is_set():  # another instance reports this host
+            return
+        self.stall_reported = True
+        with transaction(self._sessions) as session:
+            host_service.record_unreachable(
+                session, self.host_id, f"no answer from the host for {timeout:g} s"
+            )
+
+    def _record_unreachable(self, error: str) -> None:
+        with transaction(self._sessions) as session:
+            host_service.record_unreachable(session, self.host_id, error)
+        with self._synced:  # an attempt that failed still answers those waiting for it
+            self.generation += 1
+            self._synced.notify_all()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._watching = False
+        self._cpu_probed = False
