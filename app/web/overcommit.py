@@ -12,14 +12,13 @@ from app.models.base import utcnow
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
-from app.services.overcommit import HostOvercommit
+from app.services.overcommit import HostOvercommit, ratio_text
 from app.web.charts import BarChart, bar_chart, line_chart
 from app.web.templating import (
     PAGE_SIZE,
     form_refused,
     kib,
     page_window,
-    ratio,
     redirect,
     templates,
     wants_fragment,
@@ -60,7 +59,7 @@ def cpu_chart(view: HostOvercommit) -> BarChart:
             ("defined", view.vcpus_defined, f"{view.vcpus_defined} vCPUs", "defined"),
             ("physical", view.cpus, f"{view.cpus or '?'} CPUs", "capacity"),
         ],
-        [("", view.cpus, "capacity"), (f"policy {ratio(view.policy_cpu)}", limit, "policy")],
+        [("", view.cpus, "capacity"), (f"policy {ratio_text(view.policy_cpu)}", limit, "policy")],
     )  # fmt: skip
 
 
@@ -79,7 +78,7 @@ def memory_chart(view: HostOvercommit) -> BarChart:
             ("defined", view.memory_defined_kib, kib(view.memory_defined_kib), "defined"),
             ("physical", physical, kib(physical), "capacity"),
         ],
-        [("", physical, "capacity"), (f"policy {ratio(view.policy_memory)}", limit, "policy")],
+        [("", physical, "capacity"), (f"policy {ratio_text(view.policy_memory)}", limit, "policy")],
     )  # fmt: skip
 
 

@@ -43,11 +43,12 @@ def _wide_guest_rule(item: HostOvercommit) -> Guidance:
 def _loaded_host_rule(item: HostOvercommit) -> Guidance:
     cpu = item.cpu_running
     busy = (cpu.ratio or 0) > 1 and cpu.state in ("near", "over")
+    shown = ratio_text(cpu.ratio, unknown="unknown")
     return Guidance(
         rule="Do not over-commit CPU on a heavily loaded host without testing first.",
         status="warn" if busy else "info",
         detail=f"Running guests have {item.vcpus_running} vCPUs on {item.cpus or '?'} CPUs "
-        f"({ratio_text(cpu.ratio)}), policy {ratio_text(cpu.policy)} ({cpu.state}).",
+        f"({shown}), policy {ratio_text(cpu.policy)} ({cpu.state}).",
     )
 
 

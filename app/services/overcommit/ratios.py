@@ -32,9 +32,6 @@ def make_ratio(allocated: float, capacity: float | None, policy: float) -> Ratio
     return Ratio(allocated, capacity or 0, ratio, policy, ratio_state(ratio, policy))
 
 
-def ratio_text(ratio: float | None) -> str:
-    """A ratio as people write it: 4.5:1, 4.0:1, 1.25:1 (or "unknown")."""
-    if ratio is None:
-        return "unknown"
-    text = f"{round(ratio, 2):g}"
-    return f"{text}:1" if "." in text else f"{text}.0:1"
+def ratio_text(ratio: float | None, *, unknown: str = "—") -> str:
+    """The one way a ratio is written, on pages and in messages: 1.50:1 (or `unknown`)."""
+    return unknown if ratio is None else f"{ratio:.2f}:1"
