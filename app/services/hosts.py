@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.errors import Conflict, HostUnreachable, Invalid, NotFound
 from app.models import Guest, Host
 from app.models.base import utcnow
+from app.services.states import GuestState
 from app.virt.types import HostFacts
 from app.virt.uri import validate_uri
 
@@ -80,7 +81,7 @@ def list_hosts(session: Session) -> list[Host]:
 
 def summarize(session: Session, hosts: list[Host]) -> list[HostSummary]:
     """Totals of present guests per host, in one query."""
-    running = case((Guest.state == "running", 1), else_=0)
+    running = case((Guest.state == GuestState.RUNNING, 1), else_=0)
     rows = session.execute(
         select(
             Guest.host_id,

@@ -12,8 +12,9 @@ from app.models import Guest, Snapshot
 from app.services.guest_actions import guest_lock
 from app.services.guest_delete import present_guest
 from app.services.inventory import record_guest, record_snapshots
-from app.services.overcommit import ACTIVE, check_policy
+from app.services.overcommit import check_policy
 from app.services.ports import HostCalls
+from app.services.states import GuestState
 from app.virt import snapshots as virt
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -94,7 +95,7 @@ def create_snapshot(
     with guest_lock(sessions, guest, "snapshot.create"):
         if memory is None:
             state = sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid)).state
-            memory = state in ("running", "blocked", "paused")
+            memory = GuestState.of(state).has_live_memory
         sync.call(
             guest.host_id,
             lambda conn: virt.create_snapshot(conn, guest.uuid, name, description, memory=memory),
@@ -110,10 +111,11 @@ def _check_revert_policy(
     sessions: sessionmaker[Session], sync: HostCalls, guest: Guest, name: str
 ) -> None:
     """A revert that brings a stopped guest back running passes a start's overcommit check."""
-    if sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid)).state in ACTIVE:
+    state = GuestState.of(sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid)).state)
+    if state.holds_resources:
         return  # its vCPUs and memory are counted already
     snaps = sync.call(guest.host_id, lambda conn: virt.list_snapshots(conn, guest.uuid))
-    if not any(s.name == name and s.state in ACTIVE for s in snaps):
+    if not any(s.name == name and GuestState.of(s.state).holds_resources for s in snaps):
         return  # one taken shut off keeps the guest off; an unknown one is the revert's 404
     with sessions() as session:
         check_policy(

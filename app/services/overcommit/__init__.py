@@ -22,7 +22,6 @@ from app.services.overcommit.policy import (
 from app.services.overcommit.ratios import NEAR, Ratio, make_ratio, ratio_state, ratio_text
 from app.services.overcommit.samples import Sample, record_sample, record_stats, samples
 from app.services.overcommit.view import (
-    ACTIVE,
     all_overcommit,
     fleet_totals,
     host_overcommit,
@@ -30,7 +29,6 @@ from app.services.overcommit.view import (
 )
 
 __all__ = [
-    "ACTIVE",
     "DEFAULT_CPU",
     "DEFAULT_MEMORY",
     "KSM_QUIET",

@@ -18,9 +18,8 @@ from app.services.overcommit.ksm import stored_ksm
 from app.services.overcommit.model import GuestLoad, HostOvercommit
 from app.services.overcommit.policy import get_policy, host_policy
 from app.services.overcommit.ratios import make_ratio
+from app.services.states import GuestState
 
-# States in which a guest has a QEMU process holding its vCPUs and memory.
-ACTIVE = frozenset({"running", "blocked", "paused", "shutdown", "pmsuspended"})
 GUEST_COLUMNS = (
     Guest.host_id, Guest.uuid, Guest.name, Guest.state, Guest.vcpus, Guest.memory_max_kib,
     Guest.memory_current_kib, Guest.gone_at, Guest.transition,
@@ -40,7 +39,7 @@ def _present_guests(session: Session, host_ids: list[int] | None) -> dict[int, l
 
 
 def _guest_load(guest: Row, host: Host, stats: dict[str, Any]) -> GuestLoad:
-    running = guest.state in ACTIVE
+    running = GuestState.of(guest.state).holds_resources
     reading = stats.get("guests", {}).get(guest.uuid, {}) if running else {}
     return GuestLoad(
         uuid=guest.uuid,
