@@ -149,7 +149,7 @@ def start_backup(
             session.add(backup)
             job = job_service.create_job(
                 session,
-                kind="backup",
+                kind=job_service.JobKind.BACKUP,
                 host_id=host.id,
                 guest_uuid=guest.uuid,
                 created_by=principal.username,
@@ -482,7 +482,7 @@ def start_restore(
         with transaction(sessions) as session:
             job = job_service.create_job(
                 session,
-                kind="restore",
+                kind=job_service.JobKind.RESTORE,
                 host_id=host.id,
                 guest_uuid=backup.guest_uuid,
                 created_by=principal.username,

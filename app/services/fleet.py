@@ -10,7 +10,8 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, load_only
 
 from app.models import Guest, Host
-from app.services.overcommit import ACTIVE, Ratio, get_policy, host_policy, make_ratio
+from app.services.overcommit import Ratio, get_policy, host_policy, make_ratio
+from app.services.states import GuestState
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class HostRatios:
 
 def host_ratios(session: Session) -> list[HostRatios]:
     """Each host's sums over its present guests and its running ratios, by host name."""
-    active = Guest.state.in_(ACTIVE)
+    active = Guest.state.in_([state for state in GuestState if state.holds_resources])
     rows = session.execute(
         select(
             Guest.host_id,

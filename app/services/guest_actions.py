@@ -17,6 +17,7 @@ from app.services.hosts import require_connected
 from app.services.inventory import record_guest
 from app.services.overcommit import check_force, check_start_policy
 from app.services.ports import HostCalls
+from app.services.states import GuestState
 
 ACTION_LABELS = {  # in the order the buttons show
     "start": "start",
@@ -30,24 +31,26 @@ ACTION_LABELS = {  # in the order the buttons show
 }
 ACTIONS = tuple(ACTION_LABELS)
 _ON = frozenset({"shutdown", "force_off", "reboot", "suspend"})
-# The one table of what each libvirt state allows (autostart is checked apart, below).
-ALLOWED_BY_STATE: dict[str, frozenset[str]] = {
-    "shutoff": frozenset({"start"}),
-    "crashed": frozenset({"force_off"}),
-    "running": _ON,
-    "blocked": _ON,
-    "paused": frozenset({"resume", "force_off"}),
-    "pmsuspended": frozenset({"resume", "force_off"}),
-    "shutdown": frozenset({"force_off"}),  # libvirt: being shut down
-    "shutting down": frozenset({"force_off"}),  # we asked for an ACPI shutdown
-    "nostate": frozenset({"force_off"}),
+_RESUMABLE = frozenset({"resume", "force_off"})
+_FORCE_OFF = frozenset({"force_off"})
+# The one table of what each state allows (autostart is checked apart, below).
+ALLOWED_BY_STATE: dict[GuestState, frozenset[str]] = {
+    GuestState.SHUTOFF: frozenset({"start"}),
+    GuestState.CRASHED: _FORCE_OFF,
+    GuestState.RUNNING: _ON,
+    GuestState.BLOCKED: _ON,
+    GuestState.PAUSED: _RESUMABLE,
+    GuestState.PMSUSPENDED: _RESUMABLE,
+    GuestState.SHUTDOWN: _FORCE_OFF,
+    GuestState.SHUTTING_DOWN: _FORCE_OFF,
+    GuestState.NOSTATE: _FORCE_OFF,
 }
 # A lock older than this belongs to a process that died while holding it.
 LOCK_STALE = timedelta(minutes=10)
 
 
-def _allows(guest: Guest, action: str, state: str) -> bool:
-    if state in ("gone", "unknown"):
+def _allows(guest: Guest, action: str, state: GuestState) -> bool:
+    if not state.actionable:
         return False
     if action.startswith("autostart_"):
         return guest.persistent and (action == "autostart_on") != guest.autostart
@@ -62,7 +65,7 @@ def allowed_actions(guest: Guest, host: Host) -> list[str]:
     return [action for action in ACTIONS if _allows(guest, action, state)]
 
 
-def _check_allowed(guest: Guest, action: str, state: str) -> None:
+def _check_allowed(guest: Guest, action: str, state: GuestState) -> None:
     if not _allows(guest, action, state):
         raise Conflict(
             f"cannot {ACTION_LABELS[action]} {guest.name}: it is {state}",
@@ -158,10 +161,12 @@ def run_action(
             )
     with guest_lock(sessions, guest, action):
         now = sync.call(host.id, lambda conn: conn.guest(guest.uuid))
-        _check_allowed(guest, action, now.state)  # libvirt's word, not the last sync's
+        # libvirt's word, not the last sync's
+        _check_allowed(guest, action, GuestState.of(now.state))
         sync.call(host.id, lambda conn: conn.act(guest.uuid, action))
         after = sync.call(host.id, lambda conn: conn.guest(guest.uuid))
-        pending = "shutting down" if action == "shutdown" and after.state == "running" else None
+        shutting = action == "shutdown" and after.state == GuestState.RUNNING
+        pending = GuestState.SHUTTING_DOWN if shutting else None
         with transaction(sessions) as session:
             record_guest(session, host.id, after, transition=pending)
     with sessions() as session:

@@ -44,7 +44,6 @@ FIRMWARES = ("bios", "uefi")
 # The formats an existing volume may be attached as: the request says which (never libvirt's
 # probe of the volume's header, which a guest can write); a CD-ROM is always raw.
 VOLUME_FORMATS = ("raw", "qcow2")
-JOB_KIND = "guest.create"
 # A job waits this long for the host to make the volume, define and start the guest.
 JOB_TIMEOUT = 900.0
 
@@ -485,7 +484,7 @@ def create_guest(
         return Created(guest=get_guest(session, plan.guest.uuid))
     job = job_service.create_job(
         session,
-        kind=JOB_KIND,
+        kind=job_service.JobKind.GUEST_CREATE,
         host_id=plan.host_id,
         guest_uuid=plan.guest.uuid,
         created_by=principal.username,

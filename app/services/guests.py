@@ -8,11 +8,9 @@ from sqlalchemy.orm import Session, contains_eager, defer
 from app.errors import Invalid, NotFound
 from app.models import Guest, Host
 from app.services.paging import check_page
+from app.services.states import LIBVIRT_STATES, GuestState
 
-LIBVIRT_STATES = (
-    "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended", "nostate",
-)  # fmt: skip
-STATE_FILTERS = (*LIBVIRT_STATES, "gone")
+STATE_FILTERS = (*LIBVIRT_STATES, GuestState.GONE)
 MAX_PAGE = 500
 
 
@@ -26,21 +24,22 @@ class GuestPage:
     offset: int
 
 
-def status(guest: Guest, host: Host) -> str:
+def status(guest: Guest, host: Host) -> GuestState:
     """What to show: gone, unknown (host unreachable), a pending transition, or libvirt's state."""
     if guest.gone_at is not None:
-        return "gone"
+        return GuestState.GONE
     if host.connection == "unreachable":
-        return "unknown"
-    if guest.transition and guest.state in ("running", "blocked"):
-        return guest.transition
-    return guest.state
+        return GuestState.UNKNOWN
+    state = GuestState.of(guest.state)
+    if guest.transition and state.executing:
+        return GuestState.of(guest.transition)
+    return state
 
 
 def _filtered(query: Select, *, host_id: int | None, state: str | None, q: str | None) -> Select:
     if host_id is not None:
         query = query.where(Guest.host_id == host_id)
-    if state == "gone":
+    if state == GuestState.GONE:
         query = query.where(Guest.gone_at.is_not(None))
     else:
         query = query.where(Guest.gone_at.is_(None))

@@ -13,6 +13,7 @@ from app.config import Settings
 from app.errors import Conflict, HostUnreachable, Invalid, NotFound
 from app.models import Guest, Host
 from app.models.base import utcnow
+from app.services.states import GuestState
 from app.virt.connection import HostConnection
 from app.virt.types import HostFacts
 from app.virt.uri import validate_uri
@@ -93,7 +94,7 @@ def list_hosts(session: Session) -> list[Host]:
 
 def summarize(session: Session, hosts: list[Host]) -> list[HostSummary]:
     """Totals of present guests per host, in one query."""
-    running = case((Guest.state == "running", 1), else_=0)
+    running = case((Guest.state == GuestState.RUNNING, 1), else_=0)
     rows = session.execute(
         select(
             Guest.host_id,

@@ -12,6 +12,7 @@ from app.live import note
 from app.models import Guest, Host, Snapshot
 from app.models.base import utcnow
 from app.services.hosts import mark_connected
+from app.services.states import GuestState
 from app.virt.snapshots import SnapshotInfo
 from app.virt.types import GuestInfo
 
@@ -51,8 +52,6 @@ SNAPSHOT_FIELDS = ("name", "parent", "created_at", "state", "description", "is_c
                    "external", "memory")  # fmt: skip
 # The XML carries name, vCPUs, memory, disks and NICs; the rest comes from other calls.
 COMPARED = ("state", "autostart", "persistent", "domain_xml", "gone_at", "transition")
-# States in which a requested shutdown is still under way.
-STILL_ON = frozenset({"running", "blocked", "shutdown"})
 TRANSITION_TIMEOUT = timedelta(minutes=5)
 
 
@@ -111,7 +110,7 @@ def apply_sync(
 
 def _settled(row: Any, info: GuestInfo, now: datetime) -> bool:
     """Whether a pending transition (a shutdown asked for) is over, or has waited too long."""
-    return info.state not in STILL_ON or now - row.transition_since > TRANSITION_TIMEOUT
+    return not GuestState.of(info.state).still_on or now - row.transition_since > TRANSITION_TIMEOUT
 
 
 def _transition(row: Any, info: GuestInfo, now: datetime) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Jobs: long work (create with a new disk, backup, restore) that the UI and API follow by id."""
 
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import func, update
@@ -16,14 +17,25 @@ INTERRUPTED = "interrupted: virtdeck stopped before the job finished"
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 60.0
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
-# Kinds whose work stops cleanly when asked (the others would leave half-made things behind).
-CANCELLABLE = frozenset({"backup", "restore"})
+
+
+class JobKind(StrEnum):
+    """What a job does; the value is the `kind` stored and shown (guest.create, backup, restore)."""
+
+    GUEST_CREATE = "guest.create"
+    BACKUP = "backup"
+    RESTORE = "restore"
+
+    @property
+    def cancellable(self) -> bool:
+        """Its work stops cleanly when asked (the others would leave half-made things behind)."""
+        return self in (JobKind.BACKUP, JobKind.RESTORE)
 
 
 def create_job(
     session: Session,
     *,
-    kind: str,
+    kind: JobKind,
     host_id: int | None = None,
     guest_uuid: str | None = None,
     created_by: str | None = None,
@@ -86,7 +98,7 @@ def request_cancel(session: Session, job_id: int) -> Job:
     job = get_job(session, job_id)
     if job.status in FINISHED:
         raise Conflict(f"job {job_id} has already {job.status}", extra={"status": job.status})
-    if job.kind not in CANCELLABLE:
+    if not any(job.kind == kind for kind in JobKind if kind.cancellable):
         raise Conflict(f"a {job.kind} job cannot be cancelled", extra={"status": job.status})
     job.cancel_requested = True
     job.message = "cancelling"

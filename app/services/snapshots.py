@@ -13,8 +13,9 @@ from app.services.auth import Principal
 from app.services.guest_actions import guest_lock
 from app.services.guest_delete import present_guest
 from app.services.inventory import record_guest, record_snapshots
-from app.services.overcommit import ACTIVE, check_force, check_start_policy
+from app.services.overcommit import check_force, check_start_policy
 from app.services.ports import HostCalls
+from app.services.states import GuestState
 from app.virt import snapshots as virt
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -95,7 +96,7 @@ def create_snapshot(
     with guest_lock(sessions, guest, "snapshot.create"):
         if memory is None:
             state = sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid)).state
-            memory = state in ("running", "blocked", "paused")
+            memory = GuestState.of(state).has_live_memory
         sync.call(
             guest.host_id,
             lambda conn: virt.create_snapshot(conn, guest.uuid, name, description, memory=memory),
@@ -112,10 +113,13 @@ def _check_revert_policy(
 ) -> None:
     """A revert that brings a stopped guest back running passes a start's overcommit check, with
     the size the snapshot's own definition gives it (which the revert restores)."""
-    if sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid)).state in ACTIVE:
+    state = GuestState.of(sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid)).state)
+    if state.holds_resources:
         return  # its vCPUs and memory are counted already
     snaps = sync.call(guest.host_id, lambda conn: virt.list_snapshots(conn, guest.uuid))
-    snap = next((s for s in snaps if s.name == name and s.state in ACTIVE), None)
+    snap = next(
+        (s for s in snaps if s.name == name and GuestState.of(s.state).holds_resources), None
+    )
     if snap is None:
         return  # one taken shut off keeps the guest off; an unknown one is the revert's 404
     with sessions() as session:

@@ -132,7 +132,7 @@ def guest_backup_progress(
 ) -> Response:
     """The running backup's bar; once the job has ended, the whole panel (and a toast)."""
     job = job_service.get_job(session, job_id)
-    if job.kind != "backup" or job.guest_uuid != uuid.lower():
+    if job.kind != job_service.JobKind.BACKUP or job.guest_uuid != uuid.lower():
         raise NotFound(f"job {job_id} is not a backup of guest {uuid}")
     if job.status in SETTLING:
         return templates.TemplateResponse(request, PROGRESS, {"job": job, "poll": request.url.path})
@@ -226,8 +226,8 @@ def backup_job_progress(
     toast). A plain GET shows the backup's page with the job."""
     backup = backup_service.get_backup(session, backup_id)
     job = job_service.get_job(session, job_id)
-    restore = job.kind == "restore" and job.guest_uuid == backup.guest_uuid
-    if not restore and not (job.kind == "backup" and job.id == backup.job_id):
+    restore = job.kind == job_service.JobKind.RESTORE and job.guest_uuid == backup.guest_uuid
+    if not restore and not (job.kind == job_service.JobKind.BACKUP and job.id == backup.job_id):
         raise NotFound(f"job {job_id} is not about backup {backup_id}")
     context = _page_context(session, backup, restore_job=job if restore else None)
     if not is_htmx(request):

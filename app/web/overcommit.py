@@ -13,10 +13,10 @@ from app.models.base import utcnow
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
-from app.services.overcommit import HostOvercommit
+from app.services.overcommit import HostOvercommit, ratio_text
 from app.web.charts import BarChart, bar_chart, line_chart
 from app.web.htmx import PAGE_SIZE, page_count, redirect, wants_fragment
-from app.web.templating import form_refused, kib, page_window, ratio, templates
+from app.web.templating import form_refused, kib, page_window, templates
 
 router = APIRouter()
 HISTORY_HOURS = 24
@@ -53,7 +53,7 @@ def cpu_chart(view: HostOvercommit) -> BarChart:
             ("defined", view.vcpus_defined, f"{view.vcpus_defined} vCPUs", "defined"),
             ("physical", view.cpus, f"{view.cpus or '?'} CPUs", "capacity"),
         ],
-        [("", view.cpus, "capacity"), (f"policy {ratio(view.policy_cpu)}", limit, "policy")],
+        [("", view.cpus, "capacity"), (f"policy {ratio_text(view.policy_cpu)}", limit, "policy")],
     )  # fmt: skip
 
 
@@ -72,7 +72,7 @@ def memory_chart(view: HostOvercommit) -> BarChart:
             ("defined", view.memory_defined_kib, kib(view.memory_defined_kib), "defined"),
             ("physical", physical, kib(physical), "capacity"),
         ],
-        [("", physical, "capacity"), (f"policy {ratio(view.policy_memory)}", limit, "policy")],
+        [("", physical, "capacity"), (f"policy {ratio_text(view.policy_memory)}", limit, "policy")],
     )  # fmt: skip
 
 

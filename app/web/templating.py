@@ -12,6 +12,7 @@ from app.models.base import utcnow
 from app.services.auth import Permission
 from app.services.guest_actions import ACTION_LABELS, allowed_actions
 from app.services.guests import status
+from app.services.overcommit import ratio_text
 from app.services.paging import MAX_OFFSET
 from app.units import human_bytes
 from app.web.charts import gauge, share_bar
@@ -49,11 +50,6 @@ def utc(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
 
 
-def ratio(value: float | None) -> str:
-    """An allocation ratio as '1.50:1', or a dash when unknown."""
-    return "—" if value is None else f"{value:.2f}:1"
-
-
 templates.env.globals["Permission"] = Permission
 templates.env.globals["guest_status"] = status
 templates.env.globals["guest_actions"] = allowed_actions
@@ -62,7 +58,7 @@ templates.env.globals["utcnow"] = utcnow
 templates.env.filters["kib"] = kib
 templates.env.filters["ago"] = ago
 templates.env.filters["utc"] = utc
-templates.env.filters["ratio"] = ratio
+templates.env.filters["ratio"] = ratio_text
 templates.env.filters["bytes"] = human_bytes
 templates.env.globals["ratio_gauge"] = gauge
 templates.env.globals["share_bar"] = share_bar

@@ -82,7 +82,7 @@ def test_a_crowded_host_is_near_on_cpu_over_on_memory_and_flags_a_wide_guest(
         "ok", "2 of 5 guests have one vCPU (2 of 4 running).",
     )  # fmt: skip
     assert wide["status"] == "warn" and "big-1 (4)" in wide["detail"]
-    assert loaded["status"] == "warn" and "8 vCPUs on 2 CPUs (4.0:1)" in loaded["detail"]
+    assert loaded["status"] == "warn" and "8 vCPUs on 2 CPUs (4.00:1)" in loaded["detail"]
     assert memory["status"] == "warn"
     assert "big-1, mid-1, one-2 (3 of 5 guests)" in memory["detail"]
     assert (
@@ -150,8 +150,8 @@ def test_a_start_over_the_policy_is_refused_unless_an_admin_forces_it(
 
     assert refused.status_code == 409, refused.text
     assert refused.json()["detail"] == (
-        "vcpus: start would put 10 vCPUs on 2 CPUs (5.0:1), over the policy of 4.0:1; "
-        "start would put 6.0 GiB of guest memory on 4.0 GiB (1.5:1), over the policy of 1.0:1; "
+        "vcpus: start would put 10 vCPUs on 2 CPUs (5.00:1), over the policy of 4.00:1; "
+        "start would put 6.0 GiB of guest memory on 4.0 GiB (1.50:1), over the policy of 1.00:1; "
         "an admin can force it"
     )
     assert refused.json()["overcommit"]["cpu"]["ratio"] == 5.0
@@ -183,8 +183,8 @@ def test_a_revert_that_starts_the_guest_is_refused_over_the_policy_as_a_start_is
     assert start.status_code == 409
     assert refused.status_code == 409, refused.text
     assert refused.json()["detail"] == (
-        "vcpus: revert would put 10 vCPUs on 2 CPUs (5.0:1), over the policy of 4.0:1; "
-        "revert would put 6.0 GiB of guest memory on 4.0 GiB (1.5:1), over the policy of 1.0:1; "
+        "vcpus: revert would put 10 vCPUs on 2 CPUs (5.00:1), over the policy of 4.00:1; "
+        "revert would put 6.0 GiB of guest memory on 4.0 GiB (1.50:1), over the policy of 1.00:1; "
         "an admin can force it"
     )
     assert refused.json()["overcommit"] == start.json()["overcommit"]
@@ -207,7 +207,7 @@ def test_a_create_over_the_policy_is_refused_unless_an_admin_forces_it(
 
     assert refused.status_code == 409, refused.text
     assert refused.json()["detail"].startswith(
-        "vcpus: create would put 9 vCPUs on 2 CPUs (4.5:1), over the policy of 4.0:1; "
+        "vcpus: create would put 9 vCPUs on 2 CPUs (4.50:1), over the policy of 4.00:1; "
     )
     assert "create would put 5.1 GiB of guest memory on 4.0 GiB" in refused.json()["detail"]
     assert operator_forced.status_code == 403

@@ -88,13 +88,13 @@ def test_check_policy_counts_the_new_guest_as_running(sessions, gamma) -> None:
     with transaction(sessions) as session:
         overcommit.set_host_policy(session, host_id, cpu=None, memory=2.0)
     with sessions() as session:
-        overcommit.check_policy(session, host_id, add_vcpus=0, add_memory_kib=GIB)  # at 4.0:1
+        overcommit.check_policy(session, host_id, add_vcpus=0, add_memory_kib=GIB)  # at 4.00:1
         with pytest.raises(Conflict) as cpu_only:
             overcommit.check_policy(session, host_id, add_vcpus=1, add_memory_kib=0)
 
     assert both.value.message == (
-        "vcpus: x would put 9 vCPUs on 2 CPUs (4.5:1), over the policy of 4.0:1; "
-        "x would put 6.0 GiB of guest memory on 4.0 GiB (1.5:1), over the policy of 1.0:1; "
+        "vcpus: x would put 9 vCPUs on 2 CPUs (4.50:1), over the policy of 4.00:1; "
+        "x would put 6.0 GiB of guest memory on 4.0 GiB (1.50:1), over the policy of 1.00:1; "
         "an admin can force it"
     )
     assert (cpu_only.value.field, cpu_only.value.status_code) == ("vcpus", 409)

@@ -21,7 +21,19 @@ def test_a_start_over_the_policy_is_a_toast_and_force_is_for_admins(
     forced = client.post(path, params={"force": "true"}, headers=HEADERS)
 
     assert (refused.status_code, refused.headers["HX-Retarget"]) == (409, "#toasts")
-    assert "start would put 10 vCPUs on 2 CPUs (5.0:1)" in refused.text
+    assert "start would put 10 vCPUs on 2 CPUs (5.00:1)" in refused.text
     assert operator_forced.status_code == 403
     assert "force: only an admin" in operator_forced.text
     assert forced.status_code == 200 and "badge-running" in forced.text
+
+
+def test_a_refusal_writes_the_ratios_as_the_overcommit_page_does(client: TestClient) -> None:
+    gamma = add_host(client, "gamma", node_uri("node-gamma.xml"))
+    assert client.post(f"/api/v1/hosts/{gamma['id']}/refresh", params={"wait": 15}).is_success
+
+    refused = client.post(f"/guests/{SPARE_1}/actions/start", headers=HEADERS)
+    page = client.get(f"/hosts/{gamma['id']}/overcommit")
+
+    assert "Policy 4.00:1 CPU, 1.00:1 memory" in page.text
+    assert "(5.00:1), over the policy of 4.00:1" in refused.text
+    assert "(1.50:1), over the policy of 1.00:1" in refused.text
