@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import transaction
 from app.errors import VirtdeckError
-from app.models import Backup
+from app.models import Backup, Host
 from app.models.base import utcnow
 from app.services import jobs as job_service
 from app.services.auth import Principal
@@ -45,6 +45,19 @@ class BackupJob:
     host_id: int
     host_name: str
     uri: str
+
+    @classmethod
+    def of(cls, backup: Backup, host: Host) -> "BackupJob":
+        """The inputs, copied out of the rows (the job never sees a row)."""
+        return cls(
+            backup_id=backup.id,
+            guest_uuid=backup.guest_uuid,
+            path=backup.path,
+            started_at=backup.started_at,
+            host_id=host.id,
+            host_name=host.name,
+            uri=host.uri,
+        )
 
 
 def start_backup(
@@ -87,15 +100,7 @@ def start_backup(
             )
             backup.job_id = job.id
             session.flush()
-            inputs = BackupJob(
-                backup_id=backup.id,
-                guest_uuid=backup.guest_uuid,
-                path=backup.path,
-                started_at=backup.started_at,
-                host_id=host.id,
-                host_name=host.name,
-                uri=host.uri,
-            )
+            inputs = BackupJob.of(backup, host)
             session.expunge_all()
     submit(jobs, job.id, run_backup, inputs, env)
     return Started(backup=backup, job=job)
