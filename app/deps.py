@@ -6,6 +6,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from datetime import timedelta
+from ipaddress import ip_address
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -15,6 +16,7 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
+from app.errors import Invalid
 from app.services.auth import (
     ANONYMOUS,
     LOWEST_ROLE,
@@ -81,7 +83,18 @@ JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 # A row id in a path, query or body: larger numbers are a 422, not a database error (SQLite
 # cannot bind past 2**63 - 1, and the id columns are 32-bit on PostgreSQL).
-RowId = Annotated[int, Interval(ge=1, le=2**31 - 1)]
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Interval(ge=1, le=MAX_ROW_ID)]
+
+
+def parse_row_id(value: str, *, field: str, what: str) -> int:
+    """A row id typed into a form or query string (RowId's range), else Invalid naming the
+    field ("host_id: choose a host from the list")."""
+    value = value.strip()
+    fits = value.isascii() and value.isdigit() and len(value) <= len(str(MAX_ROW_ID))
+    if not (fits and 1 <= int(value) <= MAX_ROW_ID):
+        raise Invalid(f"{field}: choose {what} from the list", field=field)
+    return int(value)
 
 
 def resolve_principal(request: Request, session: Session, settings: Settings) -> Principal:
@@ -104,6 +117,22 @@ def resolve_principal(request: Request, session: Session, settings: Settings) ->
         if principal is not None:
             return principal
     return ANONYMOUS
+
+
+def loopback_host(request: Request, settings: Settings) -> bool:
+    """Whether the Host header names this machine by a loopback name or address (localhost,
+    127.0.0.0/8, [::1]) or is a trusted origin's: a page that DNS rebinding put at 127.0.0.1
+    still sends its own name."""
+    host = request.headers.get("Host", "").strip().lower()
+    if host and any(urlsplit(o).netloc == host for o in settings.trusted_origin_set):
+        return True
+    name = urlsplit(f"//{host}").hostname
+    if name == "localhost":
+        return True
+    try:
+        return name is not None and ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def same_origin(request: Request, settings: Settings) -> bool:

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import AuditEntry, Backup, Guest, Host, Job, User
+from app.models.audit import target_id
 
 log = logging.getLogger(__name__)
 CHANNEL = "virtdeck_live"
@@ -70,8 +71,8 @@ def topics_of(row: Any) -> set[str]:
     if isinstance(row, User):
         return {f"{USER_TOPIC}{row.id}"}
     if isinstance(row, AuditEntry):
-        kind, _, target = (row.target or "").partition(":")
-        return {"activity", f"activity-{target}"} if kind == "guest" else {"activity"}
+        guest = target_id(row.target, "guest")
+        return {"activity", f"activity-{guest}"} if guest else {"activity"}
     return set()
 
 

@@ -25,6 +25,7 @@ from app.deps import SAFE_METHODS
 from app.errors import Conflict, VirtdeckError
 from app.guards import BodyLimit, SecurityHeaders
 from app.live import LiveBus
+from app.models.audit import audit_target
 from app.services import audit
 from app.services import backups as backup_service
 from app.services.auth import ANONYMOUS
@@ -68,7 +69,7 @@ def _target(request: Request) -> str | None:
     if explicit:
         return explicit
     names = [
-        f"{TARGET_KINDS.get(key, key.removesuffix('_id'))}:{value}"
+        audit_target(TARGET_KINDS.get(key, key.removesuffix("_id")), value)
         for key, value in request.path_params.items()
         if key in TARGET_KINDS or key.endswith("_id")  # not e.g. {action}
     ]
@@ -104,18 +105,19 @@ def _write_audit(app: FastAPI, request: Request, status_code: int) -> None:
 
 def _recorded(request: Request, budget: audit.RateBudget) -> bool:
     """Whether the request gets an audit row: it reached a route (so its identifiers have their
-    shape) and changed or was refused something; the anonymous's refusals within the budget."""
+    shape) and changed or was refused something; anonymous ones (refused, failed a form's
+    validation, ...) within the budget, since anyone can send them."""
     state = request.state
     denied = getattr(state, "audit_denied", False)
     if getattr(state, "no_route", False) or (request.method in SAFE_METHODS and not denied):
         return False
-    if denied and getattr(state, "principal", ANONYMOUS).auth == "anonymous":
+    if getattr(state, "principal", ANONYMOUS).auth == "anonymous":
         return budget.take()
     return True
 
 
 def _install_audit(app: FastAPI, settings: Settings) -> None:
-    budget = audit.RateBudget(settings.audit_anonymous_per_minute, what="anonymous refusals")
+    budget = audit.RateBudget(settings.audit_anonymous_per_minute, what="anonymous requests")
 
     @app.middleware("http")
     async def audit_requests(

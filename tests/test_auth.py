@@ -6,6 +6,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select, text
 
@@ -245,6 +246,14 @@ def test_disabled_users_lose_their_tokens_and_the_last_admin_stays(
 SETUP_CODE = "setup code for tests"
 
 
+def setup_client(make_client) -> TestClient:
+    """A browser on this machine before there are users, at http://localhost (the setup page
+    answers at a loopback name only)."""
+    client = make_client(role=None, setup_code=SETUP_CODE)
+    client.base_url = httpx.URL("http://localhost")
+    return client
+
+
 def post_setup(
     client: TestClient, name: str, *, code: str = SETUP_CODE, headers: dict | None = None
 ):
@@ -260,7 +269,7 @@ def post_setup(
 
 
 def test_first_admin_is_created_from_localhost_only_and_only_once(make_client) -> None:
-    local = make_client(role=None, setup_code=SETUP_CODE)
+    local = setup_client(make_client)
     remote = TestClient(local.app, client=("remote-peer", 1))
 
     assert remote.get("/setup").status_code == 404
@@ -275,7 +284,7 @@ def test_first_admin_is_created_from_localhost_only_and_only_once(make_client) -
 
 
 def test_setup_form_names_the_bad_field(make_client) -> None:
-    local = make_client(role=None, setup_code=SETUP_CODE)
+    local = setup_client(make_client)
     data = {
         "name": "a",
         "password": PASSWORD,
@@ -289,7 +298,7 @@ def test_setup_form_names_the_bad_field(make_client) -> None:
 
 
 def test_setup_needs_the_setup_code_and_says_where_to_find_it(make_client) -> None:
-    local = make_client(role=None, setup_code=SETUP_CODE)
+    local = setup_client(make_client)
 
     page = local.get("/setup")
     missing = post_setup(local, "no-code", code="")
@@ -305,10 +314,10 @@ def test_setup_needs_the_setup_code_and_says_where_to_find_it(make_client) -> No
 
 
 def test_setup_from_another_site_is_refused_even_with_the_code(make_client) -> None:
-    local = make_client(role=None, setup_code=SETUP_CODE)
+    local = setup_client(make_client)
 
     forged = post_setup(local, "evil-admin", headers={"Origin": "http://evil.example"})
-    same_site = post_setup(local, "good-admin", headers={"Origin": "http://testserver"})
+    same_site = post_setup(local, "good-admin", headers={"Origin": "http://localhost"})
 
     assert forged.status_code == 403
     assert "another site" in forged.text

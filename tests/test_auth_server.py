@@ -171,3 +171,30 @@ def test_a_credential_change_ends_the_users_sessions_tokens_and_event_streams(
         finally:
             stop.set()
             browser.close()
+
+
+def test_setup_refuses_a_host_header_that_is_not_a_loopback_name(tmp_path: Path) -> None:
+    code = uuid.uuid4().hex
+    with (
+        running_server(tmp_path, {**QUIET, "VIRTDECK_SETUP_CODE": code}, admin=None) as server,
+        httpx.Client(base_url=server.url) as browser,
+    ):
+        answers = []
+        for host in ("evil.example:8000", "evil.example", "127.0.0.1.evil.example"):
+            # DNS rebinding: the page's origin is the attacker's name, resolved to 127.0.0.1.
+            forged = {"Host": host, "Origin": f"http://{host}"}
+            form = setup_form(browser, "mallory", code)
+            answers.append(browser.get("/setup", headers=forged))
+            answers.append(
+                browser.post("/setup", data=form, headers=forged, follow_redirects=False)
+            )
+        by_name = browser.get("/setup", headers={"Host": "localhost"})
+        created = browser.post(
+            "/setup", data=setup_form(browser, "ada", code), follow_redirects=False
+        )
+
+        assert [a.status_code for a in answers] == [403] * 6, answers[1].text
+        assert all("loopback" in a.text and "Traceback" not in a.text for a in answers)
+        assert by_name.status_code == 200
+        assert created.status_code == 303
+        assert browser.get("/api/v1/me").json()["username"] == "ada"

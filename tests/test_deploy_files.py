@@ -199,7 +199,11 @@ def test_make_env_writes_a_private_env_once_with_a_random_password(tmp_path: Pat
 def test_readme_says_what_the_compose_defaults_and_the_socket_mount_mean() -> None:
     readme = (ROOT / "README.md").read_text()
     docker = readme[readme.index("## Docker") :]
-    for words in ("127.0.0.1:8000", "make env", "root-equivalent", "LIBVIRT_GID"):
+    for words in (
+        "127.0.0.1:8000", "make env", "root-equivalent", "LIBVIRT_GID",
+        "docker compose exec app virtdeck create-user NAME --role admin",
+        "docker compose logs app", "VIRTDECK_FORWARDED_ALLOW_IPS", "gateway",
+    ):  # fmt: skip
         assert words in docker
 
 

@@ -87,21 +87,29 @@ def test_a_topic_with_a_line_break_never_reaches_a_subscriber(database_url: str)
     assert topics == {"hosts"}
 
 
-def test_anonymous_refusals_are_recorded_up_to_a_budget_a_minute(make_client) -> None:
+@pytest.mark.parametrize(
+    ("path", "send", "status", "result"),
+    [
+        ("/api/v1/hosts", {"json": {"name": "h", "uri": "test:///default"}}, 401, "denied"),
+        # a form that fails validation (a 65-character name) on a public route
+        ("/login", {"data": {"name": "n" * 65, "password": "x"}}, 422, "failed"),
+    ],
+    ids=["refused", "invalid-form"],
+)
+def test_anonymous_requests_are_recorded_up_to_a_budget_a_minute(
+    make_client, path: str, send: dict, status: int, result: str
+) -> None:
     admin = make_client()
     anonymous = make_client(role=None, audit_anonymous_per_minute=3)
 
-    answers = [
-        anonymous.post("/api/v1/hosts", json={"name": f"h{i}", "uri": "test:///default"})
-        for i in range(8)
-    ]
+    answers = [anonymous.post(path, follow_redirects=False, **send) for _ in range(8)]
 
     ids = {a.headers["X-Request-ID"] for a in answers}
     items = admin.get("/api/v1/audit", params={"limit": 500}).json()["items"]
     recorded = [e for e in items if e["request_id"] in ids]
-    assert {a.status_code for a in answers} == {401}
+    assert {a.status_code for a in answers} == {status}
     assert len(recorded) == 3
-    assert {(e["result"], e["auth"]) for e in recorded} == {("denied", "anonymous")}
+    assert {(e["result"], e["auth"]) for e in recorded} == {(result, "anonymous")}
 
 
 def test_an_id_too_large_for_the_database_is_a_404(client: TestClient) -> None:

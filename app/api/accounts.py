@@ -15,6 +15,7 @@ from app.deps import (
     set_session_cookie,
 )
 from app.errors import Invalid
+from app.models.audit import audit_target
 from app.services import users as user_service
 from app.services.auth import (
     Permission,
@@ -130,7 +131,7 @@ def post_token(
     secret, token = create_token_for(
         session, principal, name=body.name, role=body.role, expires_at=body.expires_at
     )
-    request.state.audit_target = f"token:{token.id} ({token.name})"
+    request.state.audit_target = audit_target("token", token.id, token.name)
     session.commit()
     return TokenCreated(**TokenOut.model_validate(token).model_dump(), token=secret)
 
@@ -162,7 +163,7 @@ def get_users(session: SessionDep) -> list[UserOut]:
 def post_user(request: Request, body: UserCreate, session: SessionDep) -> UserOut:
     """Create a user."""
     user = user_service.create_user(session, name=body.name, password=body.password, role=body.role)
-    request.state.audit_target = f"user:{user.id} ({user.name})"
+    request.state.audit_target = audit_target("user", user.id, user.name)
     session.commit()
     return UserOut.model_validate(user)
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.schemas import GuestDetail, GuestOut, JobOut
 from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SyncDep, guard, needs
 from app.models import Guest
+from app.models.audit import audit_target
 from app.services import guest_create, host_storage
 from app.services.auth import Permission, Principal
 
@@ -136,7 +137,9 @@ def create_guest(
     principal: Annotated[Principal, needs(Permission.OPERATE, "guest.create")],
 ) -> GuestDetail | JobOut:
     """Create a guest: 201 with it, or 202 with the job when a new volume must be made."""
-    request.state.audit_target = f"host:{body.host_id}"  # until there is a guest to name
+    request.state.audit_target = audit_target(
+        "host", body.host_id
+    )  # until there is a guest to name
     created = guest_create.create_guest(
         session,
         request=body.request(),
@@ -146,12 +149,12 @@ def create_guest(
         sessions=sessions,
     )
     if created.job is not None:
-        request.state.audit_target = f"guest:{created.job.guest_uuid} ({body.name})"
+        request.state.audit_target = audit_target("guest", created.job.guest_uuid, body.name)
         response.status_code = status.HTTP_202_ACCEPTED
         response.headers["Location"] = f"/api/v1/jobs/{created.job.id}"
         return JobOut.model_validate(created.job)
     guest = created.guest
-    request.state.audit_target = f"guest:{guest.uuid} ({guest.name})"
+    request.state.audit_target = audit_target("guest", guest.uuid, guest.name)
     response.headers["Location"] = f"/api/v1/guests/{guest.uuid}"
     return _guest_detail(guest)
 

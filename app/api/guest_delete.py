@@ -4,6 +4,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from app.deps import SessionsDep, SyncDep, guard
+from app.models.audit import audit_target
 from app.services import guest_delete
 from app.services.auth import Permission
 
@@ -62,7 +63,7 @@ def delete_guest(
     deletion = guest_delete.delete_guest(
         sessions, sync, uuid=uuid, remove_storage=remove_storage, force=force
     )
-    request.state.audit_target = f"guest:{deletion.uuid} ({deletion.name})"
+    request.state.audit_target = audit_target("guest", deletion.uuid, deletion.name)
     return GuestDeleted(
         uuid=deletion.uuid,
         name=deletion.name,

@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 from app.api.schemas import HostCreate, HostOut, RefreshOut
 from app.deps import SessionDep, SettingsDep, SyncDep, guard
 from app.models import Host
+from app.models.audit import audit_target
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
@@ -43,7 +44,7 @@ def add_host(
     host = host_service.add_host(
         session, name=body.name, uri=body.uri, test_driver_dir=settings.test_driver_dir
     )
-    request.state.audit_target = f"host:{host.id} ({host.name})"
+    request.state.audit_target = audit_target("host", host.id, host.name)
     session.commit()
     sync.add(host.id, host.uri)
     return _out(session, [host])[0]

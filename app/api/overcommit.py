@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from app.deps import SessionDep, guard
+from app.models.audit import audit_target
 from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
 from app.services.overcommit import HostOvercommit, Sample
@@ -80,7 +81,9 @@ def get_policy(session: SessionDep) -> Policy:
 @router.put("/policy", response_model=Policy, dependencies=guard(Permission.ADMIN, "policy.update"))
 def put_policy(request: Request, body: HostPolicy, session: SessionDep) -> Policy:
     """Set the global policy; both ratios from 0.1 to 100."""
-    request.state.audit_target = f"policy: cpu {body.cpu}, memory {body.memory}"
+    request.state.audit_target = audit_target(
+        "policy", "global", f"cpu {body.cpu}, memory {body.memory}"
+    )
     overcommit_service.set_policy(session, cpu=body.cpu, memory=body.memory)
     session.commit()
     return _policy(session)
@@ -95,7 +98,9 @@ def put_host_policy(
     request: Request, host_id: int, body: HostPolicy, session: SessionDep
 ) -> HostOvercommit:
     """Set or (with null) clear a host's own ratios; answers with its overcommit picture."""
-    request.state.audit_target = f"host:{host_id} policy: cpu {body.cpu}, memory {body.memory}"
+    request.state.audit_target = audit_target(
+        "policy", f"host:{host_id}", f"cpu {body.cpu}, memory {body.memory}"
+    )
     overcommit_service.set_host_policy(session, host_id, cpu=body.cpu, memory=body.memory)
     session.commit()
     return overcommit_service.host_overcommit(session, host_id)

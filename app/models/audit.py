@@ -32,3 +32,15 @@ class AuditEntry(Base):
     result: Mapped[str] = mapped_column(String(16))
     status_code: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+def audit_target(kind: str, ident: object, name: str | None = None) -> str:
+    """How an audit row names its target: `kind:id`, and the name it had then in brackets."""
+    return f"{kind}:{ident} ({name})" if name is not None else f"{kind}:{ident}"
+
+
+def target_id(target: str | None, kind: str) -> str | None:
+    """The id part of an audit target of this kind (`guest:<uuid> (name)` gives the uuid)."""
+    found, _, rest = (target or "").partition(":")
+    ident = rest.split(" ", 1)[0]
+    return ident if found == kind and ident else None

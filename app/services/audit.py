@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import Invalid
 from app.models import AuditEntry
+from app.models.audit import audit_target
 from app.services.auth import Principal
 from app.services.paging import check_page
 
@@ -147,7 +148,7 @@ def list_entries(
 
 def guest_activity(session: Session, uuid: str, *, limit: int = 20) -> list[AuditEntry]:
     """The latest actions on one guest, newest first: its activity list."""
-    target = f"guest:{uuid}"
+    target = audit_target("guest", uuid)
     return list(
         session.scalars(
             select(AuditEntry)

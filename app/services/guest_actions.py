@@ -14,7 +14,7 @@ from app.models.base import utcnow
 from app.services.guests import get_guest, status
 from app.services.hosts import require_connected
 from app.services.inventory import record_guest
-from app.services.overcommit import check_policy
+from app.services.overcommit import check_start_policy
 from app.services.ports import HostCalls
 
 ACTION_LABELS = {  # in the order the buttons show
@@ -148,12 +148,8 @@ def run_action(
             require_connected(host)
         _check_allowed(guest, action, status(guest, host))
         if action == "start" and not force:
-            check_policy(
-                session,
-                host.id,
-                add_vcpus=guest.vcpus,
-                add_memory_kib=guest.memory_max_kib,
-                action="start",
+            check_start_policy(
+                session, guest, vcpus=guest.vcpus, memory_kib=guest.memory_max_kib, action="start"
             )
     with guest_lock(sessions, guest, action):
         now = sync.call(host.id, lambda conn: conn.guest(guest.uuid))

@@ -437,6 +437,14 @@ def check_policy(
         )
 
 
+def check_start_policy(
+    session: Session, guest: Guest, *, vcpus: int, memory_kib: int, action: str
+) -> None:
+    """Conflict (409) when starting the guest with this size (its own, or a snapshot's for a
+    revert) would take its host over policy."""
+    check_policy(session, guest.host_id, add_vcpus=vcpus, add_memory_kib=memory_kib, action=action)
+
+
 def ratio_text(ratio: float | None) -> str:
     """A ratio as people write it: 4.5:1, 4.0:1, 1.25:1 (or "unknown")."""
     if ratio is None:

@@ -12,7 +12,7 @@ from app.models import Guest, Snapshot
 from app.services.guest_actions import guest_lock
 from app.services.guest_delete import present_guest
 from app.services.inventory import record_guest, record_snapshots
-from app.services.overcommit import ACTIVE, check_policy
+from app.services.overcommit import ACTIVE, check_start_policy
 from app.services.ports import HostCalls
 from app.virt import snapshots as virt
 
@@ -109,18 +109,20 @@ def create_snapshot(
 def _check_revert_policy(
     sessions: sessionmaker[Session], sync: HostCalls, guest: Guest, name: str
 ) -> None:
-    """A revert that brings a stopped guest back running passes a start's overcommit check."""
+    """A revert that brings a stopped guest back running passes a start's overcommit check, with
+    the size the snapshot's own definition gives it (which the revert restores)."""
     if sync.call(guest.host_id, lambda conn: conn.guest(guest.uuid)).state in ACTIVE:
         return  # its vCPUs and memory are counted already
     snaps = sync.call(guest.host_id, lambda conn: virt.list_snapshots(conn, guest.uuid))
-    if not any(s.name == name and s.state in ACTIVE for s in snaps):
+    snap = next((s for s in snaps if s.name == name and s.state in ACTIVE), None)
+    if snap is None:
         return  # one taken shut off keeps the guest off; an unknown one is the revert's 404
     with sessions() as session:
-        check_policy(
+        check_start_policy(
             session,
-            guest.host_id,
-            add_vcpus=guest.vcpus,
-            add_memory_kib=guest.memory_max_kib,
+            guest,
+            vcpus=snap.vcpus or guest.vcpus,
+            memory_kib=snap.memory_kib or guest.memory_max_kib,
             action="revert",
         )
 

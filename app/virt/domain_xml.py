@@ -58,14 +58,19 @@ def _has_balloon(devices: ET.Element | None) -> bool:
     return balloon is not None and balloon.get("model", "none") != "none"
 
 
-def parse_domain(xml: str) -> DomainSpec:
-    """The inventory's view of a domain XML document."""
-    root = ET.fromstring(xml)
+def domain_size(root: ET.Element) -> tuple[int, int]:
+    """A parsed <domain>'s vCPUs (the current count) and maximum memory in KiB."""
     vcpu = root.find("vcpu")
     vcpus = 0
     if vcpu is not None:
         vcpus = int(vcpu.get("current") or (vcpu.text or "0").strip())
-    memory_max = _kib(root.find("memory"))
+    return vcpus, _kib(root.find("memory"))
+
+
+def parse_domain(xml: str) -> DomainSpec:
+    """The inventory's view of a domain XML document."""
+    root = ET.fromstring(xml)
+    vcpus, memory_max = domain_size(root)
     current = root.find("currentMemory")
     devices = root.find("devices")
     disks = tuple(_disk(d) for d in devices.iter("disk")) if devices is not None else ()

@@ -8,6 +8,7 @@ import libvirt
 
 from app.errors import Conflict, Invalid, NotFound
 from app.virt.connection import HostConnection, libvirt_errors
+from app.virt.domain_xml import domain_size
 
 # libvirt reverts external snapshots only from 9.9, and takes internal snapshots of a shut-off
 # UEFI (pflash) guest only from 9.3 (of a running one: not at all).
@@ -27,6 +28,10 @@ class SnapshotInfo:
     is_current: bool
     external: bool
     memory: bool
+    # The guest's size as the snapshot saved it (a revert brings that definition back); 0 when
+    # the snapshot holds no <domain>.
+    vcpus: int = 0
+    memory_kib: int = 0
 
 
 def snapshot_xml(name: str, description: str, *, memory: bool) -> str:
@@ -44,6 +49,8 @@ def parse_snapshot(xml: str, *, is_current: bool) -> SnapshotInfo:
     root = ET.fromstring(xml)
     kinds = {d.get("snapshot") for d in root.findall("disks/disk")}
     memory_kind = root.find("memory").get("snapshot") if root.find("memory") is not None else "no"
+    domain = root.find("domain")
+    vcpus, memory_kib = domain_size(domain) if domain is not None else (0, 0)
     return SnapshotInfo(
         name=root.findtext("name", ""),
         parent=root.findtext("parent/name"),
@@ -53,6 +60,8 @@ def parse_snapshot(xml: str, *, is_current: bool) -> SnapshotInfo:
         is_current=is_current,
         external="external" in kinds or memory_kind == "external",
         memory=memory_kind in ("internal", "external"),
+        vcpus=vcpus,
+        memory_kib=memory_kib,
     )
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.deps import SessionDep, guard, needs
 from app.errors import Invalid, VirtdeckError
 from app.models import ROLES
+from app.models.audit import audit_target
 from app.models.base import utcnow
 from app.services import users as user_service
 from app.services.auth import (
@@ -98,7 +99,7 @@ def add_token(
             raise
         form = {"name": name, "role": role, "expires_days": expires_days}
         return form_refused(request, "partials/token_form.html", exc, form=form, roles=roles)
-    request.state.audit_target = f"token:{token.id} ({token.name})"
+    request.state.audit_target = audit_target("token", token.id, token.name)
     session.commit()
     context = {**_token_context(session, principal), "created": token, "secret": secret}
     page = "partials/token_created.html" if _htmx(request) else "tokens.html"
@@ -115,7 +116,7 @@ def revoke(
 ) -> Response:
     """Revoke a token (yours, or anyone's for an admin); answers with its row, updated."""
     token = revoke_token(session, token_id, principal=principal)
-    request.state.audit_target = f"token:{token.id} ({token.name})"
+    request.state.audit_target = audit_target("token", token.id, token.name)
     session.commit()
     if not _htmx(request):
         return redirect(request, "/tokens")
@@ -154,7 +155,7 @@ def add_user(
             raise
         form = {"name": name, "role": role}
         return form_refused(request, "partials/user_form.html", exc, form=form, roles=ROLES)
-    request.state.audit_target = f"user:{user.id} ({user.name})"
+    request.state.audit_target = audit_target("user", user.id, user.name)
     session.commit()
     if not _htmx(request):
         return redirect(request, "/users")
@@ -176,7 +177,7 @@ def update_user(
     """Change a user's role or disable (ending their sessions and tokens) or enable them;
     answers with their row, updated."""
     user = user_service.get_user(session, user_id)
-    request.state.audit_target = f"user:{user.id} ({user.name})"
+    request.state.audit_target = audit_target("user", user.id, user.name)
     change_user(session, user, principal=principal, role=role or None, disabled=disabled)
     session.commit()
     if not _htmx(request):
@@ -194,7 +195,7 @@ def update_user(
 def remove_user(request: Request, session: SessionDep, user_id: int) -> Response:
     """Delete a user with their sessions and tokens; the answer (empty) replaces their row."""
     user = user_service.get_user(session, user_id)
-    request.state.audit_target = f"user:{user.id} ({user.name})"
+    request.state.audit_target = audit_target("user", user.id, user.name)
     user_service.delete_user(session, user)
     session.commit()
     if not _htmx(request):

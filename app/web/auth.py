@@ -15,10 +15,12 @@ from app.deps import (
     form_token,
     give_form_token,
     guard,
+    loopback_host,
     set_session_cookie,
 )
 from app.errors import Invalid, NotFound, VirtdeckError
 from app.models import User
+from app.models.audit import audit_target
 from app.services import users as user_service
 from app.services.auth import (
     Forbidden,
@@ -57,7 +59,7 @@ def _safe_next(target: str) -> str:
 def _logged_in(request: Request, session, user: User, settings: Settings, target: str) -> Response:
     purge_expired_sessions(session, settings=settings)
     secret, login = start_session(session, user)
-    request.state.audit_target = f"user:{user.id} ({user.name})"
+    request.state.audit_target = audit_target("user", user.id, user.name)
     request.state.principal = Principal(
         user.id, user.name, user.role, "cookie", csrf_token=login.csrf_token
     )
@@ -109,7 +111,7 @@ def login(
 ) -> Response:
     """Check the form's origin and token, then the password, and start a session; failures are
     slowed down."""
-    request.state.audit_target = f"user:{name.strip()[:64]}"
+    request.state.audit_target = audit_target("user", name.strip()[:64])
     try:
         check_form_token(request, settings, csrf_token)
         user = user_service.authenticate(
@@ -136,17 +138,24 @@ def logout(request: Request, session: SessionDep) -> Response:
     return response
 
 
-def _check_setup_allowed(request: Request, session) -> None:
+def _check_setup_allowed(request: Request, session, settings: Settings) -> None:
     if user_service.has_users(session) or not is_local(request):
         raise NotFound(ALREADY_DONE)
+    if not loopback_host(request, settings):
+        raise Forbidden(
+            "The first admin is created only at a loopback address, such as "
+            "http://127.0.0.1:8000/setup or http://localhost:8000/setup (or at a trusted "
+            "origin); this request names another host."
+        )
 
 
 @router.get("/setup", response_class=HTMLResponse, dependencies=guard(Permission.PUBLIC))
-def setup_form(request: Request, session: SessionDep) -> Response:
-    """The form for the first admin (only while there are no users, only from localhost)."""
+def setup_form(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """The form for the first admin (only while there are no users, only from localhost and at
+    a loopback name)."""
     if user_service.has_users(session):
         return RedirectResponse("/login", status_code=303)
-    _check_setup_allowed(request, session)
+    _check_setup_allowed(request, session, settings)
     return _form_page(request, "setup.html", {"form": {}})
 
 
@@ -163,7 +172,7 @@ def setup(
 ) -> Response:
     """Create the first admin and log them in: from this machine, from this site's form, with
     the setup code `virtdeck serve` printed."""
-    _check_setup_allowed(request, session)
+    _check_setup_allowed(request, session, settings)
     check_form_token(request, settings, csrf_token)
     code = getattr(request.app.state, "setup_code", None)
     try:

@@ -10,7 +10,16 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app.db import transaction
-from app.deps import JobsDep, SessionDep, SessionsDep, SettingsDep, SyncDep, guard, needs
+from app.deps import (
+    JobsDep,
+    SessionDep,
+    SessionsDep,
+    SettingsDep,
+    SyncDep,
+    guard,
+    needs,
+    parse_row_id,
+)
 from app.errors import Invalid, NotFound, VirtdeckError
 from app.models import Backup, Job
 from app.models.backup import BACKUP_STATES
@@ -164,10 +173,10 @@ def _filters(host: str, guest: str, status: str) -> tuple[dict, dict[str, str]]:
     query: dict = {"host_id": None, "guest": guest or None, "status": status or None}
     errors = {}
     if host:
-        if host.isascii() and host.isdigit():
-            query["host_id"] = int(host)
-        else:
-            errors["host"] = "host: choose a host from the list"
+        try:
+            query["host_id"] = parse_row_id(host, field="host", what="a host")
+        except Invalid as exc:
+            errors["host"] = exc.message
     if status and status not in BACKUP_STATES:
         errors["status"] = f"status: one of {', '.join(BACKUP_STATES)}"
     return query, errors
@@ -310,12 +319,7 @@ def delete_backup(
 
 
 def _host_id(value: str) -> int | None:
-    value = value.strip()
-    if not value:
-        return None
-    if not (value.isascii() and value.isdigit()):
-        raise Invalid("host_id: choose a host from the list", field="host_id")
-    return int(value)
+    return parse_row_id(value, field="host_id", what="a host") if value.strip() else None
 
 
 @router.post("/backups/{backup_id:id}/restore", response_class=HTMLResponse)

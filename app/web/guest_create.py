@@ -1,5 +1,6 @@
 """The new-guest wizard: a form whose storage and network choices follow the chosen host."""
 
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
@@ -7,8 +8,9 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from app.deps import JobsDep, SessionDep, SessionsDep, SyncDep, guard, needs
+from app.deps import JobsDep, SessionDep, SessionsDep, SyncDep, guard, needs, parse_row_id
 from app.errors import Invalid, VirtdeckError
+from app.models.audit import audit_target
 from app.services import guest_create, host_storage
 from app.services import hosts as host_service
 from app.services import jobs as job_service
@@ -54,7 +56,7 @@ def _request(form: dict[str, str]) -> guest_create.CreateRequest:
     """The service's request for the submitted form; Invalid for numbers that are not."""
     host_id = form["host_id"].strip()
     return guest_create.CreateRequest(
-        host_id=_whole(host_id, "host_id") if host_id else None,
+        host_id=_host_id(host_id) if host_id else None,
         name=form["name"],
         vcpus=_whole(form["vcpus"], "vcpus"),
         memory_mib=_whole(form["memory_mib"], "memory_mib"),
@@ -69,12 +71,16 @@ def _request(form: dict[str, str]) -> guest_create.CreateRequest:
     )
 
 
+def _host_id(value: str) -> int:
+    return parse_row_id(value, field="host_id", what="a host")
+
+
 def _choices(session: Session, sync: HostCalls, host_id: str) -> dict[str, Any]:
     """The chosen host's live choices for the form, or why they could not be read."""
-    if not (host_id.isascii() and host_id.isdigit()):
+    if not host_id.strip():
         return {"choices": None, "choices_error": None}
     try:
-        return {"choices": host_storage.host_choices(session, sync, int(host_id))}
+        return {"choices": host_storage.host_choices(session, sync, _host_id(host_id))}
     except VirtdeckError as exc:
         return {"choices": None, "choices_error": exc.message}
 
@@ -134,7 +140,8 @@ def create_guest(
 ) -> Response:
     """Create from the form: the guest's page, a job's progress, or the form with the reason."""
     form = typed.model_dump()
-    request.state.audit_target = f"host:{typed.host_id[:16]}"  # until there is a guest to name
+    with contextlib.suppress(Invalid):  # the host, until there is a guest to name
+        request.state.audit_target = audit_target("host", _host_id(typed.host_id))
     try:
         created = guest_create.create_guest(
             session, request=_request(form), principal=principal, sync=sync, jobs=jobs,
@@ -146,9 +153,9 @@ def create_guest(
         context = _context(session, sync, typed.host_id)
         return form_refused(request, "partials/guest_form.html", exc, form=form, **context)
     if created.guest is not None:
-        request.state.audit_target = f"guest:{created.guest.uuid} ({created.guest.name})"
+        request.state.audit_target = audit_target("guest", created.guest.uuid, created.guest.name)
         return redirect(request, f"/guests/{created.guest.uuid}")
-    request.state.audit_target = f"guest:{created.job.guest_uuid} ({typed.name})"
+    request.state.audit_target = audit_target("guest", created.job.guest_uuid, typed.name)
     context = {**_context(session, sync, typed.host_id), "form": form, "job": created.job}
     return templates.TemplateResponse(request, "partials/guest_form.html", context, status_code=202)
 

@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.deps import SessionDep, SessionsDep, SyncDep, guard
 from app.errors import Invalid, NotFound, VirtdeckError
+from app.models.audit import audit_target
 from app.services import guest_delete
 from app.services import guests as guest_service
 from app.services.auth import Permission
@@ -80,5 +81,5 @@ def delete_guest(
     deletion = guest_delete.delete_guest(
         sessions, sync, uuid=uuid, remove_storage=remove_storage, force=force
     )
-    request.state.audit_target = f"guest:{deletion.uuid} ({deletion.name})"
+    request.state.audit_target = audit_target("guest", deletion.uuid, deletion.name)
     return _to_host_page(request, guest.host_id, summary(deletion))

@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from app.deps import SessionDep, SettingsDep, SyncDep, guard
 from app.errors import VirtdeckError
+from app.models.audit import audit_target
 from app.services import fleet
 from app.services import guests as guest_service
 from app.services import hosts as host_service
@@ -63,7 +64,7 @@ def add_host(
         return form_refused(
             request, "partials/host_form.html", exc, form={"name": name, "uri": uri}
         )
-    request.state.audit_target = f"host:{host.id} ({host.name})"
+    request.state.audit_target = audit_target("host", host.id, host.name)
     session.commit()
     sync.add(host.id, host.uri)
     return redirect(request, f"/hosts/{host.id}")

@@ -15,9 +15,11 @@ from app.services.auth import Permission, Principal
 
 router = APIRouter()
 EVENTS_PATH = "/events"
-# A comment line this often keeps proxies from closing an idle stream and notices a gone client;
-# the login is checked again then too (an idle or absolute session limit passed).
+# A comment line this often keeps proxies from closing an idle stream and notices a gone client.
 PING_SECONDS = 15.0
+# The login is checked again this often, busy or idle (an idle or absolute session limit passed,
+# a token revoked), and at once when the user's own topic arrives.
+CHECK_SECONDS = 15.0
 # Streams end after this long; the browser reconnects at once, which checks its login again.
 STREAM_SECONDS = 300.0
 
@@ -25,18 +27,20 @@ STREAM_SECONDS = 300.0
 async def _stream(request: Request, bus: LiveBus, principal: Principal) -> AsyncIterator[str]:
     subscriber = bus.subscribe(asyncio.get_running_loop())
     ends = time.monotonic() + STREAM_SECONDS
+    next_check = time.monotonic() + CHECK_SECONDS
     # Published when this user's role, password or disabled flag changes: check at once.
     own = f"{USER_TOPIC}{principal.user_id}"
     try:
         yield "retry: 1000\n: connected\n\n"
         while not subscriber.closed and time.monotonic() < ends:
-            topics = await subscriber.next(PING_SECONDS)
+            wait = min(PING_SECONDS, max(0.0, next_check - time.monotonic()))
+            topics = await subscriber.next(wait)
             if await request.is_disconnected():
                 break
-            if (not topics or own in topics) and not await run_in_threadpool(
-                still_allowed, request, Permission.VIEW
-            ):
-                break
+            if own in topics or time.monotonic() >= next_check:
+                if not await run_in_threadpool(still_allowed, request, Permission.VIEW):
+                    break
+                next_check = time.monotonic() + CHECK_SECONDS
             if not topics:
                 yield ": ping\n\n"
             for topic in sorted(t for t in topics if not t.startswith(USER_TOPIC)):

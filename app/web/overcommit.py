@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from app.deps import SessionDep, guard
 from app.errors import VirtdeckError
+from app.models.audit import audit_target
 from app.models.base import utcnow
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
@@ -169,7 +170,7 @@ def update_policy(
             raise
         form = {"scope": "global", "cpu": cpu, "memory": memory}
         return policy_refused(request, session, host_id, exc, form=form)
-    request.state.audit_target = f"policy:global (cpu {cpu}, memory {memory})"
+    request.state.audit_target = audit_target("policy", "global", f"cpu {cpu}, memory {memory}")
     session.commit()
     return redirect(request, f"/hosts/{host_id}/overcommit" if host_id else "/")
 
@@ -197,6 +198,8 @@ def update_host_policy(
             raise
         form = {"scope": "host", "cpu": cpu, "memory": memory}
         return policy_refused(request, session, host_id, exc, form=form)
-    request.state.audit_target = f"policy:host:{host_id} (cpu {own_cpu}, memory {own_memory})"
+    request.state.audit_target = audit_target(
+        "policy", f"host:{host_id}", f"cpu {own_cpu}, memory {own_memory}"
+    )
     session.commit()
     return redirect(request, f"/hosts/{host_id}/overcommit")

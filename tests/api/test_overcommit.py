@@ -5,6 +5,8 @@ node-gamma: 2 CPUs, 4 GiB; running big-1 (4 vCPUs, 1 GiB), mid-1 (2, 2 GiB), one
 no balloon), one-2 (1, 0.5 GiB), spare-1 off (2, 1 GiB).
 """
 
+import xml.etree.ElementTree as ET
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -12,6 +14,7 @@ from tests.conftest import add_host, make_user, node_uri
 
 GIB = 1024 * 1024  # in KiB
 SPARE_1 = "c1000000-0000-4000-8000-000000000004"
+DB_1 = "a1000000-0000-4000-8000-000000000003"
 
 
 @pytest.fixture
@@ -242,3 +245,39 @@ def test_samples_hold_the_running_ratios(client: TestClient, two_hosts) -> None:
     assert [(s["cpu_ratio"], s["memory_ratio"]) for s in day.json()] == [(0.5, 0.25)]
     assert too_long.status_code == 422
     assert unknown.status_code == 404
+
+
+def test_a_revert_is_checked_with_the_snapshots_own_vcpus_not_the_current_definitions(
+    client: TestClient,
+) -> None:
+    alpha = add_host(client, "alpha", node_uri("node-alpha.xml"))
+    guest = f"/api/v1/guests/{DB_1}"
+    # 8 CPUs at 0.75:1 allow 6 vCPUs; web-1 and web-2 run 4.
+    policy = client.put(f"/api/v1/hosts/{alpha['id']}/policy", json={"cpu": 0.75})
+    assert policy.status_code == 200, policy.text
+    # db-1 snapshotted running with its 4 vCPUs (forced), then off and shrunk to 1 vCPU
+    assert client.post(f"{guest}/actions/start", params={"force": True}).status_code == 200
+    assert client.post(f"{guest}/snapshots", json={"name": "wide"}).json()["state"] == "running"
+    assert client.post(f"{guest}/actions/force_off").status_code == 200
+
+    def shrink(conn) -> None:
+        domain = ET.fromstring(conn.domain(DB_1).XMLDesc(0))
+        domain.find("vcpu").text = "1"
+        conn.lv.defineXML(ET.tostring(domain, encoding="unicode"))
+
+    client.app.state.sync.call(alpha["id"], shrink)
+    refresh = client.post(f"/api/v1/hosts/{alpha['id']}/refresh", params={"wait": 15})
+    assert refresh.status_code == 200, refresh.text
+    shrunk = client.get(guest).json()["vcpus"]
+
+    refused = client.post(f"{guest}/snapshots/wide/revert")
+    still_off = client.get(guest).json()["status"]
+    started = client.post(f"{guest}/actions/start")
+
+    assert shrunk == 1
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"].startswith(
+        "vcpus: revert would put 8 vCPUs on 8 CPUs (1.0:1), over the policy of 0.75:1"
+    )
+    assert still_off == "shutoff"
+    assert started.status_code == 200, started.text

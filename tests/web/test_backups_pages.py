@@ -372,7 +372,8 @@ def test_a_restore_form_refused_shows_the_reason_next_to_its_field(
     alpha, make_client, sessions: sessionmaker[Session]
 ) -> None:
     admin, host = alpha
-    backup = add_backup(sessions, host, files=[])
+    # A backup with its manifest's digest recorded, as this version takes them.
+    backup = add_backup(sessions, host, files=[], manifest_sha256="00" * 32)
     operator = make_client(role="operator")
     url = f"/backups/{backup}/restore"
     new = {"mode": "new", "host_id": str(host["id"]), "pool": ""}
@@ -432,7 +433,10 @@ def test_a_restore_shows_its_progress_then_how_it_ended(
     assert f'hx-get="{poll}"' in started.text
     assert 'id="restore-new-form"' not in started.text
     assert answer.headers["HX-Retarget"] == "#backup-restore"
-    message = "the backup is corrupt (disk-vda.qcow2 (missing)); nothing was restored"
+    message = (
+        "the backup is corrupt (domain.xml (missing), disk-vda.qcow2 (missing)); "
+        "nothing was restored"
+    )
     assert toast(answer) == f"restore of web-1 failed: {message}"
     assert 'data-status="failed"' in answer.text and escape(message) in answer.text
     assert f'hx-get="{poll}"' not in answer.text
@@ -465,3 +469,22 @@ def test_names_and_errors_with_markup_are_shown_as_text(
     assert f'value="{escape(name)}-restored"' in pages[1]
     assert escape("<b>f</b>") in pages[1] and escape("<em>ops</em>") in pages[1]
     assert escape(error) in pages[2] and escape("<em>ops</em>") in pages[2]
+
+
+def test_a_host_id_too_large_for_the_database_is_refused_naming_the_field(
+    alpha, sessions: sessionmaker[Session]
+) -> None:
+    admin, host = alpha
+    backup = add_backup(sessions, host, files=[])
+    too_large = "99999999999999999999"
+
+    listed = admin.get("/backups", params={"host": too_large})
+    restored = admin.post(
+        f"/backups/{backup}/restore",
+        data={"mode": "new", "host_id": too_large, "name": "web-1-copy", "pool": ""},
+        headers=HTMX,
+    )
+
+    assert listed.status_code == 422 and "host: choose a host from the list" in listed.text
+    assert restored.status_code == 422
+    assert 'data-field="host_id">choose a host from the list<' in restored.text

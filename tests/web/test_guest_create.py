@@ -165,3 +165,23 @@ def test_a_new_volume_shows_the_jobs_progress_which_then_opens_the_guest(
     assert guest["disks"][0]["source"] == "/var/lib/virtdeck-test/images/db-3.qcow2"
     page = client.get(f"/jobs/{job_id}")
     assert "badge-succeeded" in page.text and f'href="/guests/{guest["uuid"]}"' in page.text
+
+
+TOO_LARGE = "99999999999999999999"
+
+
+def test_a_host_id_too_large_for_the_database_is_refused_naming_the_field(
+    client: TestClient, storage_host: dict
+) -> None:
+    page = client.get("/guests/new", params={"host_id": TOO_LARGE})
+    choices = client.get("/guests/new/choices", params={"host_id": TOO_LARGE}, headers=HTMX)
+    posted = client.post("/guests/new", data=form(storage_host, host_id=TOO_LARGE), headers=HTMX)
+    audited = client.get("/api/v1/audit", params={"action": "guest.create"}).json()["items"][0]
+
+    assert (page.status_code, choices.status_code) == (200, 200)
+    assert "host_id: choose a host from the list" in page.text
+    assert "host_id: choose a host from the list" in choices.text
+    assert posted.status_code == 422
+    assert field_error(posted.text, "host_id") == "choose a host from the list"
+    assert audited["request_id"] == posted.headers["X-Request-ID"]
+    assert audited["target"] is None

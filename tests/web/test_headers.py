@@ -93,7 +93,8 @@ def test_api_errors_static_files_and_fragments_have_the_headers_too(
 
 
 def test_the_setup_page_has_them_and_hsts_is_sent_over_tls_only(make_client) -> None:
-    plain = make_client(role=None)  # no users yet: the setup page shows
+    plain = make_client(role=None)  # no users yet: the setup page shows (at a loopback name)
+    plain.base_url = httpx.URL("http://localhost")
     tls = make_client(role=None)
     tls.base_url = httpx.URL("https://testserver")
 

@@ -129,9 +129,12 @@ class _Restore:
         # domain.xml is read once, here, and defined from these bytes; the disks are hashed
         # again as they are streamed (checked_segments): whatever changes in the backup
         # directory after this check is never used.
-        xml_entry = next(e for e in self.job.files if e["kind"] == "domain-xml")
-        xml = read_checked(self.directory / xml_entry["name"], xml_entry)
-        bad = [] if xml is not None else [xml_entry["name"]]
+        xml_entry = next((e for e in self.job.files if e["kind"] == "domain-xml"), None)
+        if xml_entry is None:  # a record without its domain XML cannot be restored
+            xml, bad = None, ["domain.xml (missing)"]
+        else:
+            xml = read_checked(self.directory / xml_entry["name"], xml_entry)
+            bad = [] if xml is not None else [xml_entry["name"]]
         bad += mismatches(
             self.directory,
             [e for e in self.job.files if e is not xml_entry],
