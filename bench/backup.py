@@ -60,7 +60,7 @@ from app.config import Settings  # noqa: E402
 from app.db import make_engine, make_session_factory, transaction  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.services.auth import create_token  # noqa: E402
-from app.services.backup_files import PART, sha256_of  # noqa: E402
+from app.services.backups.files import PART, sha256_of  # noqa: E402
 from app.services.users import create_user  # noqa: E402
 from bench.common import Row, database, print_table, print_targets  # noqa: E402
 from tests.libvirtd import IMAGES, SYSTEM_URI, domain_xml, virsh  # noqa: E402

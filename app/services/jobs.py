@@ -17,6 +17,8 @@ INTERRUPTED = "interrupted: virtdeck stopped before the job finished"
 HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 60.0
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
+# Still to end: pages keep following these.
+SETTLING = frozenset({"queued", "running"})
 
 
 class JobKind(StrEnum):
@@ -53,6 +55,11 @@ def create_job(
     session.add(job)
     session.flush()
     return job
+
+
+def settling(job: Job) -> bool:
+    """Whether the job is still queued or running."""
+    return job.status in SETTLING
 
 
 def get_job(session: Session, job_id: int) -> Job:
@@ -126,7 +133,7 @@ def beat(session: Session, job_ids: list[int]) -> None:
     if job_ids:
         session.execute(
             update(Job)
-            .where(Job.id.in_(job_ids), Job.status.in_(("queued", "running")))
+            .where(Job.id.in_(job_ids), Job.status.in_(SETTLING))
             .values(heartbeat_at=utcnow())
             .execution_options(synchronize_session=False)
         )
@@ -139,7 +146,7 @@ def fail_abandoned(session: Session, error: str = INTERRUPTED) -> int:
     failed = session.scalars(
         update(Job)
         .where(
-            Job.status.in_(("queued", "running")),
+            Job.status.in_(SETTLING),
             func.coalesce(Job.heartbeat_at, Job.created_at) < cutoff,
         )
         .values(status="failed", message="failed", error=error, finished_at=utcnow())

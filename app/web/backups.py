@@ -44,7 +44,6 @@ DETAILS = "partials/backup_details.html"
 RESTORE = "partials/backup_restore.html"
 TABLE = "partials/backup_table.html"
 PROGRESS = "partials/backup_job.html"
-SETTLING = ("queued", "running")
 GUEST_LIMIT = 10  # backups the guest page lists; /backups has them all
 NEW_GUEST_FIELDS = ("name", "host_id", "pool")
 
@@ -54,7 +53,7 @@ def _running_job(session: Session, backups: list[Backup]) -> Job | None:
     for backup in backups:
         if backup.status == "running" and backup.job_id is not None:
             job = session.get(Job, backup.job_id)
-            if job is not None and job.status in SETTLING:
+            if job is not None and job_service.settling(job):
                 return job
     return None
 
@@ -134,7 +133,7 @@ def guest_backup_progress(
     job = job_service.get_job(session, job_id)
     if job.kind != job_service.JobKind.BACKUP or job.guest_uuid != uuid.lower():
         raise NotFound(f"job {job_id} is not a backup of guest {uuid}")
-    if job.status in SETTLING:
+    if job_service.settling(job):
         return templates.TemplateResponse(request, PROGRESS, {"job": job, "poll": request.url.path})
     response = _panel(request, session, uuid, finished=job)
     guest = guest_service.get_guest(session, uuid)
@@ -232,7 +231,7 @@ def backup_job_progress(
     context = _page_context(session, backup, restore_job=job if restore else None)
     if not is_htmx(request):
         return templates.TemplateResponse(request, "backup.html", context)
-    if job.status in SETTLING:
+    if job_service.settling(job):
         return templates.TemplateResponse(request, PROGRESS, {"job": job, "poll": request.url.path})
     if restore:
         response = templates.TemplateResponse(request, RESTORE, context)

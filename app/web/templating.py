@@ -10,8 +10,10 @@ from fastapi.templating import Jinja2Templates
 from app.errors import VirtdeckError
 from app.models.base import utcnow
 from app.services.auth import Permission
+from app.services.backups import backup_actions, status_actions
 from app.services.guest_actions import ACTION_LABELS, allowed_actions
 from app.services.guests import status
+from app.services.jobs import settling
 from app.services.overcommit import ratio_text
 from app.services.paging import MAX_OFFSET
 from app.units import human_bytes
@@ -54,6 +56,9 @@ templates.env.globals["Permission"] = Permission
 templates.env.globals["guest_status"] = status
 templates.env.globals["guest_actions"] = allowed_actions
 templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
+templates.env.globals["backup_actions"] = backup_actions
+templates.env.globals["backup_status_actions"] = status_actions
+templates.env.globals["job_settling"] = settling
 templates.env.globals["utcnow"] = utcnow
 templates.env.filters["kib"] = kib
 templates.env.filters["ago"] = ago

@@ -277,7 +277,7 @@ def test_a_revert_is_checked_with_the_snapshots_own_vcpus_not_the_current_defini
     assert shrunk == 1
     assert refused.status_code == 409, refused.text
     assert refused.json()["detail"].startswith(
-        "vcpus: revert would put 8 vCPUs on 8 CPUs (1.0:1), over the policy of 0.75:1"
+        "vcpus: revert would put 8 vCPUs on 8 CPUs (1.00:1), over the policy of 0.75:1"
     )
     assert still_off == "shutoff"
     assert started.status_code == 200, started.text

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import Conflict
-from app.services.backup_files import check_image
+from app.services.backups.images import check_image
 
 FEATURE_TABLE = 0x6803F857
 

@@ -1,30 +1,20 @@
-"""The backup directory's side of a backup: files written under a temporary name while a second
-thread hashes them, read back sparsely for a restore, verified, and checked with qemu-img."""
+"""Streams between libvirt and the backup directory: a file written under a temporary name while a
+second thread hashes it, read back sparsely (and hashed again) for a restore, at a bounded rate
+and with progress for the job."""
 
 import hashlib
-import json
 import os
 import queue
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from app.errors import Conflict, VirtdeckError
+from app.errors import Conflict
+from app.services.backups.files import PART, READ_CHUNK, private_file
 from app.units import human_bytes
-from app.virt.connection import one_line
-from app.virt.images import read_file_header
 
-PART = ".part"
-MANIFEST = "manifest.json"
-READ_CHUNK = 4 << 20
-# Backups hold whole disks and domain XML with graphics passwords: for the service user alone,
-# whatever the umask.
-DIR_MODE = 0o700
-FILE_MODE = 0o600
 _ZEROS = bytes(READ_CHUNK)
 
 
@@ -153,69 +143,6 @@ def write_bytes(path: Path, data: bytes) -> tuple[int, str]:
     return writer.finish()
 
 
-def private_file(path: Path) -> BinaryIO:
-    """A new (or emptied) file open for writing, readable by the service user alone."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)  # the file may have been there with other modes
-        return os.fdopen(fd, "wb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def make_private_dirs(root: Path, relative: str) -> Path:
-    """Make root/relative and the directories between them, each for the service user alone."""
-    path = root
-    for part in Path(relative).parts:
-        path = path / part
-        path.mkdir(mode=DIR_MODE, exist_ok=True)
-        path.chmod(DIR_MODE)
-    return path
-
-
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> str:
-    """manifest.json, complete or not at all; the sha256 of its bytes."""
-    part = directory / (MANIFEST + PART)
-    data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    with private_file(part) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(part, directory / MANIFEST)
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_of(path: Path) -> str:
-    """The file's sha256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def mismatches(
-    directory: Path, files: list[dict[str, Any]], *, manifest_sha256: str | None = None
-) -> list[str]:
-    """The files whose content no longer matches the recorded sha256 (or that are missing),
-    manifest.json among them when its digest was recorded."""
-    bad = []
-    for entry in files:
-        path = directory / entry["name"]
-        if not path.is_file():
-            bad.append(f"{entry['name']} (missing)")
-        elif path.stat().st_size != entry["size"] or sha256_of(path) != entry["sha256"]:
-            bad.append(entry["name"])
-    if manifest_sha256 is not None:
-        manifest = directory / MANIFEST
-        if not manifest.is_file():
-            bad.append(f"{MANIFEST} (missing)")
-        elif sha256_of(manifest) != manifest_sha256:
-            bad.append(MANIFEST)
-    return bad
-
-
 def segments(
     path: Path, *, on_bytes: Callable[[int], None], throttle: Throttle
 ) -> Iterator[bytes | int]:
@@ -258,67 +185,3 @@ def checked_segments(
         yield segment
     if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
         raise Conflict(f"{path.name} changed after it was verified; nothing was restored")
-
-
-def read_checked(path: Path, entry: dict[str, Any]) -> bytes | None:
-    """A small backup file's bytes, read once (never more than its recorded size), if they are
-    the recorded ones; None if they are not or it cannot be read."""
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(entry["size"] + 1)
-    except OSError:
-        return None
-    if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        return None
-    return data
-
-
-def check_image(path: Path, expected_format: str) -> None:
-    """qemu-img info: the expected format, and no backing or external data file (which a
-    tampered image could point at a host file with); 409 naming the file otherwise. A qcow2
-    header is read first, so that qemu-img never opens a file the image names."""
-    if expected_format == "qcow2" and read_file_header(str(path)).names_other_files:
-        raise Conflict(f"{path.name} names a backing or external data file; refusing to restore it")
-    try:
-        done = subprocess.run(
-            ["qemu-img", "info", "--output=json", "-f", expected_format, str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise VirtdeckError(f"cannot check {path.name} with qemu-img: {exc}") from exc
-    if done.returncode != 0:
-        # qemu-img may quote what a tampered image says (feature names, file names): bounded.
-        raise Conflict(
-            one_line(f"{path.name} is not a valid {expected_format} image: {done.stderr}")
-        )
-    info = json.loads(done.stdout)
-    if info.get("format") != expected_format:
-        raise Conflict(f"{path.name} is {info.get('format')}, not {expected_format}")
-    if info.get("backing-filename") or info.get("full-backing-filename"):
-        raise Conflict(f"{path.name} has a backing file; refusing to restore it")
-    if (info.get("format-specific") or {}).get("data", {}).get("data-file"):
-        raise Conflict(f"{path.name} has an external data file; refusing to restore it")
-
-
-def remove_tree(root: Path, relative: str) -> None:
-    """Remove a backup's directory (never anything outside the backup directory), and its
-    guest's and host's directories when they are left empty."""
-    root = root.resolve()
-    target = (root / relative).resolve()
-    if root not in target.parents:
-        raise VirtdeckError(f"refusing to remove {target}: outside the backup directory")
-    shutil.rmtree(target, ignore_errors=True)
-    for parent in (target.parent, target.parent.parent):
-        if parent != root and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """The backup's manifest.json."""
-    try:
-        return json.loads((directory / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise Conflict(f"the backup's manifest.json cannot be read: {exc}") from exc

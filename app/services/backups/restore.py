@@ -1,0 +1,264 @@
+"""Restoring a backup, in place or as a new guest, as a job: everything is checked first (the
+files against their recorded digests, the images with qemu-img), and each step leaves an undo
+behind, so that a failure puts the host back as it was."""
+
+import posixpath
+import uuid as uuid_module
+from collections.abc import Callable
+from contextlib import suppress
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.db import transaction
+from app.errors import Conflict, Invalid, VirtdeckError
+from app.models import Guest
+from app.models.base import utcnow
+from app.services import jobs as job_service
+from app.services.auth import Forbidden, Principal
+from app.services.backups.actions import RESTORE, RESTORE_IN_PLACE, may, status_actions
+from app.services.backups.catalog import get_backup
+from app.services.backups.files import backup_root, mismatches, read_checked, read_manifest
+from app.services.backups.images import check_image
+from app.services.backups.restore_plan import (
+    RESTORE_MODES,
+    RestoreJob,
+    RestoreRequest,
+    check_in_place,
+    check_new,
+    check_record,
+)
+from app.services.backups.streams import Meter, Throttle, checked_segments
+from app.services.backups.verify import check_manifest
+from app.services.backups.work import JobEnv, Started, connect, submit
+from app.services.guest_actions import GuestLock
+from app.services.guest_create import check_guest_name
+from app.services.hosts import get_host, require_connected
+from app.services.ports import HostCalls, JobQueue, Reporter
+from app.virt import backups as virt
+from app.virt.connection import HostConnection
+
+
+def start_restore(
+    sessions: sessionmaker[Session],
+    sync: HostCalls,
+    jobs: JobQueue,
+    settings: Settings,
+    *,
+    backup_id: int,
+    request: RestoreRequest,
+    principal: Principal,
+) -> Started:
+    """Check the request, lock the guest (if the inventory still has it) and run the restore."""
+    if request.mode not in RESTORE_MODES:
+        raise Invalid(f"mode: one of {', '.join(RESTORE_MODES)}", field="mode")
+    if request.mode == "in_place" and not may(principal, RESTORE_IN_PLACE):
+        raise Forbidden(
+            "mode: only an admin may restore in place (it replaces disks)", field="mode"
+        )
+    with sessions() as session:
+        backup = get_backup(session, backup_id)
+        if RESTORE not in status_actions(backup.status):
+            raise Conflict(
+                f"backup {backup_id} is {backup.status}"
+                + (f" ({backup.error})" if backup.error else "")
+                + "; only a succeeded backup can be restored",
+                extra={"status": backup.status},
+            )
+        host_id = request.host_id if request.mode == "new" and request.host_id else backup.host_id
+        host = get_host(session, host_id)
+        require_connected(host)
+        guest = session.scalars(
+            select(Guest).where(Guest.uuid == backup.guest_uuid, Guest.host_id == backup.host_id)
+        ).first()
+        inputs = RestoreJob.of(backup, host, request)
+        session.expunge_all()
+    check_record(inputs)
+    if request.mode == "new":
+        check_guest_name(request.name)
+        sync.call(inputs.host_id, partial(check_new, job=inputs))
+    else:
+        sync.call(inputs.host_id, partial(check_in_place, job=inputs))
+    check_manifest(settings, path=inputs.path, manifest_sha256=inputs.manifest_sha256)
+    lock = GuestLock(sessions, guest, "restore") if guest is not None else None
+    env = JobEnv(sessions, settings, sync, lock)
+    with env.released_on_error(), transaction(sessions) as session:
+        job = job_service.create_job(
+            session,
+            kind=job_service.JobKind.RESTORE,
+            host_id=inputs.host_id,
+            guest_uuid=inputs.guest_uuid,
+            created_by=principal.username,
+        )
+        session.flush()
+        session.expunge(job)
+    submit(jobs, job.id, run_restore, inputs, env)
+    return Started(backup=backup, job=job)
+
+
+def run_restore(job: RestoreJob, env: JobEnv, report: Reporter) -> dict[str, Any]:
+    """Restore, free the guest, and sync its host so that the inventory shows the result."""
+    try:
+        result = _Restore(job).run(env.sessions, env.settings, report)
+    finally:
+        env.release()
+    env.sync.refresh(job.host_id)
+    return result
+
+
+class _Restore:
+    """One restore's steps, each of which leaves an undo behind."""
+
+    def __init__(self, job: RestoreJob) -> None:
+        self.job = job
+        self.disks = job.disks
+        self.directory = Path()
+        self.undo: list[Callable[[], None]] = []
+        self.safety: list[str] = []
+
+    def run(
+        self, sessions: sessionmaker[Session], settings: Settings, report: Reporter
+    ) -> dict[str, Any]:
+        """Verify, check the images, then restore; a failure undoes every step taken."""
+        self.directory = backup_root(settings) / self.job.path
+        report(0.0, "verifying checksums")
+        # domain.xml is read once, here, and defined from these bytes; the disks are hashed
+        # again as they are streamed (checked_segments): whatever changes in the backup
+        # directory after this check is never used.
+        xml_entry = next((e for e in self.job.files if e["kind"] == "domain-xml"), None)
+        if xml_entry is None:  # a record without its domain XML cannot be restored
+            xml, bad = None, ["domain.xml (missing)"]
+        else:
+            xml = read_checked(self.directory / xml_entry["name"], xml_entry)
+            bad = [] if xml is not None else [xml_entry["name"]]
+        bad += mismatches(
+            self.directory,
+            [e for e in self.job.files if e is not xml_entry],
+            manifest_sha256=self.job.manifest_sha256,
+        )
+        with transaction(sessions) as session:
+            row = get_backup(session, self.job.backup_id)
+            row.verified_at = utcnow()
+            if bad:
+                row.status, row.error = "corrupt", f"checksum mismatch: {', '.join(bad)}"
+        if bad:
+            raise Conflict(f"the backup is corrupt ({', '.join(bad)}); nothing was restored")
+        for entry in self.disks:
+            check_image(self.directory / entry["name"], entry["format"])
+        capacity = self._disks()
+        meter = Meter(sum(e["size"] for e in self.disks), report)
+        throttle = Throttle(settings.backup_bandwidth_mib * 1024 * 1024)
+        conn = connect(self.job.uri, settings)
+        try:
+            try:
+                result = self._restore(conn, xml.decode(), capacity, meter, throttle)
+            except BaseException:
+                for step in reversed(self.undo):
+                    with suppress(VirtdeckError):
+                        step()
+                raise
+            for path in self.safety:
+                with suppress(VirtdeckError):
+                    virt.delete_volume(conn, path)
+        finally:
+            conn.close()
+        report(1.0, "done")
+        return result
+
+    def _disks(self) -> dict[str, dict[str, Any]]:
+        """{target: where the disk was (path, pool, capacity)}: from the database record; backups
+        taken before it kept that have only their manifest to say (restored as new guests only,
+        see check_record)."""
+        if all("path" in entry for entry in self.disks):
+            return {entry["target"]: entry for entry in self.disks}
+        return {d["target"]: d for d in read_manifest(self.directory)["disks"]}
+
+    def _restore(
+        self,
+        conn: HostConnection,
+        xml: str,
+        disks: dict[str, dict[str, Any]],
+        meter: Meter,
+        throttle: Throttle,
+    ) -> dict[str, Any]:
+        paths: dict[str, str] = {}
+        if self.job.request.mode == "in_place":
+            uuid, name = self.job.guest_uuid, self.job.guest_name
+            check_in_place(conn, self.job)
+            if virt.guest_state(conn, uuid) is not None:
+                before = virt.current_xml(conn, uuid)
+                self.undo.append(lambda: virt.define(conn, before))
+            else:
+                self.undo.append(lambda: virt.undefine(conn, uuid))
+            tag = uuid_module.uuid4().hex[:8]
+            for entry in self.disks:
+                disk = disks[entry["target"]]
+                paths[entry["target"]] = disk["path"]
+                self._replace(conn, disk, entry, tag)
+                self._upload(conn, disk["path"], entry, meter, throttle)
+            xml = virt.restored_in_place(xml, disks=self._formats(paths))
+        else:
+            uuid, name = str(uuid_module.uuid4()), self.job.request.name or ""
+            for entry in self.disks:
+                disk = disks[entry["target"]]
+                volume = f"{name}-{entry['target']}.{entry['format']}"
+                pool = self.job.request.pool or disk["pool"]
+                path = virt.create_volume(conn, pool, volume, entry["format"], disk["capacity"])
+                self.undo.append(lambda p=path: virt.delete_volume(conn, p))
+                paths[entry["target"]] = path
+                self._upload(conn, path, entry, meter, throttle)
+            xml = virt.as_new_guest(xml, name=name, uuid=uuid, disks=self._formats(paths))
+            self.undo.append(lambda: virt.undefine(conn, uuid))
+        meter.add(0, "defining the guest")
+        virt.define(conn, xml)
+        return {"guest_uuid": uuid, "name": name, "host_id": self.job.host_id, "disks": paths}
+
+    def _formats(self, paths: dict[str, str]) -> dict[str, tuple[str, str]]:
+        """{target: (path, the format its image was stored in)} for the restored disks."""
+        return {e["target"]: (paths[e["target"]], e["format"]) for e in self.disks}
+
+    def _replace(
+        self, conn: HostConnection, disk: dict[str, Any], entry: dict[str, Any], tag: str
+    ) -> None:
+        """Make an empty volume where the disk was, keeping a copy of what was there until the
+        restore has succeeded (the undo puts it back)."""
+        path = disk["path"]
+        volume = posixpath.basename(path)
+        if virt.volume_exists(conn, path):
+            safety = virt.clone_volume(conn, path, f".virtdeck-pre-restore-{tag}-{volume}")
+            self.safety.append(safety)
+            self.undo.append(lambda: virt.delete_volume(conn, safety))
+            virt.delete_volume(conn, path)
+            self.undo.append(lambda: virt.clone_volume(conn, safety, volume))
+        pool = virt.pool_of(conn, path)
+        if pool is None:
+            raise Conflict(
+                f"no active pool on {self.job.host_name} holds {posixpath.dirname(path)}; "
+                f"define one to restore {entry['target']} in place"
+            )
+        virt.create_volume(conn, pool, volume, entry["format"], disk["capacity"])
+        self.undo.append(lambda: virt.delete_volume(conn, path))
+
+    def _upload(
+        self,
+        conn: HostConnection,
+        path: str,
+        entry: dict[str, Any],
+        meter: Meter,
+        throttle: Throttle,
+    ) -> None:
+        what = f"restoring {entry['target']}"
+        virt.upload(
+            conn,
+            path,
+            checked_segments(
+                self.directory / entry["name"],
+                entry,
+                on_bytes=lambda n: meter.add(n, what),
+                throttle=throttle,
+            ),
+        )
