@@ -33,6 +33,7 @@ from app.services.hosts import get_host, require_connected
 from app.services.paging import check_page
 from app.services.ports import Cancelled, HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
+from app.virt import domains, volumes
 from app.virt.connection import HostConnection
 from app.virt.uri import is_local
 
@@ -246,7 +247,7 @@ class _BackupWork:
             with virt.push_backup(
                 conn, source, lambda done, _total: job.add(done - job.done, "backup job")
             ) as scratch:
-                sizes = {t: virt.allocation(conn, p) for t, p in scratch.items()}
+                sizes = {t: volumes.allocation(conn, p) for t, p in scratch.items()}
                 meter = files.Meter(sum(sizes.values()), reporting, start=0.5, span=0.5)
                 for disk in source.disks:
                     entries.append(
@@ -308,7 +309,7 @@ class _BackupWork:
 
         writer = files.HashingWriter(directory / name, on_bytes=on_bytes)
         try:
-            virt.download(conn, path, writer.write, writer.hole)
+            volumes.download(conn, path, writer.write, writer.hole)
             # Where the disk was, kept in the database: a restore in place takes it from there.
             where = {"path": disk.path, "pool": disk.pool, "capacity": disk.capacity}
             return {**_entry(name, "disk", disk.target, fmt, writer.finish()), **where}
@@ -535,13 +536,13 @@ class _RestorePlan:
 
     def check_in_place(self, conn: HostConnection) -> None:
         """The guest must be shut off or gone, and its name free for its UUID."""
-        state = virt.guest_state(conn, self.backup.guest_uuid)
+        state = domains.state(conn, self.backup.guest_uuid)
         if state is not None and state != "shutoff":
             raise Conflict(
                 f"{self.backup.guest_name} is {state}; shut it off to restore it in place",
                 extra={"state": state},
             )
-        if virt.name_taken(conn, self.backup.guest_name, self.backup.guest_uuid):
+        if domains.name_taken(conn, self.backup.guest_name, other_than=self.backup.guest_uuid):
             raise Conflict(
                 f"another guest on {self.host.name} is named {self.backup.guest_name}",
                 field="name",
@@ -549,12 +550,12 @@ class _RestorePlan:
 
     def check_new(self, conn: HostConnection) -> None:
         """The new name is free on the host and the pool, if one was named, is there."""
-        if virt.name_taken(conn, self.request.name or ""):
+        if domains.name_taken(conn, self.request.name or ""):
             raise Conflict(
                 f"name: {self.host.name} already has a guest named {self.request.name}",
                 field="name",
             )
-        if self.request.pool is not None and not virt.pool_active(conn, self.request.pool):
+        if self.request.pool is not None and not volumes.pool_active(conn, self.request.pool):
             raise Invalid(
                 f"pool: {self.host.name} has no active pool {self.request.pool}", field="pool"
             )
@@ -591,7 +592,7 @@ class _RestorePlan:
                 raise
             for path in self.safety:
                 with suppress(VirtdeckError):
-                    virt.delete_volume(conn, path)
+                    volumes.delete_volume_at(conn, path)
         finally:
             conn.close()
         report(1.0, "done")
@@ -616,11 +617,11 @@ class _RestorePlan:
         if self.request.mode == "in_place":
             uuid, name = self.backup.guest_uuid, self.backup.guest_name
             self.check_in_place(conn)
-            if virt.guest_state(conn, uuid) is not None:
-                before = virt.current_xml(conn, uuid)
-                self.undo.append(lambda: virt.define(conn, before))
+            if domains.state(conn, uuid) is not None:
+                before = domains.definition(conn, uuid)
+                self.undo.append(lambda: domains.define(conn, before))
             else:
-                self.undo.append(lambda: virt.undefine(conn, uuid))
+                self.undo.append(lambda: domains.undefine(conn, uuid, keep_nvram=True))
             tag = uuid_module.uuid4().hex[:8]
             for entry in self.disks:
                 disk = disks[entry["target"]]
@@ -633,14 +634,16 @@ class _RestorePlan:
                 disk = disks[entry["target"]]
                 volume = f"{name}-{entry['target']}.{entry['format']}"
                 pool = self.request.pool or disk["pool"]
-                path = virt.create_volume(conn, pool, volume, entry["format"], disk["capacity"])
-                self.undo.append(lambda p=path: virt.delete_volume(conn, p))
+                path = volumes.create_volume(
+                    conn, pool, volume, capacity=disk["capacity"], fmt=entry["format"]
+                ).path
+                self.undo.append(lambda p=path: volumes.delete_volume_at(conn, p))
                 paths[entry["target"]] = path
                 self._upload(conn, path, entry, meter, throttle)
             xml = virt.as_new_guest(xml, name=name, uuid=uuid, disks=paths)
-            self.undo.append(lambda: virt.undefine(conn, uuid))
+            self.undo.append(lambda: domains.undefine(conn, uuid, keep_nvram=True))
         meter.add(0, "defining the guest")
-        virt.define(conn, xml)
+        domains.define(conn, xml)
         return {"guest_uuid": uuid, "name": name, "host_id": self.host.id, "disks": paths}
 
     def _replace(
@@ -650,20 +653,20 @@ class _RestorePlan:
         restore has succeeded (the undo puts it back)."""
         path = disk["path"]
         volume = posixpath.basename(path)
-        if virt.volume_exists(conn, path):
-            safety = virt.clone_volume(conn, path, f".virtdeck-pre-restore-{tag}-{volume}")
+        if volumes.find_volume(conn, path):
+            safety = volumes.clone_volume(conn, path, f".virtdeck-pre-restore-{tag}-{volume}")
             self.safety.append(safety)
-            self.undo.append(lambda: virt.delete_volume(conn, safety))
-            virt.delete_volume(conn, path)
-            self.undo.append(lambda: virt.clone_volume(conn, safety, volume))
-        pool = virt.pool_of(conn, path)
+            self.undo.append(lambda: volumes.delete_volume_at(conn, safety))
+            volumes.delete_volume_at(conn, path)
+            self.undo.append(lambda: volumes.clone_volume(conn, safety, volume))
+        pool = volumes.pool_by_directory(conn, path)
         if pool is None:
             raise Conflict(
                 f"no active pool on {self.host.name} holds {posixpath.dirname(path)}; "
                 f"define one to restore {entry['target']} in place"
             )
-        virt.create_volume(conn, pool, volume, entry["format"], disk["capacity"])
-        self.undo.append(lambda: virt.delete_volume(conn, path))
+        volumes.create_volume(conn, pool, volume, capacity=disk["capacity"], fmt=entry["format"])
+        self.undo.append(lambda: volumes.delete_volume_at(conn, path))
 
     def _upload(
         self,
@@ -674,7 +677,7 @@ class _RestorePlan:
         throttle: files.Throttle,
     ) -> None:
         what = f"restoring {entry['target']}"
-        virt.upload(
+        volumes.upload(
             conn,
             path,
             files.segments(
