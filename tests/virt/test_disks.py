@@ -72,28 +72,22 @@ def test_an_empty_disk_drive_is_set_aside_as_empty() -> None:
     assert not read.holds_data
 
 
-def test_a_read_only_disk_is_not_the_guests_data() -> None:
-    read = disk("""
-        <disk type='file' device='disk'>
-          <source file='/srv/shared/reference.img'/>
-          <target dev='vdb'/>
-          <readonly/>
-        </disk>""")
+@pytest.mark.parametrize(
+    ("marker", "kind", "source", "aside"),
+    [
+        ("readonly", "file", "file='/srv/shared/reference.img'", Aside.READONLY),
+        ("shareable", "block", "dev='/dev/vg0/cluster'", Aside.SHAREABLE),
+    ],
+)
+def test_read_only_and_shareable_disks_are_not_the_guests_data(
+    marker: str, kind: str, source: str, aside: Aside
+) -> None:
+    read = disk(
+        f"<disk type='{kind}' device='disk'><source {source}/><target dev='vdb'/><{marker}/></disk>"
+    )
 
-    assert (read.readonly, read.shareable) == (True, False)
-    assert read.aside is Aside.READONLY
-    assert not read.holds_data
-
-
-def test_a_shareable_disk_is_not_the_guests_data() -> None:
-    read = disk("""
-        <disk type='block' device='disk'>
-          <source dev='/dev/vg0/cluster'/>
-          <target dev='vdc'/>
-          <shareable/>
-        </disk>""")
-
-    assert read.aside is Aside.SHAREABLE
+    assert (read.readonly, read.shareable) == (marker == "readonly", marker == "shareable")
+    assert read.aside is aside
     assert not read.holds_data
 
 
