@@ -23,7 +23,7 @@ from app.services.guests import get_guest
 from app.services.inventory import record_guest
 from app.services.overcommit import check_force, check_policy
 from app.services.ports import HostCalls, JobQueue, Reporter
-from app.virt import build, storage, teardown
+from app.virt import build, domains, networks, teardown, volumes
 from app.virt.build import DiskSource, GuestPlan
 from app.virt.connection import CPU_PROBE_PREFIX, HostConnection
 from app.virt.cpu import CPU_MODES, CpuConfig, CpuProbe, from_record
@@ -232,7 +232,7 @@ def _attachable(conn: HostConnection, ref: VolumeRef, field: str) -> DiskSource:
     """The source of an existing volume in the format the request names, or Invalid naming the
     field at fault; its header is read only to refuse what would make QEMU open another file."""
     try:
-        pool = storage.get_pool(conn, ref.pool)
+        pool = volumes.get_pool(conn, ref.pool)
     except NotFound as exc:
         raise Invalid(
             f"{field}.pool: no storage pool '{ref.pool}' on this host", field=f"{field}.pool"
@@ -242,7 +242,7 @@ def _attachable(conn: HostConnection, ref: VolumeRef, field: str) -> DiskSource:
             f"{field}.pool: storage pool '{ref.pool}' is not active", field=f"{field}.pool"
         )
     try:
-        volume = storage.get_volume(conn, ref.pool, ref.volume)
+        volume = volumes.get_volume(conn, ref.pool, ref.volume)
     except NotFound as exc:
         raise Invalid(
             f"{field}.volume: no volume '{ref.volume}' in pool '{ref.pool}'",
@@ -252,7 +252,7 @@ def _attachable(conn: HostConnection, ref: VolumeRef, field: str) -> DiskSource:
         raise Invalid(
             f"{field}.volume: a {volume.kind} volume cannot be attached", field=f"{field}.volume"
         )
-    _check_header(storage.volume_header(conn, ref.pool, ref.volume), ref, field)
+    _check_header(volumes.volume_header(conn, ref.pool, ref.volume), ref, field)
     return DiskSource(path=volume.path, kind=volume.kind, format=ref.format)
 
 
@@ -287,7 +287,7 @@ def _check_header(header: ImageHeader, ref: VolumeRef, field: str) -> None:
 
 def _check_new_disk(conn: HostConnection, disk: NewDisk, volume_name: str) -> None:
     try:
-        pool = storage.get_pool(conn, disk.pool)
+        pool = volumes.get_pool(conn, disk.pool)
     except NotFound as exc:
         raise Invalid(
             f"disk.pool: no storage pool '{disk.pool}' on this host", field="disk.pool"
@@ -300,14 +300,14 @@ def _check_new_disk(conn: HostConnection, disk: NewDisk, volume_name: str) -> No
             f"'{disk.pool}' is {pool.type}",
             field="disk.pool",
         )
-    free_gib = pool.available / storage.GIB
-    if disk.size_gib * storage.GIB > pool.available:
+    free_gib = pool.available / volumes.GIB
+    if disk.size_gib * volumes.GIB > pool.available:
         raise Invalid(
             f"disk.size_gib: {disk.size_gib} GiB does not fit in pool '{disk.pool}' "
             f"({free_gib:.1f} GiB free)",
             field="disk.size_gib",
         )
-    if storage.volume_exists(conn, disk.pool, volume_name):
+    if volumes.volume_exists(conn, disk.pool, volume_name):
         raise Conflict(
             f"name: pool '{disk.pool}' already has a volume '{volume_name}'", field="name"
         )
@@ -315,7 +315,7 @@ def _check_new_disk(conn: HostConnection, disk: NewDisk, volume_name: str) -> No
 
 def _check_network(conn: HostConnection, name: str, *, start: bool) -> None:
     try:
-        network = storage.get_network(conn, name)
+        network = networks.get_network(conn, name)
     except NotFound as exc:
         raise Invalid(f"network: no network '{name}' on this host", field="network") from exc
     if start and not network.active:
@@ -359,7 +359,7 @@ def check_on_host(
     """Check the request against the host itself and plan the guest (runs on its connection).
 
     known_cpu is the CPU probe stored with the host, taken when still current."""
-    if build.name_taken(conn, request.name):
+    if domains.name_taken(conn, request.name):
         raise Conflict(
             f"name: a guest called '{request.name}' already exists on this host", field="name"
         )
@@ -431,9 +431,11 @@ def build_guest(conn: HostConnection, plan: CreatePlan, *, report: Reporter = _q
         if plan.new_disk is not None:
             pool, size = plan.new_disk.pool, plan.new_disk.size_gib
             report(0.1, f"making a {size} GiB volume in pool {pool}")
-            volume = storage.create_volume(conn, pool, plan.volume_name, size_gib=size)
+            volume = volumes.create_volume(
+                conn, pool, plan.volume_name, capacity=size * volumes.GIB
+            )
             undo.append(
-                (f"volume {volume.path}", lambda: storage.delete_volume(conn, pool, volume.name))
+                (f"volume {volume.path}", lambda: volumes.delete_volume(conn, pool, volume.name))
             )
             guest = replace(guest, disk=DiskSource(path=volume.path, kind=volume.kind))
         report(0.6, "defining the guest")

@@ -8,7 +8,9 @@ from sqlalchemy.orm import Session
 
 from app.services.hosts import get_host
 from app.services.ports import HostCalls
-from app.virt import build, storage
+from app.virt import build
+from app.virt import networks as virt_networks
+from app.virt import volumes as virt_volumes
 from app.virt.connection import HostConnection
 from app.virt.cpu import CpuProbe, current, from_record
 
@@ -17,34 +19,34 @@ from app.virt.cpu import CpuProbe, current, from_record
 class HostChoices:
     """What a host offers a new guest: storage pools and their volumes, networks, platform."""
 
-    pools: list[storage.Pool]
-    volumes: dict[str, list[storage.Volume]]  # of the active pools
-    networks: list[storage.Network]
+    pools: list[virt_volumes.Pool]
+    volumes: dict[str, list[virt_volumes.Volume]]  # of the active pools
+    networks: list[virt_networks.Network]
     platform: build.Platform
     # Which CPU new guests get unless the form asks for another; None until the host's worker
     # has probed it (reading the form never starts QEMU).
     cpu: CpuProbe | None
 
-    def media(self, *, iso: bool) -> list[tuple[str, list[storage.Volume]]]:
+    def media(self, *, iso: bool) -> list[tuple[str, list[virt_volumes.Volume]]]:
         """(pool, volumes) of ISO images (iso=True) or of other images; empty pools left out."""
         grouped = [(pool, [v for v in vols if v.iso == iso]) for pool, vols in self.volumes.items()]
         return [(pool, vols) for pool, vols in grouped if vols]
 
 
 def _choices(conn: HostConnection, known_cpu: CpuProbe | None) -> HostChoices:
-    pools = storage.list_pools(conn)
+    pools = virt_volumes.list_pools(conn)
     platform = build.host_platform(conn)
     return HostChoices(
         pools=pools,
-        volumes={p.name: storage.list_volumes(conn, p.name) for p in pools if p.active},
-        networks=storage.list_networks(conn),
+        volumes={p.name: virt_volumes.list_volumes(conn, p.name) for p in pools if p.active},
+        networks=virt_networks.list_networks(conn),
         platform=platform,
         cpu=current(conn, platform, known=known_cpu),
     )
 
 
 # What a host offers, as the API and pages show it.
-Pool, Volume, Network = storage.Pool, storage.Volume, storage.Network
+Pool, Volume, Network = virt_volumes.Pool, virt_volumes.Volume, virt_networks.Network
 
 
 def _read_host(
@@ -57,17 +59,17 @@ def _read_host(
 
 def pools(session: Session, sync: HostCalls, host_id: int) -> list[Pool]:
     """The host's storage pools, read from it now."""
-    return _read_host(session, sync, host_id, storage.list_pools)
+    return _read_host(session, sync, host_id, virt_volumes.list_pools)
 
 
 def volumes(session: Session, sync: HostCalls, *, host_id: int, pool: str) -> list[Volume]:
     """The volumes of one of the host's pools, read from it now."""
-    return _read_host(session, sync, host_id, lambda conn: storage.list_volumes(conn, pool))
+    return _read_host(session, sync, host_id, lambda conn: virt_volumes.list_volumes(conn, pool))
 
 
 def networks(session: Session, sync: HostCalls, host_id: int) -> list[Network]:
     """The host's virtual networks, read from it now."""
-    return _read_host(session, sync, host_id, storage.list_networks)
+    return _read_host(session, sync, host_id, virt_networks.list_networks)
 
 
 def host_choices(session: Session, sync: HostCalls, host_id: int) -> HostChoices:

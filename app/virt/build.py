@@ -1,4 +1,4 @@
-"""Build a new guest's domain XML for what its host offers; define it and take it back."""
+"""Build a new guest's domain XML for what its host offers, and define it."""
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -7,7 +7,8 @@ import libvirt
 
 from app.errors import Conflict
 from app.virt import cpu as cpus
-from app.virt.connection import HostConnection, libvirt_errors, translate
+from app.virt import domains
+from app.virt.connection import HostConnection, libvirt_errors
 
 DEFAULT_CPU = cpus.CpuConfig()
 # Best first: hardware virtualisation, then emulation; other drivers (test) name their own.
@@ -172,18 +173,6 @@ def domain_xml(plan: GuestPlan) -> str:
     return ET.tostring(domain, encoding="unicode")
 
 
-def name_taken(conn: HostConnection, name: str) -> bool:
-    """Whether the host already has a domain of this name."""
-    try:
-        conn.lv.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return False
-        raise translate(exc) from exc
-    return True
-
-
 def define_guest(conn: HostConnection, plan: GuestPlan) -> None:
     """Define the planned guest on its host (persistent, not started)."""
-    with libvirt_errors():
-        conn.lv.defineXML(domain_xml(plan))
+    domains.define(conn, domain_xml(plan))

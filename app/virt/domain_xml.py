@@ -2,6 +2,7 @@
 
 import xml.etree.ElementTree as ET
 
+from app.virt import disks
 from app.virt.types import Disk, DomainSpec, Nic
 
 UNIT_KIB = {
@@ -18,21 +19,9 @@ def _kib(element: ET.Element | None) -> int:
     return int(int(element.text.strip()) * UNIT_KIB.get(unit, 1))
 
 
-def _disk(element: ET.Element) -> Disk:
-    source = element.find("source")
-    driver = element.find("driver")
-    target = element.find("target")
-    path = None
-    if source is not None:
-        path = source.get("file") or source.get("dev") or source.get("name")
-        if source.get("pool") and source.get("volume"):
-            path = f"{source.get('pool')}/{source.get('volume')}"
+def _disk(disk: disks.Disk) -> Disk:
     return Disk(
-        target=target.get("dev", "") if target is not None else "",
-        device=element.get("device", "disk"),
-        source=path,
-        format=driver.get("type") if driver is not None else None,
-        bus=target.get("bus") if target is not None else None,
+        target=disk.target, device=disk.device, source=disk.source, format=disk.format, bus=disk.bus
     )
 
 
@@ -73,7 +62,6 @@ def parse_domain(xml: str) -> DomainSpec:
     vcpus, memory_max = domain_size(root)
     current = root.find("currentMemory")
     devices = root.find("devices")
-    disks = tuple(_disk(d) for d in devices.iter("disk")) if devices is not None else ()
     nics = tuple(_nic(n) for n in devices.iter("interface")) if devices is not None else ()
     return DomainSpec(
         uuid=(root.findtext("uuid") or "").strip(),
@@ -81,7 +69,7 @@ def parse_domain(xml: str) -> DomainSpec:
         vcpus=vcpus,
         memory_max_kib=memory_max,
         memory_current_kib=_kib(current) if current is not None else memory_max,
-        disks=disks,
+        disks=tuple(_disk(d) for d in disks.read_disks(root)),
         nics=nics,
         has_balloon=_has_balloon(devices),
     )

@@ -28,6 +28,7 @@ from app.services.guest_delete import present_guest
 from app.services.hosts import get_host
 from app.services.ports import Cancelled, HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
+from app.virt import volumes
 from app.virt.connection import HostConnection
 from app.virt.uri import is_local
 
@@ -166,7 +167,7 @@ def _copy(
         with virt.push_backup(
             conn, source, lambda done, _total: pushed.add(done - pushed.done, "backup job")
         ) as scratch:
-            sizes = {t: virt.allocation(conn, p) for t, p in scratch.items()}
+            sizes = {t: volumes.allocation(conn, p) for t, p in scratch.items()}
             meter = Meter(sum(sizes.values()), reporting, start=0.5, span=0.5)
             for disk in source.disks:
                 entries.append(
@@ -232,7 +233,7 @@ def _download(
 
     writer = HashingWriter(directory / name, on_bytes=on_bytes)
     try:
-        virt.download(conn, path, writer.write, writer.hole)
+        volumes.download(conn, path, writer.write, writer.hole)
         # Where the disk was, kept in the database: a restore in place takes it from there.
         where = {"path": disk.path, "pool": disk.pool, "capacity": disk.capacity}
         return {**_entry(name, "disk", disk.target, fmt, writer.finish()), **where}

@@ -40,6 +40,7 @@ from app.services.guest_create import check_guest_name
 from app.services.hosts import get_host, require_connected
 from app.services.ports import HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
+from app.virt import domains, volumes
 from app.virt.connection import HostConnection
 
 
@@ -163,7 +164,7 @@ class _Restore:
                 raise
             for path in self.safety:
                 with suppress(VirtdeckError):
-                    virt.delete_volume(conn, path)
+                    volumes.delete_volume_at(conn, path)
         finally:
             conn.close()
         report(1.0, "done")
@@ -189,11 +190,11 @@ class _Restore:
         if self.job.request.mode == "in_place":
             uuid, name = self.job.guest_uuid, self.job.guest_name
             check_in_place(conn, self.job)
-            if virt.guest_state(conn, uuid) is not None:
-                before = virt.current_xml(conn, uuid)
-                self.undo.append(lambda: virt.define(conn, before))
+            if domains.state(conn, uuid) is not None:
+                before = domains.definition(conn, uuid)
+                self.undo.append(lambda: domains.define(conn, before))
             else:
-                self.undo.append(lambda: virt.undefine(conn, uuid))
+                self.undo.append(lambda: domains.undefine(conn, uuid, keep_nvram=True))
             tag = uuid_module.uuid4().hex[:8]
             for entry in self.disks:
                 disk = disks[entry["target"]]
@@ -207,14 +208,16 @@ class _Restore:
                 disk = disks[entry["target"]]
                 volume = f"{name}-{entry['target']}.{entry['format']}"
                 pool = self.job.request.pool or disk["pool"]
-                path = virt.create_volume(conn, pool, volume, entry["format"], disk["capacity"])
-                self.undo.append(lambda p=path: virt.delete_volume(conn, p))
+                path = volumes.create_volume(
+                    conn, pool, volume, capacity=disk["capacity"], fmt=entry["format"]
+                ).path
+                self.undo.append(lambda p=path: volumes.delete_volume_at(conn, p))
                 paths[entry["target"]] = path
                 self._upload(conn, path, entry, meter, throttle)
             xml = virt.as_new_guest(xml, name=name, uuid=uuid, disks=self._formats(paths))
-            self.undo.append(lambda: virt.undefine(conn, uuid))
+            self.undo.append(lambda: domains.undefine(conn, uuid, keep_nvram=True))
         meter.add(0, "defining the guest")
-        virt.define(conn, xml)
+        domains.define(conn, xml)
         return {"guest_uuid": uuid, "name": name, "host_id": self.job.host_id, "disks": paths}
 
     def _formats(self, paths: dict[str, str]) -> dict[str, tuple[str, str]]:
@@ -228,20 +231,20 @@ class _Restore:
         restore has succeeded (the undo puts it back)."""
         path = disk["path"]
         volume = posixpath.basename(path)
-        if virt.volume_exists(conn, path):
-            safety = virt.clone_volume(conn, path, f".virtdeck-pre-restore-{tag}-{volume}")
+        if volumes.find_volume(conn, path):
+            safety = volumes.clone_volume(conn, path, f".virtdeck-pre-restore-{tag}-{volume}")
             self.safety.append(safety)
-            self.undo.append(lambda: virt.delete_volume(conn, safety))
-            virt.delete_volume(conn, path)
-            self.undo.append(lambda: virt.clone_volume(conn, safety, volume))
-        pool = virt.pool_of(conn, path)
+            self.undo.append(lambda: volumes.delete_volume_at(conn, safety))
+            volumes.delete_volume_at(conn, path)
+            self.undo.append(lambda: volumes.clone_volume(conn, safety, volume))
+        pool = volumes.pool_by_directory(conn, path)
         if pool is None:
             raise Conflict(
                 f"no active pool on {self.job.host_name} holds {posixpath.dirname(path)}; "
                 f"define one to restore {entry['target']} in place"
             )
-        virt.create_volume(conn, pool, volume, entry["format"], disk["capacity"])
-        self.undo.append(lambda: virt.delete_volume(conn, path))
+        volumes.create_volume(conn, pool, volume, capacity=disk["capacity"], fmt=entry["format"])
+        self.undo.append(lambda: volumes.delete_volume_at(conn, path))
 
     def _upload(
         self,
@@ -252,7 +255,7 @@ class _Restore:
         throttle: Throttle,
     ) -> None:
         what = f"restoring {entry['target']}"
-        virt.upload(
+        volumes.upload(
             conn,
             path,
             checked_segments(

@@ -7,7 +7,7 @@ from typing import Any
 
 from app.errors import Conflict, Invalid
 from app.models import Backup, Host
-from app.virt import backups as virt
+from app.virt import domains, volumes
 from app.virt.connection import HostConnection
 
 RESTORE_MODES = ("in_place", "new")
@@ -75,22 +75,22 @@ def check_record(job: RestoreJob) -> None:
 
 def check_in_place(conn: HostConnection, job: RestoreJob) -> None:
     """The guest must be shut off or gone, and its name free for its UUID."""
-    state = virt.guest_state(conn, job.guest_uuid)
+    state = domains.state(conn, job.guest_uuid)
     if state is not None and state != "shutoff":
         raise Conflict(
             f"{job.guest_name} is {state}; shut it off to restore it in place",
             extra={"state": state},
         )
-    if virt.name_taken(conn, job.guest_name, job.guest_uuid):
+    if domains.name_taken(conn, job.guest_name, other_than=job.guest_uuid):
         raise Conflict(f"another guest on {job.host_name} is named {job.guest_name}", field="name")
 
 
 def check_new(conn: HostConnection, job: RestoreJob) -> None:
     """The new name is free on the host and the pool, if one was named, is there."""
     request = job.request
-    if virt.name_taken(conn, request.name or ""):
+    if domains.name_taken(conn, request.name or ""):
         raise Conflict(
             f"name: {job.host_name} already has a guest named {request.name}", field="name"
         )
-    if request.pool is not None and not virt.pool_active(conn, request.pool):
+    if request.pool is not None and not volumes.pool_active(conn, request.pool):
         raise Invalid(f"pool: {job.host_name} has no active pool {request.pool}", field="pool")

@@ -1,0 +1,74 @@
+"""Domains of a host by name or UUID: whether a name is taken, define, undefine with their
+metadata, and the definition a backup saves. (Lookup by UUID is HostConnection.domain.)"""
+
+import re
+
+import libvirt
+
+from app.errors import NotFound
+from app.virt.connection import HostConnection, libvirt_errors, translate
+
+# The guest's definition with its secrets, as a restore defines it again.
+DEFINITION_FLAGS = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE
+# What libvirt keeps of a guest apart from its disks and firmware variables.
+METADATA_FLAGS = (
+    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+    | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+)
+# libvirt's virCheckFlags message, e.g. the test driver's refusal of NVRAM and TPM.
+UNSUPPORTED_FLAGS = re.compile(r"unsupported flags \(0x([0-9a-fA-F]+)\)")
+
+
+def name_taken(conn: HostConnection, name: str, *, other_than: str | None = None) -> bool:
+    """Whether a domain of this name (other than the one with UUID other_than) is on the host."""
+    try:
+        dom = conn.lv.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return False
+        raise translate(exc) from exc
+    with libvirt_errors():
+        return dom.UUIDString() != other_than
+
+
+def state(conn: HostConnection, uuid: str) -> str | None:
+    """The guest's state, or None if the host has no such guest."""
+    try:
+        return conn.guest(uuid).state
+    except NotFound:
+        return None
+
+
+def definition(conn: HostConnection, uuid: str) -> str:
+    """The guest's inactive XML with its secrets: what defines it again as it is now."""
+    with libvirt_errors():
+        return conn.domain(uuid).XMLDesc(DEFINITION_FLAGS)
+
+
+def define(conn: HostConnection, xml: str) -> str:
+    """Define (or redefine) a persistent guest from XML; returns its UUID."""
+    with libvirt_errors():
+        return conn.lv.defineXML(xml).UUIDString()
+
+
+def undefine(conn: HostConnection, uuid: str, *, keep_nvram: bool = False) -> None:
+    """Undefine a guest with its managed save, snapshot and checkpoint metadata, and its NVRAM
+    and TPM state unless keep_nvram; never its disks. Flags the driver lacks (the test driver
+    has no NVRAM or TPM) are dropped."""
+    dom = conn.domain(uuid)
+    flags = METADATA_FLAGS | (
+        libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+        if keep_nvram
+        else libvirt.VIR_DOMAIN_UNDEFINE_NVRAM | libvirt.VIR_DOMAIN_UNDEFINE_TPM
+    )
+    while True:
+        try:
+            dom.undefineFlags(flags)
+            return
+        except libvirt.libvirtError as exc:
+            match = UNSUPPORTED_FLAGS.search(exc.get_error_message() or "")
+            unsupported = int(match.group(1), 16) & flags if match else 0
+            if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG or not unsupported:
+                raise translate(exc) from exc
+            flags &= ~unsupported
