@@ -6,7 +6,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from tests.conftest import add_host
-from tests.virt.test_teardown import LONE, OWNER, POOL, storage_node
+from tests.nodes import LONE, OWNER, POOL, storage_node
 
 HTMX = {"HX-Request": "true"}
 WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running, on alpha
