@@ -16,11 +16,11 @@ from app.virt import cpu as cpus
 from app.virt.build import host_platform
 from app.virt.connection import CPU_PROBE_PREFIX, HostConnection
 from tests.conftest import add_host, post_guest
+from tests.htmx import HTMX, htmx_to
 from tests.libvirtd import SYSTEM_URI, virsh
 from tests.storage import remove_guest, throwaway_pool, unique_name, virsh_lines
 
 pytestmark = pytest.mark.libvirtd
-HTMX = {"HX-Request": "true"}
 # Small guests: these tests start them on the real host.
 create = partial(post_guest, memory_mib=64)
 
@@ -143,9 +143,7 @@ def test_a_guest_that_cannot_start_says_why_in_plain_words_in_the_api_and_on_the
         virsh("vol-delete", f"{name}.qcow2", "--pool", pool)
 
         answer = client.post(f"/api/v1/guests/{uuid}/actions/start")
-        toast = client.post(
-            f"/guests/{uuid}/actions/start", headers={**HTMX, "HX-Target": "guest-status"}
-        )
+        toast = client.post(f"/guests/{uuid}/actions/start", headers=htmx_to("guest-status"))
         remove_guest(name)
 
     assert answer.status_code == 409, answer.text

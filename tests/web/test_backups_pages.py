@@ -21,11 +21,11 @@ from app.db import transaction
 from app.models import Backup, Guest, Job
 from app.models.base import utcnow
 from tests.conftest import add_host, node_uri
+from tests.htmx import HTMX, htmx_to, toast
 
 WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running, on alpha
 DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off, on alpha
 BUILD_1 = "b2000000-0000-4000-8000-000000000001"  # on beta
-HTMX = {"HX-Request": "true"}
 GIB = 1 << 30
 
 
@@ -82,7 +82,7 @@ def add_job(sessions: sessionmaker[Session], **fields) -> int:
 
 def panel(client: TestClient, uuid: str = WEB_1):
     """The guest page's Backups panel, as the page loads it."""
-    return client.get(f"/guests/{uuid}/backups", headers={**HTMX, "HX-Target": "guest-backups"})
+    return client.get(f"/guests/{uuid}/backups", headers=htmx_to("guest-backups"))
 
 
 def shown_rows(page: str) -> list[int]:
@@ -95,11 +95,6 @@ def row_actions(page: str, backup_id: int) -> list[str]:
     row = re.search(rf'<tr data-backup="{backup_id}".*?</tr>', page, re.S)
     assert row, f"backup {backup_id} is not listed"
     return re.findall(r'data-action="([\w-]+)"', row.group(0))
-
-
-def toast(response) -> str:
-    """The toast a response asks app.js to show."""
-    return json.loads(response.headers["HX-Trigger"])["toast"]["message"]
 
 
 def test_the_guest_page_loads_a_panel_listing_its_backups_newest_first(
@@ -186,13 +181,13 @@ def test_a_running_backup_shows_a_bar_that_polls_until_the_job_ends_then_the_pan
     running = panel(operator).text
     with transaction(sessions) as session:
         session.get(Job, job).progress = 0.9
-    later = operator.get(poll, headers={**HTMX, "HX-Target": f"job-{job}"})
+    later = operator.get(poll, headers=htmx_to(f"job-{job}"))
     with transaction(sessions) as session:
         session.get(Job, job).status, session.get(Job, job).progress = "succeeded", 1.0
         session.get(Job, job).message = "done"
         row = session.get(Backup, backup)
         row.status, row.finished_at, row.size_bytes = "succeeded", utcnow(), GIB
-    ended = operator.get(poll, headers={**HTMX, "HX-Target": f"job-{job}"})
+    ended = operator.get(poll, headers=htmx_to(f"job-{job}"))
 
     assert 'data-progress="42"' in running and "42 %" in running and message in running
     assert f'hx-get="{poll}"' in running
@@ -245,14 +240,12 @@ def test_verify_says_whether_the_files_are_intact_and_marks_a_changed_one_corrup
     directory = Path(operator.app.state.settings.backup_dir) / relative
     directory.mkdir(parents=True)
     (directory / "domain.xml").write_bytes(content)
-    from_panel = {**HTMX, "HX-Target": "guest-backups"}
+    from_panel = htmx_to("guest-backups")
 
     refused = viewer.post(f"/backups/{backup}/verify", headers=from_panel)
     intact = operator.post(f"/backups/{backup}/verify", headers=from_panel)
     (directory / "domain.xml").write_bytes(content.upper())
-    changed = operator.post(
-        f"/backups/{backup}/verify", headers={**HTMX, "HX-Target": "backup-details"}
-    )
+    changed = operator.post(f"/backups/{backup}/verify", headers=htmx_to("backup-details"))
 
     assert refused.status_code == 403
     assert intact.status_code == 200 and 'id="guest-backups"' in intact.text
@@ -277,13 +270,11 @@ def test_delete_is_for_admins_and_removes_the_files(
     directory.mkdir(parents=True)
     (directory / "domain.xml").write_text("<domain/>")
     operator = make_client(role="operator")
-    from_panel = {**HTMX, "HX-Target": "guest-backups"}
+    from_panel = htmx_to("guest-backups")
 
     refused = operator.post(f"/backups/{gone}/delete", headers=from_panel)
     deleted = admin.post(f"/backups/{gone}/delete", headers=from_panel)
-    from_page = admin.post(
-        f"/backups/{other}/delete", headers={**HTMX, "HX-Target": "backup-details"}
-    )
+    from_page = admin.post(f"/backups/{other}/delete", headers=htmx_to("backup-details"))
     busy = admin.post(f"/backups/{running}/delete", headers=from_panel)
 
     assert refused.status_code == 403
@@ -310,9 +301,7 @@ def test_the_backups_page_filters_by_host_guest_and_status_a_page_at_a_time(
     first = admin.get("/backups")
     second = admin.get("/backups", params={"page": 2})
     by_host = admin.get("/backups", params={"host": beta["id"]})
-    by_status = admin.get(
-        "/backups", params={"status": "failed"}, headers={**HTMX, "HX-Target": "backup-table"}
-    )
+    by_status = admin.get("/backups", params={"status": "failed"}, headers=htmx_to("backup-table"))
     by_guest = admin.get("/backups", params={"guest": DB_1.upper()})
     by_name = admin.get("/backups", params={"guest": "ld-"})
 
@@ -414,13 +403,13 @@ def test_a_restore_shows_its_progress_then_how_it_ended(
     started = operator.post(
         f"/backups/{backup}/restore",
         data={"mode": "new", "name": "web-1-copy", "host_id": str(host["id"])},
-        headers={**HTMX, "HX-Target": "backup-restore"},
+        headers=htmx_to("backup-restore"),
     )
     job = int(re.search(r'data-job="(\d+)"', started.text).group(1))
     poll = f"/backups/{backup}/jobs/{job}"
     deadline = time.monotonic() + 10
     while True:
-        answer = operator.get(poll, headers={**HTMX, "HX-Target": f"job-{job}"})
+        answer = operator.get(poll, headers=htmx_to(f"job-{job}"))
         if "HX-Retarget" in answer.headers or time.monotonic() > deadline:
             break
         assert answer.text.lstrip().startswith(f'<div id="job-{job}"')

@@ -7,8 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import add_host, node_uri
-
-HTMX = {"HX-Request": "true"}
+from tests.htmx import HTMX
 
 
 @pytest.fixture
