@@ -22,6 +22,7 @@ from app.models import Backup, Guest, Job
 from app.models.base import utcnow
 from tests.conftest import add_host, node_uri
 from tests.htmx import HTMX, htmx_to, toast
+from tests.markup import parse
 
 WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running, on alpha
 DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off, on alpha
@@ -87,14 +88,13 @@ def panel(client: TestClient, uuid: str = WEB_1):
 
 def shown_rows(page: str) -> list[int]:
     """The backups a table lists, top to bottom."""
-    return [int(i) for i in re.findall(r'<tr data-backup="(\d+)"', page)]
+    return [int(row.get("data-backup")) for row in parse(page).find_all("tr", data_backup=True)]
 
 
 def row_actions(page: str, backup_id: int) -> list[str]:
     """The buttons and links of one backup's row."""
-    row = re.search(rf'<tr data-backup="{backup_id}".*?</tr>', page, re.S)
-    assert row, f"backup {backup_id} is not listed"
-    return re.findall(r'data-action="([\w-]+)"', row.group(0))
+    row = parse(page).find("tr", data_backup=str(backup_id))
+    return [action.get("data-action") for action in row.find_all(data_action=True)]
 
 
 def test_the_guest_page_loads_a_panel_listing_its_backups_newest_first(
@@ -115,8 +115,7 @@ def test_the_guest_page_loads_a_panel_listing_its_backups_newest_first(
     assert f'hx-get="/guests/{WEB_1}/backups" hx-trigger="load"' in page
     assert answer.status_code == 200 and "<html" not in answer.text
     assert shown_rows(answer.text) == [newest, failed, old]
-    cells = [re.sub(r"<[^>]+>|\s+", " ", c).strip()
-             for c in re.findall(r"<td.*?</td>", answer.text, re.S)]  # fmt: skip
+    cells = [cell.text for cell in parse(answer.text).find_all("td")]
     assert cells[1:7] == ["succeeded", "ops", "shutoff", "1 h 6 min", "512 MiB", "—"]
     assert "writing disk-vda.qcow2: No space left on device" in cells
     assert "3.0 s" in cells and "1.5 GiB" in cells and "1 min 15 s" in cells
@@ -250,7 +249,8 @@ def test_verify_says_whether_the_files_are_intact_and_marks_a_changed_one_corrup
     assert refused.status_code == 403
     assert intact.status_code == 200 and 'id="guest-backups"' in intact.text
     assert toast(intact) == f"backup {backup} of web-1 is intact"
-    assert re.search(rf'<tr data-backup="{backup}".*?<td>\d{{4}}-\d\d-\d\d ', intact.text, re.S)
+    row = parse(intact.text).find("tr", data_backup=str(backup))
+    assert any(re.match(r"\d{4}-\d\d-\d\d ", cell.text) for cell in row.find_all("td"))  # verified
     assert changed.text.lstrip().startswith('<section class="panel" id="backup-details"')
     assert toast(changed) == f"backup {backup} of web-1 is corrupt: checksum mismatch: domain.xml"
     assert 'data-error="backup">checksum mismatch: domain.xml<' in changed.text
@@ -307,7 +307,7 @@ def test_the_backups_page_filters_by_host_guest_and_status_a_page_at_a_time(
 
     assert '<a href="/backups">Backups</a>' in first.text
     assert len(shown_rows(first.text)) == 100 and shown_rows(first.text)[0] == on_beta
-    assert "105 backups · page 1 of 2" in re.sub(r"\s+", " ", first.text)
+    assert "105 backups · page 1 of 2" in parse(first.text).text
     assert 'href="?host=&amp;guest=&amp;status=&amp;page=2">older</a>' in first.text
     assert len(shown_rows(second.text)) == 5 and shown_rows(second.text)[-1] == failed
     assert shown_rows(by_host.text) == [on_beta]
@@ -334,13 +334,15 @@ def test_the_backup_page_shows_details_and_files_and_restore_forms_by_role(
              for role in ("viewer", "operator", "admin")}  # fmt: skip
     failed = make_client(role="admin").get(f"/backups/{bad}").text
 
-    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", pages["viewer"]))
-    assert "Backup of web-1" in text and "Host alpha" in text and "Duration 1 min 15 s" in text
-    assert "Size 1.5 GiB" in text
-    file_rows = re.findall(r'<tr data-file="([^"]+)">(.*?)</tr>', pages["viewer"], re.S)
-    assert [name for name, _ in file_rows] == ["domain.xml", "disk-vda.qcow2"]
-    assert "2.1 KiB" in file_rows[0][1] and "ab" * 32 in file_rows[0][1]
-    assert all(w in file_rows[1][1] for w in ("disk", "vda", "qcow2", "1.5 GiB", "cd" * 32))
+    viewed = parse(pages["viewer"])
+    assert viewed.find("h1").text == "Backup of web-1"
+    facts = {term: viewed.definition(term).text for term in ("Host", "Duration", "Size")}
+    assert facts == {"Host": "alpha", "Duration": "1 min 15 s", "Size": "1.5 GiB"}
+    file_rows = viewed.find_all("tr", data_file=True)
+    assert [row.get("data-file") for row in file_rows] == ["domain.xml", "disk-vda.qcow2"]
+    cells = [[cell.text for cell in row.find_all("td")] for row in file_rows]
+    assert "2.1 KiB" in cells[0] and "ab" * 32 in cells[0]
+    assert all(w in cells[1] for w in ("disk", "vda", "qcow2", "1.5 GiB", "cd" * 32))
     assert "Operators and admins can restore" in pages["viewer"]
     assert 'id="restore-new-form"' not in pages["viewer"] and "Verify" not in pages["viewer"]
     assert 'id="restore-new-form"' in pages["operator"]
@@ -374,7 +376,8 @@ def test_a_restore_form_refused_shows_the_reason_next_to_its_field(
     running = admin.post(url, data={"mode": "in_place"}, headers=HTMX)
 
     assert bad_name.status_code == 422
-    assert re.search(r'data-field="name">1-64 letters.*?not starting with', bad_name.text)
+    reason = parse(bad_name.text).find(class_="field-error", data_field="name").text
+    assert reason.startswith("1-64 letters") and "not starting with" in reason
     assert 'value="-rf"' in bad_name.text and 'aria-invalid="true"' in bad_name.text
     assert taken.status_code == 409
     assert 'data-field="name">alpha already has a guest named web-2<' in taken.text
@@ -405,7 +408,7 @@ def test_a_restore_shows_its_progress_then_how_it_ended(
         data={"mode": "new", "name": "web-1-copy", "host_id": str(host["id"])},
         headers=htmx_to("backup-restore"),
     )
-    job = int(re.search(r'data-job="(\d+)"', started.text).group(1))
+    job = int(parse(started.text).find(data_job=True).get("data-job"))
     poll = f"/backups/{backup}/jobs/{job}"
     deadline = time.monotonic() + 10
     while True:
