@@ -1,5 +1,6 @@
-"""A test-driver host built in code for deleting guests: a dir pool whose volumes back, share
-and clone one another, and three guests that use them in every way a disk can."""
+"""Test-driver hosts built in code: the pieces of a node file, and the host for deleting guests
+(a dir pool whose volumes back, share and clone one another, three guests using them every way a
+disk can)."""
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -40,11 +41,24 @@ def _disk(devices: ET.Element, dev: str, *, device: str = "disk", **source: str)
     ET.SubElement(disk, "target", dev=dev)
 
 
-def _domain(node: ET.Element, name: str, uuid: str, *, running: bool) -> ET.Element:
+def new_node(memory_kib: int) -> ET.Element:
+    """A test-driver node of 2 cores and this much memory, as yet without guests."""
+    node = ET.Element("node")
+    cpu = ET.SubElement(node, "cpu")
+    for key, value in CPU.items():
+        ET.SubElement(cpu, key).text = value
+    ET.SubElement(node, "memory").text = str(memory_kib)
+    return node
+
+
+def add_domain(
+    node: ET.Element, name: str, uuid: str, *, running: bool, memory_mib: int = 64
+) -> ET.Element:
+    """A guest of one vCPU on the node; its <devices>, to add disks and NICs to."""
     domain = ET.SubElement(node, "domain", type="test")
     ET.SubElement(domain, "name").text = name
     ET.SubElement(domain, "uuid").text = uuid
-    ET.SubElement(domain, "memory", unit="MiB").text = "64"
+    ET.SubElement(domain, "memory", unit="MiB").text = str(memory_mib)
     ET.SubElement(domain, "vcpu").text = "1"
     ET.SubElement(ET.SubElement(domain, "os"), "type").text = "hvm"
     if not running:
@@ -54,26 +68,22 @@ def _domain(node: ET.Element, name: str, uuid: str, *, running: bool) -> ET.Elem
 
 def storage_node(tmp_path: Path) -> str:
     """A test-driver host with a dir pool and three guests; its URI."""
-    node = ET.Element("node")
-    cpu = ET.SubElement(node, "cpu")
-    for key, value in CPU.items():
-        ET.SubElement(cpu, key).text = value
-    ET.SubElement(node, "memory").text = "8388608"
+    node = new_node(8 * 1024 * 1024)
     pool = ET.SubElement(node, "pool", type="dir")
     ET.SubElement(pool, "name").text = "vdtest-images"
     ET.SubElement(pool, "uuid").text = "b1000000-0000-4000-8000-000000000001"
     ET.SubElement(ET.SubElement(pool, "target"), "path").text = POOL
     for name, backing in VOLUMES.items():
         _volume(pool, name, backing)
-    owner = _domain(node, "owner", OWNER, running=True)
+    owner = add_domain(node, "owner", OWNER, running=True)
     _disk(owner, "vda", file=f"{POOL}/own.qcow2")
     _disk(owner, "vdb", pool="vdtest-images", volume="shared.qcow2")
     _disk(owner, "vdc", file=f"{POOL}/golden.qcow2")
     _disk(owner, "vdd", file="/srv/elsewhere/loose.img")
     _disk(owner, "hdc", device="cdrom", file="/srv/iso/install.iso")
     _disk(owner, "hdd", device="cdrom")
-    _disk(_domain(node, "sharer", SHARER, running=False), "vda", file=f"{POOL}/shared.qcow2")
-    _disk(_domain(node, "lone", LONE, running=False), "vda", file=f"{POOL}/lone.qcow2")
+    _disk(add_domain(node, "sharer", SHARER, running=False), "vda", file=f"{POOL}/shared.qcow2")
+    _disk(add_domain(node, "lone", LONE, running=False), "vda", file=f"{POOL}/lone.qcow2")
     path = tmp_path / "node-storage.xml"
     ET.ElementTree(node).write(path, encoding="unicode")
     return f"test://{path}"
