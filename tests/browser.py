@@ -4,9 +4,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import ARTIFACTS
+from tests.conftest import ARTIFACTS, node_uri
 from tests.serve import ADMIN_PASSWORD, Server, running_server
 
 # Playwright's own browser download does not work here; Debian's chromium does.
@@ -46,6 +47,18 @@ def server_with_host(workdir: Path, name: str, uri: str) -> Iterator[Server]:
     with running_server(workdir, env) as running:
         running.add_host(name, uri)
         yield running
+
+
+def host_server(name: str, node: str, *, scope: str = "module"):
+    """A `server` fixture: `virtdeck serve` with the admin and the host `name` of the node file
+    `node` (tests/data), synced. Scope "function" gives each test a server of its own."""
+
+    @pytest.fixture(scope=scope, name="server")
+    def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        with server_with_host(tmp_path_factory.mktemp("serve"), name, node_uri(node)) as running:
+            yield running
+
+    return server
 
 
 # Counts the page's event stream (re)connections and the live messages it received.

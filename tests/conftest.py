@@ -185,6 +185,14 @@ def add_host(client: TestClient, name: str, uri: str) -> dict:
     return client.get(f"/api/v1/hosts/{host['id']}").json()
 
 
+def post_guest(
+    client: httpx.Client, host: dict, name: str, *, memory_mib: int = 128, **fields
+) -> httpx.Response:
+    """Ask the API for a new guest of one vCPU on the host; the answer, whatever it is."""
+    body = {"host_id": host["id"], "name": name, "vcpus": 1, "memory_mib": memory_mib, **fields}
+    return client.post("/api/v1/guests", json=body)
+
+
 @pytest.fixture
 def two_hosts(client: TestClient) -> tuple[dict, dict]:
     """Hosts alpha (8 CPUs, 3 guests) and beta (4 CPUs, 4 guests), synced."""

@@ -18,6 +18,7 @@ from app.models import ApiToken, User
 from app.services.setup import ALREADY_DONE, create_first_admin
 from app.services.users import authenticate
 from tests.conftest import PASSWORD, form_token, login, make_user, node_uri, post_login
+from tests.htmx import htmx_to
 
 
 def cookie_client(make_client, database_url: str, role: str = "admin", **settings):
@@ -114,7 +115,7 @@ def test_idle_sessions_expire_and_background_polling_does_not_keep_them(
     make_client, database_url: str
 ) -> None:
     client, _ = cookie_client(make_client, database_url, session_idle_minutes=3 / 60)
-    background = {"HX-Request": "true", "HX-Target": "host-cards", BACKGROUND_HEADER: "1"}
+    background = {**htmx_to("host-cards"), BACKGROUND_HEADER: "1"}
 
     time.sleep(1.5)
     polled = client.get("/", headers=background)

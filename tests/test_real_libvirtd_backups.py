@@ -13,6 +13,14 @@ from fastapi.testclient import TestClient
 
 from app.db import transaction
 from app.models import Backup, Host
+from tests.backups import (
+    BACKUP_TIMEOUT,
+    back_up,
+    backup_files_left,
+    restore,
+    start_backup,
+    wait_until_copying,
+)
 from tests.conftest import add_host
 from tests.libvirtd import (
     IMAGES,
@@ -23,36 +31,10 @@ from tests.libvirtd import (
     throwaway_guest,
     virsh,
 )
+from tests.polling import finished_job
 from tests.storage import throwaway_pool
 
 pytestmark = pytest.mark.libvirtd
-
-
-def finished_job(client: TestClient, job_id: int, timeout: float = 120) -> dict:
-    """Poll the job until it ends; its last state."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s: {job}")
-
-
-def back_up(client: TestClient, uuid: str) -> dict:
-    """Take a backup through the API and wait for it; the backup record afterwards."""
-    started = client.post(f"/api/v1/guests/{uuid}/backups")
-    assert started.status_code == 202, started.text
-    job = finished_job(client, started.json()["job"]["id"])
-    assert job["status"] == "succeeded", job
-    return client.get(f"/api/v1/backups/{started.json()['backup']['id']}").json()
-
-
-def restore(client: TestClient, backup_id: int, **body) -> dict:
-    """Restore through the API and wait; the job afterwards."""
-    started = client.post(f"/api/v1/backups/{backup_id}/restore", json=body)
-    assert started.status_code == 202, started.text
-    return finished_job(client, started.json()["job"]["id"])
 
 
 def devices(uuid: str) -> list[tuple[str, str | None, str | None]]:
@@ -141,30 +123,6 @@ def test_backups_of_a_shut_off_and_a_running_guest_restore_the_same_bytes(
             virsh("undefine", copy, check=False)
 
 
-def backup_files_left(root: Path) -> list[Path]:
-    """Every file under the backup directory."""
-    return [p for p in root.rglob("*") if p.is_file()]
-
-
-def start(client: TestClient, uuid: str) -> dict:
-    """Start a backup; the API's answer."""
-    started = client.post(f"/api/v1/guests/{uuid}/backups")
-    assert started.status_code == 202, started.text
-    return started.json()
-
-
-def wait_until_copying(client: TestClient, job_id: int) -> None:
-    """Wait until the job has copied something."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/v1/jobs/{job_id}").json()
-        if job["status"] == "running" and job["progress"] > 0:
-            return
-        assert job["status"] in ("queued", "running"), job
-        time.sleep(0.05)
-    raise AssertionError("the backup never got going")
-
-
 def test_disk_full_fails_the_backup_and_leaves_no_partial_files(
     make_client, tmp_path: Path
 ) -> None:
@@ -177,8 +135,8 @@ def test_disk_full_fails_the_backup_and_leaves_no_partial_files(
             assert qemu_io(guest.disk, "write -P 0x11 0 8M").returncode == 0
             add_host(client, "local", SYSTEM_URI)
 
-            started = start(client, guest.uuid)
-            job = finished_job(client, started["job"]["id"])
+            started = start_backup(client, guest.uuid)
+            job = finished_job(client, started["job"]["id"], timeout=BACKUP_TIMEOUT)
             backup = client.get(f"/api/v1/backups/{started['backup']['id']}").json()
 
             assert job["status"] == "failed" and "No space left on device" in job["error"], job
@@ -198,11 +156,11 @@ def test_libvirtd_killed_during_a_backup_fails_it_with_the_reason(
         assert qemu_io(guest.disk, "write -P 0x22 0 12M").returncode == 0
         add_host(client, "local", SYSTEM_URI)
 
-        started = start(client, guest.uuid)
+        started = start_backup(client, guest.uuid)
         wait_until_copying(client, started["job"]["id"])
         killed = subprocess.run(["pkill", "-KILL", "-x", "libvirtd"]).returncode
         try:
-            job = finished_job(client, started["job"]["id"])
+            job = finished_job(client, started["job"]["id"], timeout=BACKUP_TIMEOUT)
         finally:
             restart_libvirtd()
         backup = client.get(f"/api/v1/backups/{started['backup']['id']}").json()
@@ -427,7 +385,7 @@ def test_a_backup_job_never_opens_a_stored_uri_that_fails_the_checks(
                 Host, host["id"]
             ).uri = "qemu:///system?no_verify=1;socket=/var/run/libvirt/libvirt-sock"
 
-        started = start(client, guest.uuid)
+        started = start_backup(client, guest.uuid)
         job = finished_job(client, started["job"]["id"])
         backup = client.get(f"/api/v1/backups/{started['backup']['id']}").json()
 

@@ -6,6 +6,7 @@ import json
 import re
 import time
 import xml.etree.ElementTree as ET
+from functools import partial
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,12 +15,14 @@ from markupsafe import escape
 from app.virt import cpu as cpus
 from app.virt.build import host_platform
 from app.virt.connection import CPU_PROBE_PREFIX, HostConnection
-from tests.conftest import add_host
+from tests.conftest import add_host, post_guest
+from tests.htmx import HTMX, htmx_to
 from tests.libvirtd import SYSTEM_URI, virsh
 from tests.storage import remove_guest, throwaway_pool, unique_name, virsh_lines
 
 pytestmark = pytest.mark.libvirtd
-HTMX = {"HX-Request": "true"}
+# Small guests: these tests start them on the real host.
+create = partial(post_guest, memory_mib=64)
 
 
 def probed(client: TestClient, host: dict, timeout: float = 60) -> dict:
@@ -31,11 +34,6 @@ def probed(client: TestClient, host: dict, timeout: float = 60) -> dict:
             return found
         time.sleep(0.2)
     raise AssertionError("the host's CPU was not probed in time")
-
-
-def create(client: TestClient, host: dict, name: str, **fields):
-    body = {"host_id": host["id"], "name": name, "vcpus": 1, "memory_mib": 64, **fields}
-    return client.post("/api/v1/guests", json=body)
 
 
 def cpu_of(name: str) -> ET.Element | None:
@@ -145,9 +143,7 @@ def test_a_guest_that_cannot_start_says_why_in_plain_words_in_the_api_and_on_the
         virsh("vol-delete", f"{name}.qcow2", "--pool", pool)
 
         answer = client.post(f"/api/v1/guests/{uuid}/actions/start")
-        toast = client.post(
-            f"/guests/{uuid}/actions/start", headers={**HTMX, "HX-Target": "guest-status"}
-        )
+        toast = client.post(f"/guests/{uuid}/actions/start", headers=htmx_to("guest-status"))
         remove_guest(name)
 
     assert answer.status_code == 409, answer.text

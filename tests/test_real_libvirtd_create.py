@@ -13,8 +13,9 @@ from app.errors import VirtdeckError
 from app.services.guest_create import CreatePlan, NewDisk, build_guest
 from app.virt.build import GuestPlan, host_platform
 from app.virt.connection import HostConnection
-from tests.api.test_guest_create import wait_for_job
+from tests.conftest import post_guest
 from tests.libvirtd import IMAGES, SYSTEM_URI, virsh
+from tests.polling import finished_job
 from tests.storage import (
     pool_volumes,
     throwaway_pool,
@@ -38,21 +39,16 @@ def dominfo(name: str) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in lines}
 
 
-def create(client: TestClient, host: dict, name: str, **fields):
-    body = {"host_id": host["id"], "name": name, "vcpus": 1, "memory_mib": 128, **fields}
-    return client.post("/api/v1/guests", json=body)
-
-
 def test_a_guest_with_a_new_volume_is_made_by_a_job_and_runs(
     client: TestClient, local: dict, pool: str, made: list[str]
 ) -> None:
     name = unique_name()
     made.append(name)
 
-    response = create(client, local, name, disk={"pool": pool, "size_gib": 1}, start=True)
+    response = post_guest(client, local, name, disk={"pool": pool, "size_gib": 1}, start=True)
 
     assert response.status_code == 202, response.text
-    job = wait_for_job(client, response.json()["id"], timeout=60)
+    job = finished_job(client, response.json()["id"], timeout=60)
     assert job["status"] == "succeeded", job
     info = dominfo(name)
     assert (info["CPU(s)"], info["Max memory"], info["State"]) == ("1", "131072 KiB", "running")
@@ -97,7 +93,7 @@ def test_bad_input_is_refused_and_leaves_the_host_as_it_was(
         body = {"name": unique_name(), "disk": {"pool": pool, "size_gib": 1}, "start": True}
         body.update(fields)
         sent.add(body["name"])
-        response = create(client, local, **body)
+        response = post_guest(client, local, **body)
         answers.append((response.status_code, response.json().get("field")))
         assert response.json()["detail"].startswith(f"{field}: "), response.text
 
@@ -114,7 +110,7 @@ def test_a_uefi_guest_starts_where_the_host_offers_uefi(
     name = unique_name()
     made.append(name)
 
-    response = create(client, local, name, firmware="uefi", start=True)
+    response = post_guest(client, local, name, firmware="uefi", start=True)
 
     if response.status_code == 422 and response.json()["field"] == "firmware":
         pytest.skip("this host offers no UEFI firmware")
@@ -132,11 +128,11 @@ def test_a_guest_that_cannot_start_is_undefined_and_a_disk_it_did_not_make_is_ke
 ) -> None:
     first, second = unique_name(), unique_name()
     made.extend([first, second])
-    job = create(client, local, first, disk={"pool": pool, "size_gib": 1}, start=True).json()
-    assert wait_for_job(client, job["id"], timeout=60)["status"] == "succeeded"
+    job = post_guest(client, local, first, disk={"pool": pool, "size_gib": 1}, start=True).json()
+    assert finished_job(client, job["id"], timeout=60)["status"] == "succeeded"
 
     # QEMU locks a running guest's image: a second guest on it cannot start.
-    response = create(
+    response = post_guest(
         client,
         local,
         second,
@@ -207,7 +203,7 @@ def test_a_raw_volume_carrying_a_qcow2_header_with_a_backing_file_is_refused(
     made.append(name)
     planted_header(pool, volume)
 
-    response = create(client, local, name, **{device: {"pool": pool, "volume": volume}})
+    response = post_guest(client, local, name, **{device: {"pool": pool, "volume": volume}})
 
     assert response.status_code == 422, response.text
     assert response.json()["field"] == f"{device}.volume"
@@ -226,7 +222,9 @@ def test_a_volume_asked_for_as_qcow2_is_refused_when_its_header_names_a_backing_
     made.append(name)
     planted_header(pool, volume)
 
-    response = create(client, local, name, disk={"pool": pool, "volume": volume, "format": "qcow2"})
+    response = post_guest(
+        client, local, name, disk={"pool": pool, "volume": volume, "format": "qcow2"}
+    )
 
     assert response.status_code == 422, response.text
     assert response.json()["field"] == "disk.volume"
@@ -245,8 +243,8 @@ def test_an_existing_volume_is_attached_in_the_format_the_request_names(
     )
     virsh("pool-refresh", pool)
 
-    as_raw = create(client, local, raw, disk={"pool": pool, "volume": f"{raw}.img"})
-    as_qcow2 = create(
+    as_raw = post_guest(client, local, raw, disk={"pool": pool, "volume": f"{raw}.img"})
+    as_qcow2 = post_guest(
         client, local, qcow2, disk={"pool": pool, "volume": f"{qcow2}.qcow2", "format": "qcow2"}
     )
 

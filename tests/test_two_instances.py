@@ -6,7 +6,7 @@ instance starting up leaves it alone."""
 import dataclasses
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from tests.conftest import node_uri
 from tests.databases import throwaway_postgresql
 from tests.events import event_stream, wait_for
 from tests.libvirtd import SYSTEM_URI, throwaway_guest, virsh
+from tests.polling import finished_job, until
 from tests.serve import Server, running_server
 
 NODES = ("node-alpha.xml", "node-beta.xml", "node-storage.xml")
@@ -75,15 +76,6 @@ def lease_owners(url: str) -> dict[int, str | None]:
         engine.dispose()
 
 
-def until(condition: Callable[[], bool], timeout: float) -> float:
-    """Seconds until condition() holds; fails after timeout seconds."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, f"not so within {timeout:g} s"
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
 def test_each_host_is_synced_by_one_instance_and_the_other_takes_all_when_it_stops(
     tmp_path: Path,
 ) -> None:
@@ -96,8 +88,8 @@ def test_each_host_is_synced_by_one_instance_and_the_other_takes_all_when_it_sto
                 a.add_host(name, uri)
             # Settled once the leases both instances report cover every host and each host's
             # syncs are reported by one of them.
-            until(lambda: lease_gauge(a)[1] + lease_gauge(b)[1] == len(names), 10)
-            until(lambda: synced_by(a) | synced_by(b) == set(names), 10)
+            until(lambda: lease_gauge(a)[1] + lease_gauge(b)[1] == len(names), timeout=10)
+            until(lambda: synced_by(a) | synced_by(b) == set(names), timeout=10)
             (a_id, a_held), (b_id, b_held) = lease_gauge(a), lease_gauge(b)
             owners = lease_owners(url)
             by_a, by_b = synced_by(a), synced_by(b)
@@ -110,9 +102,9 @@ def test_each_host_is_synced_by_one_instance_and_the_other_takes_all_when_it_sto
 
             stopping = time.monotonic()
             first.close()  # instance A stops (SIGTERM) and its process ends
-            until(lambda: lease_gauge(b)[1] == len(names), TAKEOVER_LIMIT)
+            until(lambda: lease_gauge(b)[1] == len(names), timeout=TAKEOVER_LIMIT)
             took_over = time.monotonic() - stopping
-            until(lambda: synced_by(b) == set(names), TAKEOVER_LIMIT)
+            until(lambda: synced_by(b) == set(names), timeout=TAKEOVER_LIMIT)
             syncing = time.monotonic() - stopping
             print(f"\nA held {a_held} of {len(names)} hosts, B {b_held}; after A stopped B held "
                   f"all in {took_over:.1f} s and synced all in {syncing:.1f} s")  # fmt: skip
@@ -182,10 +174,7 @@ def test_a_job_runs_where_it_was_started_and_a_starting_instance_leaves_live_job
             created = a.api("POST", "/guests", json=body)
             assert created.status_code == 202, created.text
             job_id = created.json()["id"]
-            deadline = time.monotonic() + 15
-            while a.api("GET", f"/jobs/{job_id}").json()["status"] in ("queued", "running"):
-                assert time.monotonic() < deadline, "the create job did not finish"
-                time.sleep(0.1)
+            finished_job(a, job_id)
 
             engine = make_engine(url)
             sessions = make_session_factory(engine)

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from tests.conftest import ARTIFACTS, add_host, clear_rows
 from tests.netns import FakeHost, available, fake_host
+from tests.polling import until
 
 pytestmark = [
     pytest.mark.netns,
@@ -62,16 +63,6 @@ def guest_xml(tmp_path: Path, name: str) -> str:
         "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>"
     )
     return str(path)
-
-
-def wait_for(check: Callable[[], object], timeout: float, interval: float = 0.1) -> float:
-    """Seconds until check() is truthy; fails after timeout."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout:g} s: {getattr(check, '__doc__', '')}")
-        time.sleep(interval)
-    return time.monotonic() - started
 
 
 def guests(client: TestClient, host_id: int) -> list[dict]:
@@ -141,7 +132,7 @@ def test_faulty_host_is_unreachable_in_time_and_recovers(
         faulty.virsh("define", guest_xml(tmp_path, f"pre-{tag}"))
         before = faulty.inventory()
         assert before == {"test": "paused", f"pre-{tag}": "shutoff"}
-        wait_for(lambda: inventory(client, a) == before, 5)
+        until(lambda: inventory(client, a) == before, timeout=5, interval=0.1)
 
         # The fault.
         if fault == "hang":
@@ -155,7 +146,9 @@ def test_faulty_host_is_unreachable_in_time_and_recovers(
         # B changes while A hangs or is gone: the change arrives.
         added = f"b-new-{tag}"
         other_host.virsh("define", guest_xml(tmp_path, added))
-        b_arrival = wait_for(lambda: added in inventory(client, b), ARRIVE_WITHIN)
+        b_arrival = until(
+            lambda: added in inventory(client, b), timeout=ARRIVE_WITHIN, interval=0.1
+        )
 
         # A is marked unreachable; meanwhile pages answer from the database.
         page_times: list[float] = []
@@ -164,7 +157,7 @@ def test_faulty_host_is_unreachable_in_time_and_recovers(
             page_times.append(timed_get(client, "/"))
             return connection(client, a) == "unreachable"
 
-        wait_for(unreachable, DETECT_WITHIN + 10, interval=0.2)
+        until(unreachable, timeout=DETECT_WITHIN + 10, interval=0.2)
         detected = time.monotonic() - started
         assert detected <= DETECT_WITHIN, f"{fault}: unreachable only after {detected:.1f} s"
         host = client.get(f"/api/v1/hosts/{a}").json()
@@ -179,12 +172,15 @@ def test_faulty_host_is_unreachable_in_time_and_recovers(
         # B still syncs while A is unreachable: a change that raises no libvirt event (found by
         # polling), then one that does.
         other_host.virsh("autostart", added)
-        b_polled = wait_for(
+        b_polled = until(
             lambda: any(g["autostart"] for g in guests(client, b) if g["name"] == added),
-            ARRIVE_WITHIN,
+            timeout=ARRIVE_WITHIN,
+            interval=0.1,
         )
         other_host.virsh("undefine", added)
-        b_removed = wait_for(lambda: added not in inventory(client, b), ARRIVE_WITHIN)
+        b_removed = until(
+            lambda: added not in inventory(client, b), timeout=ARRIVE_WITHIN, interval=0.1
+        )
         test_uuid = next(g["uuid"] for g in shown if g["name"] == "test")
         pages = {
             "/": page_times,
@@ -219,7 +215,7 @@ def test_faulty_host_is_unreachable_in_time_and_recovers(
         def recovered() -> bool:
             return connection(client, a) == "connected" and inventory(client, a) == expected
 
-        wait_for(recovered, RECOVER_WITHIN + 15, interval=0.2)
+        until(recovered, timeout=RECOVER_WITHIN + 15, interval=0.2)
         recovery = time.monotonic() - recovering
         assert recovery <= RECOVER_WITHIN, f"{fault}: recovered only after {recovery:.1f} s"
         shown = guests(client, a)

@@ -6,16 +6,17 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import add_host, node_uri
-from tests.libvirtd import IMAGES, SYSTEM_URI, qemu_io, throwaway_guest, virsh
-from tests.storage import throwaway_pool
-from tests.test_real_libvirtd_backups import (
+from tests.backups import (
+    BACKUP_TIMEOUT,
     back_up,
     backup_files_left,
-    finished_job,
-    start,
+    start_backup,
     wait_until_copying,
 )
+from tests.conftest import add_host, node_uri
+from tests.libvirtd import IMAGES, SYSTEM_URI, qemu_io, throwaway_guest, virsh
+from tests.polling import finished_job
+from tests.storage import throwaway_pool
 
 ALPHA_1 = "a1000000-0000-4000-8000-000000000001"
 
@@ -49,12 +50,12 @@ def test_one_backup_at_a_time_cancel_and_the_rules_of_restore(make_client, tmp_p
         add_host(client, "local", SYSTEM_URI)
         operator = make_client(role="operator")  # an app started after the host was added
 
-        first = start(client, guest.uuid)
+        first = start_backup(client, guest.uuid)
         wait_until_copying(client, first["job"]["id"])
         second = client.post(f"/api/v1/guests/{guest.uuid}/backups")
         snapshot = client.post(f"/api/v1/guests/{guest.uuid}/snapshots", json={"name": "s"})
         cancel = operator.post(f"/api/v1/jobs/{first['job']['id']}/cancel")
-        job = finished_job(client, first["job"]["id"])
+        job = finished_job(client, first["job"]["id"], timeout=BACKUP_TIMEOUT)
         cancelled = client.get(f"/api/v1/backups/{first['backup']['id']}").json()
         again = operator.post(f"/api/v1/jobs/{first['job']['id']}/cancel")
 

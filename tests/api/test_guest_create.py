@@ -4,7 +4,6 @@ test:///default has 16 CPUs, 3072 MiB, the pool default-pool (100 GiB) and the n
 Each test names what it makes with its own prefix and removes it afterwards.
 """
 
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,7 +16,8 @@ from app.db import make_engine, make_session_factory, transaction
 from app.models import Job
 from app.models.base import utcnow
 from app.virt.connection import HostConnection
-from tests.conftest import add_host
+from tests.conftest import add_host, post_guest
+from tests.polling import finished_job
 from tests.storage import (
     DEFAULT_POOL,
     TEST_DEFAULT,
@@ -55,21 +55,6 @@ def host(client: TestClient) -> dict:
     return host
 
 
-def create(client: TestClient, host: dict, name: str, **fields):
-    body = {"host_id": host["id"], "name": name, "vcpus": 1, "memory_mib": 128, **fields}
-    return client.post("/api/v1/guests", json=body)
-
-
-def wait_for_job(client: TestClient, job_id: int, timeout: float = 15) -> dict:
-    """Poll the job until it has finished."""
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/api/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
-
-
 def refused(response, field: str, status: int = 422) -> str:
     assert (response.status_code, response.json()["field"]) == (status, field), response.text
     assert response.json()["detail"].startswith(f"{field}: ")
@@ -80,7 +65,7 @@ def test_a_guest_without_a_new_volume_is_created_at_once(
     client: TestClient, host: dict, prefix: str, lv: Any
 ) -> None:
     name = f"{prefix}-web"
-    response = create(client, host, name, vcpus=2, memory_mib=256, network="default")
+    response = post_guest(client, host, name, vcpus=2, memory_mib=256, network="default")
 
     assert response.status_code == 201, response.text
     guest = response.json()
@@ -104,13 +89,15 @@ def test_a_new_volume_is_made_by_a_job_that_ends_with_the_guest_running(
     client: TestClient, host: dict, prefix: str, lv: Any
 ) -> None:
     name = f"{prefix}-db"
-    response = create(client, host, name, disk={"pool": DEFAULT_POOL, "size_gib": 2}, start=True)
+    response = post_guest(
+        client, host, name, disk={"pool": DEFAULT_POOL, "size_gib": 2}, start=True
+    )
 
     assert response.status_code == 202, response.text
     job = response.json()
     assert response.headers["location"] == f"/api/v1/jobs/{job['id']}"
     assert (job["kind"], job["host_id"], job["status"]) == ("guest.create", host["id"], "queued")
-    done = wait_for_job(client, job["id"])
+    done = finished_job(client, job["id"])
     assert (done["status"], done["progress"], done["error"]) == ("succeeded", 1.0, None)
     assert done["result"] == {"guest_uuid": job["guest_uuid"]}
     assert done["started_at"] and done["finished_at"]
@@ -138,7 +125,7 @@ def test_an_existing_volume_and_an_iso_are_attached_as_disk_and_cdrom(
     mine = {v["name"]: v["iso"] for v in listed if v["name"].startswith(prefix)}
     assert mine == {f"{prefix}-data.qcow2": False, f"{prefix}-install.iso": True}
 
-    response = create(
+    response = post_guest(
         client, host, f"{prefix}-vm",
         disk={"pool": DEFAULT_POOL, "volume": f"{prefix}-data.qcow2", "format": "qcow2"},
         cdrom={"pool": DEFAULT_POOL, "volume": f"{prefix}-install.iso"},
@@ -164,7 +151,9 @@ def test_a_bad_name_is_refused_naming_the_field_and_leaves_nothing(
 ) -> None:
     before = (domain_names(lv), volume_names(lv))
 
-    response = create(client, host, name, disk={"pool": DEFAULT_POOL, "size_gib": 1}, start=True)
+    response = post_guest(
+        client, host, name, disk={"pool": DEFAULT_POOL, "size_gib": 1}, start=True
+    )
 
     refused(response, "name")
     assert (domain_names(lv), volume_names(lv)) == before
@@ -212,7 +201,7 @@ def test_bad_numbers_storage_and_devices_are_refused_naming_the_field_and_leave_
     before = (domain_names(lv), volume_names(lv))
     fields = {"disk": {"pool": DEFAULT_POOL, "size_gib": 1}, "start": True, **fields}
 
-    response = create(client, host, f"{prefix}-bad", **fields)
+    response = post_guest(client, host, f"{prefix}-bad", **fields)
 
     refused(response, field)
     assert (domain_names(lv), volume_names(lv)) == before
@@ -221,8 +210,8 @@ def test_bad_numbers_storage_and_devices_are_refused_naming_the_field_and_leave_
 def test_wrong_types_and_unknown_fields_are_refused_by_the_schema(
     client: TestClient, host: dict, prefix: str
 ) -> None:
-    wrong_type = create(client, host, f"{prefix}-x", vcpus="two")
-    unknown = create(client, host, f"{prefix}-x", memory=512)
+    wrong_type = post_guest(client, host, f"{prefix}-x", vcpus="two")
+    unknown = post_guest(client, host, f"{prefix}-x", memory=512)
 
     assert wrong_type.status_code == 422 and wrong_type.json()["detail"].startswith("vcpus: ")
     assert unknown.status_code == 422 and unknown.json()["detail"].startswith("memory: ")
@@ -239,7 +228,7 @@ def test_a_name_taken_on_the_host_is_a_conflict_even_when_the_inventory_has_not_
     lv.defineXML(ET.tostring(domain, encoding="unicode"))  # behind the inventory's back
     before = volume_names(lv)
 
-    response = create(client, host, name, disk={"pool": DEFAULT_POOL, "size_gib": 1})
+    response = post_guest(client, host, name, disk={"pool": DEFAULT_POOL, "size_gib": 1})
 
     assert "already exists on this host" in refused(response, "name", 409)
     assert volume_names(lv) == before
@@ -252,7 +241,7 @@ def test_a_volume_of_the_new_guests_name_is_a_conflict_and_is_left_alone(
     xml = f"<volume><name>{name}.qcow2</name><capacity>1024</capacity></volume>"
     lv.storagePoolLookupByName(DEFAULT_POOL).createXML(xml, 0)
 
-    response = create(client, host, name, disk={"pool": DEFAULT_POOL, "size_gib": 1})
+    response = post_guest(client, host, name, disk={"pool": DEFAULT_POOL, "size_gib": 1})
 
     assert "already has a volume" in refused(response, "name", 409)
     assert f"{name}.qcow2" in volume_names(lv)
@@ -269,10 +258,10 @@ def test_force_is_for_admins_and_lets_them_exceed_the_host_cpus(
             app.post(f"/api/v1/hosts/{host['id']}/refresh", params={"wait": 15}).status_code == 200
         )
 
-    by_operator = create(operator, host, f"{prefix}-op", vcpus=32, force=True)
-    unforced = create(admin, host, f"{prefix}-ad", vcpus=32)
-    forced = create(admin, host, f"{prefix}-ad", vcpus=32, force=True)
-    plain = create(operator, host, f"{prefix}-op", vcpus=16)
+    by_operator = post_guest(operator, host, f"{prefix}-op", vcpus=32, force=True)
+    unforced = post_guest(admin, host, f"{prefix}-ad", vcpus=32)
+    forced = post_guest(admin, host, f"{prefix}-ad", vcpus=32, force=True)
+    plain = post_guest(operator, host, f"{prefix}-op", vcpus=16)
 
     assert "only an admin" in refused(by_operator, "force", 403)
     assert "needs force" in refused(unforced, "vcpus")
@@ -321,8 +310,8 @@ def test_pools_volumes_and_networks_come_from_the_host(
 def test_the_create_is_audited_with_the_guest_as_target(
     client: TestClient, host: dict, prefix: str
 ) -> None:
-    guest = create(client, host, f"{prefix}-aud").json()
-    refusal = create(client, host, "-bad")
+    guest = post_guest(client, host, f"{prefix}-aud").json()
+    refusal = post_guest(client, host, "-bad")
 
     entries = client.get("/api/v1/audit", params={"action": "guest.create"}).json()["items"]
 

@@ -11,7 +11,7 @@ from app.services.guest_actions import guest_lock
 from app.services.hosts import record_unreachable
 from app.virt.teardown import NOT_A_VOLUME, NOT_REQUESTED
 from tests.conftest import add_host
-from tests.virt.test_teardown import LONE, OWNER, POOL, storage_node
+from tests.nodes import LONE, OWNER, POOL, storage_node
 
 WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running, on alpha
 DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off, on alpha

@@ -1,7 +1,6 @@
 """The domain XML of a new guest, its platform, taking back a failed create, and the job runner."""
 
 import threading
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from app.virt.build import (
 from app.virt.connection import HostConnection
 from app.virt.cpu import CpuConfig
 from app.workers.jobs import JobRunner
+from tests.polling import until
 from tests.storage import (
     DEFAULT_POOL,
     TEST_DEFAULT,
@@ -187,13 +187,6 @@ def new_job(sessions) -> int:
         return job.id
 
 
-def wait_until(predicate, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def test_the_runner_records_progress_then_the_result_or_the_error(sessions) -> None:
     runner = JobRunner(sessions=sessions, workers=2)
     release = threading.Event()
@@ -213,11 +206,11 @@ def test_the_runner_records_progress_then_the_result_or_the_error(sessions) -> N
     try:
         for job_id, work in zip(ids, (slow, refused, broken), strict=True):
             runner.submit(job_id, work)
-        wait_until(lambda: job_row(sessions, ids[0]).message == "half way")
+        until(lambda: job_row(sessions, ids[0]).message == "half way", timeout=10)
         running = job_row(sessions, ids[0])
         assert (running.status, running.progress) == ("running", 0.5)
         release.set()
-        wait_until(lambda: all(job_row(sessions, i).finished_at for i in ids))
+        until(lambda: all(job_row(sessions, i).finished_at for i in ids), timeout=10)
     finally:
         release.set()
         runner.stop()
@@ -235,13 +228,13 @@ def test_stopping_the_runner_fails_the_jobs_it_had_not_begun(sessions) -> None:
 
     runner.submit(first, lambda _report: release.wait(10) and {})
     runner.submit(second, lambda _report: {})
-    wait_until(lambda: job_row(sessions, first).status == "running")
+    until(lambda: job_row(sessions, first).status == "running", timeout=10)
     runner.stop(grace=0)
     release.set()
 
     assert job_row(sessions, second).status == "failed"
     assert job_row(sessions, second).error.startswith("interrupted")
-    wait_until(lambda: job_row(sessions, first).status == "succeeded")
+    until(lambda: job_row(sessions, first).status == "succeeded", timeout=10)
 
 
 def test_the_runner_fails_what_a_stopped_instance_left_unfinished(sessions) -> None:

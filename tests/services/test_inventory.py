@@ -1,28 +1,10 @@
 """The inventory sync writes only what changed and never leaves a vanished guest looking alive."""
 
-import xml.etree.ElementTree as ET
-from pathlib import Path
-
 from sqlalchemy import event, select
 
-from app.db import transaction
 from app.models import Guest, Host
-from app.services.hosts import add_host
-from app.services.inventory import apply_sync
-from app.virt.domain_xml import parse_domain
 from app.virt.types import GuestInfo
-from tests.conftest import DATA
-
-
-def guests_from(node_file: str) -> list[GuestInfo]:
-    """GuestInfo for the domains of a node file, as the test driver reports them."""
-    found = []
-    for element in ET.parse(Path(DATA) / node_file).getroot().iter("domain"):
-        runstate = element.findtext("{http://libvirt.org/schemas/domain/test/1.0}runstate")
-        xml = ET.tostring(element, encoding="unicode")
-        state = "shutoff" if runstate == "5" else "running"
-        found.append(GuestInfo(parse_domain(xml), state, False, True, xml))
-    return found
+from tests.inventory import guests_from, new_host, sync
 
 
 def count_writes(engine) -> list[str]:
@@ -36,16 +18,6 @@ def count_writes(engine) -> list[str]:
             seen.append(verb)
 
     return seen
-
-
-def sync(sessions, host_id: int, guests: list[GuestInfo]):
-    with transaction(sessions) as session:
-        return apply_sync(session, host_id, guests, sync_ms=1.0)
-
-
-def new_host(sessions) -> int:
-    with transaction(sessions) as session:
-        return add_host(session, name="alpha", uri="test:///default").id
 
 
 def test_unchanged_resync_writes_no_guest_rows(sessions) -> None:

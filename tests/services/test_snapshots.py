@@ -9,7 +9,7 @@ from app.models import Guest
 from app.services.inventory import record_snapshots
 from app.services.snapshots import snapshot_tree
 from app.virt.snapshots import SnapshotInfo, parse_snapshot, snapshot_xml
-from tests.services.test_inventory import guests_from, new_host, sync
+from tests.inventory import guests_from, new_host, sync
 
 AT = datetime(2026, 11, 26, tzinfo=UTC)
 

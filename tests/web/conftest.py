@@ -5,18 +5,11 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page
 
-from tests.browser import admin_tab, server_with_host
-from tests.conftest import node_uri
+from tests.browser import admin_tab, host_server
 from tests.serve import Server
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`virtdeck serve` with an admin and the host alpha (8 CPUs, 16 GiB, 3 guests), synced."""
-    with server_with_host(
-        tmp_path_factory.mktemp("serve"), "alpha", node_uri("node-alpha.xml")
-    ) as running:
-        yield running
+# `virtdeck serve` with an admin and the host alpha (8 CPUs, 16 GiB, 3 guests), synced.
+server = host_server("alpha", "node-alpha.xml")
 
 
 @pytest.fixture

@@ -21,11 +21,12 @@ from app.db import transaction
 from app.models import Backup, Guest, Job
 from app.models.base import utcnow
 from tests.conftest import add_host, node_uri
+from tests.htmx import HTMX, htmx_to, toast
+from tests.markup import parse
 
 WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running, on alpha
 DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off, on alpha
 BUILD_1 = "b2000000-0000-4000-8000-000000000001"  # on beta
-HTMX = {"HX-Request": "true"}
 GIB = 1 << 30
 
 
@@ -82,24 +83,18 @@ def add_job(sessions: sessionmaker[Session], **fields) -> int:
 
 def panel(client: TestClient, uuid: str = WEB_1):
     """The guest page's Backups panel, as the page loads it."""
-    return client.get(f"/guests/{uuid}/backups", headers={**HTMX, "HX-Target": "guest-backups"})
+    return client.get(f"/guests/{uuid}/backups", headers=htmx_to("guest-backups"))
 
 
 def shown_rows(page: str) -> list[int]:
     """The backups a table lists, top to bottom."""
-    return [int(i) for i in re.findall(r'<tr data-backup="(\d+)"', page)]
+    return [int(row.get("data-backup")) for row in parse(page).find_all("tr", data_backup=True)]
 
 
 def row_actions(page: str, backup_id: int) -> list[str]:
     """The buttons and links of one backup's row."""
-    row = re.search(rf'<tr data-backup="{backup_id}".*?</tr>', page, re.S)
-    assert row, f"backup {backup_id} is not listed"
-    return re.findall(r'data-action="([\w-]+)"', row.group(0))
-
-
-def toast(response) -> str:
-    """The toast a response asks app.js to show."""
-    return json.loads(response.headers["HX-Trigger"])["toast"]["message"]
+    row = parse(page).find("tr", data_backup=str(backup_id))
+    return [action.get("data-action") for action in row.find_all(data_action=True)]
 
 
 def test_the_guest_page_loads_a_panel_listing_its_backups_newest_first(
@@ -120,8 +115,7 @@ def test_the_guest_page_loads_a_panel_listing_its_backups_newest_first(
     assert f'hx-get="/guests/{WEB_1}/backups" hx-trigger="load"' in page
     assert answer.status_code == 200 and "<html" not in answer.text
     assert shown_rows(answer.text) == [newest, failed, old]
-    cells = [re.sub(r"<[^>]+>|\s+", " ", c).strip()
-             for c in re.findall(r"<td.*?</td>", answer.text, re.S)]  # fmt: skip
+    cells = [cell.text for cell in parse(answer.text).find_all("td")]
     assert cells[1:7] == ["succeeded", "ops", "shutoff", "1 h 6 min", "512 MiB", "—"]
     assert "writing disk-vda.qcow2: No space left on device" in cells
     assert "3.0 s" in cells and "1.5 GiB" in cells and "1 min 15 s" in cells
@@ -186,13 +180,13 @@ def test_a_running_backup_shows_a_bar_that_polls_until_the_job_ends_then_the_pan
     running = panel(operator).text
     with transaction(sessions) as session:
         session.get(Job, job).progress = 0.9
-    later = operator.get(poll, headers={**HTMX, "HX-Target": f"job-{job}"})
+    later = operator.get(poll, headers=htmx_to(f"job-{job}"))
     with transaction(sessions) as session:
         session.get(Job, job).status, session.get(Job, job).progress = "succeeded", 1.0
         session.get(Job, job).message = "done"
         row = session.get(Backup, backup)
         row.status, row.finished_at, row.size_bytes = "succeeded", utcnow(), GIB
-    ended = operator.get(poll, headers={**HTMX, "HX-Target": f"job-{job}"})
+    ended = operator.get(poll, headers=htmx_to(f"job-{job}"))
 
     assert 'data-progress="42"' in running and "42 %" in running and message in running
     assert f'hx-get="{poll}"' in running
@@ -245,19 +239,18 @@ def test_verify_says_whether_the_files_are_intact_and_marks_a_changed_one_corrup
     directory = Path(operator.app.state.settings.backup_dir) / relative
     directory.mkdir(parents=True)
     (directory / "domain.xml").write_bytes(content)
-    from_panel = {**HTMX, "HX-Target": "guest-backups"}
+    from_panel = htmx_to("guest-backups")
 
     refused = viewer.post(f"/backups/{backup}/verify", headers=from_panel)
     intact = operator.post(f"/backups/{backup}/verify", headers=from_panel)
     (directory / "domain.xml").write_bytes(content.upper())
-    changed = operator.post(
-        f"/backups/{backup}/verify", headers={**HTMX, "HX-Target": "backup-details"}
-    )
+    changed = operator.post(f"/backups/{backup}/verify", headers=htmx_to("backup-details"))
 
     assert refused.status_code == 403
     assert intact.status_code == 200 and 'id="guest-backups"' in intact.text
     assert toast(intact) == f"backup {backup} of web-1 is intact"
-    assert re.search(rf'<tr data-backup="{backup}".*?<td>\d{{4}}-\d\d-\d\d ', intact.text, re.S)
+    row = parse(intact.text).find("tr", data_backup=str(backup))
+    assert any(re.match(r"\d{4}-\d\d-\d\d ", cell.text) for cell in row.find_all("td"))  # verified
     assert changed.text.lstrip().startswith('<section class="panel" id="backup-details"')
     assert toast(changed) == f"backup {backup} of web-1 is corrupt: checksum mismatch: domain.xml"
     assert 'data-error="backup">checksum mismatch: domain.xml<' in changed.text
@@ -277,13 +270,11 @@ def test_delete_is_for_admins_and_removes_the_files(
     directory.mkdir(parents=True)
     (directory / "domain.xml").write_text("<domain/>")
     operator = make_client(role="operator")
-    from_panel = {**HTMX, "HX-Target": "guest-backups"}
+    from_panel = htmx_to("guest-backups")
 
     refused = operator.post(f"/backups/{gone}/delete", headers=from_panel)
     deleted = admin.post(f"/backups/{gone}/delete", headers=from_panel)
-    from_page = admin.post(
-        f"/backups/{other}/delete", headers={**HTMX, "HX-Target": "backup-details"}
-    )
+    from_page = admin.post(f"/backups/{other}/delete", headers=htmx_to("backup-details"))
     busy = admin.post(f"/backups/{running}/delete", headers=from_panel)
 
     assert refused.status_code == 403
@@ -310,15 +301,13 @@ def test_the_backups_page_filters_by_host_guest_and_status_a_page_at_a_time(
     first = admin.get("/backups")
     second = admin.get("/backups", params={"page": 2})
     by_host = admin.get("/backups", params={"host": beta["id"]})
-    by_status = admin.get(
-        "/backups", params={"status": "failed"}, headers={**HTMX, "HX-Target": "backup-table"}
-    )
+    by_status = admin.get("/backups", params={"status": "failed"}, headers=htmx_to("backup-table"))
     by_guest = admin.get("/backups", params={"guest": DB_1.upper()})
     by_name = admin.get("/backups", params={"guest": "ld-"})
 
     assert '<a href="/backups">Backups</a>' in first.text
     assert len(shown_rows(first.text)) == 100 and shown_rows(first.text)[0] == on_beta
-    assert "105 backups · page 1 of 2" in re.sub(r"\s+", " ", first.text)
+    assert "105 backups · page 1 of 2" in parse(first.text).text
     assert 'href="?host=&amp;guest=&amp;status=&amp;page=2">older</a>' in first.text
     assert len(shown_rows(second.text)) == 5 and shown_rows(second.text)[-1] == failed
     assert shown_rows(by_host.text) == [on_beta]
@@ -345,13 +334,15 @@ def test_the_backup_page_shows_details_and_files_and_restore_forms_by_role(
              for role in ("viewer", "operator", "admin")}  # fmt: skip
     failed = make_client(role="admin").get(f"/backups/{bad}").text
 
-    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", pages["viewer"]))
-    assert "Backup of web-1" in text and "Host alpha" in text and "Duration 1 min 15 s" in text
-    assert "Size 1.5 GiB" in text
-    file_rows = re.findall(r'<tr data-file="([^"]+)">(.*?)</tr>', pages["viewer"], re.S)
-    assert [name for name, _ in file_rows] == ["domain.xml", "disk-vda.qcow2"]
-    assert "2.1 KiB" in file_rows[0][1] and "ab" * 32 in file_rows[0][1]
-    assert all(w in file_rows[1][1] for w in ("disk", "vda", "qcow2", "1.5 GiB", "cd" * 32))
+    viewed = parse(pages["viewer"])
+    assert viewed.find("h1").text == "Backup of web-1"
+    facts = {term: viewed.definition(term).text for term in ("Host", "Duration", "Size")}
+    assert facts == {"Host": "alpha", "Duration": "1 min 15 s", "Size": "1.5 GiB"}
+    file_rows = viewed.find_all("tr", data_file=True)
+    assert [row.get("data-file") for row in file_rows] == ["domain.xml", "disk-vda.qcow2"]
+    cells = [[cell.text for cell in row.find_all("td")] for row in file_rows]
+    assert "2.1 KiB" in cells[0] and "ab" * 32 in cells[0]
+    assert all(w in cells[1] for w in ("disk", "vda", "qcow2", "1.5 GiB", "cd" * 32))
     assert "Operators and admins can restore" in pages["viewer"]
     assert 'id="restore-new-form"' not in pages["viewer"] and "Verify" not in pages["viewer"]
     assert 'id="restore-new-form"' in pages["operator"]
@@ -386,7 +377,8 @@ def test_a_restore_form_refused_shows_the_reason_next_to_its_field(
     running = admin.post(url, data={"mode": "in_place"}, headers=HTMX)
 
     assert bad_name.status_code == 422
-    assert re.search(r'data-field="name">1-64 letters.*?not starting with', bad_name.text)
+    reason = parse(bad_name.text).find(class_="field-error", data_field="name").text
+    assert reason.startswith("1-64 letters") and "not starting with" in reason
     assert 'value="-rf"' in bad_name.text and 'aria-invalid="true"' in bad_name.text
     assert taken.status_code == 409
     assert 'data-field="name">alpha already has a guest named web-2<' in taken.text
@@ -415,13 +407,13 @@ def test_a_restore_shows_its_progress_then_how_it_ended(
     started = operator.post(
         f"/backups/{backup}/restore",
         data={"mode": "new", "name": "web-1-copy", "host_id": str(host["id"])},
-        headers={**HTMX, "HX-Target": "backup-restore"},
+        headers=htmx_to("backup-restore"),
     )
-    job = int(re.search(r'data-job="(\d+)"', started.text).group(1))
+    job = int(parse(started.text).find(data_job=True).get("data-job"))
     poll = f"/backups/{backup}/jobs/{job}"
     deadline = time.monotonic() + 10
     while True:
-        answer = operator.get(poll, headers={**HTMX, "HX-Target": f"job-{job}"})
+        answer = operator.get(poll, headers=htmx_to(f"job-{job}"))
         if "HX-Retarget" in answer.headers or time.monotonic() > deadline:
             break
         assert answer.text.lstrip().startswith(f'<div id="job-{job}"')

@@ -23,6 +23,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 from app.deps import SESSION_COOKIE
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, log_in, screenshot
 from tests.conftest import DATA, post_login
+from tests.nodes import add_domain, new_node
 from tests.serve import Server, running_server, virtdeck
 
 pytestmark = pytest.mark.browser
@@ -299,19 +300,8 @@ def test_a_guest_page_shows_its_vcpus_disk_source_and_domain_xml_as_text(
 
 def write_xss_node(path: Path) -> None:
     """A test-driver host whose one guest carries markup in its name, disk and network."""
-    node = ET.Element("node")
-    cpu = ET.SubElement(node, "cpu")
-    for tag, text in (("mhz", "2400"), ("model", "x86_64"), ("nodes", "1"), ("sockets", "1"),
-                      ("cores", "2"), ("threads", "1")):  # fmt: skip
-        ET.SubElement(cpu, tag).text = text
-    ET.SubElement(node, "memory").text = str(4 * 1024 * 1024)
-    domain = ET.SubElement(node, "domain", type="test")
-    ET.SubElement(domain, "name").text = XSS_GUEST
-    ET.SubElement(domain, "uuid").text = XSS_UUID
-    ET.SubElement(domain, "memory", unit="MiB").text = "512"
-    ET.SubElement(domain, "vcpu").text = "1"
-    ET.SubElement(ET.SubElement(domain, "os"), "type").text = "hvm"
-    devices = ET.SubElement(domain, "devices")
+    node = new_node(4 * 1024 * 1024)
+    devices = add_domain(node, XSS_GUEST, XSS_UUID, running=True, memory_mib=512)
     disk = ET.SubElement(devices, "disk", type="file", device="disk")
     ET.SubElement(disk, "source", file=XSS_DISK)
     ET.SubElement(disk, "driver", name="qemu", type="qcow2")

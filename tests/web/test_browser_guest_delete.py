@@ -1,14 +1,12 @@
 """Deleting a guest from its page in headless Chromium: the typed name, then the host page."""
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import server_with_host
-from tests.conftest import ARTIFACTS, node_uri
+from tests.browser import host_server
+from tests.conftest import ARTIFACTS
 from tests.serve import Server
 
 pytestmark = pytest.mark.browser
@@ -16,11 +14,8 @@ pytestmark = pytest.mark.browser
 DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off, on alpha
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    """`virtdeck serve` with an admin and host alpha, synced."""
-    with server_with_host(tmp_path, "alpha", node_uri("node-alpha.xml")) as running:
-        yield running
+# A server of its own for each test: the test deletes a guest.
+server = host_server("alpha", "node-alpha.xml", scope="function")
 
 
 def test_the_button_waits_for_the_name_then_the_host_page_shows_the_toast(

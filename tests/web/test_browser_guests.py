@@ -1,25 +1,18 @@
 """Creating a guest with the wizard in headless Chromium, then starting it from its page."""
 
 import re
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import screenshot, server_with_host
-from tests.conftest import node_uri
+from tests.browser import host_server, screenshot
 from tests.serve import Server
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`virtdeck serve` with an admin and the host "store" (pool images, network lan), synced."""
-    with server_with_host(
-        tmp_path_factory.mktemp("serve"), "store", node_uri("node-storage.xml")
-    ) as running:
-        yield running
+# `virtdeck serve` with an admin and the host "store" (pool images, network lan), synced.
+server = host_server("store", "node-storage.xml")
 
 
 def test_choosing_a_host_loads_its_storage_and_the_disk_kind_shows_its_fields(

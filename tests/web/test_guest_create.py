@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import add_host, node_uri
-
-HTMX = {"HX-Request": "true"}
+from tests.htmx import HTMX
+from tests.markup import parse
 
 
 @pytest.fixture
@@ -24,14 +24,16 @@ def form(host: dict, **fields) -> dict:
 
 
 def field_error(html: str, field: str) -> str | None:
-    found = re.search(rf'class="field-error" data-field="{re.escape(field)}">([^<]*)<', html)
-    return found.group(1) if found else None
+    """The error shown next to the field; None when there is none."""
+    found = parse(html).find_all(class_="field-error", data_field=field)
+    return found[0].text if found else None
 
 
 def options(html: str, name: str) -> list[str]:
     """The option values of the select with this name."""
-    body = html.split(f'name="{name}"', 1)[1].split("</select>", 1)[0]
-    return re.findall(r'<option value="([^"]*)"', body)
+    return [
+        option.get("value") for option in parse(html).find("select", name=name).find_all("option")
+    ]
 
 
 def test_operators_find_the_wizard_from_the_host_page_and_viewers_do_not(
@@ -52,9 +54,11 @@ def test_the_wizard_offers_the_chosen_hosts_pools_images_isos_and_networks(
     page = client.get("/guests/new", params={"host_id": storage_host["id"]})
 
     assert page.status_code == 200
-    assert re.search(rf'<option value="{storage_host["id"]}" selected', page.text)
+    chosen = parse(page.text).find("select", name="host_id").find("option", selected=True)
+    assert chosen.get("value") == str(storage_host["id"])
     assert options(page.text, "disk_pool") == ["images"]
-    assert re.search(r"images \(9\d\.\d GiB free\)", page.text)  # 100 GiB less the images
+    pool = parse(page.text).find("select", name="disk_pool").find("option").text
+    assert re.fullmatch(r"images \(9\d\.\d GiB free\)", pool)  # 100 GiB less the images
     assert options(page.text, "disk_volume") == ["images/golden.qcow2"]
     assert options(page.text, "cdrom") == ["", "images/debian-12.iso"]
     assert options(page.text, "network") == ["", "lan"]
@@ -154,7 +158,7 @@ def test_a_new_volume_shows_the_jobs_progress_which_then_opens_the_guest(
     response = client.post("/guests/new", data=typed, headers=HTMX)
 
     assert response.status_code == 202
-    job_id = re.search(r'id="job-(\d+)"', response.text).group(1)
+    job_id = parse(response.text).find("div", class_="job").get("id").removeprefix("job-")
     assert 'hx-get="/jobs/' in response.text and 'value="db-3"' in response.text
     deadline = time.monotonic() + 15
     while (poll := client.get(f"/jobs/{job_id}", headers=HTMX)).status_code == 200:

@@ -6,9 +6,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from tests.conftest import add_host
-from tests.virt.test_teardown import LONE, OWNER, POOL, storage_node
+from tests.htmx import HTMX, toast
+from tests.nodes import LONE, OWNER, POOL, storage_node
 
-HTMX = {"HX-Request": "true"}
 WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running, on alpha
 DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off, on alpha
 
@@ -74,8 +74,7 @@ def test_the_right_name_deletes_and_goes_to_the_host_page_with_a_toast(
         "select": "main",
         "swap": "outerHTML",
     }
-    toast = json.loads(response.headers["HX-Trigger"])["toast"]["message"]
-    assert toast == "lone deleted; removed 1 disk(s)"
+    assert toast(response) == "lone deleted; removed 1 disk(s)"
     assert client.get(f"/api/v1/guests/{LONE}").json()["status"] == "gone"
 
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.htmx import HTMX
 from tests.serve import running_server
 
 WEB_1 = "a1000000-0000-4000-8000-000000000001"
@@ -82,7 +83,7 @@ def test_api_errors_static_files_and_fragments_have_the_headers_too(
         client.get("/static/app.js"),
         client.get("/healthz"),
         client.get("/no-such-page"),
-        client.get(f"/guests/{WEB_1}/backups", headers={"HX-Request": "true"}),
+        client.get(f"/guests/{WEB_1}/backups", headers=HTMX),
         anonymous.get("/api/v1/hosts"),
         anonymous.post("/api/v1/hosts", content=b"x" * (1024 * 1024 + 1)),
     ]

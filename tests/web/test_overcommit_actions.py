@@ -3,9 +3,10 @@
 from fastapi.testclient import TestClient
 
 from tests.conftest import add_host, node_uri
+from tests.htmx import htmx_to
 
 SPARE_1 = "c1000000-0000-4000-8000-000000000004"  # off on node-gamma; starting it goes over
-HEADERS = {"HX-Request": "true", "HX-Target": f"guest-row-{SPARE_1}"}
+HEADERS = htmx_to(f"guest-row-{SPARE_1}")
 
 
 def test_a_start_over_the_policy_is_a_toast_and_force_is_for_admins(

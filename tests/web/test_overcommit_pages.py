@@ -1,6 +1,5 @@
 """The overcommit page, the overview's ratio gauges and fleet totals, and the policy forms."""
 
-import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,10 +9,11 @@ from fastapi.testclient import TestClient
 from app.db import transaction
 from app.models import OvercommitSample
 from app.models.base import utcnow
+from app.web.charts import BAR_TRACK_WIDTH, BAR_TRACK_X, LINE_LEFT, LINE_RIGHT, LINE_WIDTH, gauge
 from tests.conftest import add_host
+from tests.htmx import HTMX, htmx_to
+from tests.markup import parse
 
-HTMX = {"HX-Request": "true"}
-TRACK_WIDTH = 330
 WIDE_NODE = """<?xml version="1.0"?>
 <node>
   <cpu><mhz>2400</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets>
@@ -29,27 +29,26 @@ WIDE_NODE = """<?xml version="1.0"?>
 
 def ratio_shown(page: str, label: str) -> tuple[str, str]:
     """The ratio and its state badge on the line with this label."""
-    match = re.search(
-        rf"<dt>{label}</dt><dd>[^<]*<span class=\"ratio\" data-ratio=\"([^\"]+)\">"
-        rf"[^<]*</span> <span class=\"badge badge-(\w+)\">",
-        page,
-    )
-    assert match, f"no ratio for {label}"
-    return match.group(1), match.group(2)
+    line = parse(page).definition(label)
+    badge = line.find("span", class_="badge")
+    return line.find("span", data_ratio=True).get("data-ratio"), badge.text
 
 
 def bar_widths(page: str, section: str) -> dict[str, float]:
     """The width of each bar in a section's bar chart, by the bar's kind."""
-    chart = re.search(rf'<section class="panel" id="{section}">.*?</svg>', page, re.S).group(0)
-    rows = re.findall(
-        r'data-bar="([\w-]+)">.*?class="bar bar-[\w-]+"[^>]*width="([\d.]+)"', chart, re.S
-    )
-    return {kind: float(width) for kind, width in rows}
+    rows = parse(page).find("section", id=section).find_all("g", data_bar=True)
+    return {row.get("data-bar"): float(row.find("rect", class_="bar").get("width")) for row in rows}
+
+
+def mark_x(page: str, section: str, kind: str) -> float:
+    """Where a mark (capacity, policy) crosses a section's bar chart."""
+    mark = parse(page).find("section", id=section).find("g", class_=f"mark-{kind}")
+    return float(mark.find("line").get("x1"))
 
 
 def guest_order(html: str) -> list[str]:
     """The guests of the contributions table, top to bottom."""
-    return re.findall(r'<tr data-guest="([\w-]+)"', html)
+    return [row.get("data-guest") for row in parse(html).find_all("tr", data_guest=True)]
 
 
 @pytest.fixture
@@ -84,26 +83,25 @@ def test_the_bars_are_drawn_to_scale_with_the_policy_line(client: TestClient, al
     cpu = bar_widths(page, "overcommit-cpu")
     memory = bar_widths(page, "overcommit-memory")
     assert set(cpu) == {"alloc-ok", "defined", "capacity"}
-    assert all(0 < width <= TRACK_WIDTH for width in cpu.values())
+    assert all(0 < width <= BAR_TRACK_WIDTH for width in cpu.values())
     assert cpu["alloc-ok"] == pytest.approx(cpu["capacity"] / 2, abs=0.2)  # 4 of 8
     assert cpu["defined"] == pytest.approx(cpu["capacity"], abs=0.2)  # 8 of 8
     assert memory["alloc-ok"] == pytest.approx(memory["capacity"] / 4, abs=0.2)  # 4 of 16 GiB
     assert memory["current"] == pytest.approx(memory["capacity"] * 3.5 / 16, abs=0.2)
     assert memory["defined"] == pytest.approx(memory["capacity"] * 3 / 4, abs=0.2)
     # The CPU policy (4:1) sits at 32 vCPUs, four times as far along as the 8 CPUs.
-    marks = re.search(r'id="overcommit-cpu">.*?</svg>', page, re.S).group(0)
-    capacity = float(re.search(r'mark-capacity">\s*<line x1="([\d.]+)"', marks).group(1))
-    policy = float(re.search(r'mark-policy">\s*<line x1="([\d.]+)"', marks).group(1))
-    start = 124
-    assert policy - start == pytest.approx(4 * (capacity - start), abs=0.5)
-    assert ">policy 4.00:1</text>" in marks
+    capacity = mark_x(page, "overcommit-cpu", "capacity")
+    policy = mark_x(page, "overcommit-cpu", "policy")
+    assert policy - BAR_TRACK_X == pytest.approx(4 * (capacity - BAR_TRACK_X), abs=0.5)
+    chart = parse(page).find("section", id="overcommit-cpu")
+    assert chart.find("g", class_="mark-policy").text == "policy 4.00:1"
 
 
 def test_the_contributions_table_sorts_by_vcpus_and_by_memory_as_a_fragment(
     client: TestClient, alpha: dict
 ) -> None:
     url = f"/hosts/{alpha['id']}/overcommit"
-    fragment = {**HTMX, "HX-Target": "guest-loads"}
+    fragment = htmx_to("guest-loads")
 
     by_vcpus = client.get(url, params={"sort": "vcpus"}, headers=fragment)
     by_memory = client.get(url, params={"sort": "memory"}, headers=fragment)
@@ -116,7 +114,8 @@ def test_the_contributions_table_sorts_by_vcpus_and_by_memory_as_a_fragment(
     # Equal maxima: the one with more current memory (web-2, no ballooning) first.
     assert guest_order(by_memory.text) == ["db-1", "web-2", "web-1"]
     assert guest_order(by_name.text) == ["db-1", "web-1", "web-2"]
-    assert re.search(r'aria-sort="descending">\s*<a href="\?sort=memory"', by_memory.text)
+    sorted_by = parse(by_memory.text).find("th", aria_sort="descending")
+    assert sorted_by.find("a").get("href") == "?sort=memory"
     # It re-polls in its own order and page.
     assert f'<section id="guest-loads" class="panel" hx-get="{url}?sort=memory&page=1"' in (
         by_memory.text
@@ -139,7 +138,7 @@ def test_a_host_with_many_guests_shows_them_a_hundred_a_page_in_the_chosen_order
     node.write_text(WIDE_NODE[: WIDE_NODE.index("  <domain")] + domains + "</node>")
     host = add_host(client, "many", f"test://{node}")
     url = f"/hosts/{host['id']}/overcommit"
-    fragment = {**HTMX, "HX-Target": "guest-loads"}
+    fragment = htmx_to("guest-loads")
 
     first = client.get(url, params={"sort": "name"})
     second = client.get(url, params={"sort": "name", "page": 2}, headers=fragment)
@@ -151,10 +150,11 @@ def test_a_host_with_many_guests_shows_them_a_hundred_a_page_in_the_chosen_order
     assert guest_order(second.text) == names[100:]
     assert guest_order(by_memory.text) == names[::-1][:100]  # the largest first
     assert guest_order(past_the_end.text) == names[100:]  # the last page
-    pager = re.sub(r"\s+", " ", re.search(r'<div class="pager.*?</div>', first.text, re.S)[0])
-    assert "130 guests · page 1 of 2" in pager and 'href="?sort=name&amp;page=2">next' in pager
-    assert "previous" not in pager
-    assert 'href="?sort=name&amp;page=1">previous' in second.text
+    pager = parse(first.text).find("div", class_="pager")
+    assert "130 guests · page 1 of 2" in pager.text
+    assert [(a.text, a.get("href")) for a in pager.find_all("a")] == [("next", "?sort=name&page=2")]
+    back = parse(second.text).find("div", class_="pager").find_all("a")
+    assert ("previous", "?sort=name&page=1") in [(a.text, a.get("href")) for a in back]
     assert f'hx-get="{url}?sort=name&page=2"' in second.text  # it re-polls its own page
     # The ratios count every guest, not only the page shown.
     assert f">{sum(1 + i % 4 for i in range(130))} vCPUs<" in first.text
@@ -170,8 +170,7 @@ def test_a_guest_wider_than_its_host_is_flagged_not_recommended(
 
     page = client.get(f"/hosts/{host['id']}/overcommit").text
 
-    row = re.search(r'<tr data-guest="wide".*?</tr>', page, re.S).group(0)
-    assert "not recommended" in row
+    assert "not recommended" in parse(page).find("tr", data_guest="wide").text
     assert 'data-over-host="wide"' in page
     assert ratio_shown(page, "vCPUs running") == ("2.00:1", "ok")
 
@@ -187,15 +186,17 @@ def test_the_ratio_history_is_a_line_chart_with_the_policy_lines(
 
     page = client.get(f"/hosts/{alpha['id']}/overcommit").text
 
-    chart = re.search(r'<svg class="chart line-chart".*?</svg>', page, re.S).group(0)
-    cpu_runs = re.findall(r'data-series="cpu" points="([^"]+)"', chart)
-    memory_runs = re.findall(r'data-series="memory" points="([^"]+)"', chart)
+    chart = parse(page).find("svg", class_="line-chart")
+    cpu_runs = [line.get("points") for line in chart.find_all("polyline", data_series="cpu")]
+    memory_runs = [line.get("points") for line in chart.find_all("polyline", data_series="memory")]
     assert len(cpu_runs) == 2  # broken where the CPU ratio was unknown
     assert len(memory_runs) == 1 and len(memory_runs[0].split()) >= 3
     first_x = float(cpu_runs[0].split(",")[0])
-    assert first_x == pytest.approx(48 + (1100 - 48 - 16) / 2, abs=2)  # 12 h ago: the middle
-    assert 'class="policy policy-cpu"' in chart and 'class="policy policy-memory"' in chart
-    assert ">-24 h</text>" in chart and ">now</text>" in chart
+    middle = LINE_LEFT + (LINE_WIDTH - LINE_LEFT - LINE_RIGHT) / 2
+    assert first_x == pytest.approx(middle, abs=2)  # 12 h ago
+    assert chart.has("line", class_="policy-cpu") and chart.has("line", class_="policy-memory")
+    axis = [text.text for text in chart.find_all("text", class_="axis")]
+    assert "-24 h" in axis and "now" in axis
 
 
 def test_the_overview_shows_ratio_gauges_on_each_card_and_the_fleet_totals(
@@ -203,21 +204,30 @@ def test_the_overview_shows_ratio_gauges_on_each_card_and_the_fleet_totals(
 ) -> None:
     alpha, _ = two_hosts
     page = client.get("/").text
-    refresh = client.get("/", headers={**HTMX, "HX-Target": "host-cards"}).text
+    refresh = client.get("/", headers=htmx_to("host-cards")).text
 
-    card = re.search(r'<div class="card" data-host="alpha">.*?</a>\s*</div>', page, re.S).group(0)
-    assert f'href="/hosts/{alpha["id"]}/overcommit"' in card
-    cpu = re.search(r'data-gauge="CPU">.*?</div>', card, re.S).group(0)
-    assert 'width="10.0"' in cpu  # 0.5:1 on a scale to 5:1 (policy 4:1 and room)
-    assert 'x1="80.0"' in cpu and "0.50:1" in cpu
-    assert "0.25:1" in re.search(r'data-gauge="Memory">.*?</div>', card, re.S).group(0)
-    fleet = re.search(r'<section id="fleet-totals".*?</section>', page, re.S).group(0)
+    card = parse(page).find("div", data_host="alpha")
+    assert card.has("a", href=f"/hosts/{alpha['id']}/overcommit")
+    cpu = card.find("div", data_gauge="CPU")
+    drawn = gauge(0.5, 4.0)  # 0.5:1 against the policy 4:1
+    assert float(cpu.find("rect", class_="bar").get("width")) == drawn.fill
+    assert float(cpu.find("line", class_="gauge-policy").get("x1")) == drawn.policy
+    assert cpu.find("span", class_="gauge-value").text == "0.50:1"
+    assert card.find("div", data_gauge="Memory").find("span", class_="gauge-value").text == "0.25:1"
+    fleet = parse(page).find("section", id="fleet-totals")
+    totals = {
+        item.find("span", class_="fleet-label").text: item.find("span", class_="fleet-value").text
+        for item in fleet.find_all("div", class_="fleet-item")
+    }
     # alpha 8 CPUs, 4 vCPUs running; beta 4 CPUs, 3 running (build-1, paused idle-3).
-    assert '<span class="fleet-value">12</span><span class="fleet-label">physical CPUs' in fleet
-    assert '<span class="fleet-value">7</span><span class="fleet-label">vCPUs running' in fleet
-    assert 'data-fleet="cpu-ratio">0.58:1' in fleet
-    assert ">24 GiB</span>" in fleet and ">5.5 GiB</span>" in fleet
-    assert 'data-fleet="memory-ratio">0.23:1' in fleet
+    assert totals["physical CPUs"] == "12"
+    assert [n for label, n in totals.items() if label.startswith("vCPUs running")] == ["7"]
+    assert fleet.find("span", data_fleet="cpu-ratio").text == "0.58:1"
+    assert totals["physical memory"] == "24 GiB"
+    assert [n for label, n in totals.items() if label.startswith("allocated, running")] == [
+        "5.5 GiB"
+    ]
+    assert fleet.find("span", data_fleet="memory-ratio").text == "0.23:1"
     assert '<section id="fleet-totals" class="fleet" hx-swap-oob="true">' in refresh
 
 
@@ -236,7 +246,8 @@ def test_admins_get_the_policy_forms_and_viewers_only_the_policy(
     theirs = viewer.get(f"/hosts/{alpha['id']}/overcommit").text
 
     assert 'id="policy-global"' in mine and 'id="policy-host"' in mine
-    assert re.findall(r'name="memory_preset" value="([\d.]+)"', mine) == ["1.0", "1.5", "2.0"]
+    presets = parse(mine).find_all("button", name="memory_preset")
+    assert [button.get("value") for button in presets] == ["1.0", "1.5", "2.0"]
     assert 'id="policy-global"' not in theirs and 'id="policy-host"' not in theirs
     assert "the global policy" in theirs
     assert viewer.post("/overcommit/policy", data={"cpu": "1", "memory": "1"}).status_code == 403
@@ -279,8 +290,10 @@ def test_a_host_override_applies_to_that_host_only_and_clears_back_to_global(
     cleared = client.get(f"/hosts/{alpha['id']}/overcommit").text
 
     assert "8.00:1 CPU, 1.00:1 memory" in own and "this host&#39;s override" in own
-    form = re.search(r'<form id="policy-host".*?</form>', own, re.S).group(0)
-    values = dict(re.findall(r'name="(cpu|memory)"[^>]*?value="([^"]*)"', form, re.S))
+    form = parse(own).find("form", id="policy-host")
+    values = {
+        field.get("name"): field.get("value") for field in form.find_all("input", type="number")
+    }
     assert values == {"cpu": "8.0", "memory": ""}  # an empty field follows the global ratio
     assert ratio_shown(own, "vCPUs defined") == ("1.00:1", "ok")
     assert "0.50:1 CPU, 1.00:1 memory" in other
