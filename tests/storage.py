@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import VirtdeckError
-from app.virt import connection
+from app.virt import failures
 from tests.libvirtd import IMAGES, virsh
 
 TEST_DEFAULT = "test:///default"
@@ -34,9 +34,9 @@ def remove_prefixed(lv: Any, prefix: str, pool: str = DEFAULT_POOL) -> None:
     """Remove the domains and volumes whose names start with prefix (what one test made)."""
     for dom in lv.listAllDomains(0):
         if dom.name().startswith(prefix):
-            with contextlib.suppress(VirtdeckError), connection.libvirt_errors():
+            with contextlib.suppress(VirtdeckError), failures.libvirt_errors():
                 dom.destroy()
-            with contextlib.suppress(VirtdeckError), connection.libvirt_errors():
+            with contextlib.suppress(VirtdeckError), failures.libvirt_errors():
                 dom.undefine()
     for volume in lv.storagePoolLookupByName(pool).listAllVolumes(0):
         if volume.name().startswith(prefix):

@@ -15,8 +15,9 @@ import libvirt
 
 from app.errors import Conflict, VirtdeckError
 from app.virt import domains, volumes
-from app.virt.connection import HostConnection, libvirt_errors
+from app.virt.connection import HostConnection
 from app.virt.disks import Aside, Disk, read_disks
+from app.virt.failures import libvirt_errors
 
 RUNNING = frozenset({"running", "blocked", "paused"})
 JOB_POLL = 0.05

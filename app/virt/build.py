@@ -8,7 +8,8 @@ import libvirt
 from app.errors import Conflict
 from app.virt import cpu as cpus
 from app.virt import domains
-from app.virt.connection import HostConnection, libvirt_errors
+from app.virt.connection import HostConnection
+from app.virt.failures import libvirt_errors
 
 DEFAULT_CPU = cpus.CpuConfig()
 # Best first: hardware virtualisation, then emulation; other drivers (test) name their own.

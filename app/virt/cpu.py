@@ -18,13 +18,8 @@ from typing import TYPE_CHECKING
 import libvirt
 
 from app.errors import HostUnreachable
-from app.virt.connection import (
-    CPU_PROBE_PREFIX,
-    HostConnection,
-    libvirt_errors,
-    qemu_error,
-    translate,
-)
+from app.virt.connection import CPU_PROBE_PREFIX, HostConnection
+from app.virt.failures import libvirt_errors, qemu_error, translate
 
 if TYPE_CHECKING:  # build imports this module for CpuConfig
     from app.virt.build import Platform

@@ -6,7 +6,8 @@ import re
 import libvirt
 
 from app.errors import NotFound
-from app.virt.connection import HostConnection, libvirt_errors, translate
+from app.virt.connection import HostConnection
+from app.virt.failures import libvirt_errors, translate
 
 # The guest's definition with its secrets, as a restore defines it again.
 DEFINITION_FLAGS = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import libvirt
 
 from app.errors import NotFound
-from app.virt.connection import HostConnection, libvirt_errors, translate
+from app.virt.connection import HostConnection
+from app.virt.failures import libvirt_errors, translate
 from app.virt.volumes import read_each
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import libvirt
 
-from app.virt.connection import HostConnection, translate
+from app.virt.connection import HostConnection
+from app.virt.failures import translate
 from app.virt.types import GuestInfo
 
 STATS_FLAGS = (

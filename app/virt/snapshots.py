@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 import libvirt
 
 from app.errors import Conflict, Invalid, NotFound
-from app.virt.connection import HostConnection, libvirt_errors
+from app.virt.connection import HostConnection
 from app.virt.domain_xml import domain_size
+from app.virt.failures import libvirt_errors
 
 # libvirt reverts external snapshots only from 9.9, and takes internal snapshots of a shut-off
 # UEFI (pflash) guest only from 9.3 (of a running one: not at all).

@@ -14,8 +14,9 @@ import libvirt
 
 from app.errors import Conflict, VirtdeckError
 from app.virt import domains, volumes
-from app.virt.connection import STATE_NAMES, HostConnection, libvirt_errors
+from app.virt.connection import STATE_NAMES, HostConnection
 from app.virt.disks import Aside, Disk, read_disks
+from app.virt.failures import libvirt_errors
 
 NOT_REQUESTED = "storage removal not requested"
 NOT_A_VOLUME = "not in an active storage pool; only libvirt storage volumes are removed"

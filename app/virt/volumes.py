@@ -15,8 +15,9 @@ from typing import TypeVar
 import libvirt
 
 from app.errors import Conflict, NotFound, VirtdeckError
-from app.virt.connection import HostConnection, libvirt_errors, translate
+from app.virt.connection import HostConnection
 from app.virt.disks import Disk
+from app.virt.failures import libvirt_errors, translate
 from app.virt.images import HEADER_BYTES, ImageHeader, read_header
 
 T = TypeVar("T")

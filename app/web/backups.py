@@ -1,5 +1,8 @@
 """Backups in the browser: the guest page's panel, the list, one backup's page with its restore
-form, and the progress of their jobs (a bar that polls itself, then re-renders its section)."""
+form, and the progress of their jobs (a bar that polls itself, then re-renders its section).
+
+(A little over 300 lines: the three views share the panel and job-progress helpers.)
+"""
 
 from typing import Annotated
 from urllib.parse import urlencode

@@ -1,5 +1,8 @@
 """One host's worker thread: keeps its libvirt connection, follows its events, syncs its
-inventory, overcommit figures and snapshots into the database, and reconnects with backoff."""
+inventory, overcommit figures and snapshots into the database, and reconnects with backoff.
+
+(A little over 300 lines: connecting, events, syncs and the CPU probe share the thread's state.)
+"""
 
 import logging
 import threading

@@ -3,7 +3,8 @@
 import pytest
 
 from app.errors import VirtdeckError
-from app.virt.connection import MAX_MESSAGE, HostConnection, libvirt_errors, qemu_error
+from app.virt.connection import HostConnection
+from app.virt.failures import MAX_MESSAGE, libvirt_errors, qemu_error
 
 
 def test_a_long_multi_line_libvirt_error_becomes_one_bounded_line() -> None:

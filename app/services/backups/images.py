@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from app.errors import Conflict, VirtdeckError
-from app.virt.connection import one_line
+from app.virt.failures import one_line
 from app.virt.images import read_file_header
 
 

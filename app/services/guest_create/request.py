@@ -1,0 +1,183 @@
+"""A request to create a guest, and the checks that need no call to its host: the name rule,
+sizes, devices, the CPU asked for, the policy."""
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from app.errors import Invalid
+from app.models import Host
+from app.services.auth import Principal
+from app.services.overcommit import check_force, check_policy
+from app.virt.connection import CPU_PROBE_PREFIX
+from app.virt.cpu import CPU_MODES
+
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+NAME_RULE = "1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+MIN_MEMORY_MIB = 64
+MAX_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB, for hosts whose memory is not known yet
+MAX_VCPUS = 4096
+MAX_DISK_GIB = 64 * 1024
+MAX_REF = 255  # pool, volume and network names
+FIRMWARES = ("bios", "uefi")
+# The formats an existing volume may be attached as: the request says which (never libvirt's
+# probe of the volume's header, which a guest can write); a CD-ROM is always raw.
+VOLUME_FORMATS = ("raw", "qcow2")
+
+
+def check_guest_name(name: str) -> None:
+    """A new guest's name follows the rule and is none of virtdeck's own probe guests'."""
+    if not name or not NAME.fullmatch(name):
+        raise Invalid(f"name: {NAME_RULE}", field="name")
+    if name.startswith(CPU_PROBE_PREFIX):
+        raise Invalid(
+            f"name: names starting with {CPU_PROBE_PREFIX} are kept for virtdeck's CPU probe",
+            field="name",
+        )
+
+
+def volume_name(guest_name: str) -> str:
+    """The name of a new guest's new volume: its name with .qcow2."""
+    return f"{guest_name}.qcow2"
+
+
+@dataclass(frozen=True)
+class NewDisk:
+    """A new qcow2 volume of size_gib GiB, to be made in pool."""
+
+    pool: str
+    size_gib: int
+
+
+@dataclass(frozen=True)
+class VolumeRef:
+    """An existing volume of a storage pool, and the format to attach it as."""
+
+    pool: str
+    volume: str
+    format: str = "raw"
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What a user asks for; nothing in it is trusted yet."""
+
+    host_id: int | None
+    name: str
+    vcpus: int
+    memory_mib: int
+    disk: NewDisk | VolumeRef | None = None
+    cdrom: VolumeRef | None = None
+    network: str | None = None
+    firmware: str = "bios"
+    # None: what the host's CPU probe found QEMU starts (app.virt.cpu).
+    cpu_mode: str | None = None
+    cpu_model: str | None = None
+    start: bool = False
+    force: bool = False
+
+
+def disk_choice(
+    pool: str | None, size_gib: int | None, volume: str | None, *, format_: str | None = None
+) -> NewDisk | VolumeRef:
+    """A new volume (pool and size) or an existing one (pool, volume and its format, raw unless
+    it says), never both."""
+    if size_gib is not None and volume is not None:
+        raise Invalid(
+            "disk.volume: give a size for a new volume or an existing volume, not both",
+            field="disk.volume",
+        )
+    if size_gib is None and volume is None:
+        raise Invalid(
+            "disk.size_gib: give a size in GiB for a new volume, or an existing volume",
+            field="disk.size_gib",
+        )
+    if volume is not None:
+        return VolumeRef(pool=pool or "", volume=volume, format=format_ or "raw")
+    if format_ is not None:
+        raise Invalid(
+            "disk.format: only for an existing volume (a new one is always qcow2)",
+            field="disk.format",
+        )
+    return NewDisk(pool=pool or "", size_gib=size_gib or 0)
+
+
+def _check_ref(value: str, field: str, what: str) -> None:
+    if not value or len(value) > MAX_REF:
+        raise Invalid(f"{field}: choose a {what}", field=field)
+
+
+def _check_sizes(request: CreateRequest, host: Host) -> None:
+    if not 1 <= request.vcpus <= MAX_VCPUS:
+        raise Invalid(f"vcpus: a whole number from 1 to {MAX_VCPUS}", field="vcpus")
+    cpus = host.cpus_online
+    if cpus and request.vcpus > cpus and not request.force:
+        raise Invalid(
+            f"vcpus: the host has {cpus} CPUs; more vCPUs than that needs force (admins only)",
+            field="vcpus",
+        )
+    limit = host.memory_kib // 1024 if host.memory_kib else MAX_MEMORY_MIB
+    if not MIN_MEMORY_MIB <= request.memory_mib <= limit:
+        raise Invalid(
+            f"memory_mib: from {MIN_MEMORY_MIB} MiB to {limit} MiB (the host's memory)",
+            field="memory_mib",
+        )
+
+
+def _check_devices(request: CreateRequest) -> None:
+    disk = request.disk
+    if disk is not None:
+        _check_ref(disk.pool, "disk.pool", "storage pool")
+    if isinstance(disk, NewDisk) and not 1 <= disk.size_gib <= MAX_DISK_GIB:
+        raise Invalid(
+            f"disk.size_gib: a whole number of GiB from 1 to {MAX_DISK_GIB}", field="disk.size_gib"
+        )
+    if isinstance(disk, VolumeRef):
+        _check_ref(disk.volume, "disk.volume", "volume")
+        if disk.format not in VOLUME_FORMATS:
+            raise Invalid("disk.format: raw or qcow2", field="disk.format")
+    if request.cdrom is not None:
+        _check_ref(request.cdrom.pool, "cdrom.pool", "storage pool")
+        _check_ref(request.cdrom.volume, "cdrom.volume", "volume")
+        if request.cdrom.format != "raw":
+            raise Invalid(
+                "cdrom.format: a CD-ROM is attached read-only as raw", field="cdrom.format"
+            )
+    if request.network is not None:
+        _check_ref(request.network, "network", "network")
+    if request.firmware not in FIRMWARES:
+        raise Invalid("firmware: bios or uefi", field="firmware")
+    _check_cpu_request(request)
+
+
+def _check_cpu_request(request: CreateRequest) -> None:
+    if request.cpu_mode is not None and request.cpu_mode not in CPU_MODES:
+        raise Invalid(
+            f"cpu_mode: one of {', '.join(CPU_MODES)}, or leave it out for the host's choice",
+            field="cpu_mode",
+        )
+    if (request.cpu_mode == "custom") != (request.cpu_model is not None):
+        raise Invalid(
+            "cpu_model: name a CPU model with cpu_mode custom, and only then", field="cpu_model"
+        )
+    if request.cpu_model is not None:
+        _check_ref(request.cpu_model, "cpu_model", "CPU model")
+
+
+def check_request(session: Session, request: CreateRequest, principal: Principal) -> Host:
+    """The host, once everything that needs no call to it is acceptable."""
+    if request.force:
+        check_force(principal, "a guest with more vCPUs than host CPUs, or over the policy")
+    host = session.get(Host, request.host_id) if request.host_id is not None else None
+    if host is None:
+        raise Invalid("host_id: choose a registered host", field="host_id")
+    check_guest_name(request.name)
+    _check_sizes(request, host)
+    _check_devices(request)
+    if not request.force:  # a new guest counts as running, started now or later
+        memory_kib = request.memory_mib * 1024
+        check_policy(
+            session, host.id, add_vcpus=request.vcpus, add_memory_kib=memory_kib, action="create"
+        )
+    return host
