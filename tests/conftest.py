@@ -3,6 +3,7 @@
 import re
 import socket
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from app.services import users
 from app.services.auth import create_token
 from app.services.users import create_user
 from tests.databases import throwaway_postgresql
-from tests.libvirtd import SYSTEM_URI
-from tests.storage import remove_guest
+from tests.libvirtd import SYSTEM_URI, virsh
+from tests.storage import remove_guest, remove_pool
 
 DATA = Path(__file__).resolve().parent / "data"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -40,6 +41,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if any(item.get_closest_marker(marker) for marker in ONE_AT_A_TIME):
             item.add_marker(pytest.mark.xdist_group("machine"))
+
+
+def _ours_on_libvirtd() -> set[str]:
+    """The guests and pools on the real libvirtd that tests name (vdtest-...)."""
+    listed = virsh("list", "--all", "--name", check=False).split()
+    listed += virsh("pool-list", "--all", "--name", check=False).split()
+    return {name for name in listed if name.startswith("vdtest-")}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_on_libvirtd(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on the real libvirtd leaves none of its guests and pools behind: what it left is
+    removed here and named in a warning (these tests run one at a time, so what is new is its)."""
+    if request.node.get_closest_marker("libvirtd") is None:
+        yield
+        return
+    before = _ours_on_libvirtd()
+    yield
+    left = _ours_on_libvirtd() - before
+    for name in sorted(left):
+        remove_guest(name)
+        remove_pool(name)
+    if left:
+        warnings.warn(f"{request.node.nodeid} left {sorted(left)} on libvirtd", stacklevel=1)
 
 
 @pytest.fixture(scope="session", autouse=True)

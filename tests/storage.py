@@ -4,7 +4,6 @@ import contextlib
 import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from app.errors import VirtdeckError
@@ -69,10 +68,16 @@ def throwaway_pool(prefix: str = "vdtest-pool") -> Iterator[str]:
         with contextlib.suppress(RuntimeError):
             for volume in pool_volumes(name):
                 virsh("vol-delete", "--pool", name, volume, check=False)
-        virsh("pool-destroy", name, check=False)
-        virsh("pool-undefine", name, check=False)
-        if Path(target).is_dir() and target.parent == IMAGES:
-            shutil.rmtree(target)
+        remove_pool(name)
+
+
+def remove_pool(name: str) -> None:
+    """Stop and undefine a pool on the real libvirtd and remove its directory, if they exist."""
+    target = IMAGES / name
+    virsh("pool-destroy", name, check=False)
+    virsh("pool-undefine", name, check=False)
+    if target.is_dir() and target.parent == IMAGES:
+        shutil.rmtree(target)
 
 
 def remove_guest(name: str) -> None:
