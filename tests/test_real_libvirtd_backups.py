@@ -6,6 +6,8 @@ import os
 import subprocess
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from tests.conftest import add_host
 from tests.libvirtd import (
     IMAGES,
     SYSTEM_URI,
+    ThrowawayGuest,
     holds,
     qemu_io,
     restart_libvirtd,
@@ -232,9 +235,12 @@ def test_backup_directories_are_0700_and_backup_files_0600_whatever_the_umask(
     assert all(p.stat().st_uid == os.getuid() for p in made)
 
 
-def test_a_manifest_edited_to_name_another_volume_is_refused_and_that_volume_untouched(
-    client: TestClient, tmp_path: Path
-) -> None:
+@contextmanager
+def backup_pointed_at_another_guest(
+    client: TestClient, tmp_path: Path, *, before_edit: Callable[[dict], None] = lambda _b: None
+) -> Iterator[tuple[ThrowawayGuest, ThrowawayGuest, dict]]:
+    """Two guests in a pool with their own bytes (0x5a, 0x77), a backup of the first, and its
+    manifest.json edited to name the second's disk: (guest, other, backup)."""
     with (
         throwaway_pool() as pool,
         throwaway_guest(tmp_path, directory=IMAGES / pool) as guest,
@@ -244,13 +250,20 @@ def test_a_manifest_edited_to_name_another_volume_is_refused_and_that_volume_unt
         assert qemu_io(other.disk, "write -P 0x77 0 1M").returncode == 0
         add_host(client, "local", SYSTEM_URI)
         backup = back_up(client, guest.uuid)
+        before_edit(backup)
         manifest_path = (
             Path(client.app.state.settings.backup_dir) / backup["path"] / "manifest.json"
         )
         manifest = json.loads(manifest_path.read_text())
         manifest["disks"][0]["path"] = str(other.disk)
         manifest_path.write_text(json.dumps(manifest))
+        yield guest, other, backup
 
+
+def test_a_manifest_edited_to_name_another_volume_is_refused_and_that_volume_untouched(
+    client: TestClient, tmp_path: Path
+) -> None:
+    with backup_pointed_at_another_guest(client, tmp_path) as (guest, other, backup):
         refused = client.post(f"/api/v1/backups/{backup['id']}/restore", json={"mode": "in_place"})
         verified = client.post(f"/api/v1/backups/{backup['id']}/verify")
 
@@ -300,23 +313,14 @@ def as_taken_before_manifest_checks(sessions, backup_id: int) -> None:
 def test_a_backup_older_than_manifest_checks_is_restored_only_as_a_new_guest(
     client: TestClient, sessions, tmp_path: Path
 ) -> None:
-    with (
-        throwaway_pool() as pool,
-        throwaway_guest(tmp_path, directory=IMAGES / pool) as guest,
-        throwaway_guest(tmp_path, directory=IMAGES / pool) as other,
-    ):
-        assert qemu_io(guest.disk, "write -P 0x5a 0 1M").returncode == 0
-        assert qemu_io(other.disk, "write -P 0x77 0 1M").returncode == 0
-        add_host(client, "local", SYSTEM_URI)
-        backup = back_up(client, guest.uuid)
+    def older(backup: dict) -> None:
         as_taken_before_manifest_checks(sessions, backup["id"])
-        manifest_path = (
-            Path(client.app.state.settings.backup_dir) / backup["path"] / "manifest.json"
-        )
-        manifest = json.loads(manifest_path.read_text())
-        manifest["disks"][0]["path"] = str(other.disk)
-        manifest_path.write_text(json.dumps(manifest))
 
+    with backup_pointed_at_another_guest(client, tmp_path, before_edit=older) as (
+        guest,
+        other,
+        backup,
+    ):
         refused = client.post(f"/api/v1/backups/{backup['id']}/restore", json={"mode": "in_place"})
         if refused.status_code == 202:  # let the unwanted restore end before looking
             finished_job(client, refused.json()["job"]["id"])
