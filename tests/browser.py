@@ -83,12 +83,12 @@ def chromium() -> Iterator[Browser]:
 
 @contextmanager
 def admin_tabs(
-    browser: Browser, server: Server, count: int, *, height: int = 900
+    browser: Browser, server: Server, count: int, *, height: int = 900, width: int = 1280
 ) -> Iterator[list[Page]]:
     """Tabs in separate browser contexts (separate logins) of the admin; JavaScript errors on
     their pages fail the test."""
     errors: list[str] = []
-    viewport = {"width": 1280, "height": height}
+    viewport = {"width": width, "height": height}
     contexts = [browser.new_context(viewport=viewport) for _ in range(count)]
     tabs = []
     for context in contexts:

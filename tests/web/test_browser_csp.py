@@ -51,9 +51,10 @@ def violations(tab: Page, console: list[str]) -> list[str]:
     return [*tab.evaluate("window.cspViolations || []"), *console]
 
 
-def test_every_main_page_loads_without_a_csp_violation(server: Server, browser: Browser) -> None:
+def main_pages(server: Server) -> dict[str, tuple[str, str]]:
+    """Every main page: its path, and an element that shows it has loaded."""
     host_id = server.api("GET", "/hosts").json()[0]["id"]
-    pages = {
+    return {
         "overview": ("/", "#host-cards, .cards"),
         "host": (f"/hosts/{host_id}", f"#guest-row-{WEB_1}"),
         "guest": (f"/guests/{WEB_1}", "#guest-status"),
@@ -64,6 +65,10 @@ def test_every_main_page_loads_without_a_csp_violation(server: Server, browser: 
         "audit": ("/audit", "main h1"),
         "docs": ("/docs", ".swagger-ui .info .title"),
     }
+
+
+def test_every_main_page_loads_without_a_csp_violation(server: Server, browser: Browser) -> None:
+    pages = main_pages(server)
     found, policies = {}, {}
     with admin_tabs(browser, server, 1) as (tab,):
         console = watched(tab)
@@ -138,3 +143,19 @@ def test_htmx_actions_the_live_view_and_the_moved_handlers_still_work(
         found = violations(tab, console)
     assert "script-src 'self'" in policy
     assert found == []
+
+
+@pytest.mark.parametrize("width", [390, 1440])
+def test_every_main_page_fits_a_phone_and_a_desktop_without_scrolling_sideways(
+    server: Server, browser: Browser, width: int
+) -> None:
+    wider = {}
+    with admin_tabs(browser, server, 1, width=width) as (tab,):
+        for name, (path, ready) in main_pages(server).items():
+            tab.goto(f"{server.url}{path}")
+            expect(tab.locator(ready).first).to_be_visible()
+            page_width = tab.evaluate("document.documentElement.scrollWidth")
+            if page_width > width:
+                wider[name] = page_width
+
+    assert wider == {}, f"pages wider than {width} px"
