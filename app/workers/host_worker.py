@@ -20,7 +20,8 @@ from app.virt import build
 from app.virt import overcommit as overcommit_virt
 from app.virt import snapshots as snapshots_virt
 from app.virt.connection import HostConnection
-from app.virt.cpu import from_record
+from app.virt.cpu import CpuProbe, from_record
+from app.virt.cpu import current as current_cpu
 from app.virt.cpu import probe as cpu_probe
 from app.virt.types import GuestInfo
 
@@ -237,27 +238,53 @@ class HostWorker(threading.Thread):
         with self._synced:
             self.generation += 1
             self._synced.notify_all()
-        if not self._cpu_probed:  # once a connection; QEMU takes seconds, so events do not wait
+        if not self._cpu_probed:  # once a connection
             self._cpu_probed = True
-            threading.Thread(
-                target=self._probe_cpu,
-                args=(self._conn,),
-                name=f"cpu-probe-{self.host_id}",
-                daemon=True,
-            ).start()
+            self._probe_cpu()
 
-    def _probe_cpu(self, conn: HostConnection) -> None:
-        """Find and store which CPU QEMU starts new guests with (app.virt.cpu)."""
+    def _probe_cpu(self) -> None:
+        """Store which CPU QEMU starts new guests with (app.virt.cpu). When that needs a probe,
+        which starts QEMU for seconds, it runs in a thread of its own on a connection of its
+        own: events do not wait for it, and closing this worker's connection cannot pull the
+        connection from under it (libvirt-python crashes on a closed connection)."""
         try:
             with self._sessions() as session:
                 known = from_record(host_service.get_host(session, self.host_id).cpu_probe)
-            probe = cpu_probe(conn, build.host_platform(conn), known=known)
-            with transaction(self._sessions) as session:
-                host_service.record_cpu_probe(session, self.host_id, probe.as_record())
+            platform = build.host_platform(self._conn)
+            found = current_cpu(self._conn, platform, known=known)
+        except HostUnreachable:
+            raise
+        except VirtdeckError as exc:  # no CPU answer is no reason to drop the host
+            log.warning("CPU probe of host %s: %s", self.host_id, exc.message)
+            return
+        if found is not None:
+            self._record_cpu(found)
+            return
+        threading.Thread(
+            target=self._probe_apart,
+            args=(platform, known),
+            name=f"cpu-probe-{self.host_id}",
+            daemon=True,
+        ).start()
+
+    def _probe_apart(self, platform: build.Platform, known: CpuProbe | None) -> None:
+        try:
+            conn = host_service.open_connection(
+                self.uri, self._settings, on_close=lambda _reason: None
+            )
+            try:
+                found = cpu_probe(conn, platform, known=known)
+            finally:
+                conn.close()
+            self._record_cpu(found)
         except VirtdeckError as exc:  # gone or unreachable: the next connection probes again
             log.warning("CPU probe of host %s: %s", self.host_id, exc.message)
         except Exception:
             log.exception("CPU probe of host %s failed", self.host_id)
+
+    def _record_cpu(self, found: CpuProbe) -> None:
+        with transaction(self._sessions) as session:
+            host_service.record_cpu_probe(session, self.host_id, found.as_record())
 
     def _stale_snapshots(self, guests: list[GuestInfo]) -> list[str]:
         """The guests whose snapshots to read now: changed ones, or all every Nth sync."""
