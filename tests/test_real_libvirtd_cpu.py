@@ -213,3 +213,23 @@ def test_a_guest_may_not_take_the_name_of_virtdecks_probe_guests(
 
     assert response.status_code == 422
     assert response.json()["detail"].startswith(f"name: names starting with {CPU_PROBE_PREFIX}")
+
+
+def test_a_host_dropped_while_its_cpu_is_probed_leaves_the_probe_to_finish_on_its_own(
+    make_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cpus, "_cache", {})  # so that the worker must start QEMU to know
+    client = make_client()
+    host = add_host(client, "local", SYSTEM_URI)
+
+    # The worker drops its connection (the host is forgotten) while the probe starts QEMU; the
+    # probe, on a connection of its own, finishes and leaves nothing behind. (On the worker's
+    # connection this crashed the process: libvirt-python on a closed connection.)
+    assert client.delete(f"/api/v1/hosts/{host['id']}").status_code == 204
+    deadline = time.monotonic() + 30
+    while [n for n in virsh_lines("list", "--all", "--name") if n.startswith(CPU_PROBE_PREFIX)]:
+        assert time.monotonic() < deadline, "a probe guest outlived its probe"
+        time.sleep(0.2)
+    again = add_host(client, "local again", SYSTEM_URI)
+
+    assert probed(client, again)["label"]
