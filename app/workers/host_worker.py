@@ -82,6 +82,8 @@ class HostWorker(threading.Thread):
         self._events: dict[str, float] = {}
         self._events_lock = threading.Lock()
         self._sync_due = False
+        # A full read of the host is under way: a sync asked now needs the one after it.
+        self._reading = False
         self._watching = False
         self._cpu_probed = False
         # Set while this instance holds the host's lease: only then does it sync and write.
@@ -91,8 +93,8 @@ class HostWorker(threading.Thread):
     def request_sync(self) -> int:
         """Ask for a sync now; returns the generation that will include it."""
         with self._synced:
-            target = self.generation + 1
-        self._sync_due = True
+            target = self.generation + (2 if self._reading else 1)
+            self._sync_due = True
         self._wake.set()
         return target
 
@@ -146,8 +148,9 @@ class HostWorker(threading.Thread):
                         self._synced.notify_all()
                 self._wake.wait(delay)
                 continue
-            full = self._sync_due or time.monotonic() >= due or self._conn is None
-            self._sync_due = False
+            with self._synced:
+                full = self._sync_due or time.monotonic() >= due or self._conn is None
+                self._sync_due = False
             self.attempt_started, self.stall_reported = time.monotonic(), False
             try:
                 if full or self._lost is not None:
@@ -221,23 +224,29 @@ class HostWorker(threading.Thread):
             with transaction(self._sessions) as session:
                 host_service.record_facts(session, self.host_id, facts)
         started = time.perf_counter()
-        with self._events_lock:  # the full read covers every event so far
-            self._events.clear()
-        guests = self._conn.guests()
-        with transaction(self._sessions) as session:
-            apply_sync(
-                session,
-                self.host_id,
-                guests,
-                sync_ms=(time.perf_counter() - started) * 1000,
-            )
-        self._record_overcommit(guests)
-        self._sync_snapshots(guests)
-        self._syncs += 1
-        self.stats.synced(time.perf_counter() - started)
         with self._synced:
-            self.generation += 1
-            self._synced.notify_all()
+            self._reading = True
+        try:
+            with self._events_lock:  # the full read covers every event so far
+                self._events.clear()
+            guests = self._conn.guests()
+            with transaction(self._sessions) as session:
+                apply_sync(
+                    session,
+                    self.host_id,
+                    guests,
+                    sync_ms=(time.perf_counter() - started) * 1000,
+                )
+            self._record_overcommit(guests)
+            self._sync_snapshots(guests)
+            self._syncs += 1
+            self.stats.synced(time.perf_counter() - started)
+            with self._synced:
+                self.generation += 1
+                self._synced.notify_all()
+        finally:
+            with self._synced:
+                self._reading = False
         if not self._cpu_probed:  # once a connection
             self._cpu_probed = True
             self._probe_cpu()
