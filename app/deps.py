@@ -47,7 +47,7 @@ BACKGROUND_HEADER = "X-Virtdeck-Background"
 BACKGROUND_PATHS = frozenset({"/events"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Routes FastAPI adds itself; they show the API's shape, never data.
-UNGUARDED_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+UNGUARDED_PATHS = frozenset({"/docs", "/openapi.json"})
 
 
 def get_settings(request: Request) -> Settings:
