@@ -1,4 +1,4 @@
-"""The `virtdeck` command: serve, migrate, create-user, create-token."""
+"""The `virtdeck` command: serve, worker, migrate, create-user, create-token."""
 
 import argparse
 import getpass
@@ -26,6 +26,14 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="apply pending migrations and serve the web app")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="start no worker beside the server (run `virtdeck worker` yourself)",
+    )
+    commands.add_parser(
+        "worker", help="apply pending migrations and sync the hosts and run jobs (no web server)"
+    )
     commands.add_parser("migrate", help="apply pending database migrations")
     user = commands.add_parser(
         "create-user", help="create a user (password from a prompt or stdin)"
@@ -99,8 +107,26 @@ def main(argv: list[str] | None = None) -> None:
     upgrade(settings.database_url)
     if args.command == "serve":
         from app.main import create_app
+        from app.workers.process import WorkerChild
 
-        _serve(create_app(settings), args.host, args.port, settings.forwarded_allow_ips)
+        child = None if args.no_worker else WorkerChild()
+        if child is not None:
+            child.start()
+        try:
+            _serve(
+                create_app(settings, worker=False),
+                args.host,
+                args.port,
+                settings.forwarded_allow_ips,
+            )
+        finally:
+            if child is not None:
+                child.stop()
+        return
+    if args.command == "worker":
+        from app.workers.process import run_worker
+
+        run_worker(settings)
         return
     try:
         if args.command == "create-user":
@@ -109,3 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             print(_create_token(settings.database_url, args))
     except VirtdeckError as exc:
         sys.exit(f"virtdeck: {exc.message}")
+
+
+if __name__ == "__main__":  # `python -m app.cli`, as `virtdeck serve` starts its worker
+    main()

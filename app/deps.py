@@ -1,5 +1,5 @@
-"""The FastAPI dependencies: settings, a database session, the sync manager, permissions, and
-the one CSRF check (Origin and token) for forms and cookie requests."""
+"""The FastAPI dependencies: settings, a database session, the link to hosts and workers,
+permissions, and the one CSRF check (Origin and token) for forms and cookie requests."""
 
 import math
 import re
@@ -27,8 +27,7 @@ from app.services.auth import (
     session_principal,
     token_principal,
 )
-from app.workers.jobs import JobRunner
-from app.workers.sync import SyncManager
+from app.workers.calls import HostLink
 
 SESSION_COOKIE = "virtdeck_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -66,20 +65,20 @@ def get_sessions(request: Request) -> sessionmaker[Session]:
     return request.app.state.sessions
 
 
-def get_sync(request: Request) -> SyncManager:
-    """The sync manager of this process."""
+def get_sync(request: Request) -> HostLink:
+    """This process's link to the hosts and the workers."""
     return request.app.state.sync
 
 
-def get_jobs(request: Request) -> JobRunner:
-    """The job runner of this process."""
+def get_jobs(request: Request) -> HostLink:
+    """Where this process queues jobs (the workers take them)."""
     return request.app.state.jobs
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
-SyncDep = Annotated[SyncManager, Depends(get_sync)]
-JobsDep = Annotated[JobRunner, Depends(get_jobs)]
+SyncDep = Annotated[HostLink, Depends(get_sync)]
+JobsDep = Annotated[HostLink, Depends(get_jobs)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(get_sessions)]
 # A row id in a path, query or body: larger numbers are a 422, not a database error (SQLite
 # cannot bind past 2**63 - 1, and the id columns are 32-bit on PostgreSQL).

@@ -4,10 +4,11 @@ Every session of the app's session factory notes the rows it flushes (guests, ho
 backups, audit entries) as topics such as `guest-<uuid>`, `host-<id>`, `hosts`, `job-<id>`,
 `backups-<guest uuid>`, `activity`, `activity-<guest uuid>` and `user-<id>` (a user's role,
 password or disabled flag changed, or the user was deleted); after the commit the topics are
-published. On SQLite (one instance) they go straight to this process's subscribers; on
-PostgreSQL they go out with NOTIFY and every instance's listener hands them to its own
-subscribers, so a change made through instance A reaches browsers connected to instance B. Pages
-subscribe through /events (SSE).
+published. On PostgreSQL they go out with NOTIFY and every instance's listener hands them to its
+own subscribers, so a change made through instance A reaches browsers connected to instance B.
+SQLite has no NOTIFY: topics are written to the live_outbox table, which every web process reads
+every OUTBOX_POLL seconds, so that what a worker process commits reaches the web process's
+streams too. Pages subscribe through /events (SSE).
 """
 
 import asyncio
@@ -16,14 +17,16 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Engine, delete, event, func, insert, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import AuditEntry, Backup, Guest, Host, Job, User
+from app.models import AuditEntry, Backup, Guest, Host, Job, LiveOutbox, User
 from app.models.audit import target_id
+from app.models.base import utcnow
 
 log = logging.getLogger(__name__)
 CHANNEL = "virtdeck_live"
@@ -37,8 +40,20 @@ TOPICS_KEY = "live_topics"
 TOPIC = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # A host row changes at every sync (times, stats); only changes to its other columns are news.
 QUIET_HOST_COLUMNS = frozenset(
-    {"last_contact_at", "last_sync_at", "last_sync_ms", "stats", "stats_at"}
+    {
+        "last_contact_at",
+        "last_sync_at",
+        "last_sync_ms",
+        "stats",
+        "stats_at",
+        "sync_requested",
+        "sync_answered",
+    }
 )
+# SQLite: how often a web process reads the outbox, and how long rows stay there.
+OUTBOX_POLL = 0.1
+OUTBOX_KEEP = timedelta(seconds=60)
+OUTBOX_PRUNE_EVERY = 200
 
 
 def note(session: Session, *topics: str) -> None:
@@ -124,6 +139,7 @@ class LiveBus:
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
         self.listening = threading.Event()
+        self._written = 0
 
     # --- collecting topics from sessions ---
 
@@ -157,7 +173,7 @@ class LiveBus:
         if not topics:
             return
         if not self._notify:
-            self._deliver(topics)
+            self._write_outbox(topics)
             return
         try:
             with self._engine.begin() as connection:
@@ -165,6 +181,24 @@ class LiveBus:
                     connection.execute(
                         text("SELECT pg_notify(:channel, :payload)"),
                         {"channel": CHANNEL, "payload": payload},
+                    )
+        except Exception:
+            log.exception("could not publish live topics")
+
+    def _write_outbox(self, topics: frozenset[str]) -> None:
+        """SQLite: leave the topics for every web process's reader (and prune old rows)."""
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(
+                    insert(LiveOutbox).values(topics=" ".join(sorted(topics)), created_at=utcnow())
+                )
+                self._written += 1
+                if self._written % OUTBOX_PRUNE_EVERY == 0:  # never the newest: ids go on rising
+                    newest = select(func.max(LiveOutbox.id)).scalar_subquery()
+                    connection.execute(
+                        delete(LiveOutbox).where(
+                            LiveOutbox.created_at < utcnow() - OUTBOX_KEEP, LiveOutbox.id < newest
+                        )
                     )
         except Exception:
             log.exception("could not publish live topics")
@@ -199,12 +233,31 @@ class LiveBus:
     # --- the PostgreSQL listener ---
 
     def start(self) -> None:
-        """On PostgreSQL, start listening for every instance's NOTIFY."""
-        if self._notify:
-            self._listener = threading.Thread(target=self._listen, name="live-listen", daemon=True)
-            self._listener.start()
-        else:
-            self.listening.set()
+        """Start listening for every process's topics: NOTIFY on PostgreSQL, the outbox on
+        SQLite."""
+        target = self._listen if self._notify else self._read_outbox
+        self._listener = threading.Thread(target=target, name="live-listen", daemon=True)
+        self._listener.start()
+
+    def _read_outbox(self) -> None:
+        last = None
+        while not self._stopping.is_set():
+            try:
+                with self._engine.connect() as connection:
+                    if last is None:
+                        last = connection.scalar(select(func.max(LiveOutbox.id))) or 0
+                        self.listening.set()
+                    rows = connection.execute(
+                        select(LiveOutbox.id, LiveOutbox.topics)
+                        .where(LiveOutbox.id > last)
+                        .order_by(LiveOutbox.id)
+                    ).all()
+                for row_id, topics in rows:
+                    last = row_id
+                    self._deliver(frozenset(topics.split()))
+            except Exception as exc:
+                log.warning("live outbox read failed (%s); retrying", exc)
+            self._stopping.wait(OUTBOX_POLL)
 
     def _listen(self) -> None:
         url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

@@ -1,9 +1,8 @@
-"""create_app(settings): routers, static files, error handlers, audit, and the sync workers."""
+"""create_app(settings): routers, static files, error handlers, audit, the link to the workers,
+and (unless the worker runs as a process of its own) a worker inside the app."""
 
 import contextlib
 import logging
-import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -31,8 +30,8 @@ from app.services import backups as backup_service
 from app.services.auth import ANONYMOUS
 from app.services.hosts import ensure_default_host
 from app.services.setup import startup_setup_code
-from app.workers.jobs import JobRunner
-from app.workers.sync import SyncManager
+from app.workers.calls import HostLink
+from app.workers.worker import Worker, instance_name
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -164,18 +163,17 @@ def _install_error_handlers(app: FastAPI) -> None:
         return web.error_page(request, VirtdeckError(message), status_code=422)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """The virtdeck application for these settings."""
+def create_app(settings: Settings | None = None, *, worker: bool = True) -> FastAPI:
+    """The virtdeck application for these settings; with worker, a worker runs inside it (as
+    in tests), else `virtdeck worker` processes do the syncing and the jobs."""
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
-    instance = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    sync = SyncManager(sessions=sessions, settings=settings, instance=instance)
-    jobs = JobRunner(
-        sessions=sessions,
-        instance=instance,
-        after_reap=lambda: backup_service.settle_orphans(sessions, settings),
-    )
+    instance = instance_name()
+    inside = Worker(sessions=sessions, settings=settings, instance=instance) if worker else None
+    # Requests reach the hosts and the workers through a HostLink: the worker's own when it
+    # runs inside (calls then share its sync connections).
+    link = inside.link if inside is not None else HostLink(sessions=sessions, settings=settings)
     live = LiveBus(engine)
     live.attach(sessions)
 
@@ -196,13 +194,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except OSError as exc:
             log.warning("cannot make the backup directory private: %s", exc)
         live.start()
-        jobs.start()
-        if settings.sync_enabled:
-            sync.start()
+        if inside is not None:
+            inside.start()
         yield
         live.stop()
-        jobs.stop()
-        sync.stop()
+        if inside is not None:
+            inside.stop()  # stops its link too
+        else:
+            link.stop()
         engine.dispose()
 
     # /docs is our own page (app/api/docs.py): vendored assets, no inline script. No ReDoc.
@@ -212,8 +211,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = sessions
-    app.state.sync = sync
-    app.state.jobs = jobs
+    app.state.sync = link
+    app.state.jobs = link
+    app.state.worker = inside
+    app.state.instance = instance
     app.state.live = live
     _install_error_handlers(app)
     _install_audit(app, settings)

@@ -74,12 +74,44 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
+def _full_env(workdir: Path, env: dict[str, str]) -> dict[str, str]:
+    return {
+        **os.environ,
+        "VIRTDECK_DATABASE_URL": f"sqlite:///{workdir / 'v.db'}",
+        # the node files of tests/data (a test writing its own passes its directory)
+        "VIRTDECK_TEST_DRIVER_DIR": str(DATA),
+        **env,
+    }
+
+
+@contextmanager
+def running_worker(workdir: Path, env: dict[str, str]) -> Iterator[subprocess.Popen]:
+    """`virtdeck worker` on the database env names (SQLite in workdir by default); stopped
+    afterwards, always. Its output is appended to workdir/worker.log."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (workdir / "worker.log").open("ab") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "virtdeck"), "worker"],
+            cwd=workdir, env=_full_env(workdir, env), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        yield process
+    finally:
+        _stop(process)
+
+
 @contextmanager
 def running_server(
-    workdir: Path, env: dict[str, str], *, admin: str | None = "admin", port: int | None = None
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    admin: str | None = "admin",
+    port: int | None = None,
+    worker: bool = True,
 ) -> Iterator[Server]:
-    """`virtdeck serve` on a free port (or this one) with SQLite in workdir; stopped
-    afterwards, always. Its output is appended to workdir/serve.log.
+    """`virtdeck serve` on a free port (or this one) with SQLite in workdir, with its worker
+    process unless `worker` is false; stopped afterwards, always. Its output is appended to
+    workdir/serve.log.
 
     With `admin`, that admin user (password ADMIN_PASSWORD) and a token of theirs are made
     with the command line first.
@@ -87,13 +119,7 @@ def running_server(
     script = Path(sys.executable).parent / "virtdeck"
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
-    full_env = {
-        **os.environ,
-        "VIRTDECK_DATABASE_URL": f"sqlite:///{workdir / 'v.db'}",
-        # the node files of tests/data (a test writing its own passes its directory)
-        "VIRTDECK_TEST_DRIVER_DIR": str(DATA),
-        **env,
-    }
+    full_env = _full_env(workdir, env)
     token = None
     if admin:
         virtdeck("create-user", admin, "--role", "admin", env=full_env, stdin=ADMIN_PASSWORD)
@@ -101,7 +127,8 @@ def running_server(
     log = workdir / "serve.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)]
+            + ([] if worker else ["--no-worker"]),
             cwd=workdir,  # away from any .env in the checkout
             env=full_env,
             stdout=out,

@@ -108,6 +108,17 @@ def test_compose_defines_app_and_database_services(compose: dict) -> None:
     assert {"app", "db"} <= set(compose["services"])
 
 
+def test_the_worker_runs_beside_the_app_with_the_same_settings_socket_and_backups(
+    compose: dict, app: dict
+) -> None:
+    worker = compose["services"]["worker"]
+    assert worker["command"] == ["virtdeck", "worker"]
+    assert "--no-worker" in app["command"] and app["command"][:2] == ["virtdeck", "serve"]
+    for key in ("build", "environment", "group_add", "volumes", "depends_on"):
+        assert worker[key] == app[key], key
+    assert not worker.get("ports")
+
+
 def test_app_is_reachable_on_port_8000(app: dict) -> None:
     assert ("8000", "8000") in _published_ports(app)
 

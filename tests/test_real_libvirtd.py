@@ -1,5 +1,7 @@
 """The inventory follows a real KVM guest on the local libvirtd (qemu:///system)."""
 
+import os
+import signal
 from pathlib import Path
 
 import httpx
@@ -8,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import add_host
 from tests.libvirtd import SYSTEM_URI, throwaway_guest, virsh
+from tests.polling import until
 from tests.serve import running_server
 
 pytestmark = pytest.mark.libvirtd
@@ -63,12 +66,23 @@ def test_a_kvm_guest_is_synced_then_stopped_then_marked_gone(
         assert [g["uuid"] for g in gone_list.json()["items"]] == [made.uuid]
 
 
-def test_serve_with_defaults_registers_the_local_hypervisor_and_shows_its_guests(
+def worker_children(pid: int) -> list[int]:
+    """The `virtdeck worker` child processes of the server with this pid."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"worker" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+    ]
+
+
+def test_serve_with_defaults_runs_its_worker_registers_the_local_hypervisor_and_shows_its_guests(
     tmp_path: Path,
 ) -> None:
     with throwaway_guest(tmp_path) as made:
         # The settings `make run` uses, but for the database file and the port.
-        with running_server(tmp_path, {"VIRTDECK_SYNC_INTERVAL": "1"}) as server:
+        with running_server(tmp_path, {"VIRTDECK_SYNC_INTERVAL": "60"}) as server:
+            (worker,) = worker_children(server.pid)
             hosts = server.api("GET", "/hosts").json()
             assert [(h["name"], h["uri"]) for h in hosts] == [("local", SYSTEM_URI)]
             synced = server.api("POST", f"/hosts/{hosts[0]['id']}/refresh", params={"wait": 15})
@@ -79,9 +93,21 @@ def test_serve_with_defaults_registers_the_local_hypervisor_and_shows_its_guests
             host_page = httpx.get(
                 f"{server.url}/hosts/{hosts[0]['id']}", params={"q": made.name}, headers=auth
             )
+            # The web process starts the guest on its own connection; the worker hears of it
+            # by event (the interval is a minute) and a virsh destroy reaches the API the same way.
+            started = server.api("POST", f"/guests/{made.uuid}/actions/start")
+            virsh("destroy", made.uuid)
+            until(lambda: server.api("GET", f"/guests/{made.uuid}").json()["state"] == "shutoff",
+                  timeout=5, what="the destroy never reached the API")  # fmt: skip
+
+            os.kill(worker, signal.SIGKILL)  # the server starts its worker again
+            until(lambda: worker_children(server.pid) not in ([], [worker]), timeout=10)
+            again = server.api("POST", f"/hosts/{hosts[0]['id']}/refresh", params={"wait": 30})
 
         assert 'data-host="local"' in overview and "badge-connected" in overview
         assert made.name in host_page.text and "badge-shutoff" in host_page.text
+        assert started.status_code == 200 and started.json()["status"] == "running"
+        assert again.status_code == 200 and again.json()["synced"] is True
 
 
 def test_a_kvm_guest_is_started_suspended_resumed_shut_down_and_forced_off(

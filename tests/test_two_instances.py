@@ -1,11 +1,12 @@
-"""Two `virtdeck serve` processes on one PostgreSQL database: each host is synced by exactly one
-of them and the other takes every host over when it stops; a click on a page of one instance
-shows on an open page of the other; a job runs on the instance it was started on and another
-instance starting up leaves it alone."""
+"""Several virtdeck instances on one PostgreSQL database: each host is synced by exactly one
+worker and another takes every host over when it stops or is killed (with the job it was
+running settled); a click on a page of one instance shows on an open page of the other; a job
+runs on the worker that took it and a worker starting up leaves live jobs alone."""
 
 import dataclasses
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
@@ -24,9 +25,9 @@ from tests.browser import admin_tabs, chromium, shows, wait_for_stream
 from tests.conftest import node_uri
 from tests.databases import throwaway_postgresql
 from tests.events import event_stream, wait_for
-from tests.libvirtd import SYSTEM_URI, throwaway_guest, virsh
+from tests.libvirtd import SYSTEM_URI, qemu_io, throwaway_guest, virsh
 from tests.polling import finished_job, until
-from tests.serve import Server, running_server
+from tests.serve import Server, running_server, running_worker
 
 NODES = ("node-alpha.xml", "node-beta.xml", "node-storage.xml")
 TAKEOVER_LIMIT = 30.0
@@ -52,15 +53,15 @@ def metrics(server: Server) -> str:
     return response.text
 
 
-def lease_gauge(server: Server) -> tuple[str, int]:
-    """The instance's id and how many host leases it says it holds."""
-    found = re.search(r'^virtdeck_host_leases\{instance="([^"]+)"\} (\S+)$', metrics(server), re.M)
-    assert found, "no virtdeck_host_leases in /metrics"
-    return found.group(1), int(float(found.group(2)))
+def lease_gauges(server: Server) -> dict[str, int]:
+    """How many host leases each running worker holds, as the instance's /metrics tells (every
+    instance tells the same: the workers report through the database)."""
+    found = re.findall(r'^virtdeck_host_leases\{instance="([^"]+)"\} (\S+)$', metrics(server), re.M)
+    return {instance: int(float(count)) for instance, count in found}
 
 
-def synced_by(server: Server) -> set[str]:
-    """The names of the hosts whose syncs the instance reports (those it syncs)."""
+def synced(server: Server) -> set[str]:
+    """The names of the hosts whose syncs the workers report."""
     return set(
         re.findall(r'^virtdeck_sync_last_duration_seconds\{host="([^"]+)"\}', metrics(server), re.M)
     )
@@ -76,7 +77,13 @@ def lease_owners(url: str) -> dict[int, str | None]:
         engine.dispose()
 
 
-def test_each_host_is_synced_by_one_instance_and_the_other_takes_all_when_it_stops(
+def sole_owner(url: str) -> str | None:
+    """The one instance that holds every host's lease, if one does."""
+    owners = set(lease_owners(url).values())
+    return owners.pop() if len(owners) == 1 else None
+
+
+def test_each_host_is_synced_by_one_worker_and_another_takes_all_when_it_stops(
     tmp_path: Path,
 ) -> None:
     with throwaway_postgresql() as url, ExitStack() as first:
@@ -86,33 +93,71 @@ def test_each_host_is_synced_by_one_instance_and_the_other_takes_all_when_it_sto
             names = {f"{n.split('.')[0]}-{i}": node_uri(n) for i, n in enumerate(NODES)}
             for name, uri in names.items():
                 a.add_host(name, uri)
-            # Settled once the leases both instances report cover every host and each host's
-            # syncs are reported by one of them.
-            until(lambda: lease_gauge(a)[1] + lease_gauge(b)[1] == len(names), timeout=10)
-            until(lambda: synced_by(a) | synced_by(b) == set(names), timeout=10)
-            (a_id, a_held), (b_id, b_held) = lease_gauge(a), lease_gauge(b)
-            owners = lease_owners(url)
-            by_a, by_b = synced_by(a), synced_by(b)
+            # Settled once both workers report, their leases cover every host and every host's
+            # syncs are reported.
+            until(lambda: len(lease_gauges(a)) == 2, timeout=10)
+            until(lambda: sum(lease_gauges(a).values()) == len(names), timeout=10)
+            until(lambda: synced(a) == set(names), timeout=10)
+            gauges, owners = lease_gauges(a), lease_owners(url)
 
-            assert a_id != b_id
-            assert sorted(owners.values()) == sorted([a_id] * a_held + [b_id] * b_held)
-            assert a_held + b_held == len(names)
-            assert by_a | by_b == set(names) and not by_a & by_b
-            assert len(by_a) == a_held
+            assert lease_gauges(b) == gauges  # every instance tells the same
+            assert Counter(owners.values()) == Counter(
+                {instance: held for instance, held in gauges.items() if held}
+            )
 
             stopping = time.monotonic()
-            first.close()  # instance A stops (SIGTERM) and its process ends
-            until(lambda: lease_gauge(b)[1] == len(names), timeout=TAKEOVER_LIMIT)
+            first.close()  # instance A stops (SIGTERM): its worker ends and hands back its leases
+            until(lambda: sole_owner(url) is not None, timeout=TAKEOVER_LIMIT)
             took_over = time.monotonic() - stopping
-            until(lambda: synced_by(b) == set(names), timeout=TAKEOVER_LIMIT)
-            syncing = time.monotonic() - stopping
-            print(f"\nA held {a_held} of {len(names)} hosts, B {b_held}; after A stopped B held "
-                  f"all in {took_over:.1f} s and synced all in {syncing:.1f} s")  # fmt: skip
+            survivor = sole_owner(url)
+            until(lambda: lease_gauges(b) == {survivor: len(names)}, timeout=TAKEOVER_LIMIT)
+            print(f"\nworkers held {sorted(gauges.values())} of {len(names)} hosts; after A "
+                  f"stopped B's worker held all in {took_over:.1f} s")  # fmt: skip
 
-            assert lease_gauge(b) == (b_id, len(names))
-            assert set(lease_owners(url).values()) == {b_id}
-            assert synced_by(b) == set(names)
-            assert syncing < TAKEOVER_LIMIT
+            assert survivor in gauges
+            assert synced(b) == set(names)
+            assert took_over < TAKEOVER_LIMIT
+
+
+@pytest.mark.libvirtd
+def test_a_killed_worker_has_its_hosts_and_its_running_backup_taken_over(tmp_path: Path) -> None:
+    """kill -9 of the worker that syncs the hosts and runs a backup (slowed to 1 MiB/s): the
+    other worker holds every host and the backup's job is failed as interrupted within
+    TAKEOVER_LIMIT seconds; the server answers throughout."""
+    with throwaway_guest(tmp_path, size="32M") as guest, throwaway_postgresql() as url:
+        written = qemu_io(guest.disk, "write -P 0x5a 0 32M")
+        assert written.returncode == 0, written.stderr
+        env = env_for(url, VIRTDECK_BACKUP_BANDWIDTH_MIB="1",
+                      VIRTDECK_BACKUP_DIR=str(tmp_path / "backups"))  # fmt: skip
+        with (
+            running_server(tmp_path / "web", env, worker=False) as web,
+            running_worker(tmp_path / "w1", env) as first,
+        ):
+            host_id = web.add_host("local", SYSTEM_URI)
+            web.add_host("alpha", node_uri("node-alpha.xml"))
+            started = web.api("POST", f"/guests/{guest.uuid}/backups")
+            assert started.status_code == 202, started.text
+            job_id = started.json()["job"]["id"]
+            until(lambda: web.api("GET", f"/jobs/{job_id}").json()["progress"] > 0, timeout=30)
+            (killed,) = set(lease_owners(url).values())
+            with running_worker(tmp_path / "w2", env):
+                until(lambda: len(lease_gauges(web)) == 2, timeout=10)
+                (other,) = set(lease_gauges(web)) - {killed}
+                first.kill()
+                killed_at = time.monotonic()
+                until(lambda: set(lease_owners(url).values()) == {other}, timeout=TAKEOVER_LIMIT)
+                hosts_moved = time.monotonic() - killed_at
+                job = finished_job(web, job_id, timeout=TAKEOVER_LIMIT)
+                settled = time.monotonic() - killed_at
+                backup = web.api("GET", f"/backups/{started.json()['backup']['id']}").json()
+                host = web.api("GET", f"/hosts/{host_id}").json()
+        print(f"\nworker killed: hosts taken over in {hosts_moved:.1f} s, "
+              f"its backup settled in {settled:.1f} s")  # fmt: skip
+
+    assert (job["status"], job["error"]) == ("failed", INTERRUPTED)
+    assert backup["status"] == "failed"
+    assert host["connection"] == "connected"
+    assert settled < TAKEOVER_LIMIT
 
 
 @pytest.mark.libvirtd
@@ -132,7 +177,7 @@ def test_a_click_on_a_page_of_one_instance_shows_on_a_page_of_the_other(tmp_path
                 admin_tabs(browser, b, 1) as (tab_b,),
                 event_stream(b) as events,
             ):
-                assert set(lease_owners(url).values()) == {lease_gauge(a)[0]}
+                assert len(set(lease_owners(url).values())) == 1  # A's worker syncs it
                 for tab, server in ((tab_a, a), (tab_b, b)):
                     tab.goto(f"{server.url}/guests/{guest.uuid}")
                     shows(tab, "#guest-status", "running", timeout=5)
@@ -158,14 +203,14 @@ def test_a_click_on_a_page_of_one_instance_shows_on_a_page_of_the_other(tmp_path
                 assert request.value.url.endswith(f"/guests/{guest.uuid}/actions/force_off")
 
 
-def test_a_job_runs_where_it_was_started_and_a_starting_instance_leaves_live_jobs_alone(
+def test_a_job_runs_on_the_worker_that_took_it_and_a_starting_worker_leaves_live_jobs_alone(
     tmp_path: Path,
 ) -> None:
     with throwaway_postgresql() as url:
         env = env_for(url)
         with running_server(tmp_path / "a", env) as a:
-            a_id = lease_gauge(a)[0]
             host_id = a.add_host("shared", "test:///default")
+            (a_id,) = set(lease_owners(url).values())  # A's worker
             # test:///default's own guest has 8 GiB on a 3 GiB host: a memory policy it fits.
             policy = a.api("PUT", f"/hosts/{host_id}/policy", json={"memory": 4.0})
             assert policy.status_code == 200, policy.text
@@ -179,9 +224,9 @@ def test_a_job_runs_where_it_was_started_and_a_starting_instance_leaves_live_job
             engine = make_engine(url)
             sessions = make_session_factory(engine)
             with transaction(sessions) as session:
-                # A long job of A's between two heartbeats, and one of an instance gone long ago.
+                # A long job of A's between two heartbeats, and one of a worker gone long ago.
                 alive = Job(kind="backup", status="running", progress=0.5, owner=a_id,
-                            heartbeat_at=utcnow() - timedelta(seconds=30))  # fmt: skip
+                            heartbeat_at=utcnow() - timedelta(seconds=8))  # fmt: skip
                 dead = Job(kind="backup", status="running", progress=0.5, owner="gone-instance",
                            heartbeat_at=utcnow() - timedelta(minutes=2))  # fmt: skip
                 session.add_all([alive, dead])
@@ -189,11 +234,12 @@ def test_a_job_runs_where_it_was_started_and_a_starting_instance_leaves_live_job
                 alive_id, dead_id = alive.id, dead.id
             try:
                 with event_stream(a) as events, second_instance(tmp_path / "b", env, a) as b:
-                    b_id = lease_gauge(b)[0]
+                    # B's worker failed the dead job at its start: A's pages hear of it.
+                    wait_for(events, f"job-{dead_id}", 5)
+                    until(lambda: len(lease_gauges(b)) == 2, timeout=10)
+                    (b_id,) = set(lease_gauges(b)) - {a_id}
                     with sessions() as session:
                         jobs = {j.id: j for j in session.scalars(select(Job))}
-                    # B failed the dead job at its start: A's pages following it hear of it.
-                    wait_for(events, f"job-{dead_id}", 5)
             finally:
                 engine.dispose()
 

@@ -46,7 +46,7 @@ def add_host(
     )
     request.state.audit_target = audit_target("host", host.id, host.name)
     session.commit()
-    sync.add(host.id, host.uri)
+    sync.add(host.id)
     return _out(session, [host])[0]
 
 

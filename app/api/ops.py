@@ -32,10 +32,5 @@ def readyz(session: SessionDep) -> JSONResponse:
 def get_metrics(request: Request, session: SessionDep) -> PlainTextResponse:
     """Prometheus text format (send an API token: Prometheus `authorization` credentials)."""
     state = request.app.state
-    body = metrics.render(
-        session,
-        instance=state.sync.instance,
-        stats=state.sync.worker_stats(),
-        streams=state.live.subscribers,
-    )
+    body = metrics.render(session, instance=state.instance, streams=state.live.subscribers)
     return PlainTextResponse(body, media_type="text/plain; version=0.0.4")

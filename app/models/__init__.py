@@ -9,6 +9,7 @@ from app.models.job import JOB_STATES, Job
 from app.models.overcommit import OvercommitPolicy, OvercommitSample
 from app.models.snapshot import Snapshot
 from app.models.user import ROLES, ApiToken, LoginFailure, LoginSession, SetupClaim, User
+from app.models.worker import LiveOutbox, WorkerRecord
 
 __all__ = [
     "BACKUP_STATES",
@@ -21,6 +22,7 @@ __all__ = [
     "Guest",
     "Host",
     "Job",
+    "LiveOutbox",
     "LoginFailure",
     "LoginSession",
     "OvercommitPolicy",
@@ -28,4 +30,5 @@ __all__ = [
     "SetupClaim",
     "Snapshot",
     "User",
+    "WorkerRecord",
 ]

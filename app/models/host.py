@@ -48,3 +48,7 @@ class Host(Base):
     # Which virtdeck instance syncs this host, until when (renewed; another takes it after).
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A sync asked for by a web process (a counter it raises) and the highest request a worker
+    # has answered: the web process and the worker may be different processes.
+    sync_requested: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    sync_answered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

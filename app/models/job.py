@@ -36,3 +36,5 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set by a cancel request (from any instance); the work stops at its next progress report.
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What the work needs, as plain JSON: a worker process rebuilds the work from kind + inputs.
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)

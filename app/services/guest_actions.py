@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -101,6 +102,18 @@ class GuestLock:
                 f"{guest.name} is busy: {holder or 'another action'} in progress",
                 extra={"busy_action": holder},
             )
+
+    @classmethod
+    def held(cls, sessions: sessionmaker[Session], record: dict[str, Any]) -> "GuestLock":
+        """The lock another process took (as_record's words), for the job that now holds it."""
+        lock = cls.__new__(cls)
+        lock._sessions, lock.guest_id, lock.action = sessions, record["guest_id"], record["action"]
+        lock._since = datetime.fromisoformat(record["since"])
+        return lock
+
+    def as_record(self) -> dict[str, Any]:
+        """The lock in plain values, stored with a job's inputs."""
+        return {"guest_id": self.guest_id, "action": self.action, "since": self._since.isoformat()}
 
     def _move(self, to: datetime | None) -> None:
         with transaction(self._sessions) as session:

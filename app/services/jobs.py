@@ -13,9 +13,10 @@ from app.models import Job
 from app.models.base import utcnow
 
 INTERRUPTED = "interrupted: virtdeck stopped before the job finished"
-# Running instances beat their jobs' hearts this often; a job silent for STALE_SECONDS is dead.
-HEARTBEAT_SECONDS = 10.0
-STALE_SECONDS = 60.0
+# Running workers beat their jobs' hearts this often; a job silent for STALE_SECONDS is dead
+# (its worker was killed): another worker fails it within about STALE + HEARTBEAT seconds.
+HEARTBEAT_SECONDS = 5.0
+STALE_SECONDS = 20.0
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 # Still to end: pages keep following these.
 SETTLING = frozenset({"queued", "running"})

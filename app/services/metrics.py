@@ -1,6 +1,6 @@
-"""/metrics in the Prometheus text format: hosts and guests by state, jobs and backups by status
-(from the database, so every instance tells the same), and this instance's sync durations, event
-lag, host leases and open event streams."""
+"""/metrics in the Prometheus text format: hosts and guests by state, jobs and backups by status,
+and every running worker's sync durations, event lag, host leases and queue (all from the
+database, so every instance tells the same), and this web process's open event streams."""
 
 from collections.abc import Iterable
 
@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Backup, Guest, Host, Job
-from app.services.ports import HostStats
+from app.services.work_requests import live_workers, queued_jobs
 
 
 def _escape(value: str) -> str:
@@ -25,15 +25,15 @@ def _family(
     return lines
 
 
-def render(
-    session: Session,
-    *,
-    instance: str,
-    stats: dict[int, HostStats],
-    streams: int,
-) -> str:
-    """The whole exposition."""
+def render(session: Session, *, instance: str, streams: int) -> str:
+    """The whole exposition; `instance` names this web process (its event streams)."""
     hosts = {h.id: h for h in session.scalars(select(Host))}
+    workers = live_workers(session)
+    # Each host's figures from the worker syncing it (a lease moves: the latest report wins).
+    stats: dict[int, dict[str, float]] = {}
+    for worker in sorted(workers, key=lambda w: w.heartbeat_at):
+        for host_id, figures in ((worker.stats or {}).get("hosts") or {}).items():
+            stats[int(host_id)] = figures
     host_states: dict[str, int] = {}
     for host in hosts.values():
         host_states[host.connection] = host_states.get(host.connection, 0) + 1
@@ -54,7 +54,7 @@ def render(
 
     def per_host(read: str) -> list[tuple[dict[str, str], float]]:
         return [
-            ({"host": hosts[h].name}, getattr(s, read))
+            ({"host": hosts[h].name}, s.get(read, 0))
             for h, s in sorted(stats.items())
             if h in hosts
         ]
@@ -96,8 +96,16 @@ def render(
         per_host("last_event_lag_seconds"),
     )  # fmt: skip
     lines += _family(
-        "virtdeck_host_leases", "gauge", "Hosts whose lease this instance holds (it syncs them).",
-        [({"instance": instance}, len(stats))],
+        "virtdeck_host_leases", "gauge", "Hosts whose lease each worker holds (it syncs them).",
+        [({"instance": w.instance}, len((w.stats or {}).get("hosts") or {})) for w in workers],
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_worker_jobs_running", "gauge", "Jobs each worker is running.",
+        [({"instance": w.instance}, (w.stats or {}).get("jobs_running", 0)) for w in workers],
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_job_queue_depth", "gauge", "Queued jobs no worker has taken yet.",
+        [({}, queued_jobs(session))],
     )  # fmt: skip
     lines += _family(
         "virtdeck_event_streams", "gauge", "Server-sent event streams open on this instance.",

@@ -39,18 +39,8 @@ class HostCalls(Protocol):
 
 
 class JobQueue(Protocol):
-    """Runs a job's work in the background; its row is committed as queued before."""
+    """Where queued jobs are run: a worker process takes each job whose work is stored in its
+    row (app.services.job_work)."""
 
-    def submit(self, job_id: int, work: Work) -> object:
-        """Start the work of this job."""
-
-
-class HostStats(Protocol):
-    """What /metrics reads of a host's worker."""
-
-    syncs: int
-    sync_seconds_total: float
-    last_sync_seconds: float
-    events: int
-    event_lag_seconds_total: float
-    last_event_lag_seconds: float
+    def submit(self, job_id: int) -> None:
+        """A job's work is stored: have a worker take it soon."""

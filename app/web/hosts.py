@@ -60,7 +60,7 @@ def add_host(
         )
     request.state.audit_target = audit_target("host", host.id, host.name)
     session.commit()
-    sync.add(host.id, host.uri)
+    sync.add(host.id)
     return redirect(request, f"/hosts/{host.id}")
 
 

@@ -48,6 +48,10 @@ class WorkerStats:
         self.sync_seconds_total += seconds
         self.last_sync_seconds = seconds
 
+    def as_dict(self) -> dict[str, float]:
+        """The figures as plain values (a worker reports them through the database)."""
+        return dict(vars(self))
+
     def event_handled(self, lag: float) -> None:
         """An event's change was in the database this long after libvirt told us."""
         self.events += 1

@@ -1,4 +1,4 @@
-"""The in-process job runner: a small thread pool that runs jobs and records how they went."""
+"""A worker's job runner: a small thread pool that runs jobs and records how they went."""
 
 import logging
 import threading
@@ -56,6 +56,7 @@ class JobRunner:
         self._sessions = sessions
         self._after_reap = after_reap
         self._instance = instance
+        self._threads = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
         self._pending: dict[int, Future] = {}
         self._lock = threading.Lock()
@@ -86,6 +87,17 @@ class JobRunner:
                 self._reap()
             except Exception:
                 log.exception("job heartbeat failed")
+
+    @property
+    def running(self) -> int:
+        """How many jobs this runner has (running or about to)."""
+        with self._lock:
+            return len(self._pending)
+
+    @property
+    def free(self) -> int:
+        """How many more jobs it can begin at once (a worker takes no more than that)."""
+        return max(0, self._threads - self.running)
 
     def submit(self, job_id: int, work: Work) -> Future:
         """Run work for a job whose row is already committed as queued; this instance owns it."""

@@ -1,19 +1,15 @@
-"""The workers of every registered host: which this instance syncs (leases), a watchdog for
-hosts that hang, and libvirt calls for requests, bounded by a timeout."""
+"""The host workers of a worker process: one per registered host, syncing those whose lease this
+instance holds, and a watchdog for hosts that hang."""
 
 import logging
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as CallTimeout
 from typing import TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import transaction
-from app.errors import HostUnreachable
 from app.services import hosts as host_service
 from app.services import leases as lease_service
 from app.virt.connection import HostConnection
@@ -38,8 +34,6 @@ class SyncManager:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._watchdog = threading.Thread(target=self._watch, name="sync-watchdog", daemon=True)
-        # Requests call libvirt here, so that a hung host costs a request a timeout, not forever.
-        self._calls = ThreadPoolExecutor(max_workers=8, thread_name_prefix="virt-call")
 
     def start(self) -> None:
         """Start a worker for each host in the database; sync those whose lease we get."""
@@ -49,16 +43,11 @@ class SyncManager:
 
     def _reconcile(self) -> None:
         """Workers for exactly the registered hosts (another instance may add or remove some),
-        leading those whose lease this instance holds."""
+        leading those whose lease this instance holds (the lease round renews them)."""
         with self._sessions() as session:
             registered = {h.id: h.uri for h in host_service.list_hosts(session)}
-        for host_id in set(self._workers) - set(registered):
-            self.remove(host_id)
-        new = [self._new_worker(host_id, uri) for host_id, uri in registered.items()]
+        self.follow(registered)
         self._claim()
-        for worker in new:
-            if worker is not None:
-                worker.start()
 
     def _claim(self) -> None:
         try:
@@ -94,13 +83,6 @@ class SyncManager:
                 except Exception:
                     log.exception("watchdog check of host %s failed", worker.host_id)
 
-    def add(self, host_id: int, uri: str) -> None:
-        """Start a worker for a new host, syncing it here if its lease is free."""
-        worker = self._new_worker(host_id, uri)
-        self._claim()
-        if worker is not None:
-            worker.start()
-
     def _new_worker(self, host_id: int, uri: str) -> "HostWorker | None":
         """A worker (not started yet) for a host that has none, else None."""
         with self._lock:
@@ -117,31 +99,40 @@ class SyncManager:
         if worker is not None:
             worker.stop()
 
-    def refresh(self, host_id: int, *, wait: float = 0.0) -> bool:
-        """Sync a host now; with wait, block up to that many seconds for it to finish."""
+    def connection(self, host_id: int) -> HostConnection | None:
+        """The host's open sync connection when this instance syncs it (calls share it)."""
         worker = self._workers.get(host_id)
-        if worker is None:
-            return False
-        generation = worker.request_sync()
-        return wait > 0 and worker.wait_for(generation, wait)
+        if worker is None or not worker.leader.is_set():
+            return None
+        return worker.connection
 
-    def call(
-        self, host_id: int, fn: Callable[[HostConnection], T], *, timeout: float | None = None
-    ) -> T:
-        """Run fn on the host's open connection; HostUnreachable if none or no answer in time.
+    def follow(self, registered: dict[int, str]) -> None:
+        """Workers for exactly these hosts (id: URI), at once rather than at the next lease
+        round: a host just registered through a web process starts syncing without delay."""
+        with self._lock:
+            known = set(self._workers)
+        if known == set(registered):
+            return
+        for host_id in known - set(registered):
+            self.remove(host_id)
+        new = [self._new_worker(h, uri) for h, uri in registered.items() if h not in known]
+        self._claim()
+        for worker in new:
+            if worker is not None:
+                worker.start()
 
-        The timeout defaults to the call_timeout setting; jobs pass a longer one.
-        """
+    def ask(self, host_id: int) -> int | None:
+        """Ask the host's worker for a sync if this instance syncs the host: the generation
+        that answers it, else None (another instance answers)."""
         worker = self._workers.get(host_id)
-        connection = worker.connection if worker is not None else None
-        if connection is None:
-            raise HostUnreachable("the host is not connected; try again when it is")
-        future = self._calls.submit(fn, connection)
-        timeout = timeout or self._settings.call_timeout
-        try:
-            return future.result(timeout=timeout)
-        except CallTimeout as exc:
-            raise HostUnreachable(f"the host did not answer within {timeout:g} s") from exc
+        if worker is None or not worker.leader.is_set():
+            return None
+        return worker.request_sync()
+
+    def reached(self, host_id: int, generation: int) -> bool:
+        """Whether the host's worker has finished a sync of this generation."""
+        worker = self._workers.get(host_id)
+        return worker is not None and worker.generation >= generation
 
     def stop(self) -> None:
         """Stop every worker and hand the leases back (another instance takes over at once)."""
@@ -152,7 +143,6 @@ class SyncManager:
             worker.stop()
         for worker in workers:
             worker.join(timeout=2)
-        self._calls.shutdown(wait=False, cancel_futures=True)
         try:
             with transaction(self._sessions) as session:
                 lease_service.release(session, self.instance)

@@ -22,10 +22,11 @@ from app.services.backups.catalog import get_backup
 from app.services.backups.files import backup_root, make_private_dirs, remove_tree, write_manifest
 from app.services.backups.retention import apply_retention
 from app.services.backups.streams import HashingWriter, Meter, Throttle, write_bytes
-from app.services.backups.work import JobEnv, Started, connect, submit
+from app.services.backups.work import Started, connect
 from app.services.guest_actions import GuestLock
 from app.services.guest_delete import present_guest
 from app.services.hosts import get_host
+from app.services.job_work import JobEnv, queue
 from app.services.ports import Cancelled, HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
 from app.virt import volumes
@@ -103,7 +104,7 @@ def start_backup(
             session.flush()
             inputs = BackupJob.of(backup, host)
             session.expunge_all()
-    submit(jobs, job.id, run_backup, inputs, env)
+    queue(sessions, jobs, job.id, inputs, env.lock)
     return Started(backup=backup, job=job)
 
 

@@ -34,10 +34,11 @@ from app.services.backups.restore_plan import (
 )
 from app.services.backups.streams import Meter, Throttle, checked_segments
 from app.services.backups.verify import check_manifest
-from app.services.backups.work import JobEnv, Started, connect, submit
+from app.services.backups.work import Started, connect
 from app.services.guest_actions import GuestLock
 from app.services.guest_create import check_guest_name
 from app.services.hosts import get_host, require_connected
+from app.services.job_work import JobEnv, queue
 from app.services.ports import HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
 from app.virt import domains, volumes
@@ -97,7 +98,7 @@ def start_restore(
         )
         session.flush()
         session.expunge(job)
-    submit(jobs, job.id, run_restore, inputs, env)
+    queue(sessions, jobs, job.id, inputs, lock)
     return Started(backup=backup, job=job)
 
 

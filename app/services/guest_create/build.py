@@ -23,6 +23,7 @@ from app.services.guest_create.request import (
 )
 from app.services.guests import get_guest
 from app.services.inventory import record_guest
+from app.services.job_work import JobEnv, queue
 from app.services.ports import HostCalls, JobQueue, Reporter
 from app.virt import build, teardown, volumes
 from app.virt.build import DiskSource
@@ -103,20 +104,14 @@ def build_guest(conn: HostConnection, plan: CreatePlan, *, report: Reporter = _q
         raise
 
 
-def _job_work(
-    plan: CreatePlan, *, sync: HostCalls, sessions: sessionmaker[Session]
-) -> Callable[[Reporter], dict[str, Any]]:
+def run_create(plan: CreatePlan, env: JobEnv, report: Reporter) -> dict[str, Any]:
     """The work of a create job: build on the host, then write the guest into the inventory."""
-
-    def work(report: Reporter) -> dict[str, Any]:
-        info = sync.call(
-            plan.host_id, lambda conn: build_guest(conn, plan, report=report), timeout=JOB_TIMEOUT
-        )
-        with transaction(sessions) as session:
-            record_guest(session, plan.host_id, info)
-        return {"guest_uuid": plan.guest.uuid}
-
-    return work
+    info = env.sync.call(
+        plan.host_id, lambda conn: build_guest(conn, plan, report=report), timeout=JOB_TIMEOUT
+    )
+    with transaction(env.sessions) as session:
+        record_guest(session, plan.host_id, info)
+    return {"guest_uuid": plan.guest.uuid}
 
 
 def create_guest(
@@ -143,5 +138,5 @@ def create_guest(
         created_by=principal.username,
     )
     session.commit()  # the row exists before the work begins
-    jobs.submit(job.id, _job_work(plan, sync=sync, sessions=sessions))
+    queue(sessions, jobs, job.id, plan)
     return Created(job=job)

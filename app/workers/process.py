@@ -1,0 +1,94 @@
+"""The worker as a process: `virtdeck worker` runs one until SIGTERM, and `virtdeck serve` keeps
+one running beside the web server (started with it, started again if it dies, stopped with it,
+and ended by the kernel if the server itself is killed)."""
+
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+import threading
+
+from app.config import Settings
+from app.db import make_engine, make_session_factory
+from app.live import LiveBus
+from app.workers.worker import Worker, instance_name
+
+log = logging.getLogger(__name__)
+# A worker that died is started again after this long, doubling up to RESTART_MAX.
+RESTART_MIN = 1.0
+RESTART_MAX = 30.0
+# A worker asked to stop gets this long to end its jobs and hand back its leases.
+STOP_GRACE = 15.0
+PR_SET_PDEATHSIG = 1
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker in this process until SIGTERM or SIGINT."""
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
+    LiveBus(engine).attach(sessions)  # what it commits reaches every web process's streams
+    worker = Worker(sessions=sessions, settings=settings, instance=instance_name())
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: stopping.set())
+    worker.start()
+    log.info("worker %s started", worker.instance)
+    stopping.wait()
+    log.info("worker %s stopping", worker.instance)
+    worker.stop()
+    engine.dispose()
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the server that started it dies (even kill -9)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class WorkerChild:
+    """A `virtdeck worker` child process of the server, kept running."""
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name="worker-child", daemon=True)
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id."""
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        """Start the worker and keep it running."""
+        self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker"], preexec_fn=_die_with_parent
+        )
+
+    def _keep(self) -> None:
+        delay = RESTART_MIN
+        while not self._stopping.is_set():
+            code = self._process.wait()
+            if self._stopping.is_set():
+                return
+            log.error("the worker process ended (exit status %s); starting it again", code)
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, RESTART_MAX)
+            self._spawn()
+
+    def stop(self) -> None:
+        """Stop the worker: SIGTERM, then SIGKILL after STOP_GRACE seconds."""
+        self._stopping.set()
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
