@@ -37,7 +37,7 @@ TOPICS_KEY = "live_topics"
 TOPIC = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 # A host row changes at every sync (times, stats); only changes to its other columns are news.
 QUIET_HOST_COLUMNS = frozenset(
-    {"last_contact_at", "last_sync_at", "last_sync_ms", "stats", "stats_at"}
+    {"last_contact_at", "last_sync_at", "last_sync_ms", "last_reconcile_at", "stats", "stats_at"}
 )
 
 

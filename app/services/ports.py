@@ -46,11 +46,17 @@ class JobQueue(Protocol):
 
 
 class HostStats(Protocol):
-    """What /metrics reads of a host's worker."""
+    """What /metrics reads of a host's worker: its syncs (periodic passes and reconciles), the
+    events libvirt sent, the guests re-read by event (with their lag), by a pass and by a
+    reconcile, and when (UNIX time) the last reconcile read every guest."""
 
     syncs: int
     sync_seconds_total: float
     last_sync_seconds: float
-    events: int
+    events_received: int
+    refreshed_by_event: int
     event_lag_seconds_total: float
     last_event_lag_seconds: float
+    refreshed_by_pass: int
+    refreshed_by_reconcile: int
+    last_reconcile_at: float | None
