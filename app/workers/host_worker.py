@@ -5,7 +5,7 @@ Three ways a guest is read: a libvirt event re-reads the guest it names at once;
 sync_interval lists all guests' states in a few calls and reads the XML only of those new or
 changed since; a reconcile (on connecting, on request, every reconcile_interval) reads all.
 
-(About 400 lines: connecting, events, syncs and the CPU probe share the thread's state.)
+(A little over 400 lines: connecting, events, syncs and the CPU probe share the thread's state.)
 """
 
 import hashlib
@@ -275,14 +275,7 @@ class HostWorker(threading.Thread):
         changed = [s for s in states if (m := self._marks.get(s.uuid)) is None or m.state != s]
         guests = self._conn.read_guests(changed)
         gone = [uuid for uuid in self._marks if uuid not in present]
-        with transaction(self._sessions) as session:
-            apply_sync(
-                session,
-                self.host_id,
-                guests,
-                sync_ms=(time.perf_counter() - started) * 1000,
-                gone=gone,
-            )
+        self._store(guests, started, gone=gone)
         for uuid in gone:
             del self._marks[uuid]
         self._marks.update((g.spec.uuid, Mark.of(g)) for g in guests)
@@ -290,6 +283,13 @@ class HostWorker(threading.Thread):
         self._record_overcommit()
         self._sync_snapshots(every=False)
         self.stats.synced(time.perf_counter() - started)
+
+    def _store(self, guests: list[GuestInfo], started: float, **how: Any) -> None:
+        """apply_sync (with `how`) of what a pass or reconcile begun at `started` read."""
+        with transaction(self._sessions) as session:
+            apply_sync(
+                session, self.host_id, guests, sync_ms=(time.perf_counter() - started) * 1000, **how
+            )
 
     def _reconcile(self) -> None:
         """Connect if needed, then read and store every guest with its XML and snapshots."""
@@ -312,14 +312,7 @@ class HostWorker(threading.Thread):
             with self._events_lock:  # the full read covers every event so far
                 self._events.clear()
             guests = self._conn.guests()
-            with transaction(self._sessions) as session:
-                apply_sync(
-                    session,
-                    self.host_id,
-                    guests,
-                    sync_ms=(time.perf_counter() - started) * 1000,
-                    reconciled=True,
-                )
+            self._store(guests, started, reconciled=True)
             self._marks = {g.spec.uuid: Mark.of(g) for g in guests}
             self._record_overcommit()
             self._sync_snapshots(every=True)
