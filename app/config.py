@@ -26,7 +26,12 @@ class Settings(BaseSettings):
     # a minute; the rest are counted in the server's log only.
     audit_anonymous_per_minute: int = Field(60, ge=0)
     sync_enabled: bool = True
+    # Every sync_interval seconds a host's worker lists its guests' states in a few calls and
+    # reads the XML of those that are new or changed (libvirt events re-read the others at
+    # once); every reconcile_interval seconds, and on each (re)connect, it reads them all, to
+    # catch a change whose event was missed.
     sync_interval: float = 5.0
+    reconcile_interval: float = Field(300.0, gt=0)
     # Reconnect backoff for an unreachable host: doubles from min to max.
     reconnect_min: float = 1.0
     reconnect_max: float = 15.0

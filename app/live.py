@@ -44,6 +44,7 @@ QUIET_HOST_COLUMNS = frozenset(
         "last_contact_at",
         "last_sync_at",
         "last_sync_ms",
+        "last_reconcile_at",
         "stats",
         "stats_at",
         "sync_requested",

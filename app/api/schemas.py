@@ -35,6 +35,7 @@ class HostOut(BaseModel):
     last_contact_at: datetime | None
     last_sync_at: datetime | None
     last_sync_ms: float | None
+    last_reconcile_at: datetime | None
     hostname: str | None
     hypervisor: str | None
     hypervisor_version: str | None

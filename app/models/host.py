@@ -26,6 +26,8 @@ class Host(Base):
     last_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_sync_ms: Mapped[float | None] = mapped_column()
+    # The last complete read of every guest's XML (a reconcile); the syncs between read less.
+    last_reconcile_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     hostname: Mapped[str | None] = mapped_column(String(255))
     hypervisor: Mapped[str | None] = mapped_column(String(32))

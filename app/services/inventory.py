@@ -1,5 +1,6 @@
 """Write what a host reports into the guest inventory, touching only what changed."""
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -56,22 +57,26 @@ TRANSITION_TIMEOUT = timedelta(minutes=5)
 
 
 def apply_sync(
-    session: Session, host_id: int, guests: list[GuestInfo], *, sync_ms: float
+    session: Session,
+    host_id: int,
+    guests: list[GuestInfo],
+    *,
+    sync_ms: float,
+    gone: Collection[str] | None = None,
+    reconciled: bool = False,
 ) -> SyncResult:
-    """Upsert the host's guests, mark the missing ones gone, and stamp the host as synced."""
+    """Upsert the host's guests, mark the vanished ones gone, and stamp the host as synced.
+
+    Without `gone`, `guests` is every guest on the host and each stored one missing from it is
+    gone; with it, `guests` are only those re-read and `gone` names the vanished ones (a pass
+    that read no XML of unchanged guests). `reconciled` stamps a complete read of the host.
+    """
     host = session.get(Host, host_id)
     if host is None:  # removed while its worker was reading it
         return SyncResult()
     now = utcnow()
-    columns = [getattr(Guest, name) for name in COMPARED]
-    known = {
-        row.uuid: row
-        for row in session.execute(
-            select(Guest.id, Guest.uuid, Guest.transition_since, *columns).where(
-                Guest.host_id == host_id
-            )
-        )
-    }
+    wanted = None if gone is None else [g.spec.uuid for g in guests] + list(gone)
+    known = _stored(session, host_id, wanted)
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     updated_uuids: list[str] = []
@@ -105,7 +110,22 @@ def apply_sync(
     mark_connected(host, now)
     host.last_sync_at = now
     host.last_sync_ms = round(sync_ms, 1)
+    if reconciled:
+        host.last_reconcile_at = now
     return SyncResult(len(inserts), len(updates), len(vanished))
+
+
+def _stored(session: Session, host_id: int, uuids: list[str] | None) -> dict[str, Any]:
+    """The compared columns of the host's stored guests (only these UUIDs, unless None)."""
+    if uuids == []:  # an idle pass asks the database nothing about guests
+        return {}
+    columns = [getattr(Guest, name) for name in COMPARED]
+    query = select(Guest.id, Guest.uuid, Guest.transition_since, *columns).where(
+        Guest.host_id == host_id
+    )
+    if uuids is not None:
+        query = query.where(Guest.uuid.in_(uuids))
+    return {row.uuid: row for row in session.execute(query)}
 
 
 def _settled(row: Any, info: GuestInfo, now: datetime) -> bool:

@@ -15,13 +15,19 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+def _number(value: float) -> str:
+    """A sample's value to 15 digits (`g` alone keeps 6 and rounds UNIX times, large counts)."""
+    return f"{value:.15g}"
+
+
 def _family(
     name: str, kind: str, help_text: str, samples: Iterable[tuple[dict[str, str], float]]
 ) -> list[str]:
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
     for labels, value in samples:
         label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-        lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+        shown = _number(value)
+        lines.append(f"{name}{{{label_text}}} {shown}" if label_text else f"{name} {shown}")
     return lines
 
 
@@ -52,11 +58,11 @@ def render(session: Session, *, instance: str, streams: int) -> str:
     )
     backups = session.execute(select(Backup.status, func.count()).group_by(Backup.status))
 
-    def per_host(read: str) -> list[tuple[dict[str, str], float]]:
+    def per_host(read: str, **labels: str) -> list[tuple[dict[str, str], float]]:
         return [
-            ({"host": hosts[h].name}, s.get(read, 0))
+            ({"host": hosts[h].name, **labels}, s[read])
             for h, s in sorted(stats.items())
-            if h in hosts
+            if h in hosts and s.get(read) is not None
         ]
 
     lines: list[str] = []
@@ -79,17 +85,34 @@ def render(session: Session, *, instance: str, streams: int) -> str:
     )  # fmt: skip
     lines += _summary(
         "virtdeck_sync_duration_seconds",
-        "Full syncs of the hosts this instance syncs (libvirt read and database write).",
+        "Syncs (periodic passes and full reconciles) of the hosts this instance syncs: libvirt "
+        "read and database write.",
         per_host("sync_seconds_total"), per_host("syncs"),
     )  # fmt: skip
     lines += _family(
-        "virtdeck_sync_last_duration_seconds", "gauge", "The last full sync of each host.",
+        "virtdeck_sync_last_duration_seconds", "gauge", "The last sync of each host.",
         per_host("last_sync_seconds"),
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_events_received_total", "counter", "Guest events libvirt sent.",
+        per_host("events_received"),
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_domains_refreshed_total", "counter",
+        "Guests whose XML was read again: named by an event, new or changed state at a periodic "
+        "pass, or every one at a full reconcile.",
+        per_host("refreshed_by_event", by="event") + per_host("refreshed_by_pass", by="pass")
+        + per_host("refreshed_by_reconcile", by="reconcile"),
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_last_reconcile_timestamp_seconds", "gauge",
+        "When (UNIX time) the last full reconcile of each host ended.",
+        per_host("last_reconcile_at"),
     )  # fmt: skip
     lines += _summary(
         "virtdeck_event_lag_seconds",
-        "From a libvirt event to its change committed to the database.",
-        per_host("event_lag_seconds_total"), per_host("events"),
+        "From a libvirt event to its guest's change committed to the database.",
+        per_host("event_lag_seconds_total"), per_host("refreshed_by_event"),
     )  # fmt: skip
     lines += _family(
         "virtdeck_event_last_lag_seconds", "gauge", "The lag of each host's last event.",
@@ -124,7 +147,7 @@ def _summary(
     for (labels, total), (_, count) in zip(totals, counts, strict=True):
         label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
         lines += [
-            f"{name}_sum{{{label_text}}} {total:g}",
-            f"{name}_count{{{label_text}}} {count:g}",
+            f"{name}_sum{{{label_text}}} {_number(total)}",
+            f"{name}_count{{{label_text}}} {_number(count)}",
         ]
     return lines

@@ -19,7 +19,7 @@ from app.virt.failures import (
     start_failed,
     translate,
 )
-from app.virt.types import DomainSpec, GuestInfo, HostFacts
+from app.virt.types import DomainState, GuestInfo, HostFacts
 
 log = logging.getLogger(__name__)
 # How long a tcp/tls host may take to accept a TCP connection before it counts as unreachable.
@@ -74,7 +74,6 @@ class HostConnection:
         ensure_event_loop()
         _probe_tcp(uri, timeout=PROBE_TIMEOUT)
         self.uri = uri
-        self._parsed: dict[str, tuple[str, DomainSpec]] = {}
         self._watches: list[int] = []
         try:
             # No credential types: libvirt fails instead of prompting on a terminal.
@@ -101,12 +100,16 @@ class HostConnection:
                 self._call(self._conn.domainEventRegisterAny, None, event_id, callback, None)
             )
 
-    def close(self) -> None:
-        """Close the connection, ignoring errors from an already dead one."""
+    def unwatch(self) -> None:
+        """Stop the calls watch() asked for (close() does it; tests use it to miss events)."""
         for watch in self._watches:
             with contextlib.suppress(libvirt.libvirtError):
                 self._conn.domainEventDeregisterAny(watch)
         self._watches.clear()
+
+    def close(self) -> None:
+        """Close the connection, ignoring errors from an already dead one."""
+        self.unwatch()
         with contextlib.suppress(libvirt.libvirtError):
             self._conn.unregisterCloseCallback()
         with contextlib.suppress(libvirt.libvirtError):
@@ -152,24 +155,41 @@ class HostConnection:
         """The libvirt connection itself, for the modules of app.virt only."""
         return self._conn
 
-    def _info(self, dom: libvirt.virDomain, *, autostart: bool, persistent: bool) -> GuestInfo:
-        uuid = dom.UUIDString()
-        state = dom.state()[0]
+    def _info(self, dom: libvirt.virDomain, state: DomainState) -> GuestInfo:
         xml = dom.XMLDesc(0)
-        cached = self._parsed.get(uuid)
-        spec = cached[1] if cached and cached[0] == xml else parse_domain(xml)
-        self._parsed[uuid] = (xml, spec)
         return GuestInfo(
-            spec=spec,
-            state=STATE_NAMES.get(state, "nostate"),
-            autostart=autostart,
-            persistent=persistent,
+            spec=parse_domain(xml),
+            state=state.state,
+            autostart=state.autostart,
+            persistent=state.persistent,
             xml=xml,
         )
 
-    def guests(self) -> list[GuestInfo]:
-        """Every domain on the host; one that vanishes while being read is skipped."""
+    def _domain_states(self) -> list[tuple[libvirt.virDomain, int]]:
+        """Every domain with its state number: one call (the state group asks no QEMU process),
+        or one state() each where the driver has no bulk stats."""
+        try:
+            return [
+                (dom, stats.get("state.state", libvirt.VIR_DOMAIN_NOSTATE))
+                for dom, stats in self._conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+            ]
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise translate(exc) from exc
+        found = []
+        for dom in self._call(self._conn.listAllDomains, 0):
+            try:
+                found.append((dom, dom.state()[0]))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # gone since the listing
+                    raise translate(exc) from exc
+        return found
+
+    def _scan(self) -> list[tuple[libvirt.virDomain, DomainState]]:
+        """Every domain with its state, autostart and persistence in three calls whatever their
+        number; virtdeck's CPU probes are left out."""
         conn = self._conn
+        domains = self._domain_states()
         autostart = {
             d.UUIDString()
             for d in self._call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
@@ -178,21 +198,42 @@ class HostConnection:
             d.UUIDString()
             for d in self._call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
         }
-        found: list[GuestInfo] = []
-        domains = self._call(conn.listAllDomains, 0)
-        present = {d.UUIDString() for d in domains}
-        self._parsed = {u: p for u, p in self._parsed.items() if u in present}
-        for dom in domains:
+        found = []
+        for dom, number in domains:
             uuid = dom.UUIDString()
             if uuid not in persistent and dom.name().startswith(CPU_PROBE_PREFIX):
                 continue
+            state = STATE_NAMES.get(number, "nostate")
+            found.append((dom, DomainState(uuid, state, uuid in autostart, uuid in persistent)))
+        return found
+
+    def states(self) -> list[DomainState]:
+        """Every domain's state, autostart and persistence, without its XML (see _scan)."""
+        return [state for _dom, state in self._scan()]
+
+    def guests(self) -> list[GuestInfo]:
+        """Every domain on the host with its XML; one that vanishes while being read is skipped."""
+        return self._read(self._scan())
+
+    def read_guests(self, states: list[DomainState]) -> list[GuestInfo]:
+        """These domains (from states()) with their XML; those gone meanwhile are skipped."""
+        found = []
+        for state in states:
             try:
-                info = self._info(dom, autostart=uuid in autostart, persistent=uuid in persistent)
+                found.append((self._conn.lookupByUUIDString(state.uuid), state))
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    continue
-                raise translate(exc) from exc
-            found.append(info)
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise translate(exc) from exc
+        return self._read(found)
+
+    def _read(self, domains: list[tuple[libvirt.virDomain, DomainState]]) -> list[GuestInfo]:
+        found = []
+        for dom, state in domains:
+            try:
+                found.append(self._info(dom, state))
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise translate(exc) from exc
         return found
 
     def domain(self, uuid: str) -> libvirt.virDomain:
@@ -202,12 +243,12 @@ class HostConnection:
     def guest(self, uuid: str) -> GuestInfo:
         """One guest as it is now."""
         dom = self.domain(uuid)
-        if dom.name().startswith(CPU_PROBE_PREFIX) and not dom.isPersistent():
-            raise NotFound(f"no guest {uuid}")
         try:
-            return self._info(
-                dom, autostart=bool(dom.autostart()), persistent=bool(dom.isPersistent())
-            )
+            persistent = bool(dom.isPersistent())
+            if dom.name().startswith(CPU_PROBE_PREFIX) and not persistent:
+                raise NotFound(f"no guest {uuid}")
+            state = STATE_NAMES.get(dom.state()[0], "nostate")
+            return self._info(dom, DomainState(uuid, state, bool(dom.autostart()), persistent))
         except libvirt.libvirtError as exc:
             raise translate(exc) from exc
 

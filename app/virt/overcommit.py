@@ -6,13 +6,13 @@ None or nothing for it, never an error.
 
 import weakref
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import libvirt
 
 from app.virt.connection import HostConnection
 from app.virt.failures import translate
-from app.virt.types import GuestInfo
 
 STATS_FLAGS = (
     libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_RUNNING
@@ -145,11 +145,12 @@ def guest_memory(conn: HostConnection) -> dict[str, GuestMemory]:
     }
 
 
-def read_stats(conn: HostConnection, guests: list[GuestInfo]) -> HostStats:
-    """Everything the overcommit view reads from a host, for the guests just synced."""
+def read_stats(conn: HostConnection, balloons: Mapping[str, bool]) -> HostStats:
+    """Everything the overcommit view reads from a host (a constant number of calls where the
+    host has bulk guest stats), with which guests have a balloon device (from their XML)."""
     return HostStats(
         memory=host_memory(conn),
         ksm=ksm(conn),
         guests=guest_memory(conn),
-        balloons={g.spec.uuid: g.spec.has_balloon for g in guests},
+        balloons=dict(balloons),
     )

@@ -39,6 +39,16 @@ class DomainSpec:
     has_balloon: bool = False
 
 
+@dataclass(frozen=True, slots=True)  # a worker keeps one per guest
+class DomainState:
+    """What a host's bulk listing tells of a guest without its XML."""
+
+    uuid: str
+    state: str
+    autostart: bool
+    persistent: bool
+
+
 @dataclass(frozen=True)
 class GuestInfo:
     """A guest as seen on its host right now."""

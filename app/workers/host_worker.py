@@ -1,12 +1,19 @@
 """One host's worker thread: keeps its libvirt connection, follows its events, syncs its
 inventory, overcommit figures and snapshots into the database, and reconnects with backoff.
 
-(A little over 300 lines: connecting, events, syncs and the CPU probe share the thread's state.)
+Three ways a guest is read: a libvirt event re-reads the guest it names at once; a pass every
+sync_interval lists all guests' states in a few calls and reads the XML only of those new or
+changed since; a reconcile (on connecting, on request, every reconcile_interval) reads all.
+
+(A little over 400 lines: connecting, events, syncs and the CPU probe share the thread's state.)
 """
 
+import hashlib
 import logging
 import threading
 import time
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,40 +30,65 @@ from app.virt.connection import HostConnection
 from app.virt.cpu import CpuProbe, from_record
 from app.virt.cpu import current as current_cpu
 from app.virt.cpu import probe as cpu_probe
-from app.virt.types import GuestInfo
+from app.virt.types import DomainState, GuestInfo
 
 log = logging.getLogger(__name__)
-# A guest's snapshots are read when its state or XML changed, and all of them every Nth sync
-# (to catch snapshots made outside virtdeck); virtdeck's own snapshot actions store theirs.
-SNAPSHOT_EVERY = 10
 
 
+@dataclass
 class WorkerStats:
-    """What /metrics tells about a host's worker: sync durations and event lag."""
+    """What /metrics tells about a host's worker: its syncs (passes and reconciles alike),
+    events, how many guests each way re-read, and when it last read them all. Plain figures,
+    so that they travel as JSON (as_dict)."""
 
-    def __init__(self) -> None:
-        self.syncs = 0
-        self.sync_seconds_total = 0.0
-        self.last_sync_seconds = 0.0
-        self.events = 0
-        self.event_lag_seconds_total = 0.0
-        self.last_event_lag_seconds = 0.0
+    syncs: int = 0
+    sync_seconds_total: float = 0.0
+    last_sync_seconds: float = 0.0
+    events_received: int = 0
+    refreshed_by_event: int = 0
+    event_lag_seconds_total: float = 0.0
+    last_event_lag_seconds: float = 0.0
+    refreshed_by_pass: int = 0
+    refreshed_by_reconcile: int = 0
+    reconciles: int = 0
+    last_reconcile_at: float | None = None  # UNIX time
 
     def synced(self, seconds: float) -> None:
-        """A full sync took this long."""
+        """A pass or a reconcile took this long."""
         self.syncs += 1
         self.sync_seconds_total += seconds
         self.last_sync_seconds = seconds
 
-    def as_dict(self) -> dict[str, float]:
-        """The figures as plain values (a worker reports them through the database)."""
-        return dict(vars(self))
-
     def event_handled(self, lag: float) -> None:
-        """An event's change was in the database this long after libvirt told us."""
-        self.events += 1
+        """A guest an event named was in the database this long after libvirt told us."""
+        self.refreshed_by_event += 1
         self.event_lag_seconds_total += lag
         self.last_event_lag_seconds = lag
+
+    def reconciled(self, guests: int) -> None:
+        """A reconcile read these many guests."""
+        self.reconciles += 1
+        self.refreshed_by_reconcile += guests
+        self.last_reconcile_at = time.time()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The figures by name."""
+        return asdict(self)
+
+
+class Mark(NamedTuple):
+    """What the worker last stored of a guest: enough to tell a change without keeping its
+    XML (a digest of it), and whether it has a balloon device (for the overcommit figures)."""
+
+    state: DomainState
+    digest: bytes
+    has_balloon: bool
+
+    @classmethod
+    def of(cls, info: GuestInfo) -> "Mark":
+        state = DomainState(info.spec.uuid, info.state, info.autostart, info.persistent)
+        digest = hashlib.blake2b(info.xml.encode(), digest_size=16).digest()
+        return cls(state, digest, info.spec.has_balloon)
 
 
 class HostWorker(threading.Thread):
@@ -79,9 +111,9 @@ class HostWorker(threading.Thread):
         # When the current connect-and-sync attempt began (monotonic), None between attempts.
         self.attempt_started: float | None = None
         self.stall_reported = False
-        self._syncs = 0
-        # What each guest's state and XML were when its snapshots were last read.
-        self._snapshot_marks: dict[str, tuple[str, str]] = {}
+        # Each guest as last stored, and as it was when its snapshots were last read.
+        self._marks: dict[str, Mark] = {}
+        self._snapshot_marks: dict[str, Mark] = {}
         # Guests with an unhandled libvirt event, and when (monotonic) the first one came.
         self._events: dict[str, float] = {}
         self._events_lock = threading.Lock()
@@ -118,6 +150,7 @@ class HostWorker(threading.Thread):
         """From libvirt's event loop: a guest changed; the worker re-reads it at once."""
         with self._events_lock:
             self._events.setdefault(uuid, time.monotonic())
+            self.stats.events_received += 1
         self._wake.set()
 
     def wait_for(self, generation: int, timeout: float) -> bool:
@@ -141,7 +174,8 @@ class HostWorker(threading.Thread):
 
     def run(self) -> None:
         backoff = self._settings.reconnect_min
-        due = 0.0  # when (monotonic) the next full sync is due
+        due = 0.0  # when (monotonic) the next pass is due
+        reconcile_due = 0.0  # and the next reconcile
         while not self._stopping.is_set():
             self._wake.clear()
             if not self.leader.is_set():
@@ -152,13 +186,19 @@ class HostWorker(threading.Thread):
                         self._synced.notify_all()
                 self._wake.wait(delay)
                 continue
+            now = time.monotonic()
             with self._synced:
-                full = self._sync_due or time.monotonic() >= due or self._conn is None
+                full = self._sync_due or now >= reconcile_due or self._conn is None
                 self._sync_due = False
-            self.attempt_started, self.stall_reported = time.monotonic(), False
+            self.attempt_started, self.stall_reported = now, False
             try:
                 if full or self._lost is not None:
-                    self._sync_once()
+                    self._reconcile()
+                    reconcile_due = time.monotonic() + self._settings.reconcile_interval
+                    due = time.monotonic() + self._settings.sync_interval
+                elif now >= due:
+                    self._apply_events()
+                    self._pass()
                     due = time.monotonic() + self._settings.sync_interval
                 else:
                     self._apply_events()
@@ -170,13 +210,16 @@ class HostWorker(threading.Thread):
                     time.monotonic() + backoff,
                     min(backoff * 2, self._settings.reconnect_max),
                 )
+                reconcile_due = due  # reconnecting reads every guest again
             except Exception:
                 log.exception("sync of host %s failed", self.host_id)
                 due = time.monotonic() + self._settings.sync_interval
+                if full:  # tried again at the next pass, not at once
+                    reconcile_due = due
             self.attempt_started = None
             if self._events and self._conn is not None and not self._wake.is_set():
                 continue
-            self._wake.wait(max(0.0, due - time.monotonic()))
+            self._wake.wait(max(0.0, min(due, reconcile_due) - time.monotonic()))
         self._drop_connection()
 
     def _stand_by(self, backoff: float) -> tuple[float, float]:
@@ -212,9 +255,39 @@ class HostWorker(threading.Thread):
                 info = None
             with transaction(self._sessions) as session:
                 apply_event(session, self.host_id, uuid, info)
+            if info is None:
+                self._marks.pop(uuid, None)
+            else:
+                self._marks[uuid] = Mark.of(info)
             self.stats.event_handled(time.monotonic() - since)
 
-    def _sync_once(self) -> None:
+    def _pass(self) -> None:
+        """List every guest's state in a few calls; read and store the XML only of those new
+        or whose state, autostart or persistence changed; mark the vanished ones gone."""
+        started = time.perf_counter()
+        states = self._conn.states()
+        present = {s.uuid for s in states}
+        changed = [s for s in states if (m := self._marks.get(s.uuid)) is None or m.state != s]
+        guests = self._conn.read_guests(changed)
+        gone = [uuid for uuid in self._marks if uuid not in present]
+        self._store(guests, started, gone=gone)
+        for uuid in gone:
+            del self._marks[uuid]
+        self._marks.update((g.spec.uuid, Mark.of(g)) for g in guests)
+        self.stats.refreshed_by_pass += len(guests)
+        self._record_overcommit()
+        self._sync_snapshots(every=False)
+        self.stats.synced(time.perf_counter() - started)
+
+    def _store(self, guests: list[GuestInfo], started: float, **how: Any) -> None:
+        """apply_sync (with `how`) of what a pass or reconcile begun at `started` read."""
+        with transaction(self._sessions) as session:
+            apply_sync(
+                session, self.host_id, guests, sync_ms=(time.perf_counter() - started) * 1000, **how
+            )
+
+    def _reconcile(self) -> None:
+        """Connect if needed, then read and store every guest with its XML and snapshots."""
         if self._lost is not None:
             reason, self._lost = self._lost, None
             self._drop_connection()
@@ -234,16 +307,11 @@ class HostWorker(threading.Thread):
             with self._events_lock:  # the full read covers every event so far
                 self._events.clear()
             guests = self._conn.guests()
-            with transaction(self._sessions) as session:
-                apply_sync(
-                    session,
-                    self.host_id,
-                    guests,
-                    sync_ms=(time.perf_counter() - started) * 1000,
-                )
-            self._record_overcommit(guests)
-            self._sync_snapshots(guests)
-            self._syncs += 1
+            self._store(guests, started, reconciled=True)
+            self._marks = {g.spec.uuid: Mark.of(g) for g in guests}
+            self._record_overcommit()
+            self._sync_snapshots(every=True)
+            self.stats.reconciled(len(guests))
             self.stats.synced(time.perf_counter() - started)
             with self._synced:
                 self.generation += 1
@@ -299,18 +367,14 @@ class HostWorker(threading.Thread):
         with transaction(self._sessions) as session:
             host_service.record_cpu_probe(session, self.host_id, found.as_record())
 
-    def _stale_snapshots(self, guests: list[GuestInfo]) -> list[str]:
-        """The guests whose snapshots to read now: changed ones, or all every Nth sync."""
-        marks = {g.spec.uuid: (g.state, g.xml) for g in guests}
-        full = self._syncs % SNAPSHOT_EVERY == 0
-        stale = [u for u, mark in marks.items() if full or self._snapshot_marks.get(u) != mark]
-        self._snapshot_marks = marks
-        return stale
-
-    def _sync_snapshots(self, guests: list[GuestInfo]) -> None:
-        """Read the snapshots of the stale guests and store what changed."""
+    def _sync_snapshots(self, *, every: bool) -> None:
+        """Read and store the snapshots of every guest, or of those that changed since theirs
+        were last read (virtdeck's own snapshot actions store theirs; those made elsewhere
+        show at the next reconcile, as libvirt has no snapshot events)."""
+        stale = [u for u, m in self._marks.items() if every or self._snapshot_marks.get(u) != m]
+        self._snapshot_marks = dict(self._marks)
         read = {}
-        for uuid in self._stale_snapshots(guests):
+        for uuid in stale:
             try:
                 read[uuid] = snapshots_virt.list_snapshots(self._conn, uuid)
             except HostUnreachable:
@@ -321,10 +385,11 @@ class HostWorker(threading.Thread):
             with transaction(self._sessions) as session:
                 record_host_snapshots(session, self.host_id, read)
 
-    def _record_overcommit(self, guests: list[GuestInfo]) -> None:
+    def _record_overcommit(self) -> None:
         """Read the host's memory, KSM and balloon figures and store them (and a sample)."""
+        balloons = {uuid: mark.has_balloon for uuid, mark in self._marks.items()}
         try:
-            stats = overcommit_virt.read_stats(self._conn, guests)
+            stats = overcommit_virt.read_stats(self._conn, balloons)
         except HostUnreachable:
             raise
         except VirtdeckError as exc:  # a figure that failed must not mark the host unreachable

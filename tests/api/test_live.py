@@ -1,6 +1,9 @@
-"""libvirt events reach the inventory without a sync; /metrics; host leases between instances."""
+"""libvirt events reach the inventory without a sync, a periodic pass reads only what changed,
+a reconcile catches a missed event; /metrics; host leases between instances."""
 
+import re
 import time
+import xml.etree.ElementTree as ET
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
@@ -10,9 +13,11 @@ from app.db import transaction
 from app.models import Host
 from app.models.base import utcnow
 from app.services import leases
+from tests.conftest import add_host, node_uri
 from tests.polling import until
 
 WEB_1 = "a1000000-0000-4000-8000-000000000001"
+DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off
 BUILD_1 = "b2000000-0000-4000-8000-000000000001"
 
 
@@ -23,6 +28,16 @@ def wait_for_state(client: TestClient, uuid: str, state: str, timeout: float = 3
         assert time.monotonic() - started < timeout, f"{uuid} not {state} after {timeout} s"
         time.sleep(0.02)
     return time.monotonic() - started
+
+
+def figure(client: TestClient, name: str, **labels: str) -> float:
+    """One sample of /metrics (host alpha's), 0 if absent."""
+    wanted = {"host": "alpha", **labels}
+    for line in client.get("/metrics").text.splitlines():
+        found = re.fullmatch(rf"{name}\{{(.*)\}} (\S+)", line)
+        if found and dict(re.findall(r'(\w+)="([^"]*)"', found.group(1))) == wanted:
+            return float(found.group(2))
+    return 0.0
 
 
 def test_a_change_made_outside_virtdeck_arrives_by_event_not_by_sync(
@@ -39,6 +54,60 @@ def test_a_change_made_outside_virtdeck_arrives_by_event_not_by_sync(
     assert seconds < 1.0
     # sync_interval is 60 s in tests: no sync ran in between, the events did it.
     assert client.get(f"/api/v1/hosts/{alpha['id']}").json()["last_sync_at"] == synced
+    # The worker reports its figures every few seconds.
+    until(lambda: figure(client, "virtdeck_domains_refreshed_total", by="event") >= 2, timeout=5)
+    assert figure(client, "virtdeck_events_received_total") >= 2
+    assert figure(client, "virtdeck_domains_refreshed_total", by="pass") == 0
+
+
+def test_a_periodic_pass_reads_the_xml_of_new_or_changed_guests_only(make_client) -> None:
+    client = make_client(sync_interval=0.1)
+    alpha = add_host(client, "alpha", node_uri("node-alpha.xml"))
+    sync = client.app.state.sync
+    sync.call(alpha["id"], lambda conn: conn.unwatch())  # no events: only the passes see it
+    passes = figure(client, "virtdeck_sync_duration_seconds_count")
+    deadline = time.monotonic() + 5
+    while figure(client, "virtdeck_sync_duration_seconds_count") < passes + 5:
+        assert time.monotonic() < deadline, "no periodic passes"
+        time.sleep(0.05)
+    idle = figure(client, "virtdeck_domains_refreshed_total", by="pass")
+
+    sync.call(alpha["id"], lambda conn: conn.domain(WEB_1).destroy())
+    wait_for_state(client, WEB_1, "shutoff")
+
+    until(lambda: figure(client, "virtdeck_domains_refreshed_total", by="pass") > 0, timeout=5)
+
+    assert idle == 0
+    assert figure(client, "virtdeck_domains_refreshed_total", by="pass") == 1
+    assert figure(client, "virtdeck_domains_refreshed_total", by="event") == 0
+
+
+def test_a_change_whose_event_was_missed_is_caught_by_the_reconcile(make_client) -> None:
+    client = make_client(reconcile_interval=1.0)  # and sync_interval 60: no periodic pass
+    alpha = add_host(client, "alpha", node_uri("node-alpha.xml"))
+    sync = client.app.state.sync
+    sync.call(alpha["id"], lambda conn: conn.unwatch())
+
+    def more_vcpus(conn) -> None:  # same state: only the XML tells
+        domain = ET.fromstring(conn.domain(DB_1).XMLDesc(0))
+        domain.find("vcpu").text = "3"
+        conn.lv.defineXML(ET.tostring(domain, encoding="unicode"))
+
+    sync.call(alpha["id"], more_vcpus)
+    deadline = time.monotonic() + 5
+    while client.get(f"/api/v1/guests/{DB_1}").json()["vcpus"] != 3:
+        assert time.monotonic() < deadline, "the reconcile did not catch the change"
+        time.sleep(0.05)
+    host = client.get(f"/api/v1/hosts/{alpha['id']}").json()
+    page = client.get(f"/hosts/{alpha['id']}").text
+
+    until(lambda: figure(client, "virtdeck_last_reconcile_timestamp_seconds") > time.time() - 5,
+          timeout=5)  # fmt: skip
+
+    assert host["last_reconcile_at"] > alpha["last_reconcile_at"]
+    assert figure(client, "virtdeck_domains_refreshed_total", by="event") == 0
+    assert figure(client, "virtdeck_domains_refreshed_total", by="reconcile") >= 6
+    assert re.search(r"last full reconcile: \d+ s ago", page)
 
 
 def test_an_undefined_guest_is_marked_gone_by_its_event(client: TestClient, two_hosts) -> None:

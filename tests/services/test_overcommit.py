@@ -37,7 +37,9 @@ def sync(sessions, host_id: int, conn: HostConnection) -> None:
     with transaction(sessions) as session:
         record_facts(session, host_id, conn.facts())
         apply_sync(session, host_id, guests, sync_ms=1.0)
-        overcommit.record_stats(session, host_id, read_stats(conn, guests))
+        overcommit.record_stats(
+            session, host_id, read_stats(conn, {g.spec.uuid: g.spec.has_balloon for g in guests})
+        )
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
 """worker process: sync requests and job inputs in the database, live topics for other
 processes on SQLite, and each worker's figures for /metrics
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-11-27
 """
 
@@ -11,8 +11,8 @@ from alembic import op
 
 import app.models.base
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
