@@ -37,6 +37,7 @@ bench: venv
 	$(VENV)/bin/python bench/sync.py
 	$(VENV)/bin/python bench/backup.py
 	$(VENV)/bin/python bench/live.py
+	$(VENV)/bin/python bench/scale.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

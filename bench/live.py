@@ -51,7 +51,7 @@ from app.virt.connection import HostConnection  # noqa: E402
 from bench.common import Row, database, p95, print_table, print_targets  # noqa: E402
 from bench.sync import time_get, write_node  # noqa: E402
 from tests.conftest import post_login  # noqa: E402
-from tests.events import event_stream, wait_for  # noqa: E402
+from tests.events import drain, event_stream, wait_for  # noqa: E402
 from tests.libvirtd import SYSTEM_URI, throwaway_guest, virsh  # noqa: E402
 from tests.serve import ADMIN_PASSWORD, Server, running_server  # noqa: E402
 
@@ -80,13 +80,6 @@ class Change:
     from_return: float
 
 
-def _drain(*queues: queue.Queue) -> None:
-    for q in queues:
-        with contextlib.suppress(queue.Empty):
-            while True:
-                q.get_nowait()
-
-
 def time_changes(server: Server, uuid: str, changes: int, pause: float) -> dict[str, list[Change]]:
     """Start and destroy the guest alternately; each change's timings by virsh command."""
     seen: queue.Queue = queue.Queue()
@@ -102,7 +95,7 @@ def time_changes(server: Server, uuid: str, changes: int, pause: float) -> dict[
         with event_stream(server) as events:
             for index in range(changes):
                 command = ("start", "destroy")[index % 2]
-                _drain(seen, events)
+                drain(seen, events)
                 began = time.monotonic()
                 virsh(command, uuid)
                 returned = time.monotonic()

@@ -1,5 +1,6 @@
 """Reading a running server's /events (SSE) stream in a thread, for tests and benchmarks."""
 
+import contextlib
 import queue
 import threading
 import time
@@ -36,6 +37,14 @@ def read_events(
         into.put((time.monotonic(), "ended"))
     except httpx.HTTPError as exc:  # the server stopped
         into.put((time.monotonic(), f"closed {type(exc).__name__}"))
+
+
+def drain(*queues: queue.Queue) -> None:
+    """Empty the queues of what has arrived so far."""
+    for q in queues:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()
 
 
 def wait_for(into: queue.Queue, name: str, timeout: float) -> float:
