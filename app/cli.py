@@ -26,10 +26,17 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="apply pending migrations and serve the web app")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
-    serve.add_argument(
+    where = serve.add_mutually_exclusive_group()
+    where.add_argument(
         "--no-worker",
         action="store_true",
         help="start no worker beside the server (run `virtdeck worker` yourself)",
+    )
+    where.add_argument(
+        "--worker-inside",
+        action="store_true",
+        help="run the worker inside the server's process (one process: for test-driver node "
+        "files, whose state is private to each connection)",
     )
     commands.add_parser(
         "worker", help="apply pending migrations and sync the hosts and run jobs (no web server)"
@@ -109,12 +116,12 @@ def main(argv: list[str] | None = None) -> None:
         from app.main import create_app
         from app.workers.process import WorkerChild
 
-        child = None if args.no_worker else WorkerChild()
+        child = None if args.no_worker or args.worker_inside else WorkerChild()
         if child is not None:
             child.start()
         try:
             _serve(
-                create_app(settings, worker=False),
+                create_app(settings, worker=args.worker_inside),
                 args.host,
                 args.port,
                 settings.forwarded_allow_ips,

@@ -42,9 +42,11 @@ def screenshot(page: Page, name: str) -> None:
 
 @contextmanager
 def server_with_host(workdir: Path, name: str, uri: str) -> Iterator[Server]:
-    """`virtdeck serve` with the CLI-made admin and one host, synced."""
+    """`virtdeck serve` with the CLI-made admin and one host, synced. A node file's state is
+    private to each libvirt connection, so the worker runs inside the server, sharing its
+    connection with the actions."""
     env = {"VIRTDECK_DEFAULT_HOST_URI": "", "VIRTDECK_SYNC_INTERVAL": "1"}
-    with running_server(workdir, env) as running:
+    with running_server(workdir, env, worker="inside") as running:
         running.add_host(name, uri)
         yield running
 

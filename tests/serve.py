@@ -107,11 +107,11 @@ def running_server(
     *,
     admin: str | None = "admin",
     port: int | None = None,
-    worker: bool = True,
+    worker: str = "process",
 ) -> Iterator[Server]:
-    """`virtdeck serve` on a free port (or this one) with SQLite in workdir, with its worker
-    process unless `worker` is false; stopped afterwards, always. Its output is appended to
-    workdir/serve.log.
+    """`virtdeck serve` on a free port (or this one) with SQLite in workdir, and its worker as a
+    child `process` (as `make run`), `inside` its process, or `none`; stopped afterwards,
+    always. Its output is appended to workdir/serve.log.
 
     With `admin`, that admin user (password ADMIN_PASSWORD) and a token of theirs are made
     with the command line first.
@@ -128,7 +128,7 @@ def running_server(
     with log.open("ab") as out:
         process = subprocess.Popen(
             [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)]
-            + ([] if worker else ["--no-worker"]),
+            + {"process": [], "inside": ["--worker-inside"], "none": ["--no-worker"]}[worker],
             cwd=workdir,  # away from any .env in the checkout
             env=full_env,
             stdout=out,

@@ -67,8 +67,12 @@ def test_a_kvm_guest_is_synced_then_stopped_then_marked_gone(
 
 
 def worker_children(pid: int) -> list[int]:
-    """The `virtdeck worker` child processes of the server with this pid."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    """The `virtdeck worker` child processes of the server with this pid (each thread lists the
+    children it started)."""
+    children = [
+        child for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]  # fmt: skip
     return [
         int(child)
         for child in children

@@ -25,9 +25,10 @@ from tests.browser import admin_tabs, chromium, shows, wait_for_stream
 from tests.conftest import node_uri
 from tests.databases import throwaway_postgresql
 from tests.events import event_stream, wait_for
-from tests.libvirtd import SYSTEM_URI, qemu_io, throwaway_guest, virsh
+from tests.libvirtd import IMAGES, SYSTEM_URI, qemu_io, throwaway_guest, virsh
 from tests.polling import finished_job, until
 from tests.serve import Server, running_server, running_worker
+from tests.storage import throwaway_pool
 
 NODES = ("node-alpha.xml", "node-beta.xml", "node-storage.xml")
 TAKEOVER_LIMIT = 30.0
@@ -124,13 +125,17 @@ def test_a_killed_worker_has_its_hosts_and_its_running_backup_taken_over(tmp_pat
     """kill -9 of the worker that syncs the hosts and runs a backup (slowed to 1 MiB/s): the
     other worker holds every host and the backup's job is failed as interrupted within
     TAKEOVER_LIMIT seconds; the server answers throughout."""
-    with throwaway_guest(tmp_path, size="32M") as guest, throwaway_postgresql() as url:
+    with (
+        throwaway_pool() as pool,
+        throwaway_guest(tmp_path, directory=IMAGES / pool, size="32M") as guest,
+        throwaway_postgresql() as url,
+    ):
         written = qemu_io(guest.disk, "write -P 0x5a 0 32M")
         assert written.returncode == 0, written.stderr
         env = env_for(url, VIRTDECK_BACKUP_BANDWIDTH_MIB="1",
                       VIRTDECK_BACKUP_DIR=str(tmp_path / "backups"))  # fmt: skip
         with (
-            running_server(tmp_path / "web", env, worker=False) as web,
+            running_server(tmp_path / "web", env, worker="none") as web,
             running_worker(tmp_path / "w1", env) as first,
         ):
             host_id = web.add_host("local", SYSTEM_URI)
