@@ -257,12 +257,21 @@ def record_snapshots(session: Session, guest_id: int, infos: list[SnapshotInfo])
 def record_host_snapshots(
     session: Session, host_id: int, by_uuid: dict[str, list[SnapshotInfo]]
 ) -> int:
-    """record_snapshots for each present guest of the host read this sync."""
+    """record_snapshots for each present guest of the host read this sync that has snapshots
+    in libvirt or in the database (a guest with none in either needs no query)."""
     ids = session.execute(
         select(Guest.uuid, Guest.id).where(Guest.host_id == host_id, Guest.gone_at.is_(None))
+    )
+    stored = set(
+        session.scalars(
+            select(Snapshot.guest_id)
+            .join(Guest, Snapshot.guest_id == Guest.id)
+            .where(Guest.host_id == host_id)
+            .distinct()
+        )
     )
     return sum(
         record_snapshots(session, guest_id, by_uuid[uuid])
         for uuid, guest_id in ids
-        if uuid in by_uuid
+        if uuid in by_uuid and (by_uuid[uuid] or guest_id in stored)
     )

@@ -66,6 +66,13 @@ def parse_snapshot(xml: str, *, is_current: bool) -> SnapshotInfo:
     )
 
 
+def guests_with_snapshots(conn: HostConnection) -> set[str]:
+    """The UUIDs of the guests that have at least one snapshot (one call for the whole host)."""
+    with libvirt_errors():
+        found = conn.lv.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)
+        return {dom.UUIDString() for dom in found}
+
+
 def list_snapshots(conn: HostConnection, uuid: str) -> list[SnapshotInfo]:
     """Every snapshot of the guest, oldest first."""
     dom = conn.domain(uuid)

@@ -163,8 +163,10 @@ class HostLink:
         return False
 
     def add(self, host_id: int) -> None:
-        """A host was registered: its worker starts with a sync."""
-        self.refresh(host_id)
+        """A host was registered: a worker finds it at its next look and starts with a full
+        read (no sync request: that would ask for a second one right after)."""
+        del host_id
+        self._wake()
 
     def remove(self, host_id: int) -> None:
         """A host was removed: close this process's connection to it; its worker stops."""
