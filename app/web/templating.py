@@ -6,6 +6,7 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from app.errors import VirtdeckError
 from app.models.base import utcnow
@@ -47,12 +48,22 @@ def ago(value: datetime | None) -> str:
     return f"{seconds} s ago"
 
 
+def badge(value: object) -> Markup:
+    """A state as a coloured badge; a guest state brings its own CSS slug ("shutting-down").
+    A function, not a macro: a macro imported by a template included per table row (the host
+    page's guests) was built again for each row."""
+    return Markup('<span class="badge badge-{}">{}</span>').format(
+        getattr(value, "css", value), value
+    )
+
+
 def utc(value: datetime | None) -> str:
     """A time as 'YYYY-MM-DD HH:MM:SS' (UTC), or a dash."""
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
 
 
 templates.env.globals["Permission"] = Permission
+templates.env.globals["badge"] = badge
 templates.env.globals["guest_status"] = status
 templates.env.globals["guest_actions"] = allowed_actions
 templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
