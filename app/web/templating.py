@@ -6,7 +6,7 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from app.errors import VirtdeckError
 from app.models.base import utcnow
@@ -18,7 +18,7 @@ from app.services.jobs import settling
 from app.services.overcommit import ratio_text
 from app.services.paging import MAX_OFFSET
 from app.units import human_bytes
-from app.web.charts import gauge, share_bar
+from app.web.charts import ratio_gauge, share_bar
 from app.web.htmx import PAGE_SIZE
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
@@ -52,9 +52,8 @@ def badge(value: object) -> Markup:
     """A state as a coloured badge; a guest state brings its own CSS slug ("shutting-down").
     A function, not a macro: a macro imported by a template included per table row (the host
     page's guests) was built again for each row."""
-    return Markup('<span class="badge badge-{}">{}</span>').format(
-        getattr(value, "css", value), value
-    )
+    css = getattr(value, "css", value)
+    return Markup(f'<span class="badge badge-{escape(css)}">{escape(value)}</span>')
 
 
 def utc(value: datetime | None) -> str:
@@ -76,7 +75,7 @@ templates.env.filters["ago"] = ago
 templates.env.filters["utc"] = utc
 templates.env.filters["ratio"] = ratio_text
 templates.env.filters["bytes"] = human_bytes
-templates.env.globals["ratio_gauge"] = gauge
+templates.env.globals["ratio_gauge"] = ratio_gauge
 templates.env.globals["share_bar"] = share_bar
 
 
