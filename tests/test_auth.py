@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from fastapi.testclient import TestClient
-from sqlalchemy import inspect, select, text
+from sqlalchemy import inspect, select, text, update
 
 from app.config import Settings
 from app.db import make_engine, make_session_factory
 from app.deps import BACKGROUND_HEADER, CSRF_HEADER, SESSION_COOKIE
 from app.errors import NotFound, VirtdeckError
-from app.models import ApiToken, User
+from app.models import ApiToken, LoginSession, User
 from app.services.setup import ALREADY_DONE, create_first_admin
 from app.services.users import authenticate
 from tests.conftest import PASSWORD, form_token, login, make_user, node_uri, post_login
@@ -125,6 +125,35 @@ def test_idle_sessions_expire_and_background_polling_does_not_keep_them(
     assert polled.status_code == 200
     assert after_idle.status_code == 303
     assert after_idle.headers["location"] == "/login?next=/"
+
+
+def test_page_views_write_the_session_activity_at_most_once_a_minute(
+    make_client, database_url: str
+) -> None:
+    client, _ = cookie_client(make_client, database_url)
+    mine = (
+        LoginSession.secret_hash
+        == hashlib.sha256(client.cookies[SESSION_COOKIE].encode()).hexdigest()
+    )
+    engine = make_engine(database_url)
+
+    def last_active() -> datetime:
+        with engine.connect() as conn:
+            return conn.execute(select(LoginSession.last_active_at).where(mine)).scalar_one()
+
+    at_login = last_active()
+    client.get("/")
+    after_a_view = last_active()
+    with engine.begin() as conn:
+        conn.execute(
+            update(LoginSession).where(mine).values(last_active_at=at_login - timedelta(minutes=2))
+        )
+    client.get("/")
+    after_a_pause = last_active()
+    engine.dispose()
+
+    assert after_a_view == at_login
+    assert after_a_pause > at_login
 
 
 def test_user_activity_keeps_a_session_alive_until_its_absolute_limit(

@@ -1,11 +1,11 @@
 """/api/v1/guests"""
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from app.api.schemas import GuestDetail, GuestList, GuestOut
+from app.api.schemas import GuestDetail, GuestList, GuestOut, guest_fields
 from app.deps import RowId, SessionDep, SessionsDep, SyncDep, guard, needs
 from app.services import guests as guest_service
 from app.services.auth import Permission, Principal
@@ -23,17 +23,17 @@ def list_guests(
     q: Annotated[str | None, Query(max_length=255, description="part of the name")] = None,
     limit: Annotated[int, Query(ge=1, le=guest_service.MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> GuestList:
+) -> dict[str, Any]:
     """Guests by name, filtered and paginated; gone guests only with state=gone."""
     page = guest_service.list_guests(
         session, host_id=host_id, state=state, q=q, limit=limit, offset=offset
     )
-    return GuestList(
-        items=[GuestOut.of(g) for g in page.items],
-        total=page.total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return {
+        "items": [guest_fields(g, page.hosts[g.host_id]) for g in page.items],
+        "total": page.total,
+        "limit": page.limit,
+        "offset": page.offset,
+    }
 
 
 GuestAction = StrEnum("GuestAction", {a: a for a in ACTIONS})

@@ -4,8 +4,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Row
 
-from app.models import Guest
+from app.models import Guest, Host
 from app.services import guests as guest_service
 from app.services.guest_actions import allowed_actions
 from app.services.hosts import HostSummary
@@ -105,27 +106,33 @@ class GuestOut(BaseModel):
     @classmethod
     def of(cls, guest: Guest) -> "GuestOut":
         """From a guest row with its host loaded."""
-        return cls(
-            uuid=guest.uuid,
-            name=guest.name,
-            host_id=guest.host_id,
-            host_name=guest.host.name,
-            status=guest_service.status(guest, guest.host),
-            state=guest.state,
-            actions=allowed_actions(guest, guest.host),
-            busy_action=guest.busy_action,
-            vcpus=guest.vcpus,
-            memory_max_kib=guest.memory_max_kib,
-            memory_current_kib=guest.memory_current_kib,
-            autostart=guest.autostart,
-            persistent=guest.persistent,
-            disks=guest.disks,
-            nics=guest.nics,
-            first_seen_at=guest.first_seen_at,
-            last_seen_at=last_seen(guest, guest.host),
-            changed_at=guest.changed_at,
-            gone_at=guest.gone_at,
-        )
+        return cls(**guest_fields(guest, guest.host))
+
+
+def guest_fields(guest: Guest | Row, host: Host | Row) -> dict[str, Any]:
+    """GuestOut's fields, from a guest (an ORM object, or a row of a guest page) and its host:
+    a list returns these dicts, validated and serialised once for the whole page."""
+    return {
+        "uuid": guest.uuid,
+        "name": guest.name,
+        "host_id": guest.host_id,
+        "host_name": host.name,
+        "status": guest_service.status(guest, host),
+        "state": guest.state,
+        "actions": allowed_actions(guest, host),
+        "busy_action": guest.busy_action,
+        "vcpus": guest.vcpus,
+        "memory_max_kib": guest.memory_max_kib,
+        "memory_current_kib": guest.memory_current_kib,
+        "autostart": guest.autostart,
+        "persistent": guest.persistent,
+        "disks": guest.disks,
+        "nics": guest.nics,
+        "first_seen_at": guest.first_seen_at,
+        "last_seen_at": last_seen(guest, host),
+        "changed_at": guest.changed_at,
+        "gone_at": guest.gone_at,
+    }
 
 
 class GuestDetail(GuestOut):

@@ -3,11 +3,17 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.models.base import Base, UTCDateTime, utcnow
 from app.models.host import Host
+
+# Lists and totals read only present guests; these partial indexes hold just those rows, so a
+# page of the guest list by name, its count and the per-host sums never read the table's wide
+# rows (domain XML) of 25,000 guests. PostgreSQL orders by name from an index only when the
+# index is partial: "gone_at IS NULL" in a column list is no equality it can order under.
+PRESENT = text("gone_at IS NULL")
 
 
 class Guest(Base):
@@ -18,7 +24,15 @@ class Guest(Base):
         Index("uq_guests_host_id_uuid", "host_id", "uuid", unique=True),
         Index("ix_guests_uuid", "uuid"),
         Index("ix_guests_host_id_name", "host_id", "name"),
-    )
+        Index(
+            "ix_guests_present_name", "name", "host_id",
+            sqlite_where=PRESENT, postgresql_where=PRESENT,
+        ),
+        Index(
+            "ix_guests_present_totals", "host_id", "state", "vcpus", "memory_max_kib",
+            sqlite_where=PRESENT, postgresql_where=PRESENT,
+        ),
+    )  # fmt: skip
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))

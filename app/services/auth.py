@@ -18,6 +18,10 @@ from app.services.users import role_rank, update_user, validate_role
 
 TOKEN_PREFIX = "vd_"
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._-]{0,63}$")
+# A session's activity time is written when it is older than this (or a tenth of the idle
+# limit, if less): not on every request, which made every page view a database write. A session
+# then ends at most this much before its idle limit.
+TOUCH_EVERY = timedelta(minutes=1)
 
 
 class Permission(StrEnum):
@@ -86,7 +90,9 @@ def start_session(session: Session, user: User) -> tuple[str, LoginSession]:
 def session_principal(
     session: Session, secret: str, *, settings: Settings, touch: bool
 ) -> Principal | None:
-    """The principal of a live session cookie; an expired one is deleted. touch extends idle."""
+    """The principal of a live session cookie; an expired one is deleted. touch extends idle
+    (see TOUCH_EVERY). The session and its user are read at every call: a logged-out session or
+    a disabled user is refused at once."""
     login = session.scalar(select(LoginSession).where(LoginSession.secret_hash == _digest(secret)))
     if login is None:
         return None
@@ -100,7 +106,7 @@ def session_principal(
     ):
         session.delete(login)
         return None
-    if touch:
+    if touch and now - login.last_active_at > min(TOUCH_EVERY, idle / 10):
         login.last_active_at = now
     user = login.user
     return Principal(user.id, user.name, user.role, "cookie", csrf_token=login.csrf_token)

@@ -92,9 +92,26 @@ def list_hosts(session: Session) -> list[Host]:
     return list(session.scalars(select(Host).order_by(Host.name)))
 
 
-def summarize(session: Session, hosts: list[Host]) -> list[HostSummary]:
-    """Totals of present guests per host, in one query."""
+@dataclass(frozen=True)
+class GuestSums:
+    """Sums over a host's present guests; the active ones hold host resources (what overcommit
+    counts), the running ones are those libvirt reports running."""
+
+    guests: int = 0
+    running: int = 0
+    vcpus: int = 0
+    memory_kib: int = 0
+    vcpus_active: int = 0
+    memory_active_kib: int = 0
+
+
+def guest_sums(session: Session, host_ids: list[int]) -> dict[int, GuestSums]:
+    """GuestSums of these hosts (those with present guests), in one query that an index of
+    present guests answers alone (see app.models.guest)."""
+    if not host_ids:
+        return {}
     running = case((Guest.state == GuestState.RUNNING, 1), else_=0)
+    active = Guest.state.in_([state for state in GuestState if state.holds_resources])
     rows = session.execute(
         select(
             Guest.host_id,
@@ -102,12 +119,28 @@ def summarize(session: Session, hosts: list[Host]) -> list[HostSummary]:
             func.coalesce(func.sum(running), 0),
             func.coalesce(func.sum(Guest.vcpus), 0),
             func.coalesce(func.sum(Guest.memory_max_kib), 0),
+            func.coalesce(func.sum(case((active, Guest.vcpus), else_=0)), 0),
+            func.coalesce(func.sum(case((active, Guest.memory_max_kib), else_=0)), 0),
         )
-        .where(Guest.gone_at.is_(None))
+        .where(Guest.gone_at.is_(None), Guest.host_id.in_(host_ids))
         .group_by(Guest.host_id)
     ).all()
-    totals = {row[0]: row[1:] for row in rows}
-    return [HostSummary(host, *totals.get(host.id, (0, 0, 0, 0))) for host in hosts]
+    return {row[0]: GuestSums(*(int(value) for value in row[1:])) for row in rows}
+
+
+def summarize(
+    session: Session, hosts: list[Host], sums: dict[int, GuestSums] | None = None
+) -> list[HostSummary]:
+    """Totals of present guests per host, from sums already read or in one query."""
+    if sums is None:
+        sums = guest_sums(session, [host.id for host in hosts])
+    found = []
+    for host in hosts:
+        of_host = sums.get(host.id, GuestSums())
+        found.append(
+            HostSummary(host, of_host.guests, of_host.running, of_host.vcpus, of_host.memory_kib)
+        )
+    return found
 
 
 def ensure_default_host(

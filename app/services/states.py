@@ -25,10 +25,7 @@ class GuestState(StrEnum):
     @classmethod
     def of(cls, value: str) -> "GuestState":
         """The state for a stored string; one libvirt never named counts as nostate."""
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.NOSTATE
+        return _BY_VALUE.get(value, cls.NOSTATE)  # a dict, not cls(value): lists ask per guest
 
     @property
     def css(self) -> str:
@@ -71,6 +68,7 @@ class GuestState(StrEnum):
         return self not in (GuestState.GONE, GuestState.UNKNOWN)
 
 
+_BY_VALUE = {state.value: state for state in GuestState}
 _LIBVIRT = frozenset(GuestState) - {
     GuestState.SHUTTING_DOWN,
     GuestState.GONE,

@@ -22,8 +22,10 @@ router = APIRouter()
 @router.get("/", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
 def overview(request: Request, session: SessionDep) -> HTMLResponse:
     """Fleet totals and a card per host; htmx asks for just those when it refreshes them."""
-    summaries = host_service.summarize(session, host_service.list_hosts(session))
-    ratios = fleet.host_ratios(session)
+    hosts = host_service.list_hosts(session)
+    sums = host_service.guest_sums(session, [host.id for host in hosts])
+    summaries = host_service.summarize(session, hosts, sums)
+    ratios = fleet.host_ratios(session, hosts, sums)
     refresh = wants_fragment(request, "host-cards")
     context = {
         "summaries": summaries,

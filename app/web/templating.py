@@ -6,6 +6,7 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 
 from app.errors import VirtdeckError
 from app.models.base import utcnow
@@ -17,7 +18,7 @@ from app.services.jobs import settling
 from app.services.overcommit import ratio_text
 from app.services.paging import MAX_OFFSET
 from app.units import human_bytes
-from app.web.charts import gauge, share_bar
+from app.web.charts import ratio_gauge, share_bar
 from app.web.htmx import PAGE_SIZE
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
@@ -47,12 +48,21 @@ def ago(value: datetime | None) -> str:
     return f"{seconds} s ago"
 
 
+def badge(value: object) -> Markup:
+    """A state as a coloured badge; a guest state brings its own CSS slug ("shutting-down").
+    A function, not a macro: a macro imported by a template included per table row (the host
+    page's guests) was built again for each row."""
+    css = getattr(value, "css", value)
+    return Markup(f'<span class="badge badge-{escape(css)}">{escape(value)}</span>')
+
+
 def utc(value: datetime | None) -> str:
     """A time as 'YYYY-MM-DD HH:MM:SS' (UTC), or a dash."""
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
 
 
 templates.env.globals["Permission"] = Permission
+templates.env.globals["badge"] = badge
 templates.env.globals["guest_status"] = status
 templates.env.globals["guest_actions"] = allowed_actions
 templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
@@ -65,7 +75,7 @@ templates.env.filters["ago"] = ago
 templates.env.filters["utc"] = utc
 templates.env.filters["ratio"] = ratio_text
 templates.env.filters["bytes"] = human_bytes
-templates.env.globals["ratio_gauge"] = gauge
+templates.env.globals["ratio_gauge"] = ratio_gauge
 templates.env.globals["share_bar"] = share_bar
 
 

@@ -3,6 +3,7 @@
 from fastapi.testclient import TestClient
 
 from app.services.fleet import host_ratios
+from app.services.hosts import guest_sums, list_hosts
 from app.services.overcommit import all_overcommit, set_host_policy
 
 
@@ -12,7 +13,9 @@ def test_the_aggregate_ratios_match_the_full_picture_of_every_host(
     alpha, _ = two_hosts
     with sessions() as session:
         set_host_policy(session, alpha["id"], cpu=0.5, memory=None)
-        fast, full = host_ratios(session), all_overcommit(session)
+        hosts = list_hosts(session)
+        fast = host_ratios(session, hosts, guest_sums(session, [host.id for host in hosts]))
+        full = all_overcommit(session)
 
     def sums(item) -> tuple:
         return (item.host_id, item.cpus, item.memory_kib, item.vcpus_running,
