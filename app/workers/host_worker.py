@@ -33,6 +33,8 @@ from app.virt.cpu import probe as cpu_probe
 from app.virt.types import DomainState, GuestInfo
 
 log = logging.getLogger(__name__)
+# An unchanged overcommit reading is stored again after this many seconds (a sample a minute).
+STATS_REWRITE = 60.0
 
 
 @dataclass
@@ -125,6 +127,8 @@ class HostWorker(threading.Thread):
         # Set while this instance holds the host's lease: only then does it sync and write.
         self.leader = threading.Event()
         self.stats = WorkerStats()
+        # The overcommit reading last stored, and when (monotonic).
+        self._stats_written: tuple[overcommit_virt.HostStats | None, float] = (None, 0.0)
 
     def request_sync(self) -> int:
         """Ask for a sync now; returns the generation that will include it."""
@@ -288,6 +292,7 @@ class HostWorker(threading.Thread):
 
     def _reconcile(self) -> None:
         """Connect if needed, then read and store every guest with its XML and snapshots."""
+        began = time.perf_counter()
         if self._lost is not None:
             reason, self._lost = self._lost, None
             self._drop_connection()
@@ -316,9 +321,9 @@ class HostWorker(threading.Thread):
             self.stats.reconciled(len(guests))
             self.stats.synced(time.perf_counter() - started)
             log.info(
-                "host %s reconciled: %d guests read in %.2f s, stored in %.2f s, "
-                "figures and snapshots in %.2f s",
-                self.host_id, len(guests), read - started, stored - read,
+                "host %s reconciled: connected in %.2f s, %d guests read in %.2f s, stored in "
+                "%.2f s, figures and snapshots in %.2f s",
+                self.host_id, started - began, len(guests), read - started, stored - read,
                 time.perf_counter() - stored,
             )  # fmt: skip
             with self._synced:
@@ -407,8 +412,13 @@ class HostWorker(threading.Thread):
         except VirtdeckError as exc:  # a figure that failed must not mark the host unreachable
             log.warning("overcommit figures of host %s: %s", self.host_id, exc.message)
             return
+        # An unchanged reading is written again only when a sample of the ratios is due.
+        now = time.monotonic()
+        if stats == self._stats_written[0] and now - self._stats_written[1] < STATS_REWRITE:
+            return
         with transaction(self._sessions) as session:
             overcommit_service.record_stats(session, self.host_id, stats)
+        self._stats_written = (stats, now)
 
     def check_stalled(self, timeout: float) -> None:
         """Mark the host unreachable once if the current attempt has waited too long on it."""

@@ -45,7 +45,7 @@ class SyncManager:
         """Workers for exactly the registered hosts (another instance may add or remove some),
         leading those whose lease this instance holds (the lease round renews them)."""
         with self._sessions() as session:
-            registered = {h.id: h.uri for h in host_service.list_hosts(session)}
+            registered = host_service.host_uris(session)
         self.follow(registered)
         self._claim()
 
