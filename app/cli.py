@@ -5,9 +5,8 @@ import getpass
 import logging
 import sys
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-import uvicorn
-from fastapi import FastAPI
 from sqlalchemy import select
 
 from app.config import get_settings
@@ -18,6 +17,9 @@ from app.models import ROLES, User
 from app.models.base import utcnow
 from app.services.auth import create_token
 from app.services.users import create_user
+
+if TYPE_CHECKING:  # the worker process never loads the web server
+    from fastapi import FastAPI
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,9 +40,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run the worker inside the server's process (one process: for test-driver node "
         "files, whose state is private to each connection)",
     )
-    commands.add_parser(
+    worker = commands.add_parser(
         "worker", help="apply pending migrations and sync the hosts and run jobs (no web server)"
     )
+    # `virtdeck serve` wakes the worker it starts through its stdin.
+    worker.add_argument("--wake-stdin", action="store_true", help=argparse.SUPPRESS)
     commands.add_parser("migrate", help="apply pending database migrations")
     user = commands.add_parser(
         "create-user", help="create a user (password from a prompt or stdin)"
@@ -88,25 +92,30 @@ def _create_token(database_url: str, args: argparse.Namespace) -> str:
     return secret
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, ending the open event streams as soon as it is asked to stop: it waits for open
-    requests before shutting the app down, and an event stream never ends by itself."""
+def _serve(app: "FastAPI", host: str, port: int, forwarded_allow_ips: str) -> None:
+    import uvicorn
 
-    def handle_exit(self, sig: int, frame: object) -> None:
-        self.config.app.state.live.stop()
-        super().handle_exit(sig, frame)
+    class Server(uvicorn.Server):
+        """uvicorn, ending the open event streams as soon as it is asked to stop: it waits for
+        open requests before shutting the app down, and an event stream never ends by itself."""
 
+        def handle_exit(self, sig: int, frame: object) -> None:
+            self.config.app.state.live.stop()
+            super().handle_exit(sig, frame)
 
-def _serve(app: FastAPI, host: str, port: int, forwarded_allow_ips: str) -> None:
     config = uvicorn.Config(
         app, host=host, port=port, proxy_headers=True, forwarded_allow_ips=forwarded_allow_ips
     )
-    _Server(config).run()
+    Server(config).run()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the subcommand."""
     args = _parser().parse_args(argv)
+    if args.command in ("serve", "worker"):
+        from app.workers.memory import limit_malloc_arenas
+
+        limit_malloc_arenas()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -121,7 +130,11 @@ def main(argv: list[str] | None = None) -> None:
             child.start()
         try:
             _serve(
-                create_app(settings, worker=args.worker_inside),
+                create_app(
+                    settings,
+                    worker=args.worker_inside,
+                    wake=child.wake if child is not None else None,
+                ),
                 args.host,
                 args.port,
                 settings.forwarded_allow_ips,
@@ -133,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "worker":
         from app.workers.process import run_worker
 
-        run_worker(settings)
+        run_worker(settings, wake_stdin=args.wake_stdin)
         return
     try:
         if args.command == "create-user":

@@ -243,10 +243,6 @@ class LiveBus:
     def _read_outbox(self) -> None:
         last = None
         while not self._stopping.is_set():
-            if last is not None and not self.subscribers:  # nobody to tell: read later
-                self._stopping.wait(OUTBOX_POLL)
-                last = None
-                continue
             try:
                 with self._engine.connect() as connection:
                     if last is None:

@@ -163,9 +163,15 @@ def _install_error_handlers(app: FastAPI) -> None:
         return web.error_page(request, VirtdeckError(message), status_code=422)
 
 
-def create_app(settings: Settings | None = None, *, worker: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    worker: bool = True,
+    wake: Callable[[], None] | None = None,
+) -> FastAPI:
     """The virtdeck application for these settings; with worker, a worker runs inside it (as
-    in tests), else `virtdeck worker` processes do the syncing and the jobs."""
+    in tests), else `virtdeck worker` processes do the syncing and the jobs (`wake` tells the
+    one `virtdeck serve` started that a request waits)."""
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
@@ -173,7 +179,11 @@ def create_app(settings: Settings | None = None, *, worker: bool = True) -> Fast
     inside = Worker(sessions=sessions, settings=settings, instance=instance) if worker else None
     # Requests reach the hosts and the workers through a HostLink: the worker's own when it
     # runs inside (calls then share its sync connections).
-    link = inside.link if inside is not None else HostLink(sessions=sessions, settings=settings)
+    link = (
+        inside.link
+        if inside is not None
+        else HostLink(sessions=sessions, settings=settings, wake=wake)
+    )
     live = LiveBus(engine)
     live.attach(sessions)
 

@@ -194,17 +194,18 @@ class HostConnection:
             d.UUIDString()
             for d in self._call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
         }
-        persistent = {
+        # Transient domains, not persistent ones: the listing is of the few, not of every guest.
+        transient = {
             d.UUIDString()
-            for d in self._call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+            for d in self._call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)
         }
         found = []
         for dom, number in domains:
             uuid = dom.UUIDString()
-            if uuid not in persistent and dom.name().startswith(CPU_PROBE_PREFIX):
+            if uuid in transient and dom.name().startswith(CPU_PROBE_PREFIX):
                 continue
             state = STATE_NAMES.get(number, "nostate")
-            found.append((dom, DomainState(uuid, state, uuid in autostart, uuid in persistent)))
+            found.append((dom, DomainState(uuid, state, uuid in autostart, uuid not in transient)))
         return found
 
     def states(self) -> list[DomainState]:

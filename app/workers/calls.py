@@ -8,8 +8,8 @@ that a hung host costs a request a timeout, not forever.
 
 Syncs and jobs go to the workers through the database (app.services.work_requests): a refresh
 raises the host's request counter and may wait until a worker has answered it; a job's work is
-stored in its row and a worker takes it. `wake` tells a worker in this same process at once;
-another process's worker finds the request at its next poll.
+stored in its row and a worker takes it. `wake` tells a worker at once (one in this process, or
+the child `virtdeck serve` started); another worker finds the request at its next poll.
 """
 
 import threading
@@ -61,12 +61,12 @@ class HostLink:
         sessions: sessionmaker[Session],
         settings: Settings,
         local: Callable[[int], HostConnection | None] = _nobody,
-        wake: Callable[[], None] = _nothing,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._settings = settings
         self._local = local
-        self._wake = wake
+        self._wake = wake or _nothing
         self._own: dict[int, _Own] = {}
         self._lock = threading.Lock()
         self._calls = ThreadPoolExecutor(max_workers=8, thread_name_prefix="virt-call")

@@ -31,6 +31,7 @@ from app.virt.cpu import CpuProbe, from_record
 from app.virt.cpu import current as current_cpu
 from app.virt.cpu import probe as cpu_probe
 from app.virt.types import DomainState, GuestInfo
+from app.workers.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 # An unchanged overcommit reading is stored again after this many seconds (a sample a minute).
@@ -332,6 +333,7 @@ class HostWorker(threading.Thread):
         finally:
             with self._synced:
                 self._reading = False
+        release_free_memory()  # what the read's XML took is free now
         if not self._cpu_probed:  # once a connection
             self._cpu_probed = True
             self._probe_cpu()

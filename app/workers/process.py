@@ -2,8 +2,10 @@
 one running beside the web server (started with it, started again if it dies, stopped with it,
 and ended by the kernel if the server itself is killed)."""
 
+import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -23,8 +25,15 @@ STOP_GRACE = 15.0
 PR_SET_PDEATHSIG = 1
 
 
-def run_worker(settings: Settings) -> None:
-    """Run a worker in this process until SIGTERM or SIGINT."""
+def _wake_on_stdin(worker: Worker) -> None:
+    """Wake the worker for each byte the server that started it writes (a request is waiting)."""
+    while os.read(0, 64):
+        worker.wake()
+
+
+def run_worker(settings: Settings, *, wake_stdin: bool = False) -> None:
+    """Run a worker in this process until SIGTERM or SIGINT; with wake_stdin, the server that
+    started it wakes it through its stdin (else it finds requests at its next poll)."""
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     LiveBus(engine).attach(sessions)  # what it commits reaches every web process's streams
@@ -33,6 +42,8 @@ def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: stopping.set())
     worker.start()
+    if wake_stdin:
+        threading.Thread(target=_wake_on_stdin, args=(worker,), daemon=True).start()
     log.info("worker %s started", worker.instance)
     stopping.wait()
     log.info("worker %s stopping", worker.instance)
@@ -63,10 +74,22 @@ class WorkerChild:
         self._spawn()
         self._thread.start()
 
+    def wake(self) -> None:
+        """Tell the worker a request is waiting (a sync, a job, a new host)."""
+        process = self._process
+        if process is None or process.stdin is None:
+            return
+        with contextlib.suppress(OSError):  # full (it will look anyway) or gone (restarting)
+            os.write(process.stdin.fileno(), b".")
+
     def _spawn(self) -> None:
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"], preexec_fn=_die_with_parent
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "worker", "--wake-stdin"],
+            stdin=subprocess.PIPE,
+            preexec_fn=_die_with_parent,
         )
+        os.set_blocking(process.stdin.fileno(), False)  # a wake never blocks a request
+        self._process = process
 
     def _keep(self) -> None:
         delay = RESTART_MIN
