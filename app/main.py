@@ -1,6 +1,7 @@
 """create_app(settings): routers, static files, error handlers, audit, the link to the workers,
 and (unless the worker runs as a process of its own) a worker inside the app."""
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -31,7 +32,8 @@ from app.services.auth import ANONYMOUS
 from app.services.hosts import ensure_default_host
 from app.services.setup import startup_setup_code
 from app.workers.calls import HostLink
-from app.workers.worker import Worker, instance_name
+from app.workers.memory import release_free_memory
+from app.workers.worker import TRIM_EVERY, Worker, instance_name
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger(__name__)
@@ -163,6 +165,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         return web.error_page(request, VirtdeckError(message), status_code=422)
 
 
+async def _trim_memory() -> None:
+    """Every TRIM_EVERY seconds, hand what malloc keeps free (after large pages) back."""
+    while True:
+        await asyncio.sleep(TRIM_EVERY)
+        release_free_memory()
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -206,7 +215,9 @@ def create_app(
         live.start()
         if inside is not None:
             inside.start()
+        trimming = asyncio.create_task(_trim_memory())
         yield
+        trimming.cancel()
         live.stop()
         if inside is not None:
             inside.stop()  # stops its link too

@@ -49,7 +49,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -123,15 +123,26 @@ def cpu_seconds(before: dict[int, int], after: dict[int, int]) -> float:
     return sum(t - before.get(pid, 0) for pid, t in after.items()) / CLOCK_TICKS
 
 
-def rss_mib(root: int) -> float:
-    """The summed resident memory of the tree, in MiB."""
-    total_kib = 0
+def role(pid: int, root: int) -> str:
+    """ "web" for the server itself, "worker" for a `virtdeck worker`, else "other"."""
+    if pid == root:
+        return "web"
+    with contextlib.suppress(OSError):
+        if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+            return "worker"
+    return "other"
+
+
+def rss_mib(root: int) -> dict[str, float]:
+    """The resident memory of the tree's processes by role (web, worker), in MiB."""
+    by_role: dict[str, float] = {}
     for pid in process_tree(root):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total_kib += int(line.split()[1])
-    return total_kib / 1024
+                    name = role(pid, root)
+                    by_role[name] = by_role.get(name, 0.0) + int(line.split()[1]) / 1024
+    return by_role
 
 
 # --- the fleet -------------------------------------------------------------------------------
@@ -204,6 +215,8 @@ class Run:
     lags: list[float] | None = None  # seconds, libvirt event -> SSE message
     missed: int = 0  # changes whose message did not come
     rss: float = 0.0  # MiB
+    rss_by: dict[str, float] = field(default_factory=dict)  # MiB by process role
+    idle_by: dict[str, float] = field(default_factory=dict)  # % of one core by process role
 
 
 def _total(client: httpx.Client) -> int:
@@ -310,14 +323,20 @@ def bench_run(
         time.sleep(SETTLE)
         before = cpu_ticks(server.pid)
         time.sleep(args.idle)
-        run.idle_cpu = cpu_seconds(before, cpu_ticks(server.pid)) / args.idle * 100
+        after = cpu_ticks(server.pid)
+        run.idle_cpu = cpu_seconds(before, after) / args.idle * 100
+        for pid in after:
+            name = role(pid, server.pid)
+            spent = cpu_seconds({pid: before.get(pid, 0)}, {pid: after[pid]})
+            run.idle_by[name] = run.idle_by.get(name, 0.0) + spent / args.idle * 100
         node_id = next(
             h["id"] for h in server.api("GET", "/hosts").json() if h["name"] == "node-00"
         )
         run.pages = time_pages(server, node_id, args)
         time_changes(server, run, hosts.live_uri, uuid, args.changes, args.pause)
         run.processes = len(process_tree(server.pid))
-        run.rss = rss_mib(server.pid)
+        run.rss_by = rss_mib(server.pid)
+        run.rss = sum(run.rss_by.values())
     return run
 
 
@@ -350,6 +369,7 @@ def run_rows(run: Run) -> list[Row]:
         _limit(f"idle CPU ({processes})", f"{run.idle_cpu:.1f} % of a core",
                idle_target, "%", run.idle_cpu <= (idle_target or 0)),
     ]  # fmt: skip
+    rows += [Row(f"  {name} process", f"{cpu:.1f} %") for name, cpu in sorted(run.idle_by.items())]
     for label, samples in (run.pages or {}).items():
         median, high = statistics.median(samples), p95(samples)
         rows.append(
@@ -379,6 +399,7 @@ def run_rows(run: Run) -> list[Row]:
         _limit(f"RSS ({processes})", f"{run.rss:.0f} MiB", rss_target, "MiB",
                run.rss <= RSS_TARGET_MIB)
     )  # fmt: skip
+    rows += [Row(f"  {name} process", f"{mib:.0f} MiB") for name, mib in sorted(run.rss_by.items())]
     return rows
 
 

@@ -71,10 +71,20 @@ def apply_sync(
     gone; with it, `guests` are only those re-read and `gone` names the vanished ones (a pass
     that read no XML of unchanged guests). `reconciled` stamps a complete read of the host.
     """
+    now = utcnow()
+    if not guests and gone is not None and not gone and not reconciled:
+        # An idle pass of a connected host: stamp it without loading its row (nor its readings).
+        stamped = session.execute(
+            update(Host)
+            .where(Host.id == host_id, Host.connection == "connected")
+            .values(last_contact_at=now, last_sync_at=now, last_sync_ms=round(sync_ms, 1))
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if stamped:
+            return SyncResult()
     host = session.get(Host, host_id)
     if host is None:  # removed while its worker was reading it
         return SyncResult()
-    now = utcnow()
     wanted = None if gone is None else [g.spec.uuid for g in guests] + list(gone)
     known = _stored(session, host_id, wanted)
     inserts: list[dict[str, Any]] = []

@@ -25,6 +25,7 @@ from app.services.job_runs import work_of
 from app.services.jobs import mark_failed
 from app.workers.calls import ANSWER_POLL, HostLink
 from app.workers.jobs import JobRunner
+from app.workers.memory import release_free_memory
 from app.workers.sync import SyncManager
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ POLL = 0.25
 # How often it writes its figures for /metrics (and says that it runs).
 REPORT_EVERY = 2.0
 JOB_THREADS = 4
+# How often the process hands the memory malloc keeps free back to the system.
+TRIM_EVERY = 60.0
 
 
 def instance_name() -> str:
@@ -66,6 +69,7 @@ class Worker:
         # Sync requests being answered: host -> (request number, generation that answers it).
         self._asked: dict[int, tuple[int, int]] = {}
         self._reported = 0.0
+        self._trimmed = time.monotonic()
 
     def wake(self) -> None:
         """Look for work now rather than at the next poll."""
@@ -97,6 +101,9 @@ class Worker:
         self._take_jobs()
         if time.monotonic() - self._reported >= REPORT_EVERY:
             self._report()
+        if time.monotonic() - self._trimmed >= TRIM_EVERY:
+            release_free_memory()
+            self._trimmed = time.monotonic()
 
     def _answer(self, registered: dict[int, tuple[str, int, int]]) -> None:
         """Ask for the syncs requested since the last answer; record those finished."""
