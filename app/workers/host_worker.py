@@ -34,6 +34,9 @@ from app.virt.types import DomainState, GuestInfo
 from app.workers.memory import release_free_memory
 
 log = logging.getLogger(__name__)
+# How many hosts of a worker read every guest's XML at once, and how long one waits for its turn.
+READ_SLOTS = threading.BoundedSemaphore(4)
+READ_SLOT_WAIT = 2.0
 # An unchanged overcommit reading is stored again after this many seconds (a sample a minute).
 STATS_REWRITE = 60.0
 
@@ -312,9 +315,17 @@ class HostWorker(threading.Thread):
         try:
             with self._events_lock:  # the full read covers every event so far
                 self._events.clear()
-            guests = self._conn.guests()
-            read = time.perf_counter()
-            self._store(guests, started, reconciled=True)
+            # A few hosts read at once: 50 reading together hold every XML at the same time
+            # (memory the process keeps) and slow each other down. A slot held longer than
+            # READ_SLOT_WAIT (a hung host) lets the next one read anyway.
+            slot = READ_SLOTS.acquire(timeout=READ_SLOT_WAIT)
+            try:
+                guests = self._conn.guests()
+                read = time.perf_counter()
+                self._store(guests, started, reconciled=True)
+            finally:
+                if slot:
+                    READ_SLOTS.release()
             stored = time.perf_counter()
             self._marks = {g.spec.uuid: Mark.of(g) for g in guests}
             self._record_overcommit()
