@@ -87,11 +87,6 @@ def remove_host(session: Session, host_id: int) -> Host:
     return host
 
 
-def host_uris(session: Session) -> dict[int, str]:
-    """Every host's URI by id (without loading the rows' readings)."""
-    return dict(session.execute(select(Host.id, Host.uri)).all())
-
-
 def list_hosts(session: Session) -> list[Host]:
     """All hosts by name."""
     return list(session.scalars(select(Host).order_by(Host.name)))

@@ -9,14 +9,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
-from app.db import transaction
 from app.models import Job
 from app.services.guest_actions import GuestLock
-from app.services.ports import HostCalls, JobQueue
+from app.services.ports import HostCalls
 
 
 @dataclass(frozen=True)
@@ -49,28 +47,13 @@ class JobEnv:
             raise
 
 
-def queue(
-    sessions: sessionmaker[Session],
-    jobs: JobQueue,
-    job_id: int,
-    inputs: Any,
-    lock: GuestLock | None = None,
-) -> None:
-    """Store the work of a job whose row is committed as queued, and tell the workers.
-
-    A worker takes a queued job only once its inputs are stored (this write)."""
-    record = {
+def store_work(job: Job, inputs: Any, lock: GuestLock | None = None) -> None:
+    """Put the job's work in its row, in the transaction that creates the row: a worker takes
+    a queued job only together with its work (the caller then tells the queue)."""
+    job.inputs = {
         "inputs": TypeAdapter(type(inputs)).dump_python(inputs, mode="json"),
         "lock": lock.as_record() if lock is not None else None,
     }
-    with transaction(sessions) as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(inputs=record)
-            .execution_options(synchronize_session=False)
-        )
-    jobs.submit(job_id)
 
 
 def inputs_of(record: dict[str, Any], kind: type) -> Any:

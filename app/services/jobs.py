@@ -119,16 +119,6 @@ def mark_cancelled(session: Session, job_id: int) -> None:
     job.status, job.message, job.finished_at = "cancelled", "cancelled", utcnow()
 
 
-def claim(session: Session, job_id: int, owner: str) -> None:
-    """This instance runs the job."""
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id)
-        .values(owner=owner, heartbeat_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-
-
 def beat(session: Session, job_ids: list[int]) -> None:
     """These jobs are still being run."""
     if job_ids:

@@ -34,7 +34,7 @@ from app.virt.types import DomainState, GuestInfo
 from app.workers.memory import release_free_memory
 
 log = logging.getLogger(__name__)
-# How many hosts of a worker read every guest's XML at once, and how long one waits for its turn.
+# How many hosts of this process read every guest's XML at once, and how long one waits for a turn.
 READ_SLOTS = threading.BoundedSemaphore(4)
 READ_SLOT_WAIT = 2.0
 # An unchanged overcommit reading is stored again after this many seconds (a sample a minute).

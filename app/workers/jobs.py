@@ -50,12 +50,10 @@ class JobRunner:
         *,
         sessions: sessionmaker[Session],
         workers: int = 4,
-        instance: str = "local",
         after_reap: Callable[[], object] | None = None,
     ) -> None:
         self._sessions = sessions
         self._after_reap = after_reap
-        self._instance = instance
         self._threads = workers
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
         self._pending: dict[int, Future] = {}
@@ -100,9 +98,8 @@ class JobRunner:
         return max(0, self._threads - self.running)
 
     def submit(self, job_id: int, work: Work) -> Future:
-        """Run work for a job whose row is already committed as queued; this instance owns it."""
-        with transaction(self._sessions) as session:
-            job_service.claim(session, job_id, self._instance)
+        """Run work for a job whose row is committed as queued and taken by this instance
+        (app.services.work_requests.take_jobs)."""
         with self._lock:
             future = self._executor.submit(self._run, job_id, work)
             self._pending[job_id] = future

@@ -10,7 +10,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import transaction
-from app.services import hosts as host_service
 from app.services import leases as lease_service
 from app.virt.connection import HostConnection
 from app.workers.host_worker import HostWorker, WorkerStats
@@ -36,18 +35,10 @@ class SyncManager:
         self._watchdog = threading.Thread(target=self._watch, name="sync-watchdog", daemon=True)
 
     def start(self) -> None:
-        """Start a worker for each host in the database; sync those whose lease we get."""
-        self._reconcile()
+        """Start renewing the leases and watching for stalls; which hosts have workers is the
+        worker loop's call to follow()."""
         self._watchdog.start()
         self._leases.start()
-
-    def _reconcile(self) -> None:
-        """Workers for exactly the registered hosts (another instance may add or remove some),
-        leading those whose lease this instance holds (the lease round renews them)."""
-        with self._sessions() as session:
-            registered = host_service.host_uris(session)
-        self.follow(registered)
-        self._claim()
 
     def _claim(self) -> None:
         try:
@@ -65,7 +56,7 @@ class SyncManager:
     def _keep_leases(self) -> None:
         while not self._stopping.wait(self._settings.lease_renew):
             try:
-                self._reconcile()
+                self._claim()
             except Exception:
                 log.exception("host lease round failed")
 

@@ -60,7 +60,6 @@ class Worker:
         self.jobs = JobRunner(
             sessions=sessions,
             workers=JOB_THREADS,
-            instance=instance,
             after_reap=lambda: backup_service.settle_orphans(sessions, settings),
         )
         self._wake = threading.Event()
@@ -122,8 +121,11 @@ class Worker:
                 del self._asked[host_id]
 
     def _take_jobs(self) -> None:
+        free = self.jobs.free
+        if not free:  # busy: another worker may take them
+            return
         with transaction(self._sessions) as session:
-            taken = work_requests.take_jobs(session, self.instance, self.jobs.free)
+            taken = work_requests.take_jobs(session, self.instance, free)
             session.expunge_all()
         for job in taken:
             try:

@@ -26,7 +26,7 @@ from app.services.backups.work import Started, connect
 from app.services.guest_actions import GuestLock
 from app.services.guest_delete import present_guest
 from app.services.hosts import get_host
-from app.services.job_work import JobEnv, queue
+from app.services.job_work import JobEnv, store_work
 from app.services.ports import Cancelled, HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
 from app.virt import volumes
@@ -102,9 +102,10 @@ def start_backup(
             )
             backup.job_id = job.id
             session.flush()
-            inputs = BackupJob.of(backup, host)
+            store_work(job, BackupJob.of(backup, host), env.lock)
+            session.flush()
             session.expunge_all()
-    queue(sessions, jobs, job.id, inputs, env.lock)
+    jobs.submit(job.id)
     return Started(backup=backup, job=job)
 
 

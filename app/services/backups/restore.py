@@ -38,7 +38,7 @@ from app.services.backups.work import Started, connect
 from app.services.guest_actions import GuestLock
 from app.services.guest_create import check_guest_name
 from app.services.hosts import get_host, require_connected
-from app.services.job_work import JobEnv, queue
+from app.services.job_work import JobEnv, store_work
 from app.services.ports import HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
 from app.virt import domains, volumes
@@ -96,9 +96,10 @@ def start_restore(
             guest_uuid=inputs.guest_uuid,
             created_by=principal.username,
         )
+        store_work(job, inputs, lock)
         session.flush()
         session.expunge(job)
-    queue(sessions, jobs, job.id, inputs, lock)
+    jobs.submit(job.id)
     return Started(backup=backup, job=job)
 
 

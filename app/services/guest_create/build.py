@@ -23,7 +23,7 @@ from app.services.guest_create.request import (
 )
 from app.services.guests import get_guest
 from app.services.inventory import record_guest
-from app.services.job_work import JobEnv, queue
+from app.services.job_work import JobEnv, store_work
 from app.services.ports import HostCalls, JobQueue, Reporter
 from app.virt import build, teardown, volumes
 from app.virt.build import DiskSource
@@ -137,6 +137,7 @@ def create_guest(
         guest_uuid=plan.guest.uuid,
         created_by=principal.username,
     )
-    session.commit()  # the row exists before the work begins
-    queue(sessions, jobs, job.id, plan)
+    store_work(job, plan)
+    session.commit()  # the row, with its work, exists before a worker takes it
+    jobs.submit(job.id)
     return Created(job=job)
