@@ -33,7 +33,9 @@ test:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
-bench: venv
+bench:
+	scripts/setup-system.sh --test
+	@$(MAKE) --no-print-directory venv
 	$(VENV)/bin/python bench/sync.py
 	$(VENV)/bin/python bench/backup.py
 	$(VENV)/bin/python bench/live.py

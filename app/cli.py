@@ -12,7 +12,6 @@ from sqlalchemy import select
 from app.config import get_settings
 from app.db import make_engine, make_session_factory, transaction
 from app.errors import NotFound, VirtdeckError
-from app.migrate import upgrade
 from app.models import ROLES, User
 from app.models.base import utcnow
 from app.services.auth import create_token
@@ -120,25 +119,26 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = get_settings()
-    upgrade(settings.database_url)
+    # A worker that serve started needs no migration (serve ran it): alembic stays unloaded,
+    # 8 MiB of the worker's memory.
+    if not (args.command == "worker" and args.wake_stdin):
+        from app.migrate import upgrade
+
+        upgrade(settings.database_url)
     if args.command == "serve":
         from app.main import create_app
+        from app.workers.memory import collect_less
         from app.workers.process import WorkerChild
 
         child = None if args.no_worker or args.worker_inside else WorkerChild()
         if child is not None:
             child.start()
         try:
-            _serve(
-                create_app(
-                    settings,
-                    worker=args.worker_inside,
-                    wake=child.wake if child is not None else None,
-                ),
-                args.host,
-                args.port,
-                settings.forwarded_allow_ips,
+            app = create_app(
+                settings, worker=args.worker_inside, wake=child.wake if child is not None else None
             )
+            collect_less()
+            _serve(app, args.host, args.port, settings.forwarded_allow_ips)
         finally:
             if child is not None:
                 child.stop()

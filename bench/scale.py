@@ -133,6 +133,15 @@ def role(pid: int, root: int) -> str:
     return "other"
 
 
+def by_role(root: int, before: dict[int, int], after: dict[int, int]) -> dict[str, float]:
+    """CPU seconds of each role (web, worker) between two cpu_ticks() readings of root's tree."""
+    spent: dict[str, float] = {}
+    for pid in after:
+        used = cpu_seconds({pid: before.get(pid, 0)}, {pid: after[pid]})
+        spent[role(pid, root)] = spent.get(role(pid, root), 0.0) + used
+    return spent
+
+
 def rss_mib(root: int) -> dict[str, float]:
     """The resident memory of the tree's processes by role (web, worker), in MiB."""
     by_role: dict[str, float] = {}
@@ -150,10 +159,12 @@ def rss_mib(root: int) -> dict[str, float]:
 
 @dataclass
 class Fleet:
-    """The fake hosts: node-file URIs, one per node host, and the live host's /default URI."""
+    """The fake hosts: node-file URIs, one per node host, and the live host's /default URI;
+    the node hosts' libvirtd process ids."""
 
     node_uris: list[str]
     live_uri: str
+    node_pids: list[int]
 
 
 def _enter(manager: contextlib.AbstractContextManager[FakeHost]) -> tuple[object, FakeHost]:
@@ -193,7 +204,7 @@ def fleet(count: int, guests: int, nodes: Path) -> Iterator[Fleet]:
             f"test+tcp://{host.address}:{host.port}{nodes / f'node-{index:02d}.xml'}"
             for index, host in enumerate(hosts)
         ]
-        yield Fleet(node_uris=uris, live_uri=live.uri)
+        yield Fleet(node_uris=uris, live_uri=live.uri, node_pids=[h.pid for h in hosts])
 
 
 # --- one run ---------------------------------------------------------------------------------
@@ -209,6 +220,9 @@ class Run:
     visible: float | None = None  # seconds to every guest counted; None: not within the timeout
     seen: int = 0  # guests counted at the end of the wait
     busy_cpu: float = 0.0  # CPU seconds from the first POST to every guest counted
+    busy_by: dict[str, float] = field(default_factory=dict)  # the same by process role
+    hosts_cpu: float = 0.0  # and the node hosts' libvirtds' CPU seconds meanwhile
+    postgres_cpu: float = 0.0  # and PostgreSQL's processes' (0 on SQLite)
     idle_cpu: float = 0.0  # % of one core
     processes: int = 0
     pages: dict[str, list[float]] | None = None  # milliseconds, by page
@@ -225,14 +239,37 @@ def _total(client: httpx.Client) -> int:
     return response.json()["total"]
 
 
-def register(server: Server, run: Run, uris: list[str], expected: int) -> None:
-    """POST every host, then wait until the API counts `expected` guests."""
+def _ticks(pids: list[int]) -> dict[int, int]:
+    """utime + stime of these processes, in clock ticks."""
+    ticks = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = _stat_fields(pid)
+            ticks[pid] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def postgres_pids() -> list[int]:
+    """The PostgreSQL server's processes on this machine (its backends are started per
+    connection, so they are looked up again at the end of a measure)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().startswith("postgres"):
+                    found.append(int(entry.name))
+    return found
+
+
+def register(server: Server, run: Run, fleet: Fleet, expected: int) -> None:
+    """POST every node host, then wait until the API counts `expected` guests."""
     headers = {"Authorization": f"Bearer {server.token}"}
     assert server.pid is not None
     with httpx.Client(base_url=server.url, headers=headers, timeout=30) as api:
-        before = cpu_ticks(server.pid)
+        before, hosts_before = cpu_ticks(server.pid), _ticks(fleet.node_pids)
+        postgres_before = _ticks(postgres_pids())
         started = time.monotonic()
-        for index, uri in enumerate(uris):
+        for index, uri in enumerate(fleet.node_uris):
             api.post(
                 "/api/v1/hosts", json={"name": f"node-{index:02d}", "uri": uri}
             ).raise_for_status()
@@ -243,7 +280,11 @@ def register(server: Server, run: Run, uris: list[str], expected: int) -> None:
                 run.visible = elapsed
                 break
             time.sleep(0.1)
-        run.busy_cpu = cpu_seconds(before, cpu_ticks(server.pid))
+        after = cpu_ticks(server.pid)
+        run.busy_cpu = cpu_seconds(before, after)
+        run.busy_by = by_role(server.pid, before, after)
+        run.hosts_cpu = cpu_seconds(hosts_before, _ticks(fleet.node_pids))
+        run.postgres_cpu = cpu_seconds(postgres_before, _ticks(postgres_pids()))
 
 
 def time_pages(server: Server, host_id: int, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -319,16 +360,16 @@ def bench_run(
         live_id = server.add_host("live", hosts.live_uri)
         found = server.api("GET", "/guests", params={"host_id": live_id, "q": LIVE_GUEST})
         uuid = found.json()["items"][0]["uuid"]
-        register(server, run, hosts.node_uris, run.hosts * run.guests + 1)
+        register(server, run, hosts, run.hosts * run.guests + 1)
         time.sleep(SETTLE)
         before = cpu_ticks(server.pid)
         time.sleep(args.idle)
         after = cpu_ticks(server.pid)
         run.idle_cpu = cpu_seconds(before, after) / args.idle * 100
-        for pid in after:
-            name = role(pid, server.pid)
-            spent = cpu_seconds({pid: before.get(pid, 0)}, {pid: after[pid]})
-            run.idle_by[name] = run.idle_by.get(name, 0.0) + spent / args.idle * 100
+        run.idle_by = {
+            name: spent / args.idle * 100
+            for name, spent in by_role(server.pid, before, after).items()
+        }
         node_id = next(
             h["id"] for h in server.api("GET", "/hosts").json() if h["name"] == "node-00"
         )
@@ -366,6 +407,9 @@ def run_rows(run: Run) -> list[Row]:
         Row(f"POST /api/v1/hosts x{run.hosts}", f"{run.registered:.2f} s"),
         _limit(f"all {total} guests in the API", visible, visible_target, "s", in_time),
         Row("  CPU used meanwhile", f"{run.busy_cpu:.1f} s"),
+        *(Row(f"    {name} process", f"{cpu:.1f} s") for name, cpu in sorted(run.busy_by.items())),
+        Row(f"    the {run.hosts} hosts' libvirtds", f"{run.hosts_cpu:.1f} s"),
+        *([Row("    PostgreSQL", f"{run.postgres_cpu:.1f} s")] if run.postgres_cpu else []),
         _limit(f"idle CPU ({processes})", f"{run.idle_cpu:.1f} % of a core",
                idle_target, "%", run.idle_cpu <= (idle_target or 0)),
     ]  # fmt: skip
@@ -459,7 +503,11 @@ def main() -> int:
                   flush=True)  # fmt: skip
             for count in args.sizes:
                 for index, db_url in enumerate(args.databases):
-                    sub = Fleet(node_uris=hosts.node_uris[:count], live_uri=hosts.live_uri)
+                    sub = Fleet(
+                        node_uris=hosts.node_uris[:count],
+                        live_uri=hosts.live_uri,
+                        node_pids=hosts.node_pids[:count],
+                    )
                     rundir = workdir / f"run-{count}-{index}"
                     rundir.mkdir()
                     run = bench_run(args, rundir, nodes, sub, db_url)

@@ -6,6 +6,7 @@ import socket
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import libvirt
@@ -38,6 +39,19 @@ STATE_NAMES = {
     libvirt.VIR_DOMAIN_CRASHED: "crashed",
     libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
 }
+# Balloon figures by UUID, as getAllDomainStats names them without "balloon.": current, maximum,
+# rss, ...
+Balloons = dict[str, dict[str, int]]
+
+
+class Scan(NamedTuple):
+    """What HostConnection.scan() read: the domains' states, and the running ones' balloon
+    figures (None where the driver has no bulk stats)."""
+
+    states: list[DomainState]
+    balloons: Balloons | None
+
+
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
 
@@ -155,8 +169,8 @@ class HostConnection:
         """The libvirt connection itself, for the modules of app.virt only."""
         return self._conn
 
-    def _info(self, dom: libvirt.virDomain, state: DomainState) -> GuestInfo:
-        xml = dom.XMLDesc(0)
+    @staticmethod
+    def _parsed(xml: str, state: DomainState) -> GuestInfo:
         return GuestInfo(
             spec=parse_domain(xml),
             state=state.state,
@@ -165,17 +179,30 @@ class HostConnection:
             xml=xml,
         )
 
-    def _domain_states(self) -> list[tuple[libvirt.virDomain, int]]:
-        """Every domain with its state number: one call (the state group asks no QEMU process),
-        or one state() each where the driver has no bulk stats."""
+    def _domain_states(self) -> tuple[list[tuple[libvirt.virDomain, int]], Balloons | None]:
+        """Every domain with its state number, and the balloon figures of the running ones:
+        one call (neither group waits for a busy QEMU: NOWAIT), or one state() each where the
+        driver has no bulk stats (no figures then)."""
         try:
-            return [
-                (dom, stats.get("state.state", libvirt.VIR_DOMAIN_NOSTATE))
-                for dom, stats in self._conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
-            ]
+            stats = self._conn.getAllDomainStats(
+                libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON,
+                libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
+            )
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
                 raise translate(exc) from exc
+        else:
+            found, balloons = [], {}
+            for dom, values in stats:
+                number = values.get("state.state", libvirt.VIR_DOMAIN_NOSTATE)
+                found.append((dom, number))
+                if number == libvirt.VIR_DOMAIN_RUNNING:
+                    balloons[dom.UUIDString()] = {
+                        key.removeprefix("balloon."): value
+                        for key, value in values.items()
+                        if key.startswith("balloon.")
+                    }
+            return found, balloons
         found = []
         for dom in self._call(self._conn.listAllDomains, 0):
             try:
@@ -183,13 +210,14 @@ class HostConnection:
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # gone since the listing
                     raise translate(exc) from exc
-        return found
+        return found, None
 
-    def _scan(self) -> list[tuple[libvirt.virDomain, DomainState]]:
+    def _scan(self) -> tuple[list[tuple[libvirt.virDomain, DomainState]], Balloons | None]:
         """Every domain with its state, autostart and persistence in three calls whatever their
-        number; virtdeck's CPU probes are left out."""
+        number, and the running ones' balloon figures (see _domain_states); virtdeck's CPU
+        probes are left out."""
         conn = self._conn
-        domains = self._domain_states()
+        domains, balloons = self._domain_states()
         autostart = {
             d.UUIDString()
             for d in self._call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
@@ -206,18 +234,20 @@ class HostConnection:
                 continue
             state = STATE_NAMES.get(number, "nostate")
             found.append((dom, DomainState(uuid, state, uuid in autostart, uuid not in transient)))
-        return found
+        return found, balloons
 
-    def states(self) -> list[DomainState]:
-        """Every domain's state, autostart and persistence, without its XML (see _scan)."""
-        return [state for _dom, state in self._scan()]
+    def scan(self) -> Scan:
+        """Every domain's state, autostart and persistence without its XML, and the running
+        ones' balloon figures, in a few calls whatever their number (see _scan)."""
+        found, balloons = self._scan()
+        return Scan([state for _dom, state in found], balloons)
 
     def guests(self) -> list[GuestInfo]:
         """Every domain on the host with its XML; one that vanishes while being read is skipped."""
-        return self._read(self._scan())
+        return self._read(self._scan()[0])
 
     def read_guests(self, states: list[DomainState]) -> list[GuestInfo]:
-        """These domains (from states()) with their XML; those gone meanwhile are skipped."""
+        """These domains (from scan()) with their XML; those gone meanwhile are skipped."""
         found = []
         for state in states:
             try:
@@ -228,14 +258,17 @@ class HostConnection:
         return self._read(found)
 
     def _read(self, domains: list[tuple[libvirt.virDomain, DomainState]]) -> list[GuestInfo]:
-        found = []
+        # Every XML first, then every parse: alternating the two took 45 % more CPU to read
+        # 5,000 guests of ten remote hosts (0.55 s against 0.38 s). (Several XMLDesc calls in
+        # flight per connection took more CPU still, and the reads were no sooner done.)
+        read = []
         for dom, state in domains:
             try:
-                found.append(self._info(dom, state))
+                read.append((dom.XMLDesc(0), state))
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise translate(exc) from exc
-        return found
+        return [self._parsed(xml, state) for xml, state in read]
 
     def domain(self, uuid: str) -> libvirt.virDomain:
         """The domain with this UUID (for app.virt modules), or NotFound."""
@@ -249,7 +282,8 @@ class HostConnection:
             if dom.name().startswith(CPU_PROBE_PREFIX) and not persistent:
                 raise NotFound(f"no guest {uuid}")
             state = STATE_NAMES.get(dom.state()[0], "nostate")
-            return self._info(dom, DomainState(uuid, state, bool(dom.autostart()), persistent))
+            xml = dom.XMLDesc(0)
+            return self._parsed(xml, DomainState(uuid, state, bool(dom.autostart()), persistent))
         except libvirt.libvirtError as exc:
             raise translate(exc) from exc
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import libvirt
 
-from app.virt.connection import HostConnection
+from app.virt.connection import Balloons, HostConnection
 from app.virt.failures import translate
 
 STATS_FLAGS = (
@@ -139,18 +139,29 @@ def guest_memory(conn: HostConnection) -> dict[str, GuestMemory]:
     bulk = _optional(conn.lv.getAllDomainStats, libvirt.VIR_DOMAIN_STATS_BALLOON, STATS_FLAGS)
     if bulk is None:
         return _memory_one_by_one(conn)
-    return {
-        dom.UUIDString(): _guest_memory({k.removeprefix("balloon."): v for k, v in stats.items()})
-        for dom, stats in bulk
-    }
+    return memory_of(
+        {
+            dom.UUIDString(): {k.removeprefix("balloon."): v for k, v in stats.items()}
+            for dom, stats in bulk
+        }
+    )
 
 
-def read_stats(conn: HostConnection, balloons: Mapping[str, bool]) -> HostStats:
+def memory_of(balloons: Balloons) -> dict[str, GuestMemory]:
+    """The GuestMemory of each guest from its balloon figures (as HostConnection.scan() reads
+    them)."""
+    return {uuid: _guest_memory(figures) for uuid, figures in balloons.items()}
+
+
+def read_stats(
+    conn: HostConnection, balloons: Mapping[str, bool], scanned: Balloons | None = None
+) -> HostStats:
     """Everything the overcommit view reads from a host (a constant number of calls where the
-    host has bulk guest stats), with which guests have a balloon device (from their XML)."""
+    host has bulk guest stats), with which guests have a balloon device (from their XML); the
+    running guests' figures are read unless a scan read them already (`scanned`)."""
     return HostStats(
         memory=host_memory(conn),
         ksm=ksm(conn),
-        guests=guest_memory(conn),
+        guests=guest_memory(conn) if scanned is None else memory_of(scanned),
         balloons=dict(balloons),
     )

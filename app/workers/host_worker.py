@@ -5,7 +5,7 @@ Three ways a guest is read: a libvirt event re-reads the guest it names at once;
 sync_interval lists all guests' states in a few calls and reads the XML only of those new or
 changed since; a reconcile (on connecting, on request, every reconcile_interval) reads all.
 
-(A little over 400 lines: connecting, events, syncs and the CPU probe share the thread's state.)
+(Near 500 lines: connecting, events, syncs and the CPU probe share the thread's state.)
 """
 
 import hashlib
@@ -26,17 +26,19 @@ from app.services.inventory import apply_event, apply_sync, record_host_snapshot
 from app.virt import build
 from app.virt import overcommit as overcommit_virt
 from app.virt import snapshots as snapshots_virt
-from app.virt.connection import HostConnection
+from app.virt.connection import Balloons, HostConnection
 from app.virt.cpu import CpuProbe, from_record
 from app.virt.cpu import current as current_cpu
 from app.virt.cpu import probe as cpu_probe
 from app.virt.types import DomainState, GuestInfo
 from app.workers.memory import release_free_memory
+from app.workers.reconciles import RECONCILES
 
 log = logging.getLogger(__name__)
-# How many hosts of this process read every guest's XML at once, and how long one waits for a turn.
-READ_SLOTS = threading.BoundedSemaphore(4)
-READ_SLOT_WAIT = 2.0
+# A due pass waits for other hosts' full reads (app.workers.reconciles) up to this many sync
+# intervals, looking again every PASS_RETRY seconds.
+PASS_DEFERRAL = 3
+PASS_RETRY = 0.25
 # An unchanged overcommit reading is stored again after this many seconds (a sample a minute).
 STATS_REWRITE = 60.0
 
@@ -131,6 +133,8 @@ class HostWorker(threading.Thread):
         # Set while this instance holds the host's lease: only then does it sync and write.
         self.leader = threading.Event()
         self.stats = WorkerStats()
+        # How long a due pass may wait for other hosts' full reads (see run).
+        self._pass_deferral = settings.sync_interval * PASS_DEFERRAL
         # The overcommit reading last stored, and when (monotonic).
         self._stats_written: tuple[overcommit_virt.HostStats | None, float] = (None, 0.0)
 
@@ -199,11 +203,17 @@ class HostWorker(threading.Thread):
                 full = self._sync_due or now >= reconcile_due or self._conn is None
                 self._sync_due = False
             self.attempt_started, self.stall_reported = now, False
+            postponed = False
             try:
                 if full or self._lost is not None:
                     self._reconcile()
                     reconcile_due = time.monotonic() + self._settings.reconcile_interval
                     due = time.monotonic() + self._settings.sync_interval
+                elif now >= due and RECONCILES.busy() and now - due < self._pass_deferral:
+                    # Other hosts are reading every guest (a worker's start, many hosts added):
+                    # the pass waits, events do not.
+                    self._apply_events()
+                    postponed = True
                 elif now >= due:
                     self._apply_events()
                     self._pass()
@@ -227,7 +237,8 @@ class HostWorker(threading.Thread):
             self.attempt_started = None
             if self._events and self._conn is not None and not self._wake.is_set():
                 continue
-            self._wake.wait(max(0.0, min(due, reconcile_due) - time.monotonic()))
+            until = time.monotonic() + PASS_RETRY if postponed else min(due, reconcile_due)
+            self._wake.wait(max(0.0, until - time.monotonic()))
         self._drop_connection()
 
     def _stand_by(self, backoff: float) -> tuple[float, float]:
@@ -273,7 +284,7 @@ class HostWorker(threading.Thread):
         """List every guest's state in a few calls; read and store the XML only of those new
         or whose state, autostart or persistence changed; mark the vanished ones gone."""
         started = time.perf_counter()
-        states = self._conn.states()
+        states, balloons = self._conn.scan()
         present = {s.uuid for s in states}
         changed = [s for s in states if (m := self._marks.get(s.uuid)) is None or m.state != s]
         guests = self._conn.read_guests(changed)
@@ -283,7 +294,7 @@ class HostWorker(threading.Thread):
             del self._marks[uuid]
         self._marks.update((g.spec.uuid, Mark.of(g)) for g in guests)
         self.stats.refreshed_by_pass += len(guests)
-        self._record_overcommit()
+        self._record_overcommit(balloons)
         self._sync_snapshots(every=False)
         self.stats.synced(time.perf_counter() - started)
 
@@ -297,6 +308,37 @@ class HostWorker(threading.Thread):
     def _reconcile(self) -> None:
         """Connect if needed, then read and store every guest with its XML and snapshots."""
         began = time.perf_counter()
+        try:
+            guests, started, read, stored = self._read_all()
+            # Waiting for other hosts is no stall of this one (check_stalled).
+            self.attempt_started = None
+            RECONCILES.settled()
+            self.attempt_started, figures = time.monotonic(), time.perf_counter()
+            self._marks = {g.spec.uuid: Mark.of(g) for g in guests}
+            self._record_overcommit()
+            self._sync_snapshots(every=True)
+            self.stats.reconciled(len(guests))
+            self.stats.synced(time.perf_counter() - started)
+            log.info(
+                "host %s reconciled: connected in %.2f s, %d guests read in %.2f s, stored in "
+                "%.2f s, other hosts waited for %.2f s, figures and snapshots in %.2f s",
+                self.host_id, started - began, len(guests), read - started, stored - read,
+                figures - stored, time.perf_counter() - figures,
+            )  # fmt: skip
+            with self._synced:
+                self.generation += 1
+                self._synced.notify_all()
+        finally:
+            with self._synced:
+                self._reading = False
+        release_free_memory()  # what the read's XML took is free now
+        if not self._cpu_probed:  # once a connection
+            self._cpu_probed = True
+            self._probe_cpu()
+
+    def _read_all(self) -> tuple[list[GuestInfo], float, float, float]:
+        """Connect if needed, then read and store every guest; returns them, and when (perf
+        counter) the read began, ended and the store ended."""
         if self._lost is not None:
             reason, self._lost = self._lost, None
             self._drop_connection()
@@ -312,42 +354,13 @@ class HostWorker(threading.Thread):
         started = time.perf_counter()
         with self._synced:
             self._reading = True
-        try:
-            with self._events_lock:  # the full read covers every event so far
-                self._events.clear()
-            # A few hosts read at once: 50 reading together hold every XML at the same time
-            # (memory the process keeps) and slow each other down. A slot held longer than
-            # READ_SLOT_WAIT (a hung host) lets the next one read anyway.
-            slot = READ_SLOTS.acquire(timeout=READ_SLOT_WAIT)
-            try:
-                guests = self._conn.guests()
-                read = time.perf_counter()
-                self._store(guests, started, reconciled=True)
-            finally:
-                if slot:
-                    READ_SLOTS.release()
-            stored = time.perf_counter()
-            self._marks = {g.spec.uuid: Mark.of(g) for g in guests}
-            self._record_overcommit()
-            self._sync_snapshots(every=True)
-            self.stats.reconciled(len(guests))
-            self.stats.synced(time.perf_counter() - started)
-            log.info(
-                "host %s reconciled: connected in %.2f s, %d guests read in %.2f s, stored in "
-                "%.2f s, figures and snapshots in %.2f s",
-                self.host_id, started - began, len(guests), read - started, stored - read,
-                time.perf_counter() - stored,
-            )  # fmt: skip
-            with self._synced:
-                self.generation += 1
-                self._synced.notify_all()
-        finally:
-            with self._synced:
-                self._reading = False
-        release_free_memory()  # what the read's XML took is free now
-        if not self._cpu_probed:  # once a connection
-            self._cpu_probed = True
-            self._probe_cpu()
+        with self._events_lock:  # the full read covers every event so far
+            self._events.clear()
+        with RECONCILES.slot():
+            guests = self._conn.guests()
+            read = time.perf_counter()
+            self._store(guests, started, reconciled=True)
+        return guests, started, read, time.perf_counter()
 
     def _probe_cpu(self) -> None:
         """Store which CPU QEMU starts new guests with (app.virt.cpu). When that needs a probe,
@@ -415,11 +428,12 @@ class HostWorker(threading.Thread):
             with transaction(self._sessions) as session:
                 record_host_snapshots(session, self.host_id, read)
 
-    def _record_overcommit(self) -> None:
-        """Read the host's memory, KSM and balloon figures and store them (and a sample)."""
+    def _record_overcommit(self, scanned: Balloons | None = None) -> None:
+        """Read the host's memory, KSM and balloon figures (the latter unless a pass's scan
+        read them: `scanned`) and store them (and a sample)."""
         balloons = {uuid: mark.has_balloon for uuid, mark in self._marks.items()}
         try:
-            stats = overcommit_virt.read_stats(self._conn, balloons)
+            stats = overcommit_virt.read_stats(self._conn, balloons, scanned)
         except HostUnreachable:
             raise
         except VirtdeckError as exc:  # a figure that failed must not mark the host unreachable

@@ -14,6 +14,7 @@ import threading
 from app.config import Settings
 from app.db import make_engine, make_session_factory
 from app.live import LiveBus
+from app.workers.memory import collect_less
 from app.workers.worker import Worker, instance_name
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def run_worker(settings: Settings, *, wake_stdin: bool = False) -> None:
     sessions = make_session_factory(engine)
     LiveBus(engine).attach(sessions)  # what it commits reaches every web process's streams
     worker = Worker(sessions=sessions, settings=settings, instance=instance_name())
+    collect_less()
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: stopping.set())

@@ -26,9 +26,14 @@ def ratio_state(ratio: float | None, policy: float) -> str:
     return "near" if ratio >= NEAR * policy else "ok"
 
 
+def share(allocated: float, capacity: float | None) -> float | None:
+    """allocated / capacity, or None when the capacity is unknown."""
+    return allocated / capacity if capacity else None
+
+
 def make_ratio(allocated: float, capacity: float | None, policy: float) -> Ratio:
     """The allocation against the capacity (unknown when the capacity is) and the policy."""
-    ratio = allocated / capacity if capacity else None
+    ratio = share(allocated, capacity)
     return Ratio(allocated, capacity or 0, ratio, policy, ratio_state(ratio, policy))
 
 

@@ -8,9 +8,9 @@ from sqlalchemy.orm import Session
 
 from app.models import Host, OvercommitSample
 from app.models.base import utcnow
-from app.services.hosts import get_host
+from app.services.hosts import GuestSums, get_host, guest_sums
 from app.services.overcommit.ksm import ksm_state
-from app.services.overcommit.view import build_one
+from app.services.overcommit.ratios import share
 from app.virt.overcommit import HostStats
 
 SAMPLE_EVERY = timedelta(minutes=1)
@@ -53,13 +53,15 @@ def record_sample(session: Session, host: Host, now: datetime) -> None:
     )
     if last is not None and now - last < SAMPLE_EVERY:
         return
-    item = build_one(session, host)
+    # The running ratios from sums an index answers: the whole picture (build_one) builds a
+    # row for each guest, a fifth of the worker's CPU while it first read 5,000 guests.
+    sums = guest_sums(session, [host.id]).get(host.id, GuestSums())
     session.add(
         OvercommitSample(
             host_id=host.id,
             at=now,
-            cpu_ratio=item.cpu_running.ratio,
-            memory_ratio=item.memory_running.ratio,
+            cpu_ratio=share(sums.vcpus_active, host.cpus_online),
+            memory_ratio=share(sums.memory_active_kib, host.memory_kib),
         )
     )
     session.execute(
