@@ -52,19 +52,25 @@ def answer(session: Session, host_id: int, request: int) -> None:
     )
 
 
-def take_jobs(session: Session, owner: str, limit: int) -> list[Job]:
-    """Take up to `limit` queued jobs whose work is stored and that nobody runs yet, oldest
-    first; another worker taking the same job at the same moment gets none of them twice."""
+def waiting_jobs(session: Session, limit: int) -> list[int]:
+    """Up to `limit` queued jobs whose work is stored and that nobody runs yet, oldest first."""
     if limit <= 0:
         return []
-    candidates = session.scalars(
-        select(Job.id)
-        .where(Job.status == "queued", Job.owner.is_(None), Job.inputs.is_not(None))
-        .order_by(Job.id)
-        .limit(limit)
-    ).all()
+    return list(
+        session.scalars(
+            select(Job.id)
+            .where(Job.status == "queued", Job.owner.is_(None), Job.inputs.is_not(None))
+            .order_by(Job.id)
+            .limit(limit)
+        )
+    )
+
+
+def take_jobs(session: Session, owner: str, job_ids: list[int]) -> list[Job]:
+    """Take these waiting jobs (waiting_jobs); another worker taking the same job at the same
+    moment gets none of them twice."""
     taken = []
-    for job_id in candidates:
+    for job_id in job_ids:
         won = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.owner.is_(None), Job.status == "queued")

@@ -179,10 +179,10 @@ class HostConnection:
             xml=xml,
         )
 
-    def _domain_states(self) -> tuple[list[tuple[libvirt.virDomain, int]], Balloons | None]:
-        """Every domain with its state number, and the balloon figures of the running ones:
-        one call (neither group waits for a busy QEMU: NOWAIT), or one state() each where the
-        driver has no bulk stats (no figures then)."""
+    def _domain_states(self) -> tuple[list[tuple[libvirt.virDomain, str, int]], Balloons | None]:
+        """Every domain with its UUID and state number, and the balloon figures of the running
+        ones: one call (neither group waits for a busy QEMU: NOWAIT), or one state() each where
+        the driver has no bulk stats (no figures then)."""
         try:
             stats = self._conn.getAllDomainStats(
                 libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON,
@@ -194,10 +194,11 @@ class HostConnection:
         else:
             found, balloons = [], {}
             for dom, values in stats:
+                uuid = dom.UUIDString()
                 number = values.get("state.state", libvirt.VIR_DOMAIN_NOSTATE)
-                found.append((dom, number))
+                found.append((dom, uuid, number))
                 if number == libvirt.VIR_DOMAIN_RUNNING:
-                    balloons[dom.UUIDString()] = {
+                    balloons[uuid] = {
                         key.removeprefix("balloon."): value
                         for key, value in values.items()
                         if key.startswith("balloon.")
@@ -206,7 +207,7 @@ class HostConnection:
         found = []
         for dom in self._call(self._conn.listAllDomains, 0):
             try:
-                found.append((dom, dom.state()[0]))
+                found.append((dom, dom.UUIDString(), dom.state()[0]))
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # gone since the listing
                     raise translate(exc) from exc
@@ -228,8 +229,7 @@ class HostConnection:
             for d in self._call(conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)
         }
         found = []
-        for dom, number in domains:
-            uuid = dom.UUIDString()
+        for dom, uuid, number in domains:
             if uuid in transient and dom.name().startswith(CPU_PROBE_PREFIX):
                 continue
             state = STATE_NAMES.get(number, "nostate")
