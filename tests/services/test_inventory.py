@@ -1,9 +1,11 @@
 """The inventory sync writes only what changed and never leaves a vanished guest looking alive."""
 
+import dataclasses
+
 from sqlalchemy import event, select
 
 from app.models import Guest, Host
-from app.virt.types import GuestInfo
+from app.virt.types import Disk, GuestInfo
 from tests.inventory import guests_from, new_host, sync
 
 
@@ -76,3 +78,28 @@ def test_a_gone_guest_keeps_the_time_it_was_last_seen(sessions) -> None:
         row = session.scalars(select(Guest).where(Guest.name == "web-1")).one()
         assert row.gone_at is not None and row.gone_at > synced_at
         assert row.last_seen_at == synced_at
+
+
+def test_a_new_guest_reads_back_as_it_was_stored(sessions) -> None:
+    host_id = new_host(sessions)
+    model = guests_from("node-alpha.xml")[0]
+    # What a COPY (PostgreSQL) must escape: tabs, line breaks, backslashes, quotes, non-ASCII.
+    xml = model.xml.replace(
+        "</domain>", "<description>a\tb\nc\\d 'e' \"f\" é ☃</description></domain>"
+    )
+    spec = dataclasses.replace(
+        model.spec,
+        disks=(*model.spec.disks, Disk("vdz", "disk", "/var/lib/x\\y z.qcow2", "qcow2", None)),
+    )
+    sync(sessions, host_id, [GuestInfo(spec, "running", True, False, xml)])
+
+    with sessions() as session:
+        row = session.scalars(select(Guest).where(Guest.uuid == spec.uuid)).one()
+        assert row.domain_xml == xml
+        assert row.disks == [dict(vars(d)) for d in spec.disks]
+        assert row.nics == [dict(vars(n)) for n in spec.nics]
+        assert (row.state, row.autostart, row.persistent) == ("running", True, False)
+        assert (row.vcpus, row.memory_max_kib) == (spec.vcpus, spec.memory_max_kib)
+        assert row.first_seen_at.tzinfo is not None
+        assert row.first_seen_at == row.changed_at == row.last_seen_at
+        assert row.gone_at is None and row.busy_action is None
