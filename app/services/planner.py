@@ -28,7 +28,7 @@ def refresh_if_grown(engine: Engine) -> bool:
         live, measured = connection.execute(
             text(
                 "SELECT s.n_live_tup, c.reltuples FROM pg_stat_user_tables s "
-                "JOIN pg_class c ON c.oid = s.relid WHERE s.relname = 'guests'"
+                "JOIN pg_class c ON c.oid = s.relid WHERE s.relid = 'guests'::regclass"
             )
         ).one()
         if live < GROWTH * max(measured, 0) + MINIMUM:

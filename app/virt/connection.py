@@ -44,6 +44,18 @@ STATE_NAMES = {
 Balloons = dict[str, dict[str, int]]
 
 
+# What a driver answers when it offers no bulk stats, or not the balloon group or NOWAIT.
+BALLOONS_REFUSED = frozenset(
+    {
+        libvirt.VIR_ERR_NO_SUPPORT,
+        libvirt.VIR_ERR_INVALID_ARG,
+        libvirt.VIR_ERR_OPERATION_INVALID,
+        libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+        libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+    }
+)
+
+
 class Scan(NamedTuple):
     """What HostConnection.scan() read: the domains' states, and the running ones' balloon
     figures (None where the driver has no bulk stats)."""
@@ -181,23 +193,28 @@ class HostConnection:
 
     def _domain_states(self) -> tuple[list[tuple[libvirt.virDomain, str, int]], Balloons | None]:
         """Every domain with its UUID and state number, and the balloon figures of the running
-        ones: one call (neither group waits for a busy QEMU: NOWAIT), or one state() each where
-        the driver has no bulk stats (no figures then)."""
+        ones: one call (neither group waits for a busy QEMU: NOWAIT); the states alone where the
+        driver refuses the balloon group or NOWAIT, or one state() each where it has no bulk
+        stats (no figures then)."""
         try:
             stats = self._conn.getAllDomainStats(
                 libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_BALLOON,
                 libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
             )
+            balloons: Balloons | None = {}
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            if exc.get_error_code() not in BALLOONS_REFUSED:
                 raise translate(exc) from exc
-        else:
-            found, balloons = [], {}
+            # A driver that refuses the balloon group or NOWAIT: the states alone, and the
+            # figures are read their own way (app.virt.overcommit).
+            stats, balloons = self._states_alone(), None
+        if stats is not None:
+            found = []
             for dom, values in stats:
                 uuid = dom.UUIDString()
                 number = values.get("state.state", libvirt.VIR_DOMAIN_NOSTATE)
                 found.append((dom, uuid, number))
-                if number == libvirt.VIR_DOMAIN_RUNNING:
+                if balloons is not None and number == libvirt.VIR_DOMAIN_RUNNING:
                     balloons[uuid] = {
                         key.removeprefix("balloon."): value
                         for key, value in values.items()
@@ -212,6 +229,15 @@ class HostConnection:
                 if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:  # gone since the listing
                     raise translate(exc) from exc
         return found, None
+
+    def _states_alone(self) -> list[tuple[libvirt.virDomain, dict]] | None:
+        """getAllDomainStats of the state group only; None where the driver has no bulk stats."""
+        try:
+            return self._conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+                raise translate(exc) from exc
+        return None
 
     def _scan(self) -> tuple[list[tuple[libvirt.virDomain, DomainState]], Balloons | None]:
         """Every domain with its state, autostart and persistence in three calls whatever their

@@ -35,8 +35,10 @@ from app.workers.memory import release_free_memory
 from app.workers.reconciles import RECONCILES
 
 log = logging.getLogger(__name__)
-# A due pass waits for other hosts' full reads (app.workers.reconciles) up to this many sync
-# intervals, looking again every PASS_RETRY seconds.
+# While other hosts load their guests (app.workers.reconciles), a loaded host's figures and
+# snapshots wait up to GUESTS_FIRST_WAIT seconds, and a due pass up to PASS_DEFERRAL sync
+# intervals; both look again every PASS_RETRY seconds, and events are handled meanwhile.
+GUESTS_FIRST_WAIT = 5.0
 PASS_DEFERRAL = 3
 PASS_RETRY = 0.25
 # An unchanged overcommit reading is stored again after this many seconds (a sample a minute).
@@ -210,8 +212,8 @@ class HostWorker(threading.Thread):
                     reconcile_due = time.monotonic() + self._settings.reconcile_interval
                     due = time.monotonic() + self._settings.sync_interval
                 elif now >= due and RECONCILES.busy() and now - due < self._pass_deferral:
-                    # Other hosts are reading every guest (a worker's start, many hosts added):
-                    # the pass waits, events do not.
+                    # Other hosts are loading their guests (a worker's start, many hosts
+                    # added): the pass waits, events do not.
                     self._apply_events()
                     postponed = True
                 elif now >= due:
@@ -309,20 +311,21 @@ class HostWorker(threading.Thread):
         """Connect if needed, then read and store every guest with its XML and snapshots."""
         began = time.perf_counter()
         try:
-            guests, started, read, stored = self._read_all()
-            # Waiting for other hosts is no stall of this one (check_stalled).
-            self.attempt_started = None
-            RECONCILES.settled()
-            self.attempt_started, figures = time.monotonic(), time.perf_counter()
+            guests, loading, started, read, stored = self._read_all()
             self._marks = {g.spec.uuid: Mark.of(g) for g in guests}
+            count = len(guests)
+            del guests  # their XML (about 2 MiB for 500) goes before the wait for others
+            if loading:
+                self._let_others_load()
+            figures = time.perf_counter()
             self._record_overcommit()
             self._sync_snapshots(every=True)
-            self.stats.reconciled(len(guests))
+            self.stats.reconciled(count)
             self.stats.synced(time.perf_counter() - started)
             log.info(
                 "host %s reconciled: connected in %.2f s, %d guests read in %.2f s, stored in "
-                "%.2f s, other hosts waited for %.2f s, figures and snapshots in %.2f s",
-                self.host_id, started - began, len(guests), read - started, stored - read,
+                "%.2f s, waited for other hosts %.2f s, figures and snapshots in %.2f s",
+                self.host_id, started - began, count, read - started, stored - read,
                 figures - stored, time.perf_counter() - figures,
             )  # fmt: skip
             with self._synced:
@@ -336,16 +339,29 @@ class HostWorker(threading.Thread):
             self._cpu_probed = True
             self._probe_cpu()
 
-    def _read_all(self) -> tuple[list[GuestInfo], float, float, float]:
-        """Connect if needed, then read and store every guest; returns them, and when (perf
-        counter) the read began, ended and the store ended."""
+    def _let_others_load(self) -> None:
+        """Wait (up to GUESTS_FIRST_WAIT) while other hosts load their guests (see
+        app.workers.reconciles), handling this host's events meanwhile."""
+        self.attempt_started = None  # waiting for other hosts is no stall of this one
+        deadline = time.monotonic() + GUESTS_FIRST_WAIT
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            if RECONCILES.settled(PASS_RETRY):
+                break
+            self._apply_events()
+        self.attempt_started = time.monotonic()
+
+    def _read_all(self) -> tuple[list[GuestInfo], bool, float, float, float]:
+        """Connect if needed, then read and store every guest; returns them, whether this was
+        the connection's first read, and when (perf counter) the read began, ended and the store
+        ended."""
         if self._lost is not None:
             reason, self._lost = self._lost, None
             self._drop_connection()
             self._record_unreachable(reason)
         if self._conn is None:
             self._conn = self._connect()
-        if not self._watching:
+        loading = not self._watching
+        if loading:
             self._conn.watch(self._on_event)
             self._watching = True
             facts = self._conn.facts()
@@ -356,11 +372,11 @@ class HostWorker(threading.Thread):
             self._reading = True
         with self._events_lock:  # the full read covers every event so far
             self._events.clear()
-        with RECONCILES.slot():
+        with RECONCILES.slot(loading=loading):
             guests = self._conn.guests()
             read = time.perf_counter()
             self._store(guests, started, reconciled=True)
-        return guests, started, read, time.perf_counter()
+        return guests, loading, started, read, time.perf_counter()
 
     def _probe_cpu(self) -> None:
         """Store which CPU QEMU starts new guests with (app.virt.cpu). When that needs a probe,

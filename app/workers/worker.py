@@ -111,8 +111,8 @@ class Worker:
         if time.monotonic() - self._reported >= REPORT_EVERY:
             self._report()
         if time.monotonic() - self._measured >= MEASURE_EVERY and not RECONCILES.busy():
+            self._measured = time.monotonic()  # a failure is tried again in MEASURE_EVERY, too
             refresh_if_grown(self._engine)
-            self._measured = time.monotonic()
         if time.monotonic() - self._trimmed >= TRIM_EVERY:
             release_free_memory()
             self._trimmed = time.monotonic()
