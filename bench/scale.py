@@ -288,13 +288,14 @@ def postgres_pids() -> list[int]:
     return found
 
 
-def register(server: Server, run: Run, fleet: Fleet, expected: int) -> None:
-    """POST every node host, then wait until the API counts `expected` guests."""
+def register(server: Server, run: Run, fleet: Fleet, expected: int, *, postgres: bool) -> None:
+    """POST every node host, then wait until the API counts `expected` guests (with `postgres`,
+    the run's database is PostgreSQL, whose CPU is counted too)."""
     headers = {"Authorization": f"Bearer {server.token}"}
     assert server.pid is not None
     with httpx.Client(base_url=server.url, headers=headers, timeout=30) as api:
         before, hosts_before = cpu_ticks(server.pid), _ticks(fleet.node_pids)
-        postgres_before = _ticks(postgres_pids())
+        postgres_before = _ticks(postgres_pids()) if postgres else {}
         started = time.monotonic()
         for index, uri in enumerate(fleet.node_uris):
             api.post(
@@ -311,7 +312,8 @@ def register(server: Server, run: Run, fleet: Fleet, expected: int) -> None:
         run.busy_cpu = cpu_seconds(before, after)
         run.busy_by = by_role(server.pid, before, after)
         run.hosts_cpu = cpu_seconds(hosts_before, _ticks(fleet.node_pids))
-        run.postgres_cpu = cpu_seconds(postgres_before, _ticks(postgres_pids()))
+        if postgres:
+            run.postgres_cpu = cpu_seconds(postgres_before, _ticks(postgres_pids()))
 
 
 def time_pages(server: Server, host_id: int, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -387,7 +389,7 @@ def bench_run(
         live_id = server.add_host("live", hosts.live_uri)
         found = server.api("GET", "/guests", params={"host_id": live_id, "q": LIVE_GUEST})
         uuid = found.json()["items"][0]["uuid"]
-        register(server, run, hosts, run.hosts * run.guests + 1)
+        register(server, run, hosts, run.hosts * run.guests + 1, postgres=db_url is not None)
         time.sleep(SETTLE)
         before = cpu_ticks(server.pid)
         time.sleep(args.idle)
