@@ -40,6 +40,7 @@ bench:
 	$(VENV)/bin/python bench/backup.py
 	$(VENV)/bin/python bench/live.py
 	$(VENV)/bin/python bench/scale.py
+	$(VENV)/bin/python bench/console.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -14,6 +14,7 @@ from annotated_types import Interval
 from fastapi import Depends, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import HTTPConnection
 
 from app.config import Settings
 from app.errors import Invalid
@@ -42,8 +43,10 @@ FORM_EXPIRED = (
 CROSS_SITE = "cross-site request refused: the Origin header names another site"
 # Sent by polling and live-update requests: they must not keep an idle session alive.
 BACKGROUND_HEADER = "X-Virtdeck-Background"
-# Requests that never count as user activity (the idle timer keeps running): the event stream.
+# Requests that never count as user activity (the idle timer keeps running): the event stream,
+# and the screenshots an open guest page reloads every few seconds (an <img> sends no header).
 BACKGROUND_PATHS = frozenset({"/events"})
+BACKGROUND_SUFFIXES = ("/screenshot",)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Routes FastAPI adds itself; they show the API's shape, never data.
 UNGUARDED_PATHS = frozenset({"/docs", "/openapi.json"})
@@ -96,8 +99,12 @@ def parse_row_id(value: str, *, field: str, what: str) -> int:
     return int(value)
 
 
-def resolve_principal(request: Request, session: Session, settings: Settings) -> Principal:
-    """Who the request acts for: a Bearer token, else the session cookie, else anonymous."""
+def resolve_principal(
+    request: HTTPConnection, session: Session, settings: Settings, *, touch: bool | None = None
+) -> Principal:
+    """Who the request (or WebSocket) acts for: a Bearer token, else the session cookie, else
+    anonymous. touch: whether this counts as the session's activity (None: unless it is a
+    background request)."""
     header = request.headers.get("Authorization")
     if header:
         scheme, _, secret = header.partition(" ")
@@ -109,9 +116,13 @@ def resolve_principal(request: Request, session: Session, settings: Settings) ->
         return principal
     secret = request.cookies.get(SESSION_COOKIE)
     if secret:
-        touch = (
-            not request.headers.get(BACKGROUND_HEADER) and request.url.path not in BACKGROUND_PATHS
-        )
+        if touch is None:
+            path = request.url.path
+            touch = not (
+                request.headers.get(BACKGROUND_HEADER)
+                or path in BACKGROUND_PATHS
+                or path.endswith(BACKGROUND_SUFFIXES)
+            )
         principal = session_principal(session, secret, settings=settings, touch=touch)
         if principal is not None:
             return principal
@@ -134,7 +145,7 @@ def loopback_host(request: Request, settings: Settings) -> bool:
         return False
 
 
-def same_origin(request: Request, settings: Settings) -> bool:
+def same_origin(request: HTTPConnection, settings: Settings) -> bool:
     """Whether the Origin the browser sent (if any) is this site's own or a trusted one."""
     origin = request.headers.get("Origin")
     if origin is None:  # not sent by a browser, or a same-origin GET; the token still counts
@@ -200,14 +211,17 @@ def set_session_cookie(
     )
 
 
-def still_allowed(request: Request, permission: Permission) -> bool:
+def still_allowed(
+    request: HTTPConnection, permission: Permission, *, touch: bool | None = None
+) -> bool:
     """Whether a long-lived request's session or token still holds the permission (read now:
     the user may have been disabled, demoted or given a new password since it began)."""
     with request.app.state.sessions() as session:
         try:
-            principal = resolve_principal(request, session, request.app.state.settings)
+            principal = resolve_principal(request, session, request.app.state.settings, touch=touch)
         except NotAuthenticated:
             return False
+        session.commit()  # the session's activity time, when touched
         return principal.auth != "anonymous" and principal.allows(permission)
 
 

@@ -41,3 +41,17 @@ class HostUnreachable(VirtdeckError):
     """The libvirt host did not answer or refused the connection."""
 
     status_code = 503
+
+
+class GuestNotRunning(Conflict):
+    """The guest is shut off: it has no screen or serial line now."""
+
+
+class ConsoleUnavailable(VirtdeckError):
+    """The guest has no console of the kind asked for, or the host offers no way to it."""
+
+    status_code = 409
+
+
+class ConsoleInUse(Conflict):
+    """Another client holds the guest's serial console."""

@@ -119,6 +119,8 @@ def _recorded(request: Request, budget: audit.RateBudget) -> bool:
 
 def _install_audit(app: FastAPI, settings: Settings) -> None:
     budget = audit.RateBudget(settings.audit_anonymous_per_minute, what="anonymous requests")
+    # The console WebSocket (app.web.consoles) records its anonymous refusals within it too.
+    app.state.anonymous_audit = budget
 
     @app.middleware("http")
     async def audit_requests(

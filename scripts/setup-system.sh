@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install and start what virtdeck needs from the system (Debian 12, no systemd needed).
 #   scripts/setup-system.sh          packages + libvirtd for running virtdeck
-#   scripts/setup-system.sh --test   also Chromium, PostgreSQL (+ role virtdeck), iptables, iproute2
+#   scripts/setup-system.sh --test   also Chromium, PostgreSQL (+ role virtdeck), iptables,
+#                                    iproute2, busybox-static, openssh-server, a guest kernel,
+#                                    isolinux, syslinux-common, xorriso (a test installer ISO)
 # Idempotent: when everything is present and running it only checks, quietly.
 set -euo pipefail
 
@@ -9,7 +11,7 @@ TEST=0
 for arg in "$@"; do
     case "$arg" in
         --test) TEST=1 ;;
-        -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
         *) echo "setup-system: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -35,7 +37,8 @@ as_postgres() {
 PACKAGES=(libvirt-daemon-system qemu-system-x86 qemu-utils libvirt-dev pkg-config gcc
           python3-venv python3-dev)
 if [ "$TEST" -eq 1 ]; then
-    PACKAGES+=(chromium postgresql iptables iproute2)
+    PACKAGES+=(chromium postgresql iptables iproute2 busybox-static openssh-server
+               isolinux syslinux-common xorriso)
 fi
 
 missing=()
@@ -81,6 +84,35 @@ if ! "${SUDO[@]}" virsh -c qemu:///system version >/dev/null 2>&1; then
 fi
 
 [ "$TEST" -eq 1 ] || exit 0
+
+# --- a kernel for the console test guests (tests/console_guest.py) --------------------------
+# Debian's cloud kernel has the VGA and serial consoles, the PS/2 keyboard and devtmpfs built in.
+# Only its vmlinuz is unpacked into a cache: installing the package would put it into /boot.
+KERNEL=/var/cache/virtdeck-test/vmlinuz
+kernel_package() {
+    apt-cache depends linux-image-cloud-amd64 \
+        | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -1
+}
+if [ ! -s "$KERNEL" ]; then
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    # As root apt fetches as user _apt, which must be able to write the directory.
+    [ "$(id -u)" -ne 0 ] || chown _apt "$work"
+    pkg=$(kernel_package)
+    if [ -z "$pkg" ] || ! (cd "$work" && apt-get download -qq "$pkg" 2>/dev/null); then
+        # Stale package lists name a kernel the mirror no longer has.
+        "${SUDO[@]}" apt-get update -qq
+        pkg=$(kernel_package)
+        (cd "$work" && apt-get download -qq "$pkg")
+    fi
+    say "unpacking the kernel of $pkg into $KERNEL"
+    mkdir "$work/root"
+    dpkg-deb --fsys-tarfile "$work/$pkg"_*.deb \
+        | tar -x -C "$work/root" --wildcards './boot/vmlinuz-*'
+    "${SUDO[@]}" install -D -m 644 "$(ls "$work"/root/boot/vmlinuz-* | head -1)" "$KERNEL"
+    rm -rf "$work"
+    trap - EXIT
+fi
 
 # --- PostgreSQL for the tests ----------------------------------------------------------------
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then

@@ -24,6 +24,20 @@ CHROMIUM_ARGS = [
 ]
 
 
+# axe-core, vendored with its licence; it is injected as an inline script, so the tab checked
+# must come from a context made with bypass_csp=True.
+AXE = Path(__file__).resolve().parent / "vendor" / "axe-core-4.14.1" / "axe.min.js"
+AXE_RUN = """async () => (await axe.run(document)).violations.map(
+  (v) => `${v.id} (${v.impact}): ${v.help}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`
+)"""
+
+
+def accessibility_violations(tab: Page) -> list[str]:
+    """What axe-core finds wrong with the page as it is now."""
+    tab.add_script_tag(path=AXE)
+    return tab.evaluate(AXE_RUN)
+
+
 def log_in(tab: Page, url: str, name: str, password: str) -> None:
     """Log in through the login form and land on the overview."""
     tab.goto(f"{url}/login")
@@ -32,6 +46,17 @@ def log_in(tab: Page, url: str, name: str, password: str) -> None:
     tab.get_by_role("button", name="Log in").click()
     tab.wait_for_url(f"{url}/")
     expect(tab.locator(".whoami")).to_contain_text(name)
+
+
+def logged_in_tab(
+    browser: Browser, server: Server, name: str, password: str, **context: object
+) -> Page:
+    """A tab of a new browser context (its own login) of this user, 1280 x 900."""
+    viewport = {"width": 1280, "height": 900}
+    tab = browser.new_context(viewport=viewport, **context).new_page()  # type: ignore[arg-type]
+    tab.set_default_timeout(10_000)
+    log_in(tab, server.url, name, password)
+    return tab
 
 
 def screenshot(page: Page, name: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
+from starlette.websockets import WebSocketDisconnect
 
 from app.config import Settings
 from app.db import make_engine, make_session_factory, transaction
@@ -249,3 +250,13 @@ def silent_listener() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         yield listener.getsockname()[1]
+
+
+def websocket_closed(client: TestClient, url: str, headers: dict[str, str]) -> tuple[int, str]:
+    """Open a WebSocket of the app and return the code and reason it was closed with."""
+    with (
+        client.websocket_connect(url, headers=headers) as socket,
+        pytest.raises(WebSocketDisconnect) as ended,
+    ):
+        socket.receive_bytes()
+    return ended.value.code, ended.value.reason

@@ -7,6 +7,7 @@ from app.api import (
     accounts,
     audit,
     backups,
+    consoles,
     guest_create,
     guest_delete,
     guests,
@@ -19,6 +20,7 @@ from app.api import (
 router = APIRouter(prefix="/api/v1")
 router.include_router(hosts.router)
 router.include_router(guests.router)
+router.include_router(consoles.router)
 router.include_router(guest_create.router)
 router.include_router(guest_delete.router)
 router.include_router(snapshots.router)

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import SessionDep, guard
 from app.services import audit as audit_service
@@ -34,6 +34,7 @@ class AuditOut(BaseModel):
     result: str
     status_code: int
     error: str | None
+    duration_s: float | None = Field(None, description="how long it lasted (console sessions)")
 
 
 class AuditList(BaseModel):

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Query, Request, Response, status
 from sqlalchemy.orm import Session
 
-from app.api.schemas import HostCreate, HostOut, RefreshOut
+from app.api.schemas import HostCreate, HostOut, HostUpdate, RefreshOut
 from app.deps import SessionDep, SettingsDep, SyncDep, guard
 from app.models import Host
 from app.models.audit import audit_target
@@ -42,11 +42,26 @@ def add_host(
 ) -> HostOut:
     """Register a host; its worker connects and syncs in the background."""
     host = host_service.add_host(
-        session, name=body.name, uri=body.uri, test_driver_dir=settings.test_driver_dir
+        session,
+        name=body.name,
+        uri=body.uri,
+        test_driver_dir=settings.test_driver_dir,
+        console_address=body.console_address,
     )
     request.state.audit_target = audit_target("host", host.id, host.name)
     session.commit()
     sync.add(host.id)
+    return _out(session, [host])[0]
+
+
+@router.patch(
+    "/{host_id:id}", response_model=HostOut, dependencies=guard(Permission.ADMIN, "host.change")
+)
+def change_host(request: Request, host_id: int, body: HostUpdate, session: SessionDep) -> HostOut:
+    """Change a host's console address."""
+    host = host_service.set_console_address(session, host_id, body.console_address)
+    request.state.audit_target = audit_target("host", host.id, host.name)
+    session.commit()
     return _out(session, [host])[0]
 
 

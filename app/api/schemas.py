@@ -19,6 +19,20 @@ class HostCreate(BaseModel):
 
     name: str = Field(max_length=64, examples=["lab-1"])
     uri: str = Field(max_length=512, examples=["qemu+ssh://root@lab-1/system"])
+    console_address: str | None = Field(
+        None,
+        max_length=255,
+        description="qemu+tcp/tls hosts: the address at which virtdeck reaches their guests' "
+        "VNC servers (libvirt has no tunnel there); local and qemu+ssh hosts need none",
+    )
+
+
+class HostUpdate(BaseModel):
+    """What may change of a registered host."""
+
+    console_address: str | None = Field(
+        max_length=255, description="as for a new host; null or empty: none"
+    )
 
 
 class HostOut(BaseModel):
@@ -29,6 +43,7 @@ class HostOut(BaseModel):
     id: int
     name: str
     uri: str
+    console_address: str | None
     created_at: datetime
     connection: str
     last_error: str | None

@@ -3,6 +3,7 @@
 from app.models.audit import AuditEntry
 from app.models.backup import BACKUP_STATES, Backup
 from app.models.base import Base
+from app.models.console import ConsoleSession, ConsoleTicket
 from app.models.guest import Guest
 from app.models.host import Host
 from app.models.job import JOB_STATES, Job
@@ -19,6 +20,8 @@ __all__ = [
     "AuditEntry",
     "Backup",
     "Base",
+    "ConsoleSession",
+    "ConsoleTicket",
     "Guest",
     "Host",
     "Job",

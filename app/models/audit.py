@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String, Text
+from sqlalchemy import Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models.base import Base, UTCDateTime, utcnow
@@ -32,6 +32,8 @@ class AuditEntry(Base):
     result: Mapped[str] = mapped_column(String(16))
     status_code: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    # How long it lasted, for what lasts (a console session).
+    duration_s: Mapped[float | None] = mapped_column(Float)
 
 
 def audit_target(kind: str, ident: object, name: str | None = None) -> str:

@@ -18,6 +18,9 @@ class Host(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     uri: Mapped[str] = mapped_column(String(512), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Where virtdeck reaches the VNC servers of a qemu+tcp/tls host's guests (libvirt has no
+    # tunnel there); none: no graphical console for such a host.
+    console_address: Mapped[str | None] = mapped_column(String(255))
 
     # connecting | connected | unreachable
     connection: Mapped[str] = mapped_column(String(16), default="connecting")

@@ -85,6 +85,7 @@ def record(
     status_code: int,
     denied: bool,
     error: str | None,
+    duration_s: float | None = None,
 ) -> AuditEntry:
     """Append one entry."""
     entry = AuditEntry(
@@ -101,6 +102,7 @@ def record(
         result=result_of(status_code, denied=denied),
         status_code=status_code,
         error=error,
+        duration_s=duration_s,
     )
     session.add(entry)
     return entry

@@ -16,7 +16,7 @@ from app.models.base import utcnow
 from app.services.states import GuestState
 from app.virt.connection import HostConnection
 from app.virt.types import HostFacts
-from app.virt.uri import validate_uri
+from app.virt.uri import check_console_address, validate_uri
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9 ._-]{0,63}$")
 
@@ -43,16 +43,24 @@ def validate_name(raw: str) -> str:
     return name
 
 
-def add_host(session: Session, *, name: str, uri: str, test_driver_dir: str = "") -> Host:
-    """Register a host after checking its name and URI (kept as rebuilt from its checked
-    parts); nothing is stored on refusal."""
+def add_host(
+    session: Session,
+    *,
+    name: str,
+    uri: str,
+    test_driver_dir: str = "",
+    console_address: str | None = None,
+) -> Host:
+    """Register a host after checking its name, URI (kept as rebuilt from its checked parts)
+    and console address; nothing is stored on refusal."""
     name = validate_name(name)
     uri = validate_uri(uri, test_driver_dir=test_driver_dir)
+    address = check_console_address(console_address)
     if session.scalar(select(Host.id).where(Host.name == name)) is not None:
         raise Conflict(f"name: a host called '{name}' already exists", field="name")
     if session.scalar(select(Host.id).where(Host.uri == uri)) is not None:
         raise Conflict(f"uri: {uri} is already registered", field="uri")
-    host = Host(name=name, uri=uri)
+    host = Host(name=name, uri=uri, console_address=address)
     session.add(host)
     try:
         session.flush()
@@ -69,6 +77,13 @@ def open_connection(
     checked = validate_uri(uri, test_driver_dir=settings.test_driver_dir)
     keepalive = (settings.keepalive_interval, settings.keepalive_count)
     return HostConnection(checked, keepalive=keepalive, on_close=on_close)
+
+
+def set_console_address(session: Session, host_id: int, address: str | None) -> Host:
+    """Set (or, with None or "", clear) where virtdeck reaches the host's VNC servers."""
+    host = get_host(session, host_id)
+    host.console_address = check_console_address(address)
+    return host
 
 
 def get_host(session: Session, host_id: int) -> Host:

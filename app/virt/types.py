@@ -73,3 +73,13 @@ class HostFacts:
     memory_kib: int
     memory_source: str
     kvm_available: bool
+
+
+@dataclass(frozen=True)
+class VncListen:
+    """Where a running guest's VNC server listens on its host: an IP address and TCP port, or
+    a UNIX socket (socket True; reachable only through libvirt on that host)."""
+
+    address: str | None
+    port: int | None
+    socket: bool

@@ -8,6 +8,7 @@ and '%' are refused outright, and parameter values come from a short list or a p
 
 import os
 import re
+from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 from app.errors import Invalid
@@ -123,6 +124,20 @@ def _check_remote(parts: SplitResult) -> str:
     return (f"{user}@" if user else "") + host + (f":{port}" if port else "")
 
 
+def check_console_address(address: str | None) -> str | None:
+    """A host name or IP address at which virtdeck reaches a host's VNC servers, else Invalid
+    naming the field; None for none."""
+    address = (address or "").strip()
+    if not address:
+        return None
+    if address.startswith("-") or not HOSTNAME.match(address):
+        raise Invalid(
+            f"console_address: '{address[:64]}' is not a host name or IP address",
+            field="console_address",
+        )
+    return address
+
+
 def _check_test_path(path: str, test_driver_dir: str) -> str:
     """/default, or the real path of a node file under test_driver_dir."""
     if path == TEST_DEFAULT:
@@ -145,3 +160,34 @@ def is_local(uri: str) -> bool:
     """Whether the URI names this machine's own libvirtd (no host part, no transport)."""
     parts = urlsplit(uri)
     return "+" not in parts.scheme and not parts.hostname
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How a qemu+ssh URI reaches its host: user, port, and the key and known_hosts files it
+    names (None: ssh's defaults for each)."""
+
+    user: str | None
+    host: str
+    port: int | None
+    keyfile: str | None
+    known_hosts: str | None
+
+
+def transport(uri: str) -> str:
+    """How the URI reaches its host: local, ssh, tcp or tls."""
+    parts = urlsplit(uri)
+    return parts.scheme.partition("+")[2] or ("local" if not parts.hostname else "tcp")
+
+
+def ssh_target(uri: str) -> SshTarget:
+    """The SSH side of a (validated) qemu+ssh URI."""
+    parts = urlsplit(uri)
+    params = dict(param.partition("=")[::2] for param in parts.query.split("&") if param)
+    return SshTarget(
+        user=parts.username,
+        host=parts.hostname or "",
+        port=parts.port,
+        keyfile=params.get("keyfile"),
+        known_hosts=params.get("known_hosts"),
+    )

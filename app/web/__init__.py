@@ -13,6 +13,7 @@ from app.web import (
     audit,
     auth,
     backups,
+    consoles,
     guest_create,
     guest_delete,
     guests,
@@ -34,6 +35,7 @@ router.include_router(hosts.router)
 # Before guests: /guests/new is not a guest's UUID.
 router.include_router(guest_create.router)
 router.include_router(guests.router)
+router.include_router(consoles.router)
 router.include_router(guest_delete.router)
 router.include_router(snapshots.router)
 router.include_router(backups.router)

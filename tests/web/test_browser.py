@@ -325,8 +325,11 @@ def add_host_through_the_form(page: Page, url: str, name: str, uri: str) -> int:
 def assert_inert(page: Page, dialogs: list[str]) -> None:
     """No markup from the data became elements, and nothing opened a dialog."""
     page.wait_for_timeout(500)  # time for an injected onerror to fire
-    # The pictures the server draws are svg.chart; no other svg may appear.
-    injected = page.locator("main img, main script, main svg:not(.chart), main iframe")
+    # The pictures the server draws are svg.chart, and a running guest's screenshot is
+    # img[data-screenshot]; no other svg or img may appear.
+    injected = page.locator(
+        "main img:not([data-screenshot]), main script, main svg:not(.chart), main iframe"
+    )
     expect(injected).to_have_count(0)
     assert dialogs == [], f"{page.url} opened {dialogs}"
 
