@@ -270,7 +270,13 @@ class HostConnection:
 
     def guests(self) -> list[GuestInfo]:
         """Every domain on the host with its XML; one that vanishes while being read is skipped."""
-        return self._read(self._scan()[0])
+        return self.read_all()[0]
+
+    def read_all(self) -> tuple[list[GuestInfo], Balloons | None]:
+        """Every domain with its XML (see guests()), and the balloon figures the same scan read
+        (see scan()), so that a reconcile does not ask QEMU for them twice."""
+        found, balloons = self._scan()
+        return self._read(found), balloons
 
     def read_guests(self, states: list[DomainState]) -> list[GuestInfo]:
         """These domains (from scan()) with their XML; those gone meanwhile are skipped."""

@@ -311,14 +311,14 @@ class HostWorker(threading.Thread):
         """Connect if needed, then read and store every guest with its XML and snapshots."""
         began = time.perf_counter()
         try:
-            guests, loading, started, read, stored = self._read_all()
+            guests, balloons, loading, started, read, stored = self._read_all()
             self._marks = {g.spec.uuid: Mark.of(g) for g in guests}
             count = len(guests)
             del guests  # their XML (about 2 MiB for 500) goes before the wait for others
             if loading:
                 self._let_others_load()
             figures = time.perf_counter()
-            self._record_overcommit()
+            self._record_overcommit(balloons)
             self._sync_snapshots(every=True)
             self.stats.reconciled(count)
             self.stats.synced(time.perf_counter() - started)
@@ -350,10 +350,10 @@ class HostWorker(threading.Thread):
             self._apply_events()
         self.attempt_started = time.monotonic()
 
-    def _read_all(self) -> tuple[list[GuestInfo], bool, float, float, float]:
-        """Connect if needed, then read and store every guest; returns them, whether this was
-        the connection's first read, and when (perf counter) the read began, ended and the store
-        ended."""
+    def _read_all(self) -> tuple[list[GuestInfo], Balloons | None, bool, float, float, float]:
+        """Connect if needed, then read and store every guest; returns them, the balloon figures
+        the same scan read, whether this was the connection's first read, and when (perf
+        counter) the read began, ended and the store ended."""
         if self._lost is not None:
             reason, self._lost = self._lost, None
             self._drop_connection()
@@ -373,10 +373,10 @@ class HostWorker(threading.Thread):
         with self._events_lock:  # the full read covers every event so far
             self._events.clear()
         with RECONCILES.slot(loading=loading):
-            guests = self._conn.guests()
+            guests, balloons = self._conn.read_all()
             read = time.perf_counter()
             self._store(guests, started, reconciled=True)
-        return guests, loading, started, read, time.perf_counter()
+        return guests, balloons, loading, started, read, time.perf_counter()
 
     def _probe_cpu(self) -> None:
         """Store which CPU QEMU starts new guests with (app.virt.cpu). When that needs a probe,
