@@ -53,6 +53,7 @@ EXPECTED = {
     ("POST", "/api/v1/hosts"): ADMIN,
     ("DELETE", "/api/v1/hosts/{host_id}"): ADMIN,
     ("PATCH", "/api/v1/hosts/{host_id}"): ADMIN,
+    ("POST", "/hosts/{host_id}/console-address"): ADMIN,
     ("POST", "/api/v1/hosts/{host_id}/refresh"): OPERATE,
     ("GET", "/api/v1/guests"): VIEW,
     ("GET", "/api/v1/guests/{uuid}"): VIEW,

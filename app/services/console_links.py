@@ -97,6 +97,19 @@ class HostRoute:
     console_address: str | None
 
 
+def screen_route(uri: str, console_address: str | None) -> tuple[str, bool]:
+    """How the host's guests' screens are reached, in words, and whether a console address
+    applies to it (qemu+tcp/tls: there is no other way)."""
+    how = transport(uri)
+    if how == "local":
+        return "handed over by the local libvirtd (no TCP port)", False
+    if how == "ssh":
+        return f"through SSH to {ssh_target(uri).host}, its host key checked", False
+    if console_address:
+        return f"by TCP to the console address {console_address}", True
+    return f"none: libvirt has no screen tunnel over {how}; set a console address", True
+
+
 async def _call(calls: HostCalls, host_id: int, fn):
     return await asyncio.to_thread(calls.call, host_id, fn)
 

@@ -13,7 +13,7 @@ from app.services import guests as guest_service
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
 from app.services.auth import Permission
-from app.web.htmx import PAGE_SIZE, page_count, redirect, wants_fragment
+from app.web.htmx import PAGE_SIZE, page_count, redirect, wants_fragment, with_toast
 from app.web.templating import form_refused, page_window, templates
 
 router = APIRouter()
@@ -101,6 +101,36 @@ def host_page(
     if wants_fragment(request, "host-facts"):
         return templates.TemplateResponse(request, "partials/host_facts.html", context)
     return templates.TemplateResponse(request, "host.html", context)
+
+
+@router.post(
+    "/hosts/{host_id:id}/console-address",
+    response_class=HTMLResponse,
+    dependencies=guard(Permission.ADMIN, "host.change"),
+)
+def set_console_address(
+    request: Request,
+    session: SessionDep,
+    host_id: int,
+    console_address: Annotated[str, Form()] = "",
+) -> Response:
+    """Save a qemu+tcp/tls host's console address; a refusal shows the form with the reason."""
+    host = host_service.get_host(session, host_id)
+    try:
+        host_service.set_console_address(session, host_id, console_address)
+    except VirtdeckError as exc:
+        form = {"console_address": console_address}
+        return form_refused(
+            request, "partials/console_address_form.html", exc, form=form, host=host
+        )
+    request.state.audit_target = audit_target("host", host.id, host.name)
+    session.commit()
+    return with_toast(
+        templates.TemplateResponse(
+            request, "partials/console_address_form.html", {"host": host, "form": {}}
+        ),
+        f"{host.name}: console address {'saved' if host.console_address else 'cleared'}",
+    )
 
 
 @router.post("/hosts/{host_id:id}/delete", dependencies=guard(Permission.ADMIN, "host.remove"))

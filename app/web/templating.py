@@ -12,6 +12,7 @@ from app.errors import VirtdeckError
 from app.models.base import utcnow
 from app.services.auth import Permission
 from app.services.backups import backup_actions, status_actions
+from app.services.console_links import screen_route
 from app.services.consoles import is_live
 from app.services.guest_actions import ACTION_LABELS, allowed_actions
 from app.services.guests import status
@@ -64,6 +65,7 @@ def utc(value: datetime | None) -> str:
 
 templates.env.globals["Permission"] = Permission
 templates.env.globals["console_live"] = is_live
+templates.env.globals["screen_route"] = screen_route
 templates.env.globals["badge"] = badge
 templates.env.globals["guest_status"] = status
 templates.env.globals["guest_actions"] = allowed_actions
