@@ -46,6 +46,8 @@ EXPECTED = {
     ("WS", "/guests/{uuid}/console/{kind}/ws"): OPERATE,
     ("POST", "/api/v1/guests/{uuid}/console/tickets"): OPERATE,
     ("GET", "/api/v1/guests/{uuid}/screenshot"): VIEW,
+    ("GET", "/api/v1/guests/{uuid}/settings"): VIEW,
+    ("PATCH", "/api/v1/guests/{uuid}/settings"): OPERATE,
     ("POST", "/hosts"): ADMIN,
     ("POST", "/hosts/{host_id}/delete"): ADMIN,
     ("GET", "/api/v1/hosts"): VIEW,

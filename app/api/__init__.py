@@ -10,6 +10,7 @@ from app.api import (
     consoles,
     guest_create,
     guest_delete,
+    guest_edit,
     guests,
     hosts,
     jobs,
@@ -23,6 +24,7 @@ router.include_router(guests.router)
 router.include_router(consoles.router)
 router.include_router(guest_create.router)
 router.include_router(guest_delete.router)
+router.include_router(guest_edit.router)
 router.include_router(snapshots.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)

@@ -12,7 +12,8 @@ UNIT_KIB = {
 }  # fmt: skip
 
 
-def _kib(element: ET.Element | None) -> int:
+def kib_of(element: ET.Element | None) -> int:
+    """An element's size (text and unit attribute, KiB by default) in KiB; 0 when missing."""
     if element is None or not (element.text or "").strip():
         return 0
     unit = element.get("unit", "KiB").lower()
@@ -53,7 +54,7 @@ def domain_size(root: ET.Element) -> tuple[int, int]:
     vcpus = 0
     if vcpu is not None:
         vcpus = int(vcpu.get("current") or (vcpu.text or "0").strip())
-    return vcpus, _kib(root.find("memory"))
+    return vcpus, kib_of(root.find("memory"))
 
 
 def parse_domain(xml: str) -> DomainSpec:
@@ -68,7 +69,7 @@ def parse_domain(xml: str) -> DomainSpec:
         name=(root.findtext("name") or "").strip(),
         vcpus=vcpus,
         memory_max_kib=memory_max,
-        memory_current_kib=_kib(current) if current is not None else memory_max,
+        memory_current_kib=kib_of(current) if current is not None else memory_max,
         disks=tuple(_disk(d) for d in disks.read_disks(root)),
         nics=nics,
         has_balloon=_has_balloon(devices),
