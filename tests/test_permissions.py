@@ -48,6 +48,8 @@ EXPECTED = {
     ("GET", "/api/v1/guests/{uuid}/screenshot"): VIEW,
     ("GET", "/api/v1/guests/{uuid}/settings"): VIEW,
     ("PATCH", "/api/v1/guests/{uuid}/settings"): OPERATE,
+    ("GET", "/guests/{uuid}/edit"): OPERATE,
+    ("POST", "/guests/{uuid}/edit"): OPERATE,
     ("POST", "/hosts"): ADMIN,
     ("POST", "/hosts/{host_id}/delete"): ADMIN,
     ("GET", "/api/v1/hosts"): VIEW,

@@ -4,7 +4,7 @@ what libvirt can change live (vCPUs up to the maximum it started with, the ballo
 maximum memory), and the rest applies at its next start. Growing a running guest is held to the
 overcommit policy, as a start is (admins may force it)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -96,6 +96,7 @@ def edit_guest(
         host_cpus = host.cpus_online
     with guest_lock(sessions, guest, "edit"):
         now = current_settings(sync, guest)
+        change = _differences(change, now)
         check_change(change, now, host_cpus=host_cpus)
         if now.running and not force:
             _check_growth(sessions, guest, change, now)
@@ -105,6 +106,22 @@ def edit_guest(
             record_guest(session, guest.host_id, after)
     with sessions() as session:
         return EditResult(get_guest(session, uuid), applied)
+
+
+def _differences(change: Change, now: Settings) -> Change:
+    """The change without what already is so (a form sends every field)."""
+    same = {
+        "vcpus": now.vcpus,
+        "vcpus_max": now.vcpus_max,
+        "memory_kib": now.memory_kib,
+        "memory_max_kib": now.memory_max_kib,
+        "autostart": now.autostart,
+        "description": now.description,
+    }
+    return replace(
+        change,
+        **{field: None for field, value in same.items() if getattr(change, field) == value},
+    )
 
 
 def _check_growth(

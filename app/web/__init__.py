@@ -16,6 +16,7 @@ from app.web import (
     consoles,
     guest_create,
     guest_delete,
+    guest_edit,
     guests,
     hosts,
     jobs,
@@ -37,6 +38,7 @@ router.include_router(guest_create.router)
 router.include_router(guests.router)
 router.include_router(consoles.router)
 router.include_router(guest_delete.router)
+router.include_router(guest_edit.router)
 router.include_router(snapshots.router)
 router.include_router(backups.router)
 router.include_router(jobs.router)

@@ -1,0 +1,66 @@
+"""The guest page's Edit section: the settings as the host has them, what applies at next start,
+a refusal next to its field, and only for operators."""
+
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import add_host, node_uri
+from tests.htmx import HTMX, toast
+from tests.markup import parse
+
+WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running on alpha: 2 vCPUs, 1536 of 2048 MiB
+FORM = {
+    "vcpus": "2", "vcpus_max": "2", "memory_mib": "1536", "memory_max_mib": "2048",
+    "description": "",
+}  # fmt: skip
+
+
+@pytest.fixture
+def alpha(client: TestClient) -> dict:
+    return add_host(client, "alpha", node_uri("node-alpha.xml"))
+
+
+def field(html: str, name: str) -> str | None:
+    return parse(html).find("input", name=name).get("value")
+
+
+def test_the_section_shows_the_settings_the_host_has(client: TestClient, alpha) -> None:
+    section = client.get(f"/guests/{WEB_1}/edit", headers=HTMX)
+
+    assert section.status_code == 200
+    assert [field(section.text, n) for n in ("vcpus", "vcpus_max", "memory_mib")] == [
+        "2", "2", "1536",
+    ]  # fmt: skip
+    assert "vCPUs up to 2" in parse(section.text).text
+
+
+def test_a_new_maximum_on_a_running_guest_is_saved_for_its_next_start(
+    client: TestClient, alpha
+) -> None:
+    saved = client.post(f"/guests/{WEB_1}/edit", data={**FORM, "vcpus_max": "4"}, headers=HTMX)
+
+    assert saved.status_code == 200, saved.text
+    assert toast(saved) == "web-1: saved; maximum vCPUs at next start"
+    assert "Applies at next start: maximum vCPUs." in parse(saved.text).text
+    assert field(saved.text, "vcpus_max") == "4"
+
+
+def test_more_vcpus_than_the_maximum_is_refused_next_to_the_field(
+    client: TestClient, alpha
+) -> None:
+    refused = client.post(f"/guests/{WEB_1}/edit", data={**FORM, "vcpus": "3"}, headers=HTMX)
+    page = parse(refused.text)
+
+    assert refused.status_code == 422
+    assert page.find(id="edit-vcpus-error").text == "vcpus: must be 1 to the maximum, 2"
+    assert field(refused.text, "vcpus") == "3"  # what was typed stays
+    assert client.get(f"/api/v1/guests/{WEB_1}/settings").json()["vcpus"] == 2
+
+
+def test_a_viewer_gets_no_edit_section(make_client: Callable[..., TestClient], alpha) -> None:
+    viewer = make_client(role="viewer")
+
+    assert viewer.get(f"/guests/{WEB_1}/edit", headers=HTMX).status_code == 403
+    assert not parse(viewer.get(f"/guests/{WEB_1}").text).has(id="guest-edit")
