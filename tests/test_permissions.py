@@ -49,6 +49,8 @@ EXPECTED = {
     ("GET", "/api/v1/guests/{uuid}/settings"): VIEW,
     ("PATCH", "/api/v1/guests/{uuid}/settings"): OPERATE,
     ("GET", "/guests/{uuid}/edit"): OPERATE,
+    ("POST", "/api/v1/guests/{uuid}/rename"): OPERATE,
+    ("POST", "/guests/{uuid}/rename"): OPERATE,
     ("POST", "/guests/{uuid}/edit"): OPERATE,
     ("POST", "/hosts"): ADMIN,
     ("POST", "/hosts/{host_id}/delete"): ADMIN,

@@ -1,5 +1,5 @@
 """/api/v1/guests/{uuid}/settings: a guest's size and settings, read from its host, and the edit
-of them (PATCH)."""
+of them (PATCH); /rename for a shut-off guest."""
 
 from typing import Annotated
 
@@ -10,7 +10,7 @@ from app.api.schemas import GuestOut
 from app.deps import SessionDep, SessionsDep, SyncDep, guard, needs
 from app.services import guests as guest_service
 from app.services.auth import Permission, Principal
-from app.services.guest_edit import Change, current_settings, edit_guest
+from app.services.guest_edit import Change, current_settings, edit_guest, rename_guest
 
 router = APIRouter(prefix="/guests", tags=["guests"])
 
@@ -111,3 +111,27 @@ def change_settings(
         live=list(result.applied.live),
         next_start=list(result.applied.next_start),
     )
+
+
+class RenameIn(BaseModel):
+    """The guest's new name."""
+
+    name: str = Field(max_length=64, examples=["web-2"])
+
+
+@router.post(
+    "/{uuid:guest}/rename",
+    response_model=GuestOut,
+    responses={
+        409: {"description": "the guest is not shut off, or the name is taken on its host"},
+        422: {"description": "the name breaks the naming rule"},
+    },
+    dependencies=guard(Permission.OPERATE, "guest.rename"),
+)
+def rename(
+    request: Request, uuid: str, body: RenameIn, sessions: SessionsDep, sync: SyncDep
+) -> GuestOut:
+    """Rename a shut-off guest (libvirt refuses one with snapshots or checkpoints)."""
+    guest = rename_guest(sessions, sync, uuid=uuid, name=body.name)
+    request.state.audit_target = f"guest:{uuid} ({guest.name})"
+    return GuestOut.of(guest)

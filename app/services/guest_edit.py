@@ -9,20 +9,19 @@ from dataclasses import dataclass, replace
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
-from app.errors import Invalid
+from app.errors import Conflict, Invalid
 from app.models import Guest
 from app.services.auth import Principal
 from app.services.guest_actions import guest_lock
+from app.services.guest_create.request import MAX_VCPUS, MIN_MEMORY_MIB, check_guest_name
 from app.services.guests import get_guest
 from app.services.hosts import require_connected
 from app.services.inventory import record_guest
 from app.services.overcommit import check_force, check_policy
 from app.services.ports import HostCalls
+from app.virt import domains
 from app.virt.edit import Applied, Change, Settings, apply_change, read_settings
 
-# The least memory a guest may be given (QEMU and SeaBIOS need a few MiB), in MiB.
-MIN_MEMORY_MIB = 16
-MAX_VCPUS = 4096
 MAX_DESCRIPTION = 4000
 
 
@@ -138,3 +137,29 @@ def _check_growth(
             add_memory_kib=0,
             action="this edit",
         )
+
+
+def rename_guest(
+    sessions: sessionmaker[Session], sync: HostCalls, *, uuid: str, name: str
+) -> Guest:
+    """Rename a shut-off guest: the name checked as a new guest's, and free on its host."""
+    check_guest_name(name)
+    with sessions() as session:
+        guest = get_guest(session, uuid)
+        require_connected(guest.host)
+    with guest_lock(sessions, guest, "rename"):
+        now = sync.call(guest.host_id, lambda conn: conn.guest(uuid))
+        if now.state != "shutoff":
+            raise Conflict(
+                f"name: only a shut-off guest can be renamed ({guest.name} is {now.state})",
+                field="name",
+                extra={"state": now.state},
+            )
+        if sync.call(guest.host_id, lambda conn: domains.name_taken(conn, name, other_than=uuid)):
+            raise Conflict(f"name: a guest called '{name}' is already on this host", field="name")
+        sync.call(guest.host_id, lambda conn: domains.rename(conn, uuid, name))
+        after = sync.call(guest.host_id, lambda conn: conn.guest(uuid))
+        with transaction(sessions) as session:
+            record_guest(session, guest.host_id, after)
+    with sessions() as session:
+        return get_guest(session, uuid)

@@ -73,3 +73,11 @@ def undefine(conn: HostConnection, uuid: str, *, keep_nvram: bool = False) -> No
             if exc.get_error_code() != libvirt.VIR_ERR_INVALID_ARG or not unsupported:
                 raise translate(exc) from exc
             flags &= ~unsupported
+
+
+def rename(conn: HostConnection, uuid: str, name: str) -> None:
+    """Give the (shut-off) guest a new name; libvirt refuses one with snapshots or checkpoints
+    (their metadata is filed under the name)."""
+    dom = conn.domain(uuid)
+    with libvirt_errors():
+        dom.rename(name, 0)

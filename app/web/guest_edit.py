@@ -10,8 +10,8 @@ from app.deps import SessionDep, SessionsDep, SyncDep, guard, needs
 from app.errors import VirtdeckError
 from app.services import guests as guest_service
 from app.services.auth import Permission, Principal
-from app.services.guest_edit import Change, current_settings, edit_guest
-from app.web.htmx import with_toast
+from app.services.guest_edit import Change, current_settings, edit_guest, rename_guest
+from app.web.htmx import navigate, with_toast
 from app.web.templating import form_refused, templates
 
 router = APIRouter()
@@ -95,3 +95,30 @@ def save_edit(
     response = templates.TemplateResponse(request, TEMPLATE, context)
     words = "saved" + (f"; {', '.join(later)} at next start" if later else "")
     return with_toast(response, f"{result.guest.name}: {words}")
+
+
+@router.post(
+    "/guests/{uuid:guest}/rename",
+    response_class=HTMLResponse,
+    dependencies=guard(Permission.OPERATE, "guest.rename"),
+)
+def rename(
+    request: Request,
+    sessions: SessionsDep,
+    sync: SyncDep,
+    uuid: str,
+    name: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    """Rename the shut-off guest and show its page again; a refusal shows next to the name."""
+    try:
+        guest = rename_guest(sessions, sync, uuid=uuid, name=name.strip())
+    except VirtdeckError as exc:
+        if exc.field != "name":
+            raise
+        with sessions() as session:
+            guest = guest_service.get_guest(session, uuid)
+        now = current_settings(sync, guest)
+        return form_refused(
+            request, TEMPLATE, exc, form={**_form(now), "name": name}, guest=guest, now=now
+        )
+    return navigate(request, f"/guests/{uuid}", toast=f"renamed to {guest.name}")

@@ -112,3 +112,29 @@ def test_a_viewer_reads_the_settings_but_may_not_edit(
 
     assert viewer.get(f"/api/v1/guests/{WEB_1}/settings").status_code == 200
     assert edit(viewer, WEB_1, vcpus=1).status_code == 403
+
+
+def test_a_shut_off_guest_is_renamed_and_the_inventory_follows(client: TestClient, alpha) -> None:
+    renamed = client.post(f"/api/v1/guests/{DB_1}/rename", json={"name": "db-primary"})
+
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["name"] == "db-primary"
+    assert client.get(f"/api/v1/guests/{DB_1}").json()["name"] == "db-primary"
+
+
+@pytest.mark.parametrize(
+    ("uuid", "name", "status"),
+    [
+        (WEB_1, "web-one", 409),  # running
+        (DB_1, "web-2", 409),  # taken on alpha
+        (DB_1, "-db", 422),  # against the naming rule
+    ],
+)
+def test_a_rename_that_cannot_be_is_refused_naming_the_field(
+    client: TestClient, alpha, uuid: str, name: str, status: int
+) -> None:
+    before = client.get(f"/api/v1/guests/{uuid}").json()["name"]
+    refused = client.post(f"/api/v1/guests/{uuid}/rename", json={"name": name})
+
+    assert refused.status_code == status and refused.json()["field"] == "name", refused.text
+    assert client.get(f"/api/v1/guests/{uuid}").json()["name"] == before

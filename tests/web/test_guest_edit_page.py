@@ -11,6 +11,7 @@ from tests.htmx import HTMX, toast
 from tests.markup import parse
 
 WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running on alpha: 2 vCPUs, 1536 of 2048 MiB
+DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off on alpha
 FORM = {
     "vcpus": "2", "vcpus_max": "2", "memory_mib": "1536", "memory_max_mib": "2048",
     "description": "",
@@ -64,3 +65,18 @@ def test_a_viewer_gets_no_edit_section(make_client: Callable[..., TestClient], a
 
     assert viewer.get(f"/guests/{WEB_1}/edit", headers=HTMX).status_code == 403
     assert not parse(viewer.get(f"/guests/{WEB_1}").text).has(id="guest-edit")
+
+
+def test_a_shut_off_guest_is_renamed_from_its_page_and_a_taken_name_is_refused(
+    client: TestClient, alpha
+) -> None:
+    section = parse(client.get(f"/guests/{DB_1}/edit", headers=HTMX).text)
+    taken = client.post(f"/guests/{DB_1}/rename", data={"name": "web-1"}, headers=HTMX)
+    renamed = client.post(f"/guests/{DB_1}/rename", data={"name": "db-primary"}, headers=HTMX)
+
+    assert section.find("input", name="name").get("value") == "db-1"
+    assert taken.status_code == 409
+    error = parse(taken.text).find(id="edit-name-error").text
+    assert error == "name: a guest called 'web-1' is already on this host"
+    assert renamed.status_code == 204 and toast(renamed) == "renamed to db-primary"
+    assert client.get(f"/api/v1/guests/{DB_1}").json()["name"] == "db-primary"
