@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from app.api.schemas import GuestOut
 from app.deps import SessionDep, SessionsDep, SyncDep, guard, needs
+from app.models.audit import audit_target
 from app.services import guests as guest_service
 from app.services.auth import Permission, Principal
 from app.services.guest_edit import Change, current_settings, edit_guest, rename_guest
@@ -105,7 +106,7 @@ def change_settings(
     result = edit_guest(
         sessions, sync, uuid=uuid, change=change, principal=principal, force=body.force
     )
-    request.state.audit_target = f"guest:{uuid} ({result.guest.name})"
+    request.state.audit_target = audit_target("guest", uuid, result.guest.name)
     return EditOut(
         guest=GuestOut.of(result.guest),
         live=list(result.applied.live),
@@ -133,5 +134,5 @@ def rename(
 ) -> GuestOut:
     """Rename a shut-off guest (libvirt refuses one with snapshots or checkpoints)."""
     guest = rename_guest(sessions, sync, uuid=uuid, name=body.name)
-    request.state.audit_target = f"guest:{uuid} ({guest.name})"
+    request.state.audit_target = audit_target("guest", uuid, guest.name)
     return GuestOut.of(guest)

@@ -13,7 +13,12 @@ from app.errors import Conflict, Invalid
 from app.models import Guest
 from app.services.auth import Principal
 from app.services.guest_actions import guest_lock
-from app.services.guest_create.request import MAX_VCPUS, MIN_MEMORY_MIB, check_guest_name
+from app.services.guest_create.request import (
+    MAX_MEMORY_MIB,
+    MAX_VCPUS,
+    MIN_MEMORY_MIB,
+    check_guest_name,
+)
 from app.services.guests import get_guest
 from app.services.hosts import require_connected
 from app.services.inventory import record_guest
@@ -57,8 +62,13 @@ def check_change(change: Change, now: Settings, *, host_cpus: int | None) -> Non
             field="vcpus_max",
         )
     memory_max = change.memory_max_kib if change.memory_max_kib is not None else now.memory_max_kib
-    if change.memory_max_kib is not None and change.memory_max_kib < MIN_MEMORY_MIB * 1024:
-        raise Invalid(f"memory_max_mib: at least {MIN_MEMORY_MIB} MiB", field="memory_max_mib")
+    if change.memory_max_kib is not None and not (
+        MIN_MEMORY_MIB * 1024 <= change.memory_max_kib <= MAX_MEMORY_MIB * 1024
+    ):
+        raise Invalid(
+            f"memory_max_mib: must be {MIN_MEMORY_MIB} to {MAX_MEMORY_MIB} MiB",
+            field="memory_max_mib",
+        )
     if change.memory_kib is not None and not (
         MIN_MEMORY_MIB * 1024 <= change.memory_kib <= memory_max
     ):

@@ -80,3 +80,14 @@ def test_a_shut_off_guest_is_renamed_from_its_page_and_a_taken_name_is_refused(
     assert error == "name: a guest called 'web-1' is already on this host"
     assert renamed.status_code == 204 and toast(renamed) == "renamed to db-primary"
     assert client.get(f"/api/v1/guests/{DB_1}").json()["name"] == "db-primary"
+
+
+def test_a_memory_maximum_past_any_host_is_refused_next_to_its_field(
+    client: TestClient, alpha
+) -> None:
+    huge = {**FORM, "memory_max_mib": str(2**40)}  # the form takes any integer
+    refused = client.post(f"/guests/{WEB_1}/edit", data=huge, headers=HTMX)
+
+    assert refused.status_code == 422
+    error = parse(refused.text).find(id="edit-memory_max_mib-error").text
+    assert error == "memory_max_mib: must be 64 to 16777216 MiB"
