@@ -41,6 +41,7 @@ bench:
 	$(VENV)/bin/python bench/live.py
 	$(VENV)/bin/python bench/scale.py
 	$(VENV)/bin/python bench/console.py
+	$(VENV)/bin/python bench/images.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

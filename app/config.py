@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     # Request bodies (JSON, forms) larger than this many bytes get 413 before they are read.
     max_body_bytes: int = Field(1024 * 1024, ge=1)
+    # Image uploads into a storage pool (streamed, never held in memory) up to this many bytes.
+    upload_max_bytes: int = Field(64 * 1024**3, ge=1)
     # Requests without a login (refused or failed) recorded in the audit log, at most this many
     # a minute; the rest are counted in the server's log only.
     audit_anonymous_per_minute: int = Field(60, ge=0)

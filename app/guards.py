@@ -42,20 +42,34 @@ class BodyTooLarge(VirtdeckError):
     status_code = 413
 
 
+def _never(_method: str, _path: str) -> bool:
+    """No request streams its body past the limit."""
+    return False
+
+
 class BodyLimit:
     """413 for a request body over `limit` bytes before the app reads any of it: at once when
     its Content-Length says so; a body without one (chunked) is read up to the limit first and
-    handed on only if it ends within it. Nothing over the limit is ever held in memory."""
+    handed on only if it ends within it. Nothing over the limit is ever held in memory.
+
+    Requests for which `streamed(method, path)` is true pass untouched: their route streams the
+    body and holds it to a limit of its own (image uploads)."""
 
     def __init__(
-        self, app: ASGIApp, *, limit: int, render: Callable[[Request, VirtdeckError], Response]
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        render: Callable[[Request, VirtdeckError], Response],
+        streamed: Callable[[str, str], bool] = _never,
     ) -> None:
         self.app = app
         self.limit = limit
         self.render = render
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or self.streamed(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         length = Headers(scope=scope).get("content-length", "")

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from app import api, web
-from app.api import docs, ops
+from app.api import docs, ops, uploads
 from app.config import Settings, get_settings
 from app.db import make_engine, make_session_factory, transaction
 from app.deps import SAFE_METHODS
@@ -242,7 +242,12 @@ def create_app(
     _install_error_handlers(app)
     _install_audit(app, settings)
     # Outside the audit: a refused body is not read, so it never reaches a route.
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, render=_error_response)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.max_body_bytes,
+        render=_error_response,
+        streamed=uploads.streams_body,
+    )
     app.add_middleware(SecurityHeaders)
     app.include_router(ops.router)
     app.include_router(docs.router)

@@ -86,14 +86,17 @@ fi
 [ "$TEST" -eq 1 ] || exit 0
 
 # --- a kernel for the console test guests (tests/console_guest.py) --------------------------
-# Debian's cloud kernel has the VGA and serial consoles, the PS/2 keyboard and devtmpfs built in.
-# Only its vmlinuz is unpacked into a cache: installing the package would put it into /boot.
+# Debian's cloud kernel has the VGA and serial consoles, the PS/2 keyboard, devtmpfs and ACPI PCI
+# hot-plug built in; its virtio drivers (the balloon, hot-plugged disks and NICs) are modules.
+# Only its vmlinuz and those modules are unpacked into a cache: installing the package would put
+# it into /boot.
 KERNEL=/var/cache/virtdeck-test/vmlinuz
+MODULES=/var/cache/virtdeck-test/modules
 kernel_package() {
     apt-cache depends linux-image-cloud-amd64 \
         | sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -1
 }
-if [ ! -s "$KERNEL" ]; then
+if [ ! -s "$KERNEL" ] || [ ! -s "$MODULES/virtio_balloon.ko" ]; then
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
     # As root apt fetches as user _apt, which must be able to write the directory.
@@ -108,8 +111,15 @@ if [ ! -s "$KERNEL" ]; then
     say "unpacking the kernel of $pkg into $KERNEL"
     mkdir "$work/root"
     dpkg-deb --fsys-tarfile "$work/$pkg"_*.deb \
-        | tar -x -C "$work/root" --wildcards './boot/vmlinuz-*'
+        | tar -x -C "$work/root" --wildcards './boot/vmlinuz-*' \
+            './lib/modules/*/kernel/drivers/virtio/*.ko' \
+            './lib/modules/*/kernel/drivers/block/virtio_blk.ko' \
+            './lib/modules/*/kernel/drivers/net/virtio_net.ko' \
+            './lib/modules/*/kernel/drivers/net/net_failover.ko' \
+            './lib/modules/*/kernel/net/core/failover.ko'
     "${SUDO[@]}" install -D -m 644 "$(ls "$work"/root/boot/vmlinuz-* | head -1)" "$KERNEL"
+    "${SUDO[@]}" install -d "$MODULES"
+    "${SUDO[@]}" install -m 644 $(find "$work/root/lib/modules" -name '*.ko') "$MODULES"
     rm -rf "$work"
     trap - EXIT
 fi

@@ -18,7 +18,16 @@ from app.config import Settings
 from app.db import make_engine, make_session_factory, transaction
 from app.main import create_app
 from app.migrate import upgrade
-from app.models import Backup, Guest, Host, Job, LoginFailure, OvercommitPolicy, User
+from app.models import (
+    Backup,
+    Guest,
+    Host,
+    Job,
+    LoginFailure,
+    OvercommitPolicy,
+    Profile,
+    User,
+)
 from app.services import users
 from app.services.auth import create_token
 from app.services.users import create_user
@@ -111,7 +120,7 @@ def clear_rows(url: str) -> None:
     engine = make_engine(url)
     with transaction(make_session_factory(engine)) as session:
         # Sessions and tokens go with their users, overcommit samples with their hosts.
-        for model in (Backup, Job, Guest, Host, LoginFailure, User, OvercommitPolicy):
+        for model in (Backup, Job, Profile, Guest, Host, LoginFailure, User, OvercommitPolicy):
             session.execute(delete(model))
     engine.dispose()
 

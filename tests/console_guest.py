@@ -31,6 +31,13 @@ from pathlib import Path
 from tests.libvirtd import IMAGES, virsh
 
 KERNEL = Path("/var/cache/virtdeck-test/vmlinuz")
+# The kernel's virtio drivers, in load order: with them the guest has a balloon and takes
+# hot-plugged virtio disks and NICs.
+MODULES = Path("/var/cache/virtdeck-test/modules")
+VIRTIO_MODULES = (
+    "virtio_ring", "virtio", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci",
+    "virtio_balloon", "virtio_blk", "failover", "net_failover", "virtio_net",
+)  # fmt: skip
 BUSYBOX = Path("/bin/busybox")
 READY = "virtdeck-console-guest ready"
 CMDLINE = "console=tty0 console=ttyS0 quiet panic=-1"
@@ -44,6 +51,7 @@ INIT = """#!/bin/busybox sh
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s /bin
+for module in /lib/modules/*.ko; do [ -e "$module" ] && insmod "$module"; done
 export PATH=/bin HOME=/ PS1='# '
 exec /bin/init
 """
@@ -71,8 +79,9 @@ def cpio_newc(entries: list[tuple[str, int, bytes, tuple[int, int]]]) -> bytes:
     return bytes(out)
 
 
-def build_initramfs(path: Path, *, compress: bool = True) -> None:
-    """Write the guest's initramfs (busybox, /init, /etc/inittab, empty /dev /proc /sys /tmp)."""
+def build_initramfs(path: Path, *, compress: bool = True, virtio: bool = False) -> None:
+    """Write the guest's initramfs (busybox, /init, /etc/inittab, empty /dev /proc /sys /tmp),
+    with virtio the virtio drivers that /init loads."""
     directory, executable = 0o040755, 0o100755
     entries = [
         ("bin", directory, b"", (0, 0)),
@@ -86,7 +95,13 @@ def build_initramfs(path: Path, *, compress: bool = True) -> None:
         ("sys", directory, b"", (0, 0)),
         ("tmp", 0o041777, b"", (0, 0)),
         ("init", executable, INIT.encode(), (0, 0)),
+        ("lib", directory, b"", (0, 0)),
+        ("lib/modules", directory, b"", (0, 0)),
     ]
+    if virtio:  # /init loads them in the order of their names
+        for number, module in enumerate(VIRTIO_MODULES):
+            data = (MODULES / f"{module}.ko").read_bytes()
+            entries.append((f"lib/modules/{number:02d}-{module}.ko", 0o100644, data, (0, 0)))
     archive = cpio_newc(entries)
     path.write_bytes(gzip.compress(archive, compresslevel=1, mtime=0) if compress else archive)
 
@@ -109,10 +124,17 @@ def domain_type() -> str:
 
 
 def console_domain_xml(
-    name: str, guest_uuid: str, kernel: Path, initrd: Path, serial_log: Path
+    name: str,
+    guest_uuid: str,
+    kernel: Path,
+    initrd: Path,
+    serial_log: Path,
+    *,
+    virtio: bool = False,
 ) -> str:
     """A 96 MiB, 1-vCPU, diskless guest booting kernel and initrd, with VNC and a logged serial
-    port."""
+    port; with virtio, a virtio balloon (its initrd loads the drivers) and an empty CD-ROM
+    drive hdc."""
     domain = ET.Element("domain", type=domain_type())
     ET.SubElement(domain, "name").text = name
     ET.SubElement(domain, "uuid").text = guest_uuid
@@ -126,6 +148,11 @@ def console_domain_xml(
     # Without it libvirt runs QEMU with -no-acpi and the kernel logs an ACPI error on ttyS0.
     ET.SubElement(ET.SubElement(domain, "features"), "acpi")
     devices = ET.SubElement(domain, "devices")
+    if virtio:
+        cdrom = ET.SubElement(devices, "disk", type="file", device="cdrom")
+        ET.SubElement(cdrom, "driver", name="qemu", type="raw")
+        ET.SubElement(cdrom, "target", dev="hdc", bus="ide")
+        ET.SubElement(cdrom, "readonly")
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "log", file=str(serial_log), append="off")
     ET.SubElement(serial, "target", port="0")
@@ -135,7 +162,7 @@ def console_domain_xml(
     ET.SubElement(graphics, "listen", type="address", address="127.0.0.1")
     ET.SubElement(ET.SubElement(devices, "video"), "model", type="vga")
     ET.SubElement(devices, "input", type="keyboard", bus="ps2")
-    ET.SubElement(devices, "memballoon", model="none")
+    ET.SubElement(devices, "memballoon", model="virtio" if virtio else "none")
     return ET.tostring(domain, encoding="unicode")
 
 
@@ -163,10 +190,11 @@ def wait_for_log(guest: ConsoleGuest, text: str, timeout: float = 30) -> str:
 
 @contextmanager
 def console_guest(
-    tmp_path: Path, *, start: bool = True, timeout: float = 30
+    tmp_path: Path, *, start: bool = True, timeout: float = 30, virtio: bool = False
 ) -> Iterator[ConsoleGuest]:
-    """Define a uniquely named console guest and, with start, start it and wait for READY;
-    destroy and undefine it and delete its files afterwards."""
+    """Define a uniquely named console guest (with virtio: a balloon, the virtio drivers and a
+    CD-ROM drive) and, with start, start it and wait for READY; destroy and undefine it and
+    delete its files afterwards."""
     name = f"vdtest-console-{uuid.uuid4().hex[:10]}"
     guest = ConsoleGuest(name=name, uuid=str(uuid.uuid4()), serial_log=IMAGES / f"{name}.log")
     # Copies in the images directory, one per guest: libvirt relabels a guest's kernel and
@@ -175,8 +203,9 @@ def console_guest(
     xml_file = tmp_path / f"{name}.xml"
     try:
         shutil.copyfile(KERNEL, kernel)
-        build_initramfs(initrd)
-        xml_file.write_text(console_domain_xml(name, guest.uuid, kernel, initrd, guest.serial_log))
+        build_initramfs(initrd, virtio=virtio)
+        xml = console_domain_xml(name, guest.uuid, kernel, initrd, guest.serial_log, virtio=virtio)
+        xml_file.write_text(xml)
         virsh("define", str(xml_file))
         if start:
             virsh("start", guest.uuid)

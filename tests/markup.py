@@ -118,3 +118,22 @@ def parse(html: str) -> Element:
     builder.feed(html)
     builder.close()
     return builder.root
+
+
+def field_error(html: str, field: str) -> str | None:
+    """The error a form shows next to the field; None when there is none."""
+    found = parse(html).find_all(class_="field-error", data_field=field)
+    return found[0].text if found else None
+
+
+def options(html: str, name: str) -> list[str]:
+    """The option values of the select with this name."""
+    return [
+        option.get("value") for option in parse(html).find("select", name=name).find_all("option")
+    ]
+
+
+def selected(html: str, name: str) -> str | None:
+    """The value chosen in the select with this name; None when none is."""
+    chosen = parse(html).find("select", name=name).find_all("option", selected=True)
+    return chosen[0].get("value") if chosen else None

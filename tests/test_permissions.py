@@ -52,6 +52,25 @@ EXPECTED = {
     ("POST", "/api/v1/guests/{uuid}/rename"): OPERATE,
     ("POST", "/guests/{uuid}/rename"): OPERATE,
     ("POST", "/guests/{uuid}/edit"): OPERATE,
+    ("GET", "/api/v1/guests/{uuid}/hardware"): VIEW,
+    ("POST", "/api/v1/guests/{uuid}/disks"): OPERATE,
+    ("DELETE", "/api/v1/guests/{uuid}/disks/{target}"): OPERATE,
+    ("POST", "/api/v1/guests/{uuid}/disks/{target}/grow"): OPERATE,
+    ("POST", "/api/v1/guests/{uuid}/nics"): OPERATE,
+    ("DELETE", "/api/v1/guests/{uuid}/nics/{mac}"): OPERATE,
+    ("PUT", "/api/v1/guests/{uuid}/media/{target}"): OPERATE,
+    ("DELETE", "/api/v1/guests/{uuid}/media/{target}"): OPERATE,
+    ("GET", "/guests/{uuid}/hardware"): OPERATE,
+    ("POST", "/guests/{uuid}/disks"): OPERATE,
+    ("POST", "/guests/{uuid}/disks/{target}/detach"): OPERATE,
+    ("POST", "/guests/{uuid}/disks/{target}/grow"): OPERATE,
+    ("POST", "/guests/{uuid}/nics"): OPERATE,
+    ("POST", "/guests/{uuid}/nics/{mac}/detach"): OPERATE,
+    ("POST", "/guests/{uuid}/media/{target}"): OPERATE,
+    ("POST", "/guests/{uuid}/media/{target}/eject"): OPERATE,
+    ("POST", "/api/v1/guests/{uuid}/clone"): OPERATE,
+    ("GET", "/guests/{uuid}/clone"): OPERATE,
+    ("POST", "/guests/{uuid}/clone"): OPERATE,
     ("POST", "/hosts"): ADMIN,
     ("POST", "/hosts/{host_id}/delete"): ADMIN,
     ("GET", "/api/v1/hosts"): VIEW,
@@ -74,9 +93,19 @@ EXPECTED = {
     ("GET", "/api/v1/hosts/{host_id}/pools"): VIEW,
     ("GET", "/api/v1/hosts/{host_id}/pools/{pool}/volumes"): VIEW,
     ("GET", "/api/v1/hosts/{host_id}/networks"): VIEW,
+    ("PUT", "/api/v1/hosts/{host_id}/pools/{pool}/volumes/{name}"): OPERATE,
+    ("GET", "/hosts/{host_id}/upload"): OPERATE,
     ("GET", "/guests/new"): OPERATE,
     ("GET", "/guests/new/choices"): VIEW,
     ("POST", "/guests/new"): OPERATE,
+    ("GET", "/guests/new/profile"): OPERATE,
+    ("POST", "/guests/new/profile"): OPERATE,
+    ("GET", "/api/v1/profiles"): VIEW,
+    ("GET", "/api/v1/profiles/{profile_id}"): VIEW,
+    ("POST", "/api/v1/profiles"): OPERATE,
+    ("PUT", "/api/v1/profiles/{profile_id}"): OPERATE,
+    ("DELETE", "/api/v1/profiles/{profile_id}"): OPERATE,
+    ("POST", "/api/v1/profiles/{profile_id}/guests"): OPERATE,
     ("GET", "/jobs/{job_id}"): VIEW,
     ("GET", "/api/v1/me"): VIEW,
     ("GET", "/api/v1/tokens"): VIEW,
@@ -166,7 +195,10 @@ def socket_refused(client: TestClient, url: str, headers: dict[str, str]) -> boo
 
 def concrete(path: str) -> str:
     """The path with ids that exist nowhere, so allowed requests change nothing."""
-    examples = {"uuid": str(uuid.uuid4()), "action": "start", "kind": "vnc"}
+    examples = {
+        "uuid": str(uuid.uuid4()), "action": "start", "kind": "vnc", "target": "vdz",
+        "mac": "52:54:00:98:76:54",
+    }  # fmt: skip
     return PARAM.sub(lambda m: examples.get(m.group(1), "987654"), path)
 
 

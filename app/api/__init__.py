@@ -8,14 +8,18 @@ from app.api import (
     audit,
     backups,
     consoles,
+    guest_clone,
     guest_create,
     guest_delete,
     guest_edit,
+    guest_hardware,
     guests,
     hosts,
     jobs,
     overcommit,
+    profiles,
     snapshots,
+    uploads,
 )
 
 router = APIRouter(prefix="/api/v1")
@@ -23,11 +27,15 @@ router.include_router(hosts.router)
 router.include_router(guests.router)
 router.include_router(consoles.router)
 router.include_router(guest_create.router)
+router.include_router(profiles.router)
 router.include_router(guest_delete.router)
 router.include_router(guest_edit.router)
+router.include_router(guest_hardware.router)
+router.include_router(guest_clone.router)
 router.include_router(snapshots.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)
 router.include_router(overcommit.router)
 router.include_router(backups.router)
 router.include_router(jobs.router)
+router.include_router(uploads.router)

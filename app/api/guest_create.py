@@ -1,4 +1,5 @@
-"""POST /api/v1/guests, and the pools, volumes and networks of a host."""
+"""POST /api/v1/guests (also from a base image with cloud-init, or from a saved profile), and
+the pools, volumes and networks of a host."""
 
 from typing import Annotated
 
@@ -9,7 +10,7 @@ from app.api.schemas import GuestDetail, GuestOut, JobOut
 from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SyncDep, guard, needs
 from app.models import Guest
 from app.models.audit import audit_target
-from app.services import guest_create, host_storage
+from app.services import guest_create, host_storage, profiles
 from app.services.auth import Permission, Principal
 
 router = APIRouter(tags=["create"])
@@ -41,6 +42,61 @@ class VolumeIn(BaseModel):
     volume: str = Field(max_length=LONG)
 
 
+class ImageIn(BaseModel):
+    """The base image a new disk is made from (give the disk's pool and size_gib)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pool: str = Field(max_length=LONG)
+    volume: str = Field(max_length=LONG, examples=["debian-12-genericcloud-amd64.qcow2"])
+    format: str = Field(
+        "qcow2",
+        max_length=LONG,
+        description="the image's format, raw or qcow2: never taken from its header; an image "
+        "whose qcow2 header names a backing or data file is refused",
+    )
+    mode: str = Field(
+        "copy",
+        max_length=LONG,
+        description="copy: the disk is a copy of the image grown to size_gib; overlay: a qcow2 "
+        "volume of size_gib backed by the image (which must then stay)",
+    )
+
+    def image(self) -> guest_create.BaseImage:
+        """The service's base image."""
+        return guest_create.BaseImage(self.pool, self.volume, self.format, self.mode)
+
+
+class CloudInitIn(BaseModel):
+    """What cloud-init sets up: virtdeck writes a NoCloud seed ISO next to the disk and attaches
+    it read-only. Only a SHA-512 crypt hash of the password goes into the seed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(max_length=LONG, examples=["debian"], description="made with sudo rights")
+    password: str | None = Field(None, max_length=LONG, description="or ssh_keys, or both")
+    ssh_keys: list[str] = Field(
+        [], max_length=64, description="OpenSSH public key lines for the user"
+    )
+    hostname: str | None = Field(None, max_length=LONG, description="default: the guest's name")
+    user_data: str | None = Field(
+        None,
+        max_length=128 * 1024,
+        description="more user-data (#cloud-config or a #! script, up to 64 KiB), applied after "
+        "virtdeck's",
+    )
+
+    def cloud_init(self) -> guest_create.CloudInit:
+        """The service's cloud-init request."""
+        return guest_create.CloudInit(
+            user=self.user,
+            password=self.password,
+            ssh_keys=tuple(self.ssh_keys),
+            hostname=self.hostname,
+            user_data=self.user_data,
+        )
+
+
 class GuestCreate(BaseModel):
     """A guest to create."""
 
@@ -53,6 +109,10 @@ class GuestCreate(BaseModel):
     disk: DiskIn | None = Field(None, description="none: a guest without a disk")
     cdrom: VolumeIn | None = Field(None, description="boot media, e.g. an ISO volume")
     network: str | None = Field(None, max_length=LONG, description="a libvirt network")
+    image: ImageIn | None = Field(None, description="make the new disk from this base image")
+    cloud_init: CloudInitIn | None = Field(
+        None, description="seed the guest made from a cloud image with cloud-init"
+    )
     firmware: str = Field("bios", description="bios, or uefi where the host offers it")
     cpu_mode: str | None = Field(
         None,
@@ -86,6 +146,8 @@ class GuestCreate(BaseModel):
             if self.cdrom
             else None,
             network=self.network,
+            image=self.image.image() if self.image else None,
+            cloud_init=self.cloud_init.cloud_init() if self.cloud_init else None,
             firmware=self.firmware,
             cpu_mode=self.cpu_mode,
             cpu_model=self.cpu_model,
@@ -109,22 +171,58 @@ class VolumeOut(BaseModel):
     iso: bool
 
 
+class FromProfileIn(BaseModel):
+    """A guest to create from a saved profile: its name, and what a profile does not keep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=LONG, examples=["web-4"])
+    host_id: RowId | None = Field(None, description="required when the profile names no host")
+    password: str | None = Field(None, max_length=LONG, description="the cloud-init user's")
+    hostname: str | None = Field(None, max_length=LONG, description="default: the guest's name")
+    user_data: str | None = Field(None, max_length=128 * 1024, description="as for a create")
+    start: bool = False
+    force: bool = Field(False, description="as for a create (admins only)")
+
+    def given(self) -> profiles.FromProfile:
+        """The service's additions to the profile."""
+        return profiles.FromProfile(**self.model_dump())
+
+
 def _guest_detail(guest: Guest) -> GuestDetail:
     return GuestDetail(**GuestOut.of(guest).model_dump(), domain_xml=guest.domain_xml)
+
+
+def _answer(
+    request: Request, response: Response, created: guest_create.Created, name: str
+) -> GuestDetail | JobOut:
+    """201 with the guest, or 202 with the job making it; the audit row names the guest."""
+    if created.job is not None:
+        request.state.audit_target = audit_target("guest", created.job.guest_uuid, name)
+        response.status_code = status.HTTP_202_ACCEPTED
+        response.headers["Location"] = f"/api/v1/jobs/{created.job.id}"
+        return JobOut.model_validate(created.job)
+    guest = created.guest
+    request.state.audit_target = audit_target("guest", guest.uuid, guest.name)
+    response.headers["Location"] = f"/api/v1/guests/{guest.uuid}"
+    return _guest_detail(guest)
+
+
+CREATED = {
+    201: {"model": GuestDetail, "description": "created (nothing had to be allocated)"},
+    202: {"model": JobOut, "description": "a job is making the new volumes and the guest"},
+    403: {"description": "force asked by someone who is not an admin"},
+    409: {"description": "the name is taken on the host"},
+    422: {"description": "a field is not acceptable; `field` names it"},
+    503: {"description": "the host is not connected"},
+}
 
 
 @router.post(
     "/guests",
     response_model=GuestDetail | JobOut,
     status_code=status.HTTP_201_CREATED,
-    responses={
-        201: {"model": GuestDetail, "description": "created (nothing had to be allocated)"},
-        202: {"model": JobOut, "description": "a job is making the new volume and the guest"},
-        403: {"description": "force asked by someone who is not an admin"},
-        409: {"description": "the name is taken on the host"},
-        422: {"description": "a field is not acceptable; `field` names it"},
-        503: {"description": "the host is not connected"},
-    },
+    responses=CREATED,
 )
 def create_guest(
     request: Request,
@@ -148,15 +246,40 @@ def create_guest(
         jobs=jobs,
         sessions=sessions,
     )
-    if created.job is not None:
-        request.state.audit_target = audit_target("guest", created.job.guest_uuid, body.name)
-        response.status_code = status.HTTP_202_ACCEPTED
-        response.headers["Location"] = f"/api/v1/jobs/{created.job.id}"
-        return JobOut.model_validate(created.job)
-    guest = created.guest
-    request.state.audit_target = audit_target("guest", guest.uuid, guest.name)
-    response.headers["Location"] = f"/api/v1/guests/{guest.uuid}"
-    return _guest_detail(guest)
+    return _answer(request, response, created, body.name)
+
+
+@router.post(
+    "/profiles/{profile_id:id}/guests",
+    response_model=GuestDetail | JobOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={**CREATED, 404: {"description": "no such profile"}},
+)
+def create_from_profile(
+    request: Request,
+    response: Response,
+    profile_id: int,
+    body: FromProfileIn,
+    session: SessionDep,
+    sessions: SessionsDep,
+    sync: SyncDep,
+    jobs: JobsDep,
+    principal: Annotated[Principal, needs(Permission.OPERATE, "guest.create")],
+) -> GuestDetail | JobOut:
+    """Create a guest from a saved profile; a pool, image or network it names that is gone is
+    refused (422) naming the field, as for a create."""
+    request.state.audit_target = audit_target("profile", profile_id)
+    profile = profiles.get_profile(session, profile_id)
+    request.state.audit_target = audit_target("profile", profile.id, profile.name)
+    created = guest_create.create_guest(
+        session,
+        request=profiles.profile_request(profile, body.given()),
+        principal=principal,
+        sync=sync,
+        jobs=jobs,
+        sessions=sessions,
+    )
+    return _answer(request, response, created, body.name)
 
 
 @router.get(

@@ -29,6 +29,8 @@ class SettingsOut(BaseModel):
     live_vcpus_max: int | None = Field(description="the maximum the running guest started with")
     live_memory_max_mib: int | None
     has_balloon: bool
+    boot_order: list[str] = Field(description="boot devices, first tried first: hd, cdrom, ...")
+    firmware: str = Field(description="bios or uefi (shown, not changed)")
 
 
 class SettingsIn(BaseModel):
@@ -40,6 +42,9 @@ class SettingsIn(BaseModel):
     memory_max_mib: int | None = Field(None, ge=1, le=2**31)
     autostart: bool | None = None
     description: str | None = Field(None, max_length=4000)
+    boot_order: list[str] | None = Field(
+        None, max_length=4, description="hd, cdrom, network or fd, each once, first tried first"
+    )
     force: bool = Field(False, description="grow a running guest over the policy (admins only)")
 
 
@@ -72,6 +77,8 @@ def guest_settings(uuid: str, session: SessionDep, sync: SyncDep) -> SettingsOut
         live_vcpus_max=now.live_vcpus_max,
         live_memory_max_mib=_mib(now.live_memory_max_kib),
         has_balloon=now.has_balloon,
+        boot_order=list(now.boot_order),
+        firmware=now.firmware,
     )
 
 
@@ -92,9 +99,9 @@ def change_settings(
     sync: SyncDep,
     principal: Annotated[Principal, needs(Permission.OPERATE, "guest.edit")],
 ) -> EditOut:
-    """Change vCPUs, memory, autostart or description: live where the running guest can take
-    it (vCPUs up to the maximum it started with, memory within its maximum by the balloon),
-    else in its config for the next start."""
+    """Change vCPUs, memory, autostart, description or boot order: live where the running
+    guest can take it (vCPUs up to the maximum it started with, memory within its maximum by
+    the balloon), else in its config for the next start."""
     change = Change(
         vcpus=body.vcpus,
         vcpus_max=body.vcpus_max,
@@ -102,6 +109,7 @@ def change_settings(
         memory_max_kib=None if body.memory_max_mib is None else body.memory_max_mib * 1024,
         autostart=body.autostart,
         description=body.description,
+        boot_order=None if body.boot_order is None else tuple(body.boot_order),
     )
     result = edit_guest(
         sessions, sync, uuid=uuid, change=change, principal=principal, force=body.force

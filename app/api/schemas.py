@@ -173,7 +173,7 @@ class RefreshOut(BaseModel):
 
 
 class JobOut(BaseModel):
-    """A job and how far it has got; result holds guest_uuid once a create
+    """A job and how far it has got; result holds guest_uuid once a create, clone
     or restore succeeded, backup_id once a backup did."""
 
     model_config = ConfigDict(from_attributes=True)

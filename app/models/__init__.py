@@ -8,6 +8,7 @@ from app.models.guest import Guest
 from app.models.host import Host
 from app.models.job import JOB_STATES, Job
 from app.models.overcommit import OvercommitPolicy, OvercommitSample
+from app.models.profile import Profile
 from app.models.snapshot import Snapshot
 from app.models.user import ROLES, ApiToken, LoginFailure, LoginSession, SetupClaim, User
 from app.models.worker import LiveOutbox, WorkerRecord
@@ -30,6 +31,7 @@ __all__ = [
     "LoginSession",
     "OvercommitPolicy",
     "OvercommitSample",
+    "Profile",
     "SetupClaim",
     "Snapshot",
     "User",

@@ -1,8 +1,8 @@
-"""Edit a guest: vCPUs and memory (current and maximum), autostart, description. Every value is
-checked against the others and the host before anything changes on it; a running guest gets
-what libvirt can change live (vCPUs up to the maximum it started with, the balloon within its
-maximum memory), and the rest applies at its next start. Growing a running guest is held to the
-overcommit policy, as a start is (admins may force it)."""
+"""Edit a guest: vCPUs and memory (current and maximum), autostart, description, boot order.
+Every value is checked against the others and the host before anything changes on it; a running
+guest gets what libvirt can change live (vCPUs up to the maximum it started with, the balloon
+within its maximum memory), and the rest applies at its next start. Growing a running guest is
+held to the overcommit policy, as a start is (admins may force it)."""
 
 from dataclasses import dataclass, replace
 
@@ -25,9 +25,10 @@ from app.services.inventory import record_guest
 from app.services.overcommit import check_force, check_policy
 from app.services.ports import HostCalls
 from app.virt import domains
-from app.virt.edit import Applied, Change, Settings, apply_change, read_settings
+from app.virt.edit import BOOT_DEVICES, Applied, Change, Settings, apply_change, read_settings
 
 MAX_DESCRIPTION = 4000
+__all__ = ["BOOT_DEVICES", "Change", "current_settings", "edit_guest", "rename_guest"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,17 @@ def check_change(change: Change, now: Settings, *, host_cpus: int | None) -> Non
         )
     if change.description is not None and len(change.description) > MAX_DESCRIPTION:
         raise Invalid(f"description: at most {MAX_DESCRIPTION} characters", field="description")
+    if change.boot_order is not None:
+        check_boot_order(change.boot_order)
+
+
+def check_boot_order(order: tuple[str, ...]) -> None:
+    """Invalid unless order names boot devices (hd, cdrom, network, fd), each once."""
+    if not order or any(d not in BOOT_DEVICES for d in order) or len(set(order)) != len(order):
+        raise Invalid(
+            f"boot_order: one or more of {', '.join(BOOT_DEVICES)}, each once, first tried first",
+            field="boot_order",
+        )
 
 
 def edit_guest(
@@ -126,6 +138,7 @@ def _differences(change: Change, now: Settings) -> Change:
         "memory_max_kib": now.memory_max_kib,
         "autostart": now.autostart,
         "description": now.description,
+        "boot_order": now.boot_order,
     }
     return replace(
         change,

@@ -11,6 +11,7 @@ from app.models import Job
 from app.services.backups.backup_job import BackupJob, run_backup
 from app.services.backups.restore import run_restore
 from app.services.backups.restore_plan import RestoreJob
+from app.services.guest_clone import CloneJob, run_clone
 from app.services.guest_create.build import run_create
 from app.services.guest_create.on_host import CreatePlan
 from app.services.job_work import env_of, inputs_of
@@ -19,6 +20,7 @@ from app.services.ports import HostCalls, Work
 
 RUNS: dict[JobKind, tuple[type, Any]] = {
     JobKind.GUEST_CREATE: (CreatePlan, run_create),
+    JobKind.GUEST_CLONE: (CloneJob, run_clone),
     JobKind.BACKUP: (BackupJob, run_backup),
     JobKind.RESTORE: (RestoreJob, run_restore),
 }

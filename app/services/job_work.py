@@ -3,6 +3,7 @@ a frozen dataclass of plain values, are stored as JSON in the job's row together
 lock the job holds; a worker rebuilds `run(inputs, env, report)` from them (app.services.job_runs)
 and runs it with an environment of its own."""
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.models import Job
 from app.services.guest_actions import GuestLock
-from app.services.ports import HostCalls
+from app.services.ports import HostCalls, Reporter
+
+# A job renews its guest's lock this often (it turns stale after ten minutes).
+RENEW_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,18 @@ class JobEnv:
         """Tell the lock the job still works (so that it never looks stale)."""
         if self.lock is not None:
             self.lock.renew()
+
+    def renewing(self, report: Reporter) -> Reporter:
+        """report, that also renews the lock once a minute at most while the work goes on."""
+        renewed = [time.monotonic()]
+
+        def reporting(progress: float, message: str) -> None:
+            report(progress, message)
+            if time.monotonic() - renewed[0] > RENEW_SECONDS:
+                self.renew()
+                renewed[0] = time.monotonic()
+
+        return reporting
 
     def release(self) -> None:
         """Free the guest for other actions."""

@@ -1,4 +1,5 @@
-"""Jobs: long work (create with a new disk, backup, restore) that the UI and API follow by id."""
+"""Jobs: long work (create with a new disk, clone, backup, restore) that the UI and API follow
+by id."""
 
 from datetime import timedelta
 from enum import StrEnum
@@ -26,13 +27,14 @@ class JobKind(StrEnum):
     """What a job does; the value is the `kind` stored and shown (guest.create, backup, restore)."""
 
     GUEST_CREATE = "guest.create"
+    GUEST_CLONE = "guest.clone"
     BACKUP = "backup"
     RESTORE = "restore"
 
     @property
     def cancellable(self) -> bool:
         """Its work stops cleanly when asked (the others would leave half-made things behind)."""
-        return self in (JobKind.BACKUP, JobKind.RESTORE)
+        return self in (JobKind.BACKUP, JobKind.RESTORE, JobKind.GUEST_CLONE)
 
 
 def create_job(

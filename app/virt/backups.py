@@ -1,5 +1,6 @@
-"""Backups on the libvirt side: what a guest's backup copies, push-mode backup jobs into scratch
-volumes, and the domain XML a restore defines (volumes and their streams: app.virt.volumes).
+"""Backups on the libvirt side: what a guest's backup (or clone) copies, push-mode backup jobs
+into scratch volumes (or a clone's new ones), and the domain XML a restore (or a clone) defines
+(volumes and their streams: app.virt.volumes).
 
 Everything goes through the libvirt connection, so a remote host is backed up like a local one.
 """
@@ -67,12 +68,13 @@ def _skipped(disk: Disk) -> str:
     return f"{disk.target or '?'}: {SKIPPED.get(disk.aside, str(disk.aside))}"
 
 
-def _disk_copy(conn: HostConnection, disk: Disk, running: bool) -> DiskCopy:
+def _disk_copy(conn: HostConnection, disk: Disk, *, running: bool, action: str) -> DiskCopy:
     target = disk.target or "?"
     path = volumes.volume_path(conn, disk)
     if path is None:
         raise Conflict(
-            f"disk {target} is not a local file or volume (network disks cannot be backed up)",
+            f"disk {target} is not a local file or volume (virtdeck cannot {action} a guest "
+            "with network disks)",
             field="disks",
         )
     volume = volumes.find_volume(conn, path)
@@ -85,7 +87,7 @@ def _disk_copy(conn: HostConnection, disk: Disk, running: bool) -> DiskCopy:
     if not running and volumes.backing_file(conn, volume.path) is not None:
         raise Conflict(
             f"disk {target} ({path}) has a backing file (an external snapshot or a linked clone); "
-            "start the guest to back it up with a push-mode job, which flattens the chain",
+            f"start the guest to {action} it with a push-mode job, which flattens the chain",
             field="disks",
         )
     return DiskCopy(
@@ -98,12 +100,13 @@ def _disk_copy(conn: HostConnection, disk: Disk, running: bool) -> DiskCopy:
     )
 
 
-def inspect(conn: HostConnection, uuid: str) -> GuestSource:
-    """The guest's state, inactive XML and the disks a backup copies; 409 for what it cannot."""
+def read_source(conn: HostConnection, uuid: str, *, action: str) -> GuestSource:
+    """The guest's state, inactive XML and the disks a copy of it (a backup, a clone) takes;
+    409 for what it cannot, the refusal saying what action ("back up", "clone") it was."""
     info = conn.guest(uuid)
     if info.state not in RUNNING and info.state != "shutoff":
         raise Conflict(
-            f"{info.spec.name} is {info.state}; back it up when it is running or shut off",
+            f"{info.spec.name} is {info.state}; {action} it when it is running or shut off",
             extra={"state": info.state},
         )
     running = info.state in RUNNING
@@ -111,11 +114,9 @@ def inspect(conn: HostConnection, uuid: str) -> GuestSource:
     disks, skipped = [], []
     for disk in read_disks(root):
         if disk.holds_data:
-            disks.append(_disk_copy(conn, disk, running))
+            disks.append(_disk_copy(conn, disk, running=running, action=action))
         else:
             skipped.append(_skipped(disk))
-    if not disks:
-        raise Conflict(f"{info.spec.name} has no disk to back up", field="disks")
     return GuestSource(
         uuid=uuid,
         name=info.spec.name,
@@ -125,6 +126,14 @@ def inspect(conn: HostConnection, uuid: str) -> GuestSource:
         skipped=tuple(skipped),
         nvram=root.findtext("os/nvram"),
     )
+
+
+def inspect(conn: HostConnection, uuid: str) -> GuestSource:
+    """What a backup of the guest copies; 409 for what it cannot, or a guest with no disk."""
+    source = read_source(conn, uuid, action="back up")
+    if not source.disks:
+        raise Conflict(f"{source.name} has no disk to back up", field="disks")
+    return source
 
 
 @contextmanager
@@ -140,28 +149,39 @@ def push_backup(
     scratch: dict[str, str] = {}
     tag = uuid_module.uuid4().hex[:8]
     try:
-        backup = ET.Element("domainbackup")
-        disks = ET.SubElement(backup, "disks")
         for disk in source.disks:
             name = f".virtdeck-backup-{tag}-{disk.target}.qcow2"
             made = volumes.create_volume(conn, disk.pool, name, capacity=disk.capacity)
             scratch[disk.target] = made.path
-            element = ET.SubElement(disks, "disk", name=disk.target, type="file")
-            ET.SubElement(element, "target", file=scratch[disk.target])
-            ET.SubElement(element, "driver", type="qcow2")
-        with libvirt_errors():
-            dom = conn.domain(source.uuid)
-            dom.backupBegin(
-                ET.tostring(backup, encoding="unicode"),
-                None,
-                libvirt.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL,
-            )
-            _wait_for_job(dom, progress)
+        push_into(conn, source.uuid, scratch, progress)
         yield scratch
     finally:
         for path in scratch.values():
             with suppress(VirtdeckError):
                 volumes.delete_volume_at(conn, path)
+
+
+def push_into(
+    conn: HostConnection, uuid: str, targets: dict[str, str], progress: Callable[[int, int], None]
+) -> None:
+    """Copy the running guest's disks, as they are at this instant, into existing qcow2 volumes
+    ({target: volume path}, each as large as its disk) with a push-mode backup job; returns once
+    it has completed. progress(done, total) is called while the job runs and may raise to stop
+    it (the job is aborted)."""
+    backup = ET.Element("domainbackup")
+    disks = ET.SubElement(backup, "disks")
+    for target, path in targets.items():
+        element = ET.SubElement(disks, "disk", name=target, type="file")
+        ET.SubElement(element, "target", file=path)
+        ET.SubElement(element, "driver", type="qcow2")
+    with libvirt_errors():
+        dom = conn.domain(uuid)
+        dom.backupBegin(
+            ET.tostring(backup, encoding="unicode"),
+            None,
+            libvirt.VIR_DOMAIN_BACKUP_BEGIN_REUSE_EXTERNAL,
+        )
+        _wait_for_job(dom, progress)
 
 
 def _wait_for_job(dom: libvirt.virDomain, progress: Callable[[int, int], None]) -> None:
@@ -217,8 +237,9 @@ def restored_in_place(xml: str, *, disks: dict[str, tuple[str, str]]) -> str:
 
 
 def as_new_guest(xml: str, *, name: str, uuid: str, disks: dict[str, tuple[str, str]]) -> str:
-    """The backed-up XML made into another guest: new name and UUID, no MAC addresses (libvirt
-    makes new ones), disks as restored_in_place puts them, and NVRAM made afresh."""
+    """A guest's saved XML (a backup's, or a clone's source) made into another guest: new name
+    and UUID, no MAC addresses (libvirt makes new ones), disks as restored_in_place puts them,
+    and NVRAM made afresh."""
     root = ET.fromstring(xml)
     root.find("name").text = name
     uuid_element = root.find("uuid")

@@ -9,6 +9,7 @@ from app.errors import Conflict
 from app.virt import cpu as cpus
 from app.virt import domains
 from app.virt.connection import HostConnection
+from app.virt.disks import SEED_ALIAS
 from app.virt.failures import libvirt_errors
 
 DEFAULT_CPU = cpus.CpuConfig()
@@ -40,6 +41,8 @@ class DiskSource:
     path: str
     kind: str = "file"
     format: str = "qcow2"
+    # The image behind a qcow2 overlay (virtdeck made it so); None: nothing lies behind.
+    backing: "DiskSource | None" = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class GuestPlan:
     firmware: str = "bios"
     disk: DiskSource | None = None
     cdrom: DiskSource | None = None
+    # A cloud-init seed: a second CD-ROM, read-only like the first.
+    seed: DiskSource | None = None
     network: str | None = None
     cpu: cpus.CpuConfig = DEFAULT_CPU
 
@@ -113,16 +118,39 @@ def host_platform(conn: HostConnection) -> Platform:
     )
 
 
-def _disk(devices: ET.Element, source: DiskSource, *, device: str, target: str, bus: str) -> None:
+def _source(element: ET.Element, source: DiskSource) -> None:
+    ET.SubElement(element, "source", {"file" if source.kind == "file" else "dev": source.path})
+
+
+def _backing_store(element: ET.Element, backing: DiskSource | None) -> None:
+    """The chain behind an image, spelled out to its end: libvirt then never reads one from a
+    header, which whoever writes the image could point at a host file."""
+    store = ET.SubElement(element, "backingStore")
+    if backing is not None:
+        store.set("type", backing.kind)
+        ET.SubElement(store, "format", type=backing.format)
+        _source(store, backing)
+        _backing_store(store, backing.backing)
+
+
+def _disk(
+    devices: ET.Element,
+    source: DiskSource,
+    *,
+    device: str,
+    target: str,
+    bus: str,
+    alias: str | None = None,
+) -> None:
     disk = ET.SubElement(devices, "disk", type=source.kind, device=device)
     ET.SubElement(disk, "driver", name="qemu", type=source.format)
-    ET.SubElement(disk, "source", {"file" if source.kind == "file" else "dev": source.path})
-    # Nothing lies behind the image: libvirt then never reads a backing chain from its header,
-    # which whoever writes the image could point at a host file.
-    ET.SubElement(disk, "backingStore")
+    _source(disk, source)
+    _backing_store(disk, source.backing)
     ET.SubElement(disk, "target", dev=target, bus=bus)
     if device == "cdrom":
         ET.SubElement(disk, "readonly")
+    if alias is not None:
+        ET.SubElement(disk, "alias", name=alias)
 
 
 def _os(domain: ET.Element, plan: GuestPlan) -> None:
@@ -142,9 +170,11 @@ def _devices(domain: ET.Element, plan: GuestPlan) -> None:
         ET.SubElement(devices, "emulator").text = plan.platform.emulator
     if plan.disk is not None:
         _disk(devices, plan.disk, device="disk", target="vda", bus="virtio")
-    if plan.cdrom is not None:
-        bus = plan.platform.cdrom_bus
-        _disk(devices, plan.cdrom, device="cdrom", target="hdc" if bus == "ide" else "sda", bus=bus)
+    bus = plan.platform.cdrom_bus
+    targets = iter(("hdc", "hdd") if bus == "ide" else ("sda", "sdb"))
+    for media, alias in ((plan.cdrom, None), (plan.seed, SEED_ALIAS)):
+        if media is not None:
+            _disk(devices, media, device="cdrom", target=next(targets), bus=bus, alias=alias)
     if plan.network is not None:
         nic = ET.SubElement(devices, "interface", type="network")
         ET.SubElement(nic, "source", network=plan.network)

@@ -9,6 +9,9 @@ from enum import StrEnum
 # Which attribute of <source> says where the data is, by <disk type=...>.
 SOURCE_ATTRIBUTE = {"file": "file", "block": "dev", "dir": "dir", "network": "name"}
 MEDIA_DEVICES = frozenset({"cdrom", "floppy"})
+# The user alias virtdeck gives the CD-ROM holding a cloud-init seed it made for the guest: the
+# guest's own, so deleting the guest with its storage removes it.
+SEED_ALIAS = "ua-virtdeck-seed"
 
 
 class Aside(StrEnum):
@@ -38,6 +41,7 @@ class Disk:
     bus: str | None = None
     readonly: bool = False
     shareable: bool = False
+    alias: str | None = None
     # The images behind it, nearest first, as far as the XML spells them out.
     backing: tuple["Disk", ...] = ()
 
@@ -47,6 +51,11 @@ class Disk:
         if self.kind in ("file", "block") and self.source:
             return posixpath.normpath(self.source)
         return None
+
+    @property
+    def is_seed(self) -> bool:
+        """Whether it is a cloud-init seed virtdeck made for this guest."""
+        return self.alias == SEED_ALIAS and self.is_media
 
     @property
     def is_media(self) -> bool:
@@ -106,6 +115,7 @@ def _read(element: ET.Element, backing: tuple[Disk, ...] = ()) -> Disk:
     if format_ is None:
         format_ = element.find("format")
     target = element.find("target")
+    alias = element.find("alias")
     return Disk(
         device=element.get("device", "disk"),
         kind=kind,
@@ -117,6 +127,7 @@ def _read(element: ET.Element, backing: tuple[Disk, ...] = ()) -> Disk:
         bus=target.get("bus") if target is not None else None,
         readonly=element.find("readonly") is not None,
         shareable=element.find("shareable") is not None,
+        alias=alias.get("name") if alias is not None else None,
         backing=backing,
     )
 

@@ -2,6 +2,8 @@
 metadata, and the definition a backup saves. (Lookup by UUID is HostConnection.domain.)"""
 
 import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 
 import libvirt
 
@@ -31,6 +33,32 @@ def name_taken(conn: HostConnection, name: str, *, other_than: str | None = None
         raise translate(exc) from exc
     with libvirt_errors():
         return dom.UUIDString() != other_than
+
+
+def xml_documents(dom: libvirt.virDomain) -> list[ET.Element]:
+    """The domain's live XML and, for a running persistent domain, its next-boot XML too."""
+    documents = [ET.fromstring(dom.XMLDesc(0))]
+    if dom.isActive() and dom.isPersistent():
+        documents.append(ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
+    return documents
+
+
+def each_definition(
+    conn: HostConnection, *, other_than: str | None = None
+) -> Iterator[tuple[str, ET.Element]]:
+    """(name, XML) of every domain of the host but other_than, live and next-boot, running or
+    not; one that vanishes meanwhile is skipped. libvirt errors reach the caller."""
+    for dom in conn.lv.listAllDomains(0):
+        if dom.UUIDString() == other_than:
+            continue
+        try:
+            documents = xml_documents(dom)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue
+            raise
+        for root in documents:
+            yield dom.name(), root
 
 
 def state(conn: HostConnection, uuid: str) -> str | None:

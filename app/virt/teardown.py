@@ -2,18 +2,17 @@
 
 A disk is removed only when libvirt knows it as a storage volume, no other domain on the host
 uses it (as a disk or inside a backing chain), no volume is backed by it, and it is not
-removable media, read-only or shareable. Everything else is kept and reported with the reason.
+removable media, read-only or shareable (except the cloud-init seed virtdeck made for the
+guest). Everything else is kept and reported with the reason.
 """
 
 import posixpath
-import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import libvirt
 
 from app.errors import Conflict, VirtdeckError
-from app.virt import domains, volumes
+from app.virt import devices, domains, volumes
 from app.virt.connection import STATE_NAMES, HostConnection
 from app.virt.disks import Aside, Disk, read_disks
 from app.virt.failures import libvirt_errors
@@ -64,18 +63,10 @@ class _Own:
     local: bool
 
 
-def _xml_documents(dom: libvirt.virDomain) -> list[ET.Element]:
-    """The domain's live XML and, for a running persistent domain, its next-boot XML too."""
-    documents = [ET.fromstring(dom.XMLDesc(0))]
-    if dom.isActive() and dom.isPersistent():
-        documents.append(ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)))
-    return documents
-
-
 def _own_disks(conn: HostConnection, dom: libvirt.virDomain) -> list[_Own]:
     """The guest's disks that have a source (live and next-boot), each path once."""
     own: dict[str, _Own] = {}
-    for root in _xml_documents(dom):
+    for root in domains.xml_documents(dom):
         for disk in read_disks(root):
             if disk.is_empty:
                 continue
@@ -86,39 +77,14 @@ def _own_disks(conn: HostConnection, dom: libvirt.virDomain) -> list[_Own]:
 
 def _never_removed(own: _Own) -> str | None:
     """Why a disk is kept whatever the storage says, if it is."""
+    if own.disk.is_seed and own.local:
+        return None  # virtdeck made it for this guest (kept while another guest uses it)
     aside = own.disk.aside
     if aside is Aside.NOT_A_DISK:
         return f"{own.disk.device} media are never removed"
     if aside is not Aside.ISO and not own.local:
         return NOT_LOCAL
     return None if aside is None else KEPT_ASIDE.get(aside, str(aside))
-
-
-def _other_domains(lv: libvirt.virConnect, uuid: str) -> Iterator[tuple[str, ET.Element]]:
-    """(name, XML) of every other domain, running or not; one that vanishes is skipped."""
-    for dom in lv.listAllDomains(0):
-        if dom.UUIDString() == uuid:
-            continue
-        try:
-            documents = _xml_documents(dom)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                continue
-            raise
-        for root in documents:
-            yield dom.name(), root
-
-
-def _users(conn: HostConnection, uuid: str) -> dict[str, str]:
-    """Path → name of another domain that uses it as a disk or in a disk's backing chain."""
-    users: dict[str, str] = {}
-    for name, root in _other_domains(conn.lv, uuid):
-        for disk in read_disks(root):
-            for image in (disk, *disk.backing):
-                path = volumes.volume_path(conn, image)
-                if path:
-                    users.setdefault(path, name)
-    return users
 
 
 def _backing_chain_kept(path: str, backing: dict[str, str], seen: set[str]) -> list[KeptDisk]:
@@ -145,7 +111,7 @@ def _plan(conn: HostConnection, dom: libvirt.virDomain) -> StoragePlan:
             candidates.append(path)
     if not candidates:
         return StoragePlan(remove=(), keep=tuple(keep))
-    users = _users(conn, dom.UUIDString())
+    users = devices.disk_users(conn, other_than=dom.UUIDString())
     backing = volumes.backing_files(conn)
     dependents = {base: top for top, base in backing.items()}
     remove: list[str] = []

@@ -7,6 +7,7 @@ Everything goes through the libvirt connection, so a remote host's storage works
 
 import contextlib
 import posixpath
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ VANISHED = {
     libvirt.VIR_ERR_NO_NETWORK,
 }
 ACTIVE = libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE
+# How long a rescan waits for a pool busy with a volume stream.
+BUSY_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,31 @@ def _find(lv: libvirt.virConnect, path: str) -> libvirt.virStorageVol | None:
     return found
 
 
+def refresh(lv_pool: libvirt.virStoragePool, *, wait: float = BUSY_WAIT_S) -> None:
+    """Rescan the pool, so that it reads its volumes' headers again; a pool busy with a volume
+    stream (an upload, a copy) refuses, so it is asked again for up to wait seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            lv_pool.refresh(0)
+            return
+        except libvirt.libvirtError as exc:
+            busy = "asynchronous jobs" in (exc.get_error_message() or "")
+            if not busy or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
+def refreshed_volume(conn: HostConnection, path: str) -> libvirt.virStorageVol | None:
+    """The volume at path as its pool reads it after a rescan now, or None (for app.virt:
+    the caller reads and acts on it under libvirt_errors)."""
+    found = _find(conn.lv, path)
+    if found is None:
+        return None
+    refresh(found.storagePoolLookupByVolume())
+    return _at(conn.lv, path)
+
+
 def find_volume(conn: HostConnection, path: str) -> Volume | None:
     """The storage volume at path, or None when no active pool has one there."""
     with libvirt_errors():
@@ -322,22 +350,41 @@ def delete_volume_at(conn: HostConnection, path: str) -> None:
             found.delete(0)
 
 
-def clone_volume(conn: HostConnection, path: str, name: str) -> str:
-    """Copy the volume at path byte for byte to a new volume `name` in the same pool; returns
-    its path. The bytes are streamed, never read as an image: libvirt's own copy would convert
-    from the format it probed, following whatever backing file the header names."""
+def clone_volume(
+    conn: HostConnection,
+    path: str,
+    name: str,
+    *,
+    pool: str | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> str:
+    """Copy the volume at path byte for byte to a new volume `name` in pool (its own unless
+    named); returns its path. The bytes are streamed, never read as an image: libvirt's own copy
+    would convert from the format it probed, following whatever backing file the header names.
+    on_bytes(count) is called for each chunk of data copied and may raise to stop the copy, which
+    is then removed."""
     with libvirt_errors():
         source = conn.lv.storageVolLookupByPath(path)
-        pool = source.storagePoolLookupByVolume().name()
+        pool = pool or source.storagePoolLookupByVolume().name()
         physical = source.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]
     copy = create_volume(conn, pool, name, capacity=physical, fmt="raw").path
     try:
-        upload(conn, copy, _segments(conn, path))
+        upload(conn, copy, _counted(_segments(conn, path), on_bytes))
     except BaseException:
         with contextlib.suppress(VirtdeckError):
             delete_volume_at(conn, copy)
         raise
     return copy
+
+
+def _counted(
+    segments: Iterable[bytes | int], on_bytes: Callable[[int], None] | None
+) -> Iterator[bytes | int]:
+    """The segments, telling on_bytes the length of each piece of data as it passes."""
+    for segment in segments:
+        if on_bytes is not None and not isinstance(segment, int):
+            on_bytes(len(segment))
+        yield segment
 
 
 @contextlib.contextmanager

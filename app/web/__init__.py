@@ -14,15 +14,18 @@ from app.web import (
     auth,
     backups,
     consoles,
+    guest_clone,
     guest_create,
     guest_delete,
     guest_edit,
+    guest_hardware,
     guests,
     hosts,
     jobs,
     live,
     overcommit,
     snapshots,
+    uploads,
 )
 from app.web.htmx import is_htmx
 from app.web.templating import templates
@@ -33,12 +36,15 @@ router.include_router(live.router)
 # Before hosts: its pages sit under /hosts/{host_id}/.
 router.include_router(overcommit.router)
 router.include_router(hosts.router)
+router.include_router(uploads.router)
 # Before guests: /guests/new is not a guest's UUID.
 router.include_router(guest_create.router)
 router.include_router(guests.router)
 router.include_router(consoles.router)
 router.include_router(guest_delete.router)
 router.include_router(guest_edit.router)
+router.include_router(guest_hardware.router)
+router.include_router(guest_clone.router)
 router.include_router(snapshots.router)
 router.include_router(backups.router)
 router.include_router(jobs.router)

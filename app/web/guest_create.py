@@ -1,4 +1,5 @@
-"""The new-guest wizard: a form whose storage and network choices follow the chosen host."""
+"""The new-guest wizard: a form whose storage and network choices follow the chosen host, a disk
+made from a base image with cloud-init, and saved profiles that fill the form."""
 
 import contextlib
 from typing import Annotated, Any
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.deps import JobsDep, SessionDep, SessionsDep, SyncDep, guard, needs, parse_row_id
 from app.errors import Invalid, VirtdeckError
 from app.models.audit import audit_target
-from app.services import guest_create, host_storage
+from app.services import guest_create, host_storage, profiles
 from app.services import hosts as host_service
 from app.services.auth import Permission, Principal
 from app.services.ports import HostCalls
@@ -20,7 +21,8 @@ from app.web.templating import form_refused, templates
 
 router = APIRouter()
 DEFAULTS = {"vcpus": "1", "memory_mib": "512", "disk": "new", "disk_size_gib": "10",
-            "disk_format": "raw", "firmware": "bios", "cpu": "", "start": "on"}  # fmt: skip
+            "disk_format": "raw", "image_format": "qcow2", "image_mode": "copy",
+            "firmware": "bios", "cpu": "", "start": "on"}  # fmt: skip
 
 
 def _whole(value: str, field: str) -> int:
@@ -37,13 +39,34 @@ def _volume_ref(value: str, format_: str = "raw") -> guest_create.VolumeRef:
 
 
 def _disk(form: dict[str, str]) -> guest_create.NewDisk | guest_create.VolumeRef | None:
-    if form["disk"] == "new":
+    if form["disk"] in ("new", "image"):
         return guest_create.NewDisk(
             form["disk_pool"], _whole(form["disk_size_gib"], "disk.size_gib")
         )
     if form["disk"] == "existing":
         return _volume_ref(form["disk_volume"], form["disk_format"])
     return None
+
+
+def _image(form: dict[str, str]) -> guest_create.BaseImage | None:
+    """The base image of a disk made from one."""
+    if form["disk"] != "image":
+        return None
+    ref = _volume_ref(form["image_volume"], form["image_format"])
+    return guest_create.BaseImage(ref.pool, ref.volume, ref.format, form["image_mode"])
+
+
+def _cloud_init(form: dict[str, str]) -> guest_create.CloudInit | None:
+    """cloud-init's part of the form (shown for a disk from an image), when it names a user."""
+    if form["disk"] != "image" or not form["cloud_init_user"]:
+        return None
+    return guest_create.CloudInit(
+        user=form["cloud_init_user"],
+        password=form["cloud_init_password"] or None,
+        ssh_keys=tuple(line.strip() for line in form["ssh_keys"].splitlines() if line.strip()),
+        hostname=form["hostname"] or None,
+        user_data=form["user_data"] or None,
+    )
 
 
 def _cpu(value: str) -> tuple[str | None, str | None]:
@@ -63,6 +86,8 @@ def _request(form: dict[str, str]) -> guest_create.CreateRequest:
         disk=_disk(form),
         cdrom=_volume_ref(form["cdrom"]) if form["cdrom"] else None,
         network=form["network"] or None,
+        image=_image(form),
+        cloud_init=_cloud_init(form),
         firmware=form["firmware"],
         cpu_mode=_cpu(form["cpu"])[0],
         cpu_model=_cpu(form["cpu"])[1],
@@ -86,17 +111,61 @@ def _choices(session: Session, sync: HostCalls, host_id: str) -> dict[str, Any]:
 
 
 def _context(session: Session, sync: HostCalls, host_id: str) -> dict[str, Any]:
-    """Every host for the select, and the chosen one's choices."""
-    return {"hosts": host_service.list_hosts(session), **_choices(session, sync, host_id)}
+    """Every host and profile for the selects, and the chosen host's choices."""
+    return {
+        "hosts": host_service.list_hosts(session),
+        "profiles": profiles.list_profiles(session),
+        **_choices(session, sync, host_id),
+    }
+
+
+def _profile_form(session: Session, profile_id: str, host_id: str) -> dict[str, str]:
+    """The form filled from a profile (its host unless the link names one), or the defaults."""
+    if not profile_id.strip():
+        return {**DEFAULTS, "host_id": host_id}
+    profile = profiles.get_profile(session, parse_row_id(profile_id, field="profile_id",
+                                                         what="a profile"))  # fmt: skip
+    saved = profiles.profile_fields(profile)
+    image = saved.image
+    return {
+        **DEFAULTS,
+        "profile_id": str(profile.id),
+        "host_id": host_id or str(saved.host_id or ""),
+        "vcpus": str(saved.vcpus),
+        "memory_mib": str(saved.memory_mib),
+        "disk": "image" if image else "new",
+        "disk_pool": saved.disk.pool,
+        "disk_size_gib": str(saved.disk.size_gib),
+        "image_volume": f"{image.pool}/{image.volume}" if image else "",
+        "image_format": image.format if image else DEFAULTS["image_format"],
+        "image_mode": image.mode if image else DEFAULTS["image_mode"],
+        "network": saved.network or "",
+        "cloud_init_user": saved.cloud_init_user or "",
+        "ssh_keys": "\n".join(saved.ssh_keys),
+    }
 
 
 @router.get("/guests/new", response_class=HTMLResponse, dependencies=guard(Permission.OPERATE))
 def new_guest_page(
-    request: Request, session: SessionDep, sync: SyncDep, host_id: str = ""
+    request: Request, session: SessionDep, sync: SyncDep, host_id: str = "", profile_id: str = ""
 ) -> HTMLResponse:
-    """The wizard, with the host chosen when the link names one."""
-    context = {**_context(session, sync, host_id), "form": {**DEFAULTS, "host_id": host_id}}
+    """The wizard, with the host chosen or the profile's choices filled in when the link names
+    them."""
+    form = _profile_form(session, profile_id, host_id)
+    context = {**_context(session, sync, form["host_id"]), "form": form}
     return templates.TemplateResponse(request, "guest_new.html", context)
+
+
+@router.get(
+    "/guests/new/profile", response_class=HTMLResponse, dependencies=guard(Permission.OPERATE)
+)
+def form_from_profile(
+    request: Request, session: SessionDep, sync: SyncDep, profile_id: str = ""
+) -> HTMLResponse:
+    """The wizard's form filled from the chosen profile (the defaults for none)."""
+    form = _profile_form(session, profile_id, "")
+    context = {**_context(session, sync, form["host_id"]), "form": form}
+    return templates.TemplateResponse(request, "partials/guest_form.html", context)
 
 
 @router.get("/guests/new/choices", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
@@ -120,12 +189,26 @@ class GuestForm(BaseModel):
     disk_size_gib: str = ""
     disk_volume: str = ""
     disk_format: str = "raw"
+    image_volume: str = ""
+    image_format: str = "qcow2"
+    image_mode: str = "copy"
+    cloud_init_user: str = ""
+    cloud_init_password: str = ""
+    ssh_keys: str = ""
+    hostname: str = ""
+    user_data: str = ""
+    profile_id: str = ""
+    profile_name: str = ""
     cdrom: str = ""
     network: str = ""
     firmware: str = "bios"
     cpu: str = ""
     start: str = ""
     force: str = ""
+
+    def shown(self) -> dict[str, str]:
+        """The typed values to show again in the form: all but the password."""
+        return self.model_dump() | {"cloud_init_password": ""}
 
 
 @router.post("/guests/new", response_class=HTMLResponse)
@@ -139,13 +222,13 @@ def create_guest(
     typed: Annotated[GuestForm, Form()],
 ) -> Response:
     """Create from the form: the guest's page, a job's progress, or the form with the reason."""
-    form = typed.model_dump()
+    form = typed.shown()
     with contextlib.suppress(Invalid):  # the host, until there is a guest to name
         request.state.audit_target = audit_target("host", _host_id(typed.host_id))
     try:
         created = guest_create.create_guest(
-            session, request=_request(form), principal=principal, sync=sync, jobs=jobs,
-            sessions=sessions,
+            session, request=_request(typed.model_dump()), principal=principal, sync=sync,
+            jobs=jobs, sessions=sessions,
         )  # fmt: skip
     except VirtdeckError as exc:
         if exc.field is None:
@@ -158,3 +241,33 @@ def create_guest(
     request.state.audit_target = audit_target("guest", created.job.guest_uuid, typed.name)
     context = {**_context(session, sync, typed.host_id), "form": form, "job": created.job}
     return templates.TemplateResponse(request, "partials/guest_form.html", context, status_code=202)
+
+
+@router.post("/guests/new/profile", response_class=HTMLResponse)
+def save_profile(
+    request: Request,
+    session: SessionDep,
+    sync: SyncDep,
+    principal: Annotated[Principal, needs(Permission.OPERATE, "profile.create")],
+    typed: Annotated[GuestForm, Form()],
+) -> Response:
+    """Save the form's choices as a profile; the form comes back with it chosen, or the reason."""
+    form = typed.shown()
+    context = _context(session, sync, typed.host_id)
+    try:
+        fields = profiles.profile_of(typed.profile_name.strip(), _request(typed.model_dump()))
+        profile = profiles.create_profile(session, fields, created_by=principal.username)
+    except VirtdeckError as exc:
+        if exc.field is None:
+            raise
+        if exc.field == "name":  # the profile's name has a box of its own
+            message = f"profile_name: {exc.message.removeprefix('name: ')}"
+            exc = type(exc)(message, field="profile_name")
+        return form_refused(request, "partials/guest_form.html", exc, form=form, **context)
+    request.state.audit_target = audit_target("profile", profile.id, profile.name)
+    session.commit()
+    context["profiles"] = profiles.list_profiles(session)
+    form |= {"profile_id": str(profile.id), "saved_profile": profile.name}
+    return templates.TemplateResponse(
+        request, "partials/guest_form.html", {**context, "form": form}
+    )

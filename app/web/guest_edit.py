@@ -10,7 +10,13 @@ from app.deps import SessionDep, SessionsDep, SyncDep, guard, needs
 from app.errors import VirtdeckError
 from app.services import guests as guest_service
 from app.services.auth import Permission, Principal
-from app.services.guest_edit import Change, current_settings, edit_guest, rename_guest
+from app.services.guest_edit import (
+    BOOT_DEVICES,
+    Change,
+    current_settings,
+    edit_guest,
+    rename_guest,
+)
 from app.web.htmx import navigate, with_toast
 from app.web.templating import form_refused, templates
 
@@ -22,7 +28,11 @@ FIELD_WORDS = {
     "vcpus_max": "maximum vCPUs",
     "memory": "memory",
     "memory_max": "maximum memory",
+    "boot_order": "boot order",
 }
+# How the boot devices are named on the page, in the order of BOOT_DEVICES.
+BOOT_WORDS = {"hd": "hard disk", "cdrom": "CD-ROM", "network": "network (PXE)", "fd": "floppy"}
+templates.env.globals["boot_devices"] = {dev: BOOT_WORDS[dev] for dev in BOOT_DEVICES}
 
 
 def _form(now) -> dict:
@@ -33,7 +43,15 @@ def _form(now) -> dict:
         "memory_max_mib": now.memory_max_kib // 1024,
         "autostart": now.autostart,
         "description": now.description,
+        "boot_order": list(now.boot_order),
     }
+
+
+def _boot_order(chosen: list[str] | None, shown: str) -> tuple[str, ...] | None:
+    """The boot order chosen, or None when it is what the form showed (whose slots may not
+    hold all of a guest's boot devices) or left empty."""
+    order = tuple(dev for dev in chosen or () if dev)
+    return None if not order or ",".join(order) == shown else order
 
 
 @router.get(
@@ -64,6 +82,8 @@ def save_edit(
     memory_max_mib: Annotated[int, Form()],
     autostart: Annotated[bool, Form()] = False,
     description: Annotated[str, Form(max_length=4000)] = "",
+    boot_order: Annotated[list[str] | None, Form()] = None,
+    boot_shown: Annotated[str, Form(max_length=200)] = "",
     force: Annotated[bool, Form()] = False,
 ) -> Response:
     """Save the Edit section: what changed on the running guest, what applies at next start."""
@@ -74,10 +94,12 @@ def save_edit(
         memory_max_kib=memory_max_mib * 1024,
         autostart=autostart,
         description=description,
+        boot_order=_boot_order(boot_order, boot_shown),
     )
     typed = {
         "vcpus": vcpus, "vcpus_max": vcpus_max, "memory_mib": memory_mib,
         "memory_max_mib": memory_max_mib, "autostart": autostart, "description": description,
+        "boot_order": list(change.boot_order or ()),
     }  # fmt: skip
     with sessions() as session:
         guest = guest_service.get_guest(session, uuid)

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import add_host, node_uri
 from tests.htmx import HTMX
-from tests.markup import parse
+from tests.markup import field_error, options, parse
 
 
 @pytest.fixture
@@ -21,19 +21,6 @@ def form(host: dict, **fields) -> dict:
     values = {"host_id": str(host["id"]), "name": "web-3", "vcpus": "2", "memory_mib": "256",
               "disk": "none", "network": "lan", "firmware": "bios"}  # fmt: skip
     return {**values, **fields}
-
-
-def field_error(html: str, field: str) -> str | None:
-    """The error shown next to the field; None when there is none."""
-    found = parse(html).find_all(class_="field-error", data_field=field)
-    return found[0].text if found else None
-
-
-def options(html: str, name: str) -> list[str]:
-    """The option values of the select with this name."""
-    return [
-        option.get("value") for option in parse(html).find("select", name=name).find_all("option")
-    ]
 
 
 def test_operators_find_the_wizard_from_the_host_page_and_viewers_do_not(

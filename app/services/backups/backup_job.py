@@ -147,14 +147,7 @@ def _copy(
     with transaction(env.sessions) as session:
         get_backup(session, job.backup_id).guest_state = "running" if source.running else "shutoff"
     throttle = Throttle(env.settings.backup_bandwidth_mib * 1024 * 1024)
-    renewed = [utcnow()]
-
-    def reporting(progress: float, message: str) -> None:
-        report(progress, message)
-        if (utcnow() - renewed[0]).total_seconds() > 60:
-            env.renew()
-            renewed[0] = utcnow()
-
+    reporting = env.renewing(report)
     entries = [
         _entry(
             "domain.xml",

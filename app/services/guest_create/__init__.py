@@ -1,4 +1,5 @@
-"""Create a guest: check the request against its host, then make its disk, define and start it.
+"""Create a guest: check the request against its host, then make its disk (empty, or from a base
+image with a cloud-init seed), define and start it.
 
 Everything is checked before anything is made, so a refused request leaves nothing on the host
 (request.py: what needs no host; on_host.py: what does); a step that fails later takes back
@@ -6,8 +7,11 @@ what the earlier ones made (build.py). A request that must allocate a new volume
 """
 
 from app.services.guest_create.build import Created, build_guest, create_guest, plan_create
+from app.services.guest_create.cloud_init import CloudInit
 from app.services.guest_create.on_host import CreatePlan, check_on_host
 from app.services.guest_create.request import (
+    IMAGE_MODES,
+    BaseImage,
     CreateRequest,
     NewDisk,
     VolumeRef,
@@ -17,6 +21,9 @@ from app.services.guest_create.request import (
 )
 
 __all__ = [
+    "IMAGE_MODES",
+    "BaseImage",
+    "CloudInit",
     "CreatePlan",
     "CreateRequest",
     "Created",

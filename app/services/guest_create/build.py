@@ -1,5 +1,6 @@
-"""Carry out a checked plan: make the volume, define and start the guest, taking back what was
-made when a step fails; as a job when a new volume must be allocated."""
+"""Carry out a checked plan: make the volume (new, or from a base image) and the cloud-init seed,
+define and start the guest, taking back what was made when a step fails; as a job when a new
+volume must be allocated."""
 
 import logging
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from app.errors import HostUnreachable, VirtdeckError
 from app.models import Guest, Job
 from app.services import jobs as job_service
 from app.services.auth import Principal
+from app.services.guest_create import cloud_init
 from app.services.guest_create.on_host import (
     CreatePlan,
     check_on_host,
@@ -21,11 +23,12 @@ from app.services.guest_create.request import (
     CreateRequest,
     check_request,
 )
+from app.services.guest_create.seed_iso import seed_iso
 from app.services.guests import get_guest
 from app.services.inventory import record_guest
 from app.services.job_work import JobEnv, store_work
 from app.services.ports import HostCalls, JobQueue, Reporter
-from app.virt import build, teardown, volumes
+from app.virt import build, image_volumes, teardown, volumes
 from app.virt.build import DiskSource
 from app.virt.connection import HostConnection
 from app.virt.cpu import from_record
@@ -51,11 +54,15 @@ def plan_create(
     host = check_request(session, request, principal)
     known_cpu = from_record(host.cpu_probe)
     try:
-        return sync.call(
+        plan = sync.call(
             host.id, lambda conn: check_on_host(conn, request, host.id, known_cpu=known_cpu)
         )
     except HostUnreachable as exc:
         raise HostUnreachable(f"host_id: {host.name}: {exc.message}", field="host_id") from exc
+    if request.cloud_init is None:
+        return plan
+    seed = cloud_init.seed(request.cloud_init, guest_name=request.name, instance_id=plan.guest.uuid)
+    return replace(plan, seed=seed)
 
 
 def _quiet(_progress: float, _message: str) -> None:
@@ -75,21 +82,55 @@ def _take_back(undo: list[tuple[str, Callable[[], object]]], error: Exception) -
         error.message = f"{error.message}; could not remove {', '.join(failed)}"
 
 
+def _make_volume(conn: HostConnection, plan: CreatePlan, capacity: int) -> volumes.Volume:
+    """The new disk's volume: empty, a qcow2 overlay on the base image, or a copy of it."""
+    pool, name, image = plan.new_disk.pool, plan.volume_name, plan.image
+    if image is None:
+        return volumes.create_volume(conn, pool, name, capacity=capacity)
+    if image.image.mode == "overlay":
+        return image_volumes.create_overlay(
+            conn, pool, name, capacity=capacity,
+            backing_path=image.source.path, backing_format=image.source.format,
+        )  # fmt: skip
+    volumes.clone_volume(conn, image.source.path, name, pool=pool)
+    return volumes.get_volume(conn, pool, name)
+
+
+def _make_disk(conn: HostConnection, plan: CreatePlan, undo: list, report: Reporter) -> DiskSource:
+    """Make the new disk's volume (undone by undo) and say how the guest attaches it."""
+    pool, size, image = plan.new_disk.pool, plan.new_disk.size_gib, plan.image
+    made_from = f" from {image.image.volume} ({image.image.mode})" if image else ""
+    report(0.1, f"making a {size} GiB volume in pool {pool}{made_from}")
+    volume = _make_volume(conn, plan, size * volumes.GIB)
+    undo.append((f"volume {volume.path}", lambda: volumes.delete_volume(conn, pool, volume.name)))
+    if image is None:
+        return DiskSource(path=volume.path, kind=volume.kind)
+    if image.image.mode == "overlay":
+        return DiskSource(path=volume.path, kind=volume.kind, backing=image.source)
+    report(0.4, f"growing the copy to {size} GiB")
+    fmt = image.source.format
+    image_volumes.grow_volume(conn, pool, volume.name, capacity=size * volumes.GIB, fmt=fmt)
+    return DiskSource(path=volume.path, kind=volume.kind, format=fmt)
+
+
+def _write_seed(conn: HostConnection, plan: CreatePlan, undo: list) -> DiskSource:
+    """Write the cloud-init seed next to the new disk (undone by undo), attached as raw."""
+    pool = plan.new_disk.pool
+    volume = image_volumes.write_volume(conn, pool, plan.seed_volume_name, seed_iso(plan.seed))
+    undo.append((f"volume {volume.path}", lambda: volumes.delete_volume(conn, pool, volume.name)))
+    return DiskSource(path=volume.path, kind=volume.kind, format="raw")
+
+
 def build_guest(conn: HostConnection, plan: CreatePlan, *, report: Reporter = _quiet) -> GuestInfo:
-    """Make the volume, define the guest and start it; a failure takes back what was made."""
+    """Make the volumes, define the guest and start it; a failure takes back what was made."""
     guest = plan.guest
     undo: list[tuple[str, Callable[[], object]]] = []
     try:
         if plan.new_disk is not None:
-            pool, size = plan.new_disk.pool, plan.new_disk.size_gib
-            report(0.1, f"making a {size} GiB volume in pool {pool}")
-            volume = volumes.create_volume(
-                conn, pool, plan.volume_name, capacity=size * volumes.GIB
-            )
-            undo.append(
-                (f"volume {volume.path}", lambda: volumes.delete_volume(conn, pool, volume.name))
-            )
-            guest = replace(guest, disk=DiskSource(path=volume.path, kind=volume.kind))
+            guest = replace(guest, disk=_make_disk(conn, plan, undo, report))
+        if plan.seed is not None:
+            report(0.5, "writing the cloud-init seed")
+            guest = replace(guest, seed=_write_seed(conn, plan, undo))
         report(0.6, "defining the guest")
         build.define_guest(conn, guest)
         undo.append((f"guest {guest.name}", lambda: teardown.delete_guest(

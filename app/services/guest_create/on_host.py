@@ -1,18 +1,22 @@
 """The checks of a create request against its host (run on the host's connection): the name is
-free, the volumes, ISO and network exist and are safe to attach, the CPU; the result is a plan."""
+free, the volumes, ISO, base image and network exist and are safe to attach, the CPU; the result
+is a plan."""
 
 import logging
 import uuid as uuid_lib
 from dataclasses import dataclass
 
 from app.errors import Conflict, Invalid, NotFound
+from app.services.guest_create.cloud_init import Seed
 from app.services.guest_create.request import (
+    BaseImage,
     CreateRequest,
     NewDisk,
     VolumeRef,
     volume_name,
 )
-from app.virt import build, domains, networks, volumes
+from app.services.guest_create.seed_iso import seed_volume_name
+from app.virt import build, devices, domains, networks, volumes
 from app.virt.build import DiskSource, GuestPlan
 from app.virt.connection import HostConnection
 from app.virt.cpu import CpuConfig, CpuProbe
@@ -23,21 +27,38 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class ImageDisk:
+    """A checked base image: how the new disk is made from it, and where it is (in the format
+    the user named)."""
+
+    image: BaseImage
+    source: DiskSource
+
+
+@dataclass(frozen=True)
 class CreatePlan:
-    """A checked request: the guest to define, the volume to make first, whether to start."""
+    """A checked request: the guest to define, the volume to make first (from a base image, with
+    a cloud-init seed beside it), whether to start."""
 
     host_id: int
     guest: GuestPlan
     new_disk: NewDisk | None
     start: bool
+    image: ImageDisk | None = None
+    seed: Seed | None = None
 
     @property
     def volume_name(self) -> str:
         """The name of the volume to make."""
-        return volume_name(self.guest.name)
+        return volume_name(self.guest.name, self.image.image.new_format if self.image else "qcow2")
+
+    @property
+    def seed_volume_name(self) -> str:
+        """The name of the seed volume to make."""
+        return seed_volume_name(self.guest.name)
 
 
-def _attachable(conn: HostConnection, ref: VolumeRef, field: str) -> DiskSource:
+def attachable(conn: HostConnection, ref: VolumeRef, field: str) -> DiskSource:
     """The source of an existing volume in the format the request names, or Invalid naming the
     field at fault; its header is read only to refuse what would make QEMU open another file."""
     try:
@@ -61,11 +82,11 @@ def _attachable(conn: HostConnection, ref: VolumeRef, field: str) -> DiskSource:
         raise Invalid(
             f"{field}.volume: a {volume.kind} volume cannot be attached", field=f"{field}.volume"
         )
-    _check_header(volumes.volume_header(conn, ref.pool, ref.volume), ref, field)
+    check_header(volumes.volume_header(conn, ref.pool, ref.volume), ref, field)
     return DiskSource(path=volume.path, kind=volume.kind, format=ref.format)
 
 
-def _check_header(header: ImageHeader, ref: VolumeRef, field: str) -> None:
+def check_header(header: ImageHeader, ref: VolumeRef, field: str) -> None:
     """Refuse a volume whose header disagrees with the format asked for, or names other files."""
     if header.names_other_files:
         what = "a backing file" if header.backing_file else "an external data file"
@@ -94,21 +115,27 @@ def _check_header(header: ImageHeader, ref: VolumeRef, field: str) -> None:
         )
 
 
-def _check_new_disk(conn: HostConnection, disk: NewDisk, volume_name: str) -> None:
+def usable_pool(conn: HostConnection, name: str, *, field: str) -> volumes.Pool:
+    """The active directory pool that new volumes are to go to, or Invalid naming the field."""
     try:
-        pool = volumes.get_pool(conn, disk.pool)
+        pool = volumes.get_pool(conn, name)
     except NotFound as exc:
-        raise Invalid(
-            f"disk.pool: no storage pool '{disk.pool}' on this host", field="disk.pool"
-        ) from exc
+        raise Invalid(f"{field}: no storage pool '{name}' on this host", field=field) from exc
     if not pool.active:
-        raise Invalid(f"disk.pool: storage pool '{disk.pool}' is not active", field="disk.pool")
+        raise Invalid(f"{field}: storage pool '{name}' is not active", field=field)
     if not pool.holds_qcow2:
         raise Invalid(
-            f"disk.pool: new volumes need a directory pool (dir, fs or netfs); "
-            f"'{disk.pool}' is {pool.type}",
-            field="disk.pool",
+            f"{field}: new volumes need a directory pool (dir, fs or netfs); "
+            f"'{name}' is {pool.type}",
+            field=field,
         )
+    return pool
+
+
+def check_new_disk(conn: HostConnection, disk: NewDisk, volume_name: str) -> None:
+    """Refuse, naming the field, a new volume its pool cannot take: a pool that is missing, not
+    active or not a directory, too little free space, or the name taken there."""
+    pool = usable_pool(conn, disk.pool, field="disk.pool")
     free_gib = pool.available / volumes.GIB
     if disk.size_gib * volumes.GIB > pool.available:
         raise Invalid(
@@ -116,17 +143,52 @@ def _check_new_disk(conn: HostConnection, disk: NewDisk, volume_name: str) -> No
             f"({free_gib:.1f} GiB free)",
             field="disk.size_gib",
         )
-    if volumes.volume_exists(conn, disk.pool, volume_name):
+    _check_volume_name(conn, disk.pool, volume_name)
+
+
+def _image_disk(conn: HostConnection, image: BaseImage, disk: NewDisk) -> ImageDisk:
+    """The base image, once it is safe to read and fits in the disk asked for."""
+    source = attachable(conn, image.ref, "image")
+    writer = devices.disk_users(conn, writers=True).get(source.path)
+    if writer is not None:  # its bytes change under the copy, or under the overlay
         raise Conflict(
-            f"name: pool '{disk.pool}' already has a volume '{volume_name}'", field="name"
+            f"image.volume: '{image.volume}' is a disk guest {writer} writes to; a base image "
+            "must not change",
+            field="image.volume",
         )
+    volume = volumes.get_volume(conn, image.pool, image.volume)
+    if disk.size_gib * volumes.GIB < volume.capacity:
+        raise Invalid(
+            f"disk.size_gib: the image '{image.volume}' is {volume.capacity / volumes.GIB:.2f} "
+            "GiB; the disk made from it cannot be smaller",
+            field="disk.size_gib",
+        )
+    if image.mode == "copy" and volume.format not in (None, image.format):
+        raise Invalid(
+            f"image.format: libvirt reads '{image.volume}' as {volume.format}, not "
+            f"{image.format}, and would grow its copy as that; use mode overlay",
+            field="image.format",
+        )
+    return ImageDisk(image=image, source=source)
 
 
-def _check_network(conn: HostConnection, name: str, *, start: bool) -> None:
+def _check_volume_name(conn: HostConnection, pool: str, name: str) -> None:
+    if volumes.volume_exists(conn, pool, name):
+        raise Conflict(f"name: pool '{pool}' already has a volume '{name}'", field="name")
+
+
+def existing_network(conn: HostConnection, name: str) -> networks.Network:
+    """The host's network of this name, or Invalid naming the field `network`."""
     try:
-        network = networks.get_network(conn, name)
+        return networks.get_network(conn, name)
     except NotFound as exc:
         raise Invalid(f"network: no network '{name}' on this host", field="network") from exc
+
+
+def check_network(conn: HostConnection, name: str, *, start: bool) -> None:
+    """Invalid naming `network` unless the host has it, and has it active for a guest that is
+    to start now."""
+    network = existing_network(conn, name)
     if start and not network.active:
         raise Invalid(
             f"network: network '{name}' is not active, so the guest could not start; "
@@ -181,11 +243,16 @@ def check_on_host(
     if request.firmware not in platform.firmware:
         raise Invalid("firmware: this host offers no UEFI firmware", field="firmware")
     new_disk = request.disk if isinstance(request.disk, NewDisk) else None
+    image = request.image
     if new_disk is not None:
-        _check_new_disk(conn, new_disk, volume_name(request.name))
+        new_format = image.new_format if image is not None else "qcow2"
+        check_new_disk(conn, new_disk, volume_name(request.name, new_format))
+    image_disk = _image_disk(conn, image, new_disk) if image and new_disk else None
+    if request.cloud_init is not None and new_disk is not None:
+        _check_volume_name(conn, new_disk.pool, seed_volume_name(request.name))
     disk = request.disk if isinstance(request.disk, VolumeRef) else None
     if request.network is not None:
-        _check_network(conn, request.network, start=request.start)
+        check_network(conn, request.network, start=request.start)
     guest = GuestPlan(
         uuid=str(uuid_lib.uuid4()),
         name=request.name,
@@ -193,9 +260,11 @@ def check_on_host(
         memory_mib=request.memory_mib,
         platform=platform,
         firmware=request.firmware,
-        disk=_attachable(conn, disk, "disk") if disk is not None else None,
-        cdrom=_attachable(conn, request.cdrom, "cdrom") if request.cdrom is not None else None,
+        disk=attachable(conn, disk, "disk") if disk is not None else None,
+        cdrom=attachable(conn, request.cdrom, "cdrom") if request.cdrom is not None else None,
         network=request.network,
         cpu=_cpu(conn, request, platform=platform, known=known_cpu),
     )
-    return CreatePlan(host_id=host_id, guest=guest, new_disk=new_disk, start=request.start)
+    return CreatePlan(
+        host_id=host_id, guest=guest, new_disk=new_disk, start=request.start, image=image_disk
+    )

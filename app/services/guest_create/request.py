@@ -1,5 +1,5 @@
 """A request to create a guest, and the checks that need no call to its host: the name rule,
-sizes, devices, the CPU asked for, the policy."""
+sizes, devices, the base image and cloud-init asked for, the CPU, the policy."""
 
 import re
 from dataclasses import dataclass
@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from app.errors import Invalid
 from app.models import Host
 from app.services.auth import Principal
+from app.services.guest_create.cloud_init import CloudInit, check_cloud_init
 from app.services.overcommit import check_force, check_policy
 from app.virt.connection import CPU_PROBE_PREFIX
 from app.virt.cpu import CPU_MODES
@@ -24,6 +25,8 @@ FIRMWARES = ("bios", "uefi")
 # The formats an existing volume may be attached as: the request says which (never libvirt's
 # probe of the volume's header, which a guest can write); a CD-ROM is always raw.
 VOLUME_FORMATS = ("raw", "qcow2")
+# How a new disk is made from a base image: a copy of it, or a qcow2 overlay backed by it.
+IMAGE_MODES = ("copy", "overlay")
 
 
 def check_guest_name(name: str) -> None:
@@ -37,9 +40,9 @@ def check_guest_name(name: str) -> None:
         )
 
 
-def volume_name(guest_name: str) -> str:
-    """The name of a new guest's new volume: its name with .qcow2."""
-    return f"{guest_name}.qcow2"
+def volume_name(guest_name: str, fmt: str = "qcow2") -> str:
+    """The name of a new guest's new volume: its name with .qcow2 (.img for a raw copy)."""
+    return f"{guest_name}.{'img' if fmt == 'raw' else 'qcow2'}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,27 @@ class VolumeRef:
 
 
 @dataclass(frozen=True)
+class BaseImage:
+    """The image a new disk is made from: an existing volume in the format the user names,
+    copied (copy) or put behind a new qcow2 volume (overlay)."""
+
+    pool: str
+    volume: str
+    format: str = "qcow2"
+    mode: str = "copy"
+
+    @property
+    def ref(self) -> VolumeRef:
+        """The image as a volume to attach."""
+        return VolumeRef(pool=self.pool, volume=self.volume, format=self.format)
+
+    @property
+    def new_format(self) -> str:
+        """The format of the disk made from it: a copy keeps the image's, an overlay is qcow2."""
+        return self.format if self.mode == "copy" else "qcow2"
+
+
+@dataclass(frozen=True)
 class CreateRequest:
     """What a user asks for; nothing in it is trusted yet."""
 
@@ -70,6 +94,9 @@ class CreateRequest:
     disk: NewDisk | VolumeRef | None = None
     cdrom: VolumeRef | None = None
     network: str | None = None
+    # With a new disk: the disk is made from this image; cloud-init then seeds the guest.
+    image: BaseImage | None = None
+    cloud_init: CloudInit | None = None
     firmware: str = "bios"
     # None: what the host's CPU probe found QEMU starts (app.virt.cpu).
     cpu_mode: str | None = None
@@ -146,9 +173,44 @@ def _check_devices(request: CreateRequest) -> None:
             )
     if request.network is not None:
         _check_ref(request.network, "network", "network")
+    _check_image(request)
     if request.firmware not in FIRMWARES:
         raise Invalid("firmware: bios or uefi", field="firmware")
     _check_cpu_request(request)
+
+
+def check_image(image: BaseImage) -> None:
+    """A base image names a pool and a volume, a format and a mode virtdeck knows."""
+    _check_ref(image.pool, "image.pool", "storage pool")
+    _check_ref(image.volume, "image.volume", "volume")
+    if image.format not in VOLUME_FORMATS:
+        raise Invalid(
+            "image.format: raw or qcow2 (never read from the image)", field="image.format"
+        )
+    if image.mode not in IMAGE_MODES:
+        raise Invalid("image.mode: copy or overlay", field="image.mode")
+
+
+def check_seeded_image(image: BaseImage | None) -> None:
+    """cloud-init comes with a base image: it seeds a guest made from a cloud image."""
+    if image is None:
+        raise Invalid(
+            "image.volume: cloud-init seeds a guest made from a cloud image; choose one",
+            field="image.volume",
+        )
+
+
+def _check_image(request: CreateRequest) -> None:
+    if request.image is not None:
+        if not isinstance(request.disk, NewDisk):
+            raise Invalid(
+                "disk.size_gib: a disk made from an image needs a pool and a size",
+                field="disk.size_gib",
+            )
+        check_image(request.image)
+    if request.cloud_init is not None:
+        check_seeded_image(request.image)
+        check_cloud_init(request.cloud_init, guest_name=request.name)
 
 
 def _check_cpu_request(request: CreateRequest) -> None:
