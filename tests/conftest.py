@@ -53,6 +53,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("machine"))
 
 
+@pytest.hookimpl(tryfirst=True)  # a mark seen by the hooks that parametrize
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests on the machine (the real libvirtd, namespaces) run on SQLite unless they choose
+    the database: what they prove is the hypervisor's side, and they run one at a time, so each
+    counts in `make test`'s time; every route's database side is tested on both with the test
+    driver."""
+    definition = metafunc.definition
+    machine = any(definition.get_closest_marker(m) for m in ONE_AT_A_TIME)
+    chosen = any("database_url" in str(m.args[0]) for m in definition.iter_markers("parametrize"))
+    if machine and "database_url" in metafunc.fixturenames and not chosen:
+        definition.add_marker(pytest.mark.parametrize("database_url", ["sqlite"], indirect=True))
+
+
 def _ours_on_libvirtd() -> set[str]:
     """The guests and pools on the real libvirtd that tests name (vdtest-...)."""
     listed = virsh("list", "--all", "--name", check=False).split()

@@ -33,8 +33,6 @@ from tests.polling import finished_job
 from tests.storage import pool_volumes, throwaway_pool, unique_name, virsh_lines
 
 pytestmark = pytest.mark.libvirtd
-# libvirt's side is what is proven here; the database's is in the API tests, on both.
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 GIB = 1024**3
 PASSWORD = "vdtest correct horse"
 USER_DATA = "#cloud-config\nruncmd:\n  - [touch, /var/tmp/vdtest]\n"
@@ -127,7 +125,6 @@ def check_seed(name: str, pool: str, guest_uuid: str, key: str) -> None:
     assert PASSWORD.encode() not in seed.read_bytes()
 
 
-@SQLITE_ONLY
 def test_an_overlay_guest_runs_on_the_base_image_with_its_seed_read_only(
     client: TestClient, local: dict, pool: str, made: list[str]
 ) -> None:
@@ -161,7 +158,6 @@ def test_an_overlay_guest_runs_on_the_base_image_with_its_seed_read_only(
     assert pool_volumes(pool) == ["base.qcow2"]
 
 
-@SQLITE_ONLY
 @pytest.mark.parametrize("fmt", ["qcow2", "raw"])
 def test_a_copy_of_the_base_image_is_grown_to_the_size_asked(
     client: TestClient, local: dict, pool: str, made: list[str], fmt: str
@@ -186,7 +182,6 @@ def test_a_copy_of_the_base_image_is_grown_to_the_size_asked(
     check_seed(name, pool, job["result"]["guest_uuid"], key)
 
 
-@SQLITE_ONLY
 def test_a_base_image_with_a_backing_file_is_refused_and_nothing_is_made(
     client: TestClient, local: dict, pool: str
 ) -> None:

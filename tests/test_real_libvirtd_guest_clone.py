@@ -19,11 +19,7 @@ from tests.libvirtd import IMAGES, SYSTEM_URI, qemu_io, virsh
 from tests.polling import finished_job
 from tests.storage import pool_volumes, remove_guest, throwaway_pool
 
-# libvirt's side is what is proven here; the database's is in the API tests, on both.
-pytestmark = [
-    pytest.mark.libvirtd,
-    pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
-]
+pytestmark = pytest.mark.libvirtd
 CLONE_TIMEOUT = 120
 
 

@@ -19,11 +19,7 @@ from tests.console_guest import console_guest
 from tests.libvirtd import SYSTEM_URI, virsh
 from tests.storage import pool_volumes, throwaway_pool
 
-# libvirt's side is what is proven here; the database's is in the API tests, on both.
-pytestmark = [
-    pytest.mark.libvirtd,
-    pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
-]
+pytestmark = pytest.mark.libvirtd
 GIB = 1024**3
 
 
