@@ -27,6 +27,8 @@ CONNECT_TIMEOUT = 10.0
 # asyncssh logs every channel at INFO: the server's log gets its warnings only.
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
 READ_SIZE = 64 * 1024
+# How long a console that ended waits for libvirt to see its guest stopped.
+STOP_SETTLE_S = 2.0
 
 
 class Reader(Protocol):
@@ -157,12 +159,23 @@ def _close_late(opening: asyncio.Future) -> None:
         os.close(opening.result())
 
 
-async def guest_stopped(calls: HostCalls, host_id: int, guest_uuid: str) -> bool:
-    """Whether the guest has stopped (when its console ended: because QEMU did?)."""
-    try:
-        return not await _call(calls, host_id, lambda conn: guest_is_live(conn, guest_uuid))
-    except VirtdeckError:  # the host is gone: the console's own reason says so
-        return False
+async def guest_stopped(
+    calls: HostCalls, host_id: int, guest_uuid: str, *, settle: float = STOP_SETTLE_S
+) -> bool:
+    """Whether the guest has stopped (when its console ended: because QEMU did?). QEMU closes
+    the screen as it exits, a moment before libvirt has seen it go (longer on a busy host), so
+    a guest that still looks live is asked again for up to `settle` seconds."""
+    deadline = asyncio.get_running_loop().time() + settle
+    while True:
+        try:
+            live = await _call(calls, host_id, lambda conn: guest_is_live(conn, guest_uuid))
+        except VirtdeckError:  # the host is gone: the console's own reason says so
+            return False
+        if not live:
+            return True
+        if asyncio.get_running_loop().time() >= deadline:
+            return False
+        await asyncio.sleep(0.2)
 
 
 def _loopback_for(address: str) -> str:
