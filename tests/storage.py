@@ -48,8 +48,9 @@ def virsh_lines(*args: str) -> list[str]:
 
 
 def pool_volumes(pool: str) -> list[str]:
-    """The volume names `virsh vol-list` shows for a pool."""
-    virsh("pool-refresh", pool)
+    """The volume names `virsh vol-list` shows for a pool, rescanned first unless the pool is
+    busy with a volume stream (then as libvirt last saw it, with the volumes it made since)."""
+    virsh("pool-refresh", pool, check=False)
     lines = virsh("vol-list", pool).splitlines()[2:]  # past the header and its rule
     return sorted(line.split()[0] for line in lines if line.strip())
 
