@@ -79,13 +79,6 @@ def check_target(target: str) -> None:
         raise Invalid("target: a disk target such as vdb or sda", field="target")
 
 
-def _disk(conn: HostConnection, uuid: str, target: str) -> DiskView:
-    found = next((d for d in devices.read_hardware(conn, uuid).disks if d.target == target), None)
-    if found is None:
-        raise NotFound(f"target: the guest has no disk {target}", field="target")
-    return found
-
-
 def _check_unused(conn: HostConnection, path: str, volume: str) -> None:
     """Conflict when a guest on the host (this one too) already has the volume as a disk."""
     user = devices.disk_users(conn).get(path)
@@ -151,8 +144,10 @@ def detach_disk(
     check_target(target)
 
     def work(conn: HostConnection, _guest: Guest) -> bool | None:
-        _disk(conn, uuid, target)
-        return devices.detach(conn, uuid, path="devices/disk", match=devices.disk_at(target))
+        try:
+            return devices.detach(conn, uuid, path="devices/disk", match=devices.disk_at(target))
+        except NotFound as exc:
+            raise NotFound(f"target: the guest has no disk {target}", field="target") from exc
 
     guest, released = _change(sessions, sync, uuid, work)
     return Changed(guest, live=released is not None, pending=released is False, target=target)
@@ -221,7 +216,7 @@ def attach_nic(
         if wanted in taken:
             raise Conflict(f"mac: {wanted} is already used by guest {taken[wanted]}", field="mac")
         if kind == "network":
-            _check_network(conn, source, running=devices.read_hardware(conn, uuid).running)
+            _check_network(conn, source, running=devices.is_running(conn, uuid))
         chosen = wanted or devices.new_mac(taken)
         live = devices.attach_nic(conn, uuid, kind=kind, source=source, mac=chosen, model=model)
         return chosen, live
@@ -259,9 +254,7 @@ def change_media(
         raise Invalid("cdrom.volume: choose a pool and a volume", field="cdrom.volume")
 
     def work(conn: HostConnection, _guest: Guest) -> bool:
-        drive = _disk(conn, uuid, target)
-        if not drive.is_media:
-            raise Conflict(f"target: {target} is a disk, not a CD-ROM drive", field="target")
+        devices.check_drive(conn, uuid, target)  # before the image: the drive is what is asked
         if cdrom is None:
             return devices.change_media(conn, uuid, target=target, path=None)
         source = attachable(conn, VolumeRef(cdrom.pool, cdrom.volume, "raw"), "cdrom")

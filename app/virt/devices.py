@@ -168,6 +168,13 @@ def new_mac(taken: dict[str, str]) -> str:
             return mac
 
 
+def is_running(conn: HostConnection, uuid: str) -> bool:
+    """Whether the guest runs (so a change to it is live too)."""
+    dom = conn.domain(uuid)
+    with libvirt_errors():
+        return bool(dom.isActive())
+
+
 def free_target(conn: HostConnection, uuid: str, prefix: str = "vd") -> str:
     """The first target name (vdb, vdc, ...) neither the live nor the next-boot guest uses."""
     dom = conn.domain(uuid)
@@ -343,6 +350,23 @@ def _with_media(element: ET.Element, *, path: str | None, kind: str) -> str:
     return ET.tostring(element, encoding="unicode")
 
 
+def _drive(root: ET.Element, target: str) -> ET.Element:
+    """The removable-media drive `target` of a domain's XML; NotFound or Conflict naming it."""
+    element = _find(root, "devices/disk", disk_at(target))
+    if element is None:
+        raise NotFound(f"target: the guest has no drive {target}", field="target")
+    if element.get("device") not in ("cdrom", "floppy"):
+        raise Conflict(f"target: {target} is a disk, not a CD-ROM drive", field="target")
+    return element
+
+
+def check_drive(conn: HostConnection, uuid: str, target: str) -> None:
+    """NotFound or Conflict, naming `target`, unless the guest has that CD-ROM or floppy drive."""
+    dom = conn.domain(uuid)
+    with libvirt_errors():
+        _drive(_xml(dom, live=bool(dom.isActive())), target)
+
+
 def change_media(
     conn: HostConnection, uuid: str, *, target: str, path: str | None, kind: str = "file"
 ) -> bool:
@@ -355,12 +379,7 @@ def change_media(
         running = bool(dom.isActive())
         drives = []  # both looked up first: a drive in one only changes neither
         for live in (True, False) if running else (False,):
-            element = _find(_xml(dom, live=live), "devices/disk", disk_at(target))
-            if element is None or element.get("device") not in ("cdrom", "floppy"):
-                raise NotFound(
-                    f"target: the guest has no CD-ROM or floppy drive {target}", field="target"
-                )
-            drives.append((live, element))
+            drives.append((live, _drive(_xml(dom, live=live), target)))
         for live, element in drives:
             xml = _with_media(element, path=path, kind=kind)
             dom.updateDeviceFlags(xml, flags | (LIVE if live else CONFIG))
