@@ -1,6 +1,7 @@
 """Settings, read from VIRTDECK_* environment variables and an optional .env file."""
 
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -74,6 +75,13 @@ class Settings(BaseSettings):
     backup_dir: str = "./data/backups"
     backup_keep: int = Field(7, ge=1)
     backup_bandwidth_mib: float = Field(0.0, ge=0)
+    # How often (seconds) each worker looks for backup schedules whose time has come.
+    schedule_tick: float = Field(15.0, gt=0)
+    # Every succeeded backup is verified again (its checksums recomputed) once its last check is
+    # this many days old; 0 turns the scheduled verification off.
+    backup_verify_days: float = Field(7.0, ge=0)
+    # When a backup or a verification fails, a JSON POST goes to this http(s) URL (empty: none).
+    backup_webhook_url: str = ""
 
     @field_validator("setup_code")
     @classmethod
@@ -81,6 +89,14 @@ class Settings(BaseSettings):
         if code and len(code) < 12:
             raise ValueError("setup_code: at least 12 characters, or empty for a random one")
         return code
+
+    @field_validator("backup_webhook_url")
+    @classmethod
+    def _web_url(cls, url: str) -> str:
+        parsed = urlsplit(url)
+        if url and (parsed.scheme not in ("http", "https") or not parsed.hostname):
+            raise ValueError("backup_webhook_url: an http:// or https:// URL, or empty for none")
+        return url
 
     @property
     def trusted_origin_set(self) -> frozenset[str]:

@@ -1,13 +1,22 @@
-"""Backups and restores through the API in tests: start one, wait for it, see what it left."""
+"""Backups and restores in tests: start one through the API, wait for it, see what it left; or
+write a backup's record as the service leaves it."""
 
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import transaction
+from app.models import Backup
+from app.models.base import utcnow
 from tests.polling import finished_job, until
 
 # A backup or restore of a real disk may take a while on a busy machine.
 BACKUP_TIMEOUT = 120
+WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running, on alpha (tests/data/node-alpha.xml)
+DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off, on alpha
+GIB = 1 << 30
 
 
 def start_backup(client: TestClient, uuid: str) -> dict:
@@ -46,3 +55,31 @@ def wait_until_copying(client: TestClient, job_id: int) -> None:
 def backup_files_left(root: Path) -> list[Path]:
     """Every file under the backup directory."""
     return [p for p in root.rglob("*") if p.is_file()]
+
+
+def add_backup(
+    sessions: sessionmaker[Session],
+    host: dict,
+    *,
+    guest_uuid: str = WEB_1,
+    guest_name: str = "web-1",
+    status: str = "succeeded",
+    age: timedelta = timedelta(0),
+    seconds: float = 75,
+    **fields,
+) -> int:
+    """A backup record as the service leaves it; its id."""
+    started = utcnow() - timedelta(days=1) - age
+    row = {
+        "host_id": host["id"], "host_name": host["name"], "guest_uuid": guest_uuid,
+        "guest_name": guest_name, "started_by": "ops", "started_at": started,
+        "finished_at": None if status == "running" else started + timedelta(seconds=seconds),
+        "status": status, "guest_state": "shutoff", "size_bytes": 3 * GIB // 2, "files": [],
+        "path": f"{host['name']}/{guest_uuid}/{started:%Y%m%dT%H%M%S.%fZ}",
+        **fields,
+    }  # fmt: skip
+    with transaction(sessions) as session:
+        backup = Backup(**row)
+        session.add(backup)
+        session.flush()
+        return backup.id

@@ -20,12 +20,14 @@ from app.main import create_app
 from app.migrate import upgrade
 from app.models import (
     Backup,
+    BackupSchedule,
     Guest,
     Host,
     Job,
     LoginFailure,
     OvercommitPolicy,
     Profile,
+    ScheduleRun,
     User,
 )
 from app.services import users
@@ -133,7 +135,10 @@ def clear_rows(url: str) -> None:
     engine = make_engine(url)
     with transaction(make_session_factory(engine)) as session:
         # Sessions and tokens go with their users, overcommit samples with their hosts.
-        for model in (Backup, Job, Profile, Guest, Host, LoginFailure, User, OvercommitPolicy):
+        for model in (
+            ScheduleRun, BackupSchedule, Backup, Job, Profile, Guest, Host, LoginFailure, User,
+            OvercommitPolicy,
+        ):  # fmt: skip
             session.execute(delete(model))
     engine.dispose()
 

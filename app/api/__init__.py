@@ -6,6 +6,8 @@ import app.paths  # noqa: F401  (registers the path types the routes name)
 from app.api import (
     accounts,
     audit,
+    backup_overview,
+    backup_schedules,
     backups,
     consoles,
     guest_clone,
@@ -36,6 +38,8 @@ router.include_router(snapshots.router)
 router.include_router(accounts.router)
 router.include_router(audit.router)
 router.include_router(overcommit.router)
+router.include_router(backup_overview.router)
 router.include_router(backups.router)
+router.include_router(backup_schedules.router)
 router.include_router(jobs.router)
 router.include_router(uploads.router)

@@ -29,6 +29,11 @@ class BackupFile(BaseModel):
     format: str | None
     size: int
     sha256: str
+    copied_by: str | None = Field(
+        default=None,
+        description="how a disk's bytes were read: file (a local shut-off guest's volume), nbd "
+        "(a local running guest's pull-mode export) or stream (through the libvirt connection)",
+    )
 
 
 class BackupOut(BaseModel):
@@ -46,6 +51,8 @@ class BackupOut(BaseModel):
     finished_at: datetime | None
     duration_seconds: float | None
     status: str = Field(description="running, succeeded, failed, cancelled or corrupt")
+    kind: str = Field(description="full or incremental")
+    parent_id: int | None = Field(description="the backup an incremental one builds on")
     guest_state: str = Field(description="running (push-mode job) or shutoff (volume copy)")
     size_bytes: int
     error: str | None

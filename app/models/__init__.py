@@ -2,6 +2,7 @@
 
 from app.models.audit import AuditEntry
 from app.models.backup import BACKUP_STATES, Backup
+from app.models.backup_schedule import BackupSchedule, ScheduleRun
 from app.models.base import Base
 from app.models.console import ConsoleSession, ConsoleTicket
 from app.models.guest import Guest
@@ -20,6 +21,7 @@ __all__ = [
     "ApiToken",
     "AuditEntry",
     "Backup",
+    "BackupSchedule",
     "Base",
     "ConsoleSession",
     "ConsoleTicket",
@@ -32,6 +34,7 @@ __all__ = [
     "OvercommitPolicy",
     "OvercommitSample",
     "Profile",
+    "ScheduleRun",
     "SetupClaim",
     "Snapshot",
     "User",

@@ -45,6 +45,16 @@ class Backup(Base):
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))
 
     @property
+    def kind(self) -> str:
+        """full or incremental: every backup is full until incremental ones are recorded."""
+        return "full"
+
+    @property
+    def parent_id(self) -> int | None:
+        """The backup an incremental one builds on (a full one has none)."""
+        return None
+
+    @property
     def duration_seconds(self) -> float | None:
         """How long it took (None while it runs)."""
         if self.finished_at is None:

@@ -11,6 +11,7 @@ from app.models import Job
 from app.services.backups.backup_job import BackupJob, run_backup
 from app.services.backups.restore import run_restore
 from app.services.backups.restore_plan import RestoreJob
+from app.services.backups.scheduled_verify import VerifyJob, run_verify
 from app.services.guest_clone import CloneJob, run_clone
 from app.services.guest_create.build import run_create
 from app.services.guest_create.on_host import CreatePlan
@@ -23,6 +24,7 @@ RUNS: dict[JobKind, tuple[type, Any]] = {
     JobKind.GUEST_CLONE: (CloneJob, run_clone),
     JobKind.BACKUP: (BackupJob, run_backup),
     JobKind.RESTORE: (RestoreJob, run_restore),
+    JobKind.BACKUP_VERIFY: (VerifyJob, run_verify),
 }
 
 

@@ -30,11 +30,14 @@ class JobKind(StrEnum):
     GUEST_CLONE = "guest.clone"
     BACKUP = "backup"
     RESTORE = "restore"
+    BACKUP_VERIFY = "backup.verify"
 
     @property
     def cancellable(self) -> bool:
         """Its work stops cleanly when asked (the others would leave half-made things behind)."""
-        return self in (JobKind.BACKUP, JobKind.RESTORE, JobKind.GUEST_CLONE)
+        return self in (
+            JobKind.BACKUP, JobKind.RESTORE, JobKind.GUEST_CLONE, JobKind.BACKUP_VERIFY,
+        )  # fmt: skip
 
 
 def create_job(

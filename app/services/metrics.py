@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.models import Backup, Guest, Host, Job
+from app.services.backups.overview import GuestFigures, guest_figures, totals
 from app.services.work_requests import live_workers, queued_jobs
 
 
@@ -83,6 +84,7 @@ def render(session: Session, *, instance: str, streams: int) -> str:
         "virtdeck_backups", "gauge", "Backups by status.",
         [({"status": s}, n) for s, n in sorted(backups)],
     )  # fmt: skip
+    lines += _backup_watch(session)
     lines += _summary(
         "virtdeck_sync_duration_seconds",
         "Syncs (periodic passes and full reconciles) of the hosts this instance syncs: libvirt "
@@ -135,6 +137,35 @@ def render(session: Session, *, instance: str, streams: int) -> str:
         [({"instance": instance}, streams)],
     )  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _backup_watch(session: Session) -> list[str]:
+    """Per guest: its last successful backup and its failures; the guests needing a look."""
+    figures = guest_figures(session)
+    counted = totals(session)
+
+    def guest(f: GuestFigures) -> dict[str, str]:
+        return {"uuid": f.uuid, "guest": f.name}
+
+    lines = _family(
+        "virtdeck_backup_last_success_timestamp_seconds", "gauge",
+        "When (UNIX time) each guest's last successful backup finished (guests with none are "
+        "left out).",
+        [(guest(f), f.last_success_at.timestamp()) for f in figures if f.last_success_at],
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_backup_failures", "gauge",
+        "Each guest's backups on record that failed, or were found corrupt by a verification.",
+        [({**guest(f), "status": "failed"}, f.failed) for f in figures]
+        + [({**guest(f), "status": "corrupt"}, f.corrupt) for f in figures],
+    )  # fmt: skip
+    lines += _family(
+        "virtdeck_guests_backup_attention", "gauge",
+        "Present guests with no successful backup (none), or whose newest finished backup failed "
+        "or is corrupt (last_failed).",
+        [({"reason": "none"}, counted.no_backup), ({"reason": "last_failed"}, counted.last_failed)],
+    )  # fmt: skip
+    return lines
 
 
 def _summary(

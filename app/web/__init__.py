@@ -12,6 +12,8 @@ from app.web import (
     accounts,
     audit,
     auth,
+    backup_overview,
+    backup_schedules,
     backups,
     consoles,
     guest_clone,
@@ -46,6 +48,8 @@ router.include_router(guest_edit.router)
 router.include_router(guest_hardware.router)
 router.include_router(guest_clone.router)
 router.include_router(snapshots.router)
+router.include_router(backup_overview.router)
+router.include_router(backup_schedules.router)
 router.include_router(backups.router)
 router.include_router(jobs.router)
 router.include_router(accounts.router)

@@ -164,12 +164,14 @@ def _filters(host: str, guest: str, status: str) -> tuple[dict, dict[str, str]]:
 def backups_page(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     host: str = "",
     guest: str = "",
     status: str = "",
     page: int = 1,
 ) -> HTMLResponse:
-    """Every backup, newest first, filtered by host, guest and status, a page at a time."""
+    """Every backup, newest first (its kind, parent and size on disk), filtered by host, guest
+    and status, a page at a time."""
     page, offset = page_window(page)
     guest = guest.strip()
     query, errors = _filters(host, guest, status)
@@ -178,6 +180,7 @@ def backups_page(
         rows, total = backup_service.list_backups(session, **query, limit=PAGE_SIZE, offset=offset)
     context = {
         "backups": rows,
+        "on_disk": backup_service.size_on_disk(settings, rows),
         "total": total,
         "filters": {"host": host, "guest": guest, "status": status},
         "errors": errors,

@@ -60,6 +60,10 @@ class SyncManager:
             except Exception:
                 log.exception("host lease round failed")
 
+    def leading(self) -> set[int]:
+        """The hosts whose lease this instance holds (it syncs them)."""
+        return {h for h, w in list(self._workers.items()) if w.leader.is_set()}
+
     def worker_stats(self) -> dict[int, WorkerStats]:
         """Each host's sync and event figures, for the hosts this instance syncs."""
         return {h: w.stats for h, w in self._workers.items() if w.leader.is_set()}

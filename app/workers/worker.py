@@ -40,6 +40,9 @@ JOB_THREADS = 4
 TRIM_EVERY = 60.0
 # How often it looks whether PostgreSQL's figures of the guests table need refreshing.
 MEASURE_EVERY = 5.0
+# How often it looks for backups due for their scheduled verification (and whenever the hosts
+# whose lease it holds change).
+VERIFY_CHECK_EVERY = 300.0
 
 
 def instance_name() -> str:
@@ -74,6 +77,8 @@ class Worker:
         self._reported = 0.0
         self._trimmed = time.monotonic()
         self._measured = time.monotonic()
+        self._verify_checked = (0.0, frozenset[int]())
+        self._scheduled = 0.0  # the first round looks at once: a slot missed while down runs
         self._engine = sessions.kw["bind"]
 
     def wake(self) -> None:
@@ -113,6 +118,12 @@ class Worker:
         if time.monotonic() - self._measured >= MEASURE_EVERY and not RECONCILES.busy():
             self._measured = time.monotonic()  # a failure is tried again in MEASURE_EVERY, too
             refresh_if_grown(self._engine)
+        self._queue_verifications()
+        if time.monotonic() - self._scheduled >= self._settings.schedule_tick:
+            self._scheduled = time.monotonic()
+            backup_service.run_schedules(
+                self._sessions, self.link, self.link, self._settings, instance=self.instance
+            )
         if time.monotonic() - self._trimmed >= TRIM_EVERY:
             release_free_memory()
             self._trimmed = time.monotonic()
@@ -132,6 +143,16 @@ class Worker:
                 with transaction(self._sessions) as session:
                     work_requests.answer(session, host_id, request)
                 del self._asked[host_id]
+
+    def _queue_verifications(self) -> None:
+        """Queue the scheduled verifications due on the hosts this instance holds."""
+        held = frozenset(self.sync.leading())
+        checked, hosts = self._verify_checked
+        if held == hosts and time.monotonic() - checked < VERIFY_CHECK_EVERY:
+            return
+        self._verify_checked = (time.monotonic(), held)
+        if backup_service.queue_due_verifications(self._sessions, self._settings, hosts=set(held)):
+            self.wake()
 
     def _take_jobs(self, job_ids: list[int]) -> None:
         with transaction(self._sessions) as session:

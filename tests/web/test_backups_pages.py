@@ -20,14 +20,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.models import Backup, Guest, Job
 from app.models.base import utcnow
+from tests.backups import DB_1, GIB, WEB_1, add_backup
 from tests.conftest import add_host, node_uri
 from tests.htmx import HTMX, htmx_to, toast
 from tests.markup import parse
 
-WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running, on alpha
-DB_1 = "a1000000-0000-4000-8000-000000000003"  # shut off, on alpha
 BUILD_1 = "b2000000-0000-4000-8000-000000000001"  # on beta
-GIB = 1 << 30
 
 
 @pytest.fixture(autouse=True)
@@ -42,34 +40,6 @@ def alpha(make_client) -> tuple[TestClient, dict]:
     """An admin's client and host alpha, synced."""
     admin = make_client()
     return admin, add_host(admin, "alpha", node_uri("node-alpha.xml"))
-
-
-def add_backup(
-    sessions: sessionmaker[Session],
-    host: dict,
-    *,
-    guest_uuid: str = WEB_1,
-    guest_name: str = "web-1",
-    status: str = "succeeded",
-    age: timedelta = timedelta(0),
-    seconds: float = 75,
-    **fields,
-) -> int:
-    """A backup record as the service leaves it; its id."""
-    started = utcnow() - timedelta(days=1) - age
-    row = {
-        "host_id": host["id"], "host_name": host["name"], "guest_uuid": guest_uuid,
-        "guest_name": guest_name, "started_by": "ops", "started_at": started,
-        "finished_at": None if status == "running" else started + timedelta(seconds=seconds),
-        "status": status, "guest_state": "shutoff", "size_bytes": 3 * GIB // 2, "files": [],
-        "path": f"{host['name']}/{guest_uuid}/{started:%Y%m%dT%H%M%S.%fZ}",
-        **fields,
-    }  # fmt: skip
-    with transaction(sessions) as session:
-        backup = Backup(**row)
-        session.add(backup)
-        session.flush()
-        return backup.id
 
 
 def add_job(sessions: sessionmaker[Session], **fields) -> int:

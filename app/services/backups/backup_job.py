@@ -1,11 +1,16 @@
-"""Taking a backup as a job: a push-mode backup job for a running guest, a volume copy for a shut
--off one. Its files land under temporary names and are renamed once complete and hashed; any
-failure removes the directory, so a "succeeded" record always has every file."""
+"""Taking a backup as a job. On a local host a running guest's disks are read by qemu-img from a
+pull-mode NBD export and a shut-off guest's volume files are read directly (app.services.backups
+.local_copy); on a remote host a push-mode job copies a running guest's disks into scratch volumes
+and volumes are streamed through the libvirt connection. Its files land under temporary names and
+are renamed once complete and hashed; any failure removes the directory, so a "succeeded" record
+always has every file."""
 
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +25,10 @@ from app.services import jobs as job_service
 from app.services.auth import Principal
 from app.services.backups.catalog import get_backup
 from app.services.backups.files import backup_root, make_private_dirs, remove_tree, write_manifest
+from app.services.backups.local_copy import copy_export, copy_file, readable_file
 from app.services.backups.retention import apply_retention
 from app.services.backups.streams import HashingWriter, Meter, Throttle, write_bytes
+from app.services.backups.webhook import report_failure
 from app.services.backups.work import Started, connect
 from app.services.guest_actions import GuestLock
 from app.services.guest_delete import present_guest
@@ -31,6 +38,7 @@ from app.services.ports import Cancelled, HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
 from app.virt import volumes
 from app.virt.connection import HostConnection
+from app.virt.nbd_exports import NbdExport, nbd_exports
 from app.virt.uri import is_local
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -124,6 +132,8 @@ def run_backup(job: BackupJob, env: JobEnv, report: Reporter) -> dict[str, Any]:
         remove_tree(root, job.path)
         status = "cancelled" if isinstance(exc, Cancelled) else "failed"
         _finish(env.sessions, job.backup_id, status=status, exc=exc)
+        if status == "failed":
+            report_failure(env.sessions, env.settings, job.backup_id, event="backup.failed")
         raise
     finally:
         env.release()
@@ -146,8 +156,6 @@ def _copy(
     facts = conn.facts()
     with transaction(env.sessions) as session:
         get_backup(session, job.backup_id).guest_state = "running" if source.running else "shutoff"
-    throttle = Throttle(env.settings.backup_bandwidth_mib * 1024 * 1024)
-    reporting = env.renewing(report)
     entries = [
         _entry(
             "domain.xml",
@@ -157,24 +165,11 @@ def _copy(
             write_bytes(directory / "domain.xml", source.xml.encode()),
         )
     ]
-    if source.running:
-        pushed = Meter(sum(d.capacity for d in source.disks), reporting, span=0.5)
-        with virt.push_backup(
-            conn, source, lambda done, _total: pushed.add(done - pushed.done, "backup job")
-        ) as scratch:
-            sizes = {t: volumes.allocation(conn, p) for t, p in scratch.items()}
-            meter = Meter(sum(sizes.values()), reporting, start=0.5, span=0.5)
-            for disk in source.disks:
-                entries.append(
-                    _download(conn, scratch[disk.target], disk, "qcow2", directory, meter, throttle)
-                )
-    else:
-        meter = Meter(sum(d.allocation for d in source.disks), reporting)
-        for disk in source.disks:
-            entries.append(
-                _download(conn, disk.path, disk, disk.format, directory, meter, throttle)
-            )
-    if source.nvram and is_local(job.uri) and Path(source.nvram).is_file():
+    local = is_local(job.uri)
+    entries += _disks(
+        conn, source, job=job, env=env, directory=directory, report=report, local=local
+    )
+    if source.nvram and local and Path(source.nvram).is_file():
         entries.append(
             _entry(
                 "nvram.fd",
@@ -187,6 +182,7 @@ def _copy(
     report(1.0, "done")
     return {
         "format": "virtdeck-backup/1",
+        "digest": "sha256",
         "guest": {"uuid": source.uuid, "name": source.name, "state": source.state},
         "host": {
             "id": job.host_id,
@@ -209,16 +205,73 @@ def _copy(
     }
 
 
-def _download(
+def _disks(
     conn: HostConnection,
-    path: str,
+    source: virt.GuestSource,
+    *,
+    job: BackupJob,
+    env: JobEnv,
+    directory: Path,
+    report: Reporter,
+    local: bool,
+) -> list[dict[str, Any]]:
+    """Each disk's image into directory, read the fastest way the host allows; their entries."""
+    rate = env.settings.backup_bandwidth_mib * 1024 * 1024
+    throttle, reporting, entries = Throttle(rate), env.renewing(report), []
+    if source.running and local:
+        # Pull mode: qemu-img reads each disk's allocated extents from QEMU into the backup file.
+        meter = Meter(sum(d.capacity for d in source.disks), reporting)
+        with nbd_exports(conn, source) as exports:
+            for disk in source.disks:
+                entries.append(_pull(exports[disk.target], disk, directory, meter, rate))
+    elif source.running:
+        pushed = Meter(sum(d.capacity for d in source.disks), reporting, span=0.5)
+        with virt.push_backup(
+            conn, source, lambda done, _total: pushed.add(done - pushed.done, "backup job")
+        ) as scratch:
+            sizes = {t: volumes.allocation(conn, p) for t, p in scratch.items()}
+            meter = Meter(sum(sizes.values()), reporting, start=0.5, span=0.5)
+            for disk in source.disks:
+                entries.append(
+                    _download(
+                        disk, "qcow2", directory, meter, throttle,
+                        fill=partial(_stream, conn, scratch[disk.target]), copied_by="stream",
+                    )
+                )  # fmt: skip
+    else:
+        meter = Meter(sum(d.allocation for d in source.disks), reporting)
+        for disk in source.disks:
+            direct = local and readable_file(disk.path)
+            fill = partial(copy_file, disk.path) if direct else partial(_stream, conn, disk.path)
+            entries.append(
+                _download(
+                    disk, disk.format, directory, meter, throttle,
+                    fill=fill, copied_by="file" if direct else "stream",
+                )
+            )  # fmt: skip
+        if local and virt.inspect(conn, job.guest_uuid).running:
+            # Its files were read behind libvirt's back: they are only a backup if it stayed off.
+            raise VirtdeckError(f"{source.name} was started while it was backed up; try again")
+    return entries
+
+
+def _stream(conn: HostConnection, path: str, writer: HashingWriter) -> None:
+    """The volume at path through the libvirt connection into writer (holes stay holes)."""
+    volumes.download(conn, path, writer.write, writer.hole)
+
+
+def _download(
     disk: virt.DiskCopy,
     fmt: str,
     directory: Path,
     meter: Meter,
     throttle: Throttle,
+    *,
+    fill: Callable[[HashingWriter], None],
+    copied_by: str,
 ) -> dict[str, Any]:
-    """One disk's volume (or its push-mode scratch copy) into directory, hashed as it comes."""
+    """One disk's image (its volume, or a push-mode scratch copy) into directory: fill writes it
+    into a writer that hashes it as it comes."""
     name = f"disk-{disk.target}.{fmt}"
     what = f"copying {disk.target}"
 
@@ -228,16 +281,41 @@ def _download(
 
     writer = HashingWriter(directory / name, on_bytes=on_bytes)
     try:
-        volumes.download(conn, path, writer.write, writer.hole)
-        # Where the disk was, kept in the database: a restore in place takes it from there.
-        where = {"path": disk.path, "pool": disk.pool, "capacity": disk.capacity}
-        return {**_entry(name, "disk", disk.target, fmt, writer.finish()), **where}
+        fill(writer)
+        return _disk_entry(name, disk, fmt, writer.finish(), copied_by=copied_by)
     except OSError as exc:
         writer.abort()
         raise VirtdeckError(f"writing {name}: {exc.strerror or exc}") from exc
     except BaseException:
         writer.abort()
         raise
+
+
+def _pull(
+    export: NbdExport, disk: virt.DiskCopy, directory: Path, meter: Meter, rate: int
+) -> dict[str, Any]:
+    """One running disk's pull-mode export into directory as qcow2, hashed once written."""
+    name = f"disk-{disk.target}.qcow2"
+    try:
+        written = copy_export(
+            export,
+            directory / name,
+            capacity=disk.capacity,
+            rate=rate,
+            on_bytes=lambda count: meter.add(count, f"copying {disk.target}"),
+        )
+    except OSError as exc:
+        raise VirtdeckError(f"writing {name}: {exc.strerror or exc}") from exc
+    return _disk_entry(name, disk, "qcow2", written, copied_by="nbd")
+
+
+def _disk_entry(
+    name: str, disk: virt.DiskCopy, fmt: str, written: tuple[int, str], *, copied_by: str
+) -> dict[str, Any]:
+    """A disk image's manifest entry: where the disk was (kept in the database: a restore in
+    place takes it from there) and how its bytes were read (file, nbd or stream)."""
+    where = {"path": disk.path, "pool": disk.pool, "capacity": disk.capacity}
+    return {**_entry(name, "disk", disk.target, fmt, written), **where, "copied_by": copied_by}
 
 
 def _finish(

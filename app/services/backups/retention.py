@@ -1,36 +1,147 @@
-"""Retention: a guest keeps its newest `backup_keep` succeeded backups; older ones go."""
+"""Retention: which of a guest's backups a policy keeps (keep-last, -daily, -weekly, -monthly,
+as Proxmox's prune), the policy that governs each guest, applying it after a backup, and the
+preview of what a policy would remove.
 
-from sqlalchemy import select
+A guest's policy is that of the most specific enabled schedule covering it (guest, then host,
+then all guests; the oldest schedule first); a guest no schedule covers keeps its newest
+`backup_keep` backups. Only succeeded backups are kept by a rule; a corrupt one goes once it is
+older than the oldest kept one; running, failed and cancelled ones are left alone.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.db import transaction
-from app.models import Backup
+from app.errors import Invalid
+from app.models import Backup, BackupSchedule, Guest
 from app.services.backups.files import backup_root, remove_tree
+
+KEEPS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly")
+MAX_KEEP = 10000
+PRUNABLE = ("succeeded", "corrupt")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How many backups each rule keeps (0: the rule is off)."""
+
+    keep_last: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+
+    @classmethod
+    def checked(cls, **keeps: int) -> "Policy":
+        """The policy from keep counts; 422 naming the count out of range, or keep_last when
+        all are 0 (a policy that keeps nothing would remove every backup)."""
+        for name, count in keeps.items():
+            if not 0 <= count <= MAX_KEEP:
+                raise Invalid(f"{name}: a count from 0 to {MAX_KEEP}", field=name)
+        if not any(keeps.values()):
+            raise Invalid("keep_last: keep at least one backup by some rule", field="keep_last")
+        return cls(**keeps)
+
+    @classmethod
+    def of(cls, schedule: BackupSchedule) -> "Policy":
+        """A schedule's policy."""
+        return cls(**{name: getattr(schedule, name) for name in KEEPS})
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a policy says of one backup: kept (and by which rule) or removed."""
+
+    backup: Backup
+    keep: bool
+    reason: str
+
+
+# Each rule's bucket: within one bucket (a day, an ISO week, a month) only the newest is kept.
+_BUCKETS: dict[str, Callable[[datetime], object]] = {
+    "keep_daily": lambda t: t.date(),
+    "keep_weekly": lambda t: t.isocalendar()[:2],
+    "keep_monthly": lambda t: (t.year, t.month),
+}
+
+
+def prune(backups: Sequence[Backup], policy: Policy) -> list[Verdict]:
+    """The verdict on each of one guest's backups, newest first.
+
+    As Proxmox: keep-last keeps the newest N; each later rule walks newest first and keeps the
+    newest backup of each of its N most recent buckets, skipping buckets a kept backup covers.
+    """
+    ordered = sorted(
+        (b for b in backups if b.status in PRUNABLE), key=lambda b: b.started_at, reverse=True
+    )
+    kept: dict[int, str] = {}
+    good = [b for b in ordered if b.status == "succeeded"]
+    for backup in good[: policy.keep_last]:
+        kept[backup.id] = "last"
+    for rule, bucket_of in _BUCKETS.items():
+        count = getattr(policy, rule)
+        covered = {bucket_of(b.started_at) for b in good if b.id in kept}
+        taken: set[object] = set()
+        for backup in good:
+            bucket = bucket_of(backup.started_at)
+            if backup.id in kept or bucket in covered or bucket in taken:
+                continue
+            if len(taken) >= count:
+                break
+            taken.add(bucket)
+            kept[backup.id] = rule.removeprefix("keep_")
+    oldest_kept = min((b.started_at for b in good if b.id in kept), default=None)
+    return [
+        Verdict(b, True, kept[b.id])
+        if b.id in kept
+        else Verdict(b, False, "corrupt" if b.status == "corrupt" else "no rule keeps it")
+        for b in ordered
+        if b.status == "succeeded" or (oldest_kept is not None and b.started_at < oldest_kept)
+    ]
+
+
+def policy_for(session: Session, settings: Settings, guest_uuid: str) -> Policy:
+    """The policy that governs the guest's backups."""
+    host_id = session.scalar(select(Guest.host_id).where(Guest.uuid == guest_uuid).limit(1))
+    specific = case(
+        (BackupSchedule.scope == "guest", 0), (BackupSchedule.scope == "host", 1), else_=2
+    )
+    schedule = session.scalars(
+        select(BackupSchedule)
+        .where(
+            BackupSchedule.enabled,
+            (BackupSchedule.scope == "all")
+            | ((BackupSchedule.scope == "host") & (BackupSchedule.host_id == host_id))
+            | ((BackupSchedule.scope == "guest") & (BackupSchedule.guest_uuid == guest_uuid)),
+        )
+        .order_by(specific, BackupSchedule.id)
+        .limit(1)
+    ).first()
+    return Policy.of(schedule) if schedule else Policy(keep_last=settings.backup_keep)
+
+
+def guest_backups(session: Session, guest_uuids: Sequence[str]) -> dict[str, list[Backup]]:
+    """The prunable backups of these guests, by guest."""
+    found: dict[str, list[Backup]] = {uuid: [] for uuid in guest_uuids}
+    for backup in session.scalars(
+        select(Backup).where(Backup.guest_uuid.in_(guest_uuids), Backup.status.in_(PRUNABLE))
+    ):
+        found[backup.guest_uuid].append(backup)
+    return found
 
 
 def apply_retention(sessions: sessionmaker[Session], settings: Settings, guest_uuid: str) -> int:
-    """Delete the guest's succeeded or corrupt backups past the newest backup_keep succeeded
-    ones, files first; returns how many went."""
+    """Delete the guest's backups its policy does not keep, files first; how many went."""
     with transaction(sessions) as session:
-        kept = session.scalars(
-            select(Backup.started_at)
-            .where(Backup.guest_uuid == guest_uuid, Backup.status == "succeeded")
-            .order_by(Backup.started_at.desc())
-            .offset(settings.backup_keep - 1)
-            .limit(1)
-        ).first()
-        if kept is None:
-            return 0
-        old = session.scalars(
-            select(Backup).where(
-                Backup.guest_uuid == guest_uuid,
-                Backup.status.in_(("succeeded", "corrupt")),
-                Backup.started_at < kept,
-            )
-        ).all()
+        policy = policy_for(session, settings, guest_uuid)
+        backups = guest_backups(session, [guest_uuid])[guest_uuid]
+        removed = [v.backup for v in prune(backups, policy) if not v.keep]
         root = backup_root(settings)
-        for backup in old:
+        for backup in removed:
             remove_tree(root, backup.path)
             session.delete(backup)
-        return len(old)
+        return len(removed)

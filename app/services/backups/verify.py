@@ -10,6 +10,7 @@ from app.models.base import utcnow
 from app.services.backups.actions import VERIFY, status_actions
 from app.services.backups.catalog import get_backup
 from app.services.backups.files import backup_root, mismatches
+from app.services.backups.webhook import report_failure
 
 
 def verify_backup(sessions: sessionmaker[Session], settings: Settings, backup_id: int) -> Backup:
@@ -30,6 +31,8 @@ def verify_backup(sessions: sessionmaker[Session], settings: Settings, backup_id
         backup.error = f"checksum mismatch: {', '.join(bad)}" if bad else None
         session.flush()
         session.expunge(backup)
+    if bad:
+        report_failure(sessions, settings, backup_id, event="verify.failed")
     return backup
 
 
