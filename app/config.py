@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     backup_dir: str = "./data/backups"
     backup_keep: int = Field(7, ge=1)
     backup_bandwidth_mib: float = Field(0.0, ge=0)
+    # A running guest's backups form chains: a full one, then incremental ones (only the blocks
+    # changed since the previous backup); every backup_full_every-th backup is full again
+    # (1: every backup is full).
+    backup_full_every: int = Field(7, ge=1)
     # How often (seconds) each worker looks for backup schedules whose time has come.
     schedule_tick: float = Field(15.0, gt=0)
     # Every succeeded backup is verified again (its checksums recomputed) once its last check is

@@ -3,7 +3,8 @@
 A guest vdbench-<hex> (64 MiB, 1 vCPU, no OS) gets a 2 GiB qcow2 disk whose first 1 GiB is random
 data, in a throwaway dir pool on the real libvirtd (qemu:///system, so run it as root). virtdeck
 runs in-process on a temporary database and backup directory with that libvirtd as its host, and
-each of these is timed --repeat times (the median is kept), the page cache dropped before each:
+each of these is timed --repeat times (the median and the spread, slowest minus fastest, are
+printed), the page cache dropped before each:
 
 - a backup of the shut-off guest (on this local host: its volume file read directly);
 - a backup of the running guest (on this local host: read by qemu-img from a pull-mode NBD
@@ -11,7 +12,12 @@ each of these is timed --repeat times (the median is kept), the page cache dropp
 - the same two with the libvirtd registered as a remote host, `qemu+ssh://root@127.0.0.1:PORT/
   system` through a private sshd with key auth (tests/sshd.py): a volume streamed through the
   libvirt connection, and a push-mode job into a scratch volume that is then streamed;
-- `qemu-img convert -O qcow2` of the same disk into a file: the reference;
+- after the running guest's full backups: a full backup kept, then --repeat times 64 MiB
+  written at random offsets of its disk (1 MiB each, HMP qemu-io) and the next backup, which
+  virtdeck takes as an incremental one; its time and size against the full one's (target: at
+  most a tenth of each);
+- `qemu-img convert -O qcow2` of the same disk into a file, then the fsync of that file (a
+  backup is on disk when it ends, so the reference is too): the reference;
 - for information, that convert followed by `sha256sum` of the copy; then the sha256 of the
   copy (from the page cache) as a backup takes it: the floor of any copy that hashes its bytes.
 
@@ -24,13 +30,14 @@ also have the volume's own sha256, and each running backup's image the disk's co
 compare, not timed).
 
 The phases of a backup are read from the files, not from the app: when the disk file appeared in
-the backup directory, and the last write to the push-mode job's scratch volume. The job itself
-is asked for only every 0.5 s, as a client asking every 0.05 s made the backups much slower on
-two cores.
+the backup directory under its temporary name, its last write (the copy's end), when it got its
+own name (hashed and synced), and the last write to the push-mode job's scratch volume. The job
+itself is asked for only every 0.5 s, as a client asking every 0.05 s made the backups much
+slower on two cores.
 
 Run it with `make bench`, or:
 
-    .venv/bin/python bench/backup.py --repeat 5
+    .venv/bin/python bench/backup.py
 
 Everything it makes (guest, pool, volumes, files, database) is removed, on failure and Ctrl-C
 too. Missed targets still exit 0; only a crash exits non-zero.
@@ -39,6 +46,7 @@ too. Missed targets still exit 0; only a crash exits non-zero.
 import argparse
 import contextlib
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -77,8 +85,14 @@ from tests.storage import remove_guest, throwaway_pool, unique_name  # noqa: E40
 MIB = 1 << 20
 GIB = 1 << 30
 SHUT_OFF, RUNNING = "backup, shut-off guest", "backup, running guest"
+INCREMENTAL = "incremental backup after 64 MiB of writes, running guest"
+WRITES = 64  # MiB written at random offsets of the running guest's disk before an incremental
+# The guest's vda as qemu-io -d takes it: the virtio-blk device inside libvirt's virtio-disk0
+# (the PCI device around it has no block backend).
+QDEV = "/machine/peripheral/virtio-disk0/virtio-backend"
+INCREMENTAL_TARGET = 0.1  # an incremental's time and size, at most this share of the full's
 SSH = " (qemu+ssh)"
-CONVERT, HASHED = "qemu-img convert", "qemu-img convert + sha256sum"
+CONVERT, HASHED = "qemu-img convert + fsync", "qemu-img convert + fsync + sha256sum"
 TARGETS = {SHUT_OFF: 0.8, RUNNING: 0.6}  # ratio to qemu-img convert, on the local host
 JOB_POLL = 0.5  # seconds between requests for the job's state while a backup runs
 WATCH = 0.01  # seconds between looks at the files: the phase split is this precise
@@ -86,6 +100,8 @@ SCRATCH = ".virtdeck-backup-"  # how app/virt/backups.py names a push-mode job's
 JOB_TIMEOUT = 600.0
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 FLOOR = "sha256 alone, as backups hash"
+COPY_PHASE = "copying into the disk file (to its last write)"
+HASH_PHASE = "then sha256 and fsync (to its rename)"
 
 
 @dataclass
@@ -123,6 +139,8 @@ class Result:
                 RUNNING,
                 SHUT_OFF + SSH,
                 RUNNING + SSH,
+                INCREMENTAL,
+                INCREMENTAL + SSH,
                 CONVERT,
                 HASHED,
             )
@@ -130,6 +148,18 @@ class Result:
     )
     same_bytes: list[bool] = field(default_factory=list)
     same_content: list[bool] = field(default_factory=list)
+    incremental: dict[str, list["Incremental"]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Incremental:
+    """One backup after the writes, and the full backup its chain began with."""
+
+    kind: str
+    seconds: float
+    size: int
+    full_seconds: float
+    full_size: int
 
 
 # --- the guest --------------------------------------------------------------------------------
@@ -244,12 +274,15 @@ def drop_caches() -> None:
 @dataclass
 class Watch:
     """What the files show while a backup runs, looked at without asking the app (on two cores
-    frequent requests would slow the backup down): when its first disk file appeared in the
-    backup directory, and the last write to a push-mode job's scratch volume (the job's end)."""
+    frequent requests would slow the backup down): when its disk file appeared in the backup
+    directory (under its temporary name), its last write (the copy's end), when it got its own
+    name (hashed and synced), and the last write to a push-mode job's scratch volume."""
 
     pool_dir: Path
     backup_dir: Path
     copying: float | None = None
+    written: float | None = None
+    renamed: float | None = None
     job_end: float | None = None
 
     def look(self) -> None:
@@ -259,15 +292,25 @@ class Watch:
                 with contextlib.suppress(FileNotFoundError):  # deleted as we looked
                     mtime = entry.stat().st_mtime
                     self.job_end = max(self.job_end or mtime, mtime)
-        if self.copying is None and next(self.backup_dir.rglob(f"disk-*{PART}"), None):
-            self.copying = time.time()
+        if self.renamed is not None:
+            return
+        for disk in self.backup_dir.rglob("disk-*"):
+            if not disk.name.endswith(PART):
+                self.renamed = time.time()
+                return
+            self.copying = self.copying or time.time()
+            with contextlib.suppress(FileNotFoundError):  # renamed as we looked
+                mtime = disk.stat().st_mtime
+                self.written = max(self.written or mtime, mtime)
 
     def phases(self, start: float, end: float) -> dict[str, float]:
-        """The seconds from start to the job's end, to the copy's start and to the end."""
+        """The seconds of each phase from start to end (those the files showed)."""
         points = (
             ("push-mode backup job (to the scratch volume's last write)", self.job_end),
             ("until copying began", self.copying),
-            ("copying, hashing, fsync, manifest", end),
+            (COPY_PHASE, self.written),
+            (HASH_PHASE, self.renamed),
+            ("manifest and record", end),
         )
         phases, previous = {}, start
         for label, at in points:
@@ -278,11 +321,8 @@ class Watch:
         return phases
 
 
-def back_up(
-    client: TestClient, guest_uuid: str, watch: Watch, check: Callable[[Path, str], None]
-) -> tuple[float, dict]:
-    """Take a backup, check(its disk image, that image's sha256) and delete it again: its
-    duration_seconds and the seconds of its phases."""
+def take(client: TestClient, guest_uuid: str, watch: Watch) -> dict:
+    """Take a backup, looking at its files meanwhile; its record once it succeeded."""
     began = time.perf_counter()
     started = expect(client.post(f"/api/v1/guests/{guest_uuid}/backups"), 202)
     job_url = f"/api/v1/jobs/{started['job']['id']}"
@@ -299,15 +339,40 @@ def back_up(
         time.sleep(WATCH)
     if job["status"] != "succeeded":
         raise RuntimeError(f"backup {job['status']}: {job['error']}")
-    backup_id = started["backup"]["id"]
-    backup = expect(client.get(f"/api/v1/backups/{backup_id}"))
+    return expect(client.get(f"/api/v1/backups/{started['backup']['id']}"))
+
+
+def back_up(
+    client: TestClient, guest_uuid: str, watch: Watch, check: Callable[[Path, str], None]
+) -> tuple[float, dict]:
+    """Take a backup, check(its disk image, that image's sha256) and delete it again: its
+    duration_seconds and the seconds of its phases."""
+    backup = take(client, guest_uuid, watch)
     disk = next(f for f in backup["files"] if f["kind"] == "disk")
     check(watch.backup_dir / backup["path"] / disk["name"], disk["sha256"])
-    expect(client.delete(f"/api/v1/backups/{backup_id}"), 204)
+    expect(client.delete(f"/api/v1/backups/{backup['id']}"), 204)
     start, end = (
         datetime.fromisoformat(backup[k]).timestamp() for k in ("started_at", "finished_at")
     )
     return backup["duration_seconds"], watch.phases(start, end)
+
+
+def write_randomly(name: str, disk_mib: int) -> None:
+    """WRITES MiB at distinct random MiB offsets of the running guest's disk, through QEMU
+    (HMP qemu-io on its virtio disk), then flushed so that its image file is whole."""
+    for offset in random.sample(range(disk_mib), WRITES):
+        said = virsh("qemu-monitor-command", name, "--hmp",
+                     f'qemu-io -d {QDEV} "write -P 0x11 {offset}M 1M"')  # fmt: skip
+        if said.strip():  # it says nothing when it wrote
+            raise RuntimeError(f"qemu-io write at {offset} MiB: {said.strip()}")
+    virsh("qemu-monitor-command", name, "--hmp", f'qemu-io -d {QDEV} "flush"')
+
+
+def drop_checkpoints(guest_uuid: str) -> None:
+    """Delete the checkpoints (and their bitmaps) the backups began: the next virtdeck, on a
+    database of its own, numbers its backups and so its checkpoints from 1 again."""
+    for name in reversed(virsh("checkpoint-list", guest_uuid, "--name", "--topological").split()):
+        virsh("checkpoint-delete", guest_uuid, name)
 
 
 def same_content(image: Path, disk: Path) -> bool:
@@ -327,20 +392,23 @@ def timed(command: list[str]) -> float:
 
 
 def convert(disk: Path, workdir: Path, method: Method, hashed: Method) -> None:
-    """One qemu-img convert of the disk, then sha256sum of the copy and a sync (for reference)."""
+    """One qemu-img convert of the disk and the fsync of the copy (a backup is on disk when it
+    ends, so the reference is too); then, for reference, sha256sum of the copy."""
     copy = workdir / "convert.qcow2"
     try:
-        seconds = timed(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", str(disk), str(copy)])
+        copying = timed(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", str(disk), str(copy)])
+        started = time.perf_counter()
+        with open(copy, "rb") as handle:
+            os.fsync(handle.fileno())
+        syncing = time.perf_counter() - started
         hashing = timed(["sha256sum", str(copy)])
         started = time.perf_counter()
         sha256_of(copy)  # as a backup hashes, the copy now in the page cache: CPU only
         floor = time.perf_counter() - started
-        started = time.perf_counter()
-        os.sync()
-        method.add(seconds, **{"qemu-img convert": seconds, "sync afterwards (not counted)":
-                               time.perf_counter() - started})  # fmt: skip
-        hashed.add(seconds + hashing, **{"qemu-img convert": seconds, "sha256sum": hashing,
-                                         FLOOR: floor})  # fmt: skip
+        method.add(copying + syncing, **{"qemu-img convert": copying,
+                                         "fsync of the copy": syncing})  # fmt: skip
+        hashed.add(copying + syncing + hashing, **{"qemu-img convert + fsync": copying + syncing,
+                                                   "sha256sum": hashing, FLOOR: floor})  # fmt: skip
     finally:
         copy.unlink(missing_ok=True)
 
@@ -403,9 +471,35 @@ class Bench:
             try:
                 refresh()
                 repeat(self.args.repeat, lambda: run(online, self.equal_disk))
+                self.incrementals(client, backup_dir, suffix)
             finally:
+                drop_checkpoints(self.guest_uuid)  # (libvirt 9.0 deletes them from running guests)
                 virsh("destroy", self.guest_uuid)
+            self.expected = sha256_of(self.disk)  # (written to since)
             refresh()
+
+    def incrementals(self, client: TestClient, backup_dir: Path, suffix: str) -> None:
+        """A full backup of the running guest, kept; then, --repeat times, WRITES MiB written
+        at random offsets of its disk and the next backup (an incremental one), timed; each
+        compared with the full one; all deleted afterwards, newest first."""
+        method = self.result.methods[INCREMENTAL + suffix]
+        kept: list[dict] = []
+        try:
+            drop_caches()
+            kept.append(take(client, self.guest_uuid, Watch(self.pool_dir, backup_dir)))
+            for _ in range(self.args.repeat):
+                write_randomly(self.result.name, self.args.disk_mib)
+                drop_caches()
+                backup = take(client, self.guest_uuid, Watch(self.pool_dir, backup_dir))
+                kept.append(backup)
+                method.add(backup["duration_seconds"])
+                self.result.incremental.setdefault(suffix, []).append(
+                    Incremental(backup["kind"], backup["duration_seconds"], backup["size_bytes"],
+                                kept[0]["duration_seconds"], kept[0]["size_bytes"])
+                )  # fmt: skip
+        finally:
+            for backup in reversed(kept):
+                expect(client.delete(f"/api/v1/backups/{backup['id']}"), 204)
 
     def same_sha256(self, _image: Path, sha256: str) -> None:
         """Note whether a shut-off backup's image has the volume's own sha256."""
@@ -419,6 +513,13 @@ class Bench:
 # --- the table --------------------------------------------------------------------------------
 
 
+def spread(runs: list[float]) -> str:
+    """The runs' range (slowest minus fastest) and that as a share of their median."""
+    width = max(runs) - min(runs)
+    median = statistics.median(runs)
+    return f"{width:.2f} s ({width / median:.0%})" if median else f"{width:.2f} s"
+
+
 def result_rows(result: Result, disk_mib: int, data_mib: int) -> list[Row]:
     """One row a method: median seconds, throughputs, ratio to qemu-img convert, target; and
     whether the shut-off backups copied the disk's bytes."""
@@ -428,6 +529,7 @@ def result_rows(result: Result, disk_mib: int, data_mib: int) -> list[Row]:
         seconds = statistics.median(runs)
         return (
             f"{seconds:.2f} s",
+            spread(runs),
             " ".join(f"{s:.2f}" for s in runs),
             f"{disk_mib * MIB / GIB / seconds:.2f}",
             f"{data_mib * MIB / GIB / seconds:.2f}",
@@ -452,21 +554,40 @@ def result_rows(result: Result, disk_mib: int, data_mib: int) -> list[Row]:
     rows.append(
         Row(
             "shut-off backups with the disk's sha256",
-            (f"{same} of {len(result.same_bytes)}", "", "", "", ""),
+            (f"{same} of {len(result.same_bytes)}", "", "", "", "", ""),
             "all",
             same == len(result.same_bytes),
         )
     )
+    for suffix, runs in result.incremental.items():
+        rows += incremental_rows(suffix, runs)
     equal = sum(result.same_content)
     rows.append(
         Row(
             "running backups equal to the disk",
-            (f"{equal} of {len(result.same_content)}", "", "", "", ""),
+            (f"{equal} of {len(result.same_content)}", "", "", "", "", ""),
             "all",
             equal == len(result.same_content),
         )
     )
     return rows
+
+
+def incremental_rows(suffix: str, runs: list[Incremental]) -> list[Row]:
+    """Whether the backups after the writes were incremental, and their median time and size
+    as shares of the full backup's."""
+    blank = ("",) * 5
+    incremental = sum(run.kind == "incremental" for run in runs)
+    time_share = statistics.median(run.seconds / run.full_seconds for run in runs)
+    size_share = statistics.median(run.size / run.full_size for run in runs)
+    return [
+        Row(f"backups after the writes that were incremental{suffix}",
+            (f"{incremental} of {len(runs)}", *blank), "all", incremental == len(runs)),
+        Row(f"incremental / full backup, time{suffix}", (f"{time_share:.3f}", *blank),
+            f"≤ {INCREMENTAL_TARGET:g}", time_share <= INCREMENTAL_TARGET),
+        Row(f"incremental / full backup, size{suffix}", (f"{size_share:.3f}", *blank),
+            f"≤ {INCREMENTAL_TARGET:g}", size_share <= INCREMENTAL_TARGET),
+    ]  # fmt: skip
 
 
 def phase_rows(result: Result) -> list[Row]:
@@ -475,7 +596,7 @@ def phase_rows(result: Result) -> list[Row]:
     for method in result.methods.values():
         rows.append(Row(method.name, ""))
         rows += [
-            Row(f"  {phase}", f"{statistics.median(spent):.2f} s")
+            Row(f"  {phase}", (f"{statistics.median(spent):.2f} s", spread(spent)))
             for phase, spent in method.phases.items()
         ]
     return rows
@@ -484,7 +605,7 @@ def phase_rows(result: Result) -> list[Row]:
 def parse_args() -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each method (median)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each method (median)")
     parser.add_argument("--disk-mib", type=int, default=2048, help="the disk's virtual size")
     parser.add_argument("--data-mib", type=int, default=1024, help="random data at its start")
     parser.add_argument(
@@ -520,12 +641,12 @@ def main() -> int:
           "seconds over these (backups include sha256 and fsync)")  # fmt: skip
     rows = result_rows(result, args.disk_mib, args.data_mib)
     print_table(
-        ("method", "seconds", "runs", "GiB/s", "data GiB/s", "ratio to qemu-img convert",
+        ("method", "seconds", "spread", "runs", "GiB/s", "data GiB/s", "ratio to qemu-img convert",
          "target", "ok"), rows,
     )  # fmt: skip
     print()
     print(f"where the time goes (medians; backup phases from the files, looked at every {WATCH} s)")
-    print_table(("phase", "seconds"), phase_rows(result))
+    print_table(("phase", "seconds", "spread"), phase_rows(result))
     print_targets(rows)
     return 0
 

@@ -82,6 +82,9 @@ def remove_pool(name: str) -> None:
 
 
 def remove_guest(name: str) -> None:
-    """Stop and undefine a guest on the real libvirtd (with its NVRAM), if it exists."""
+    """Stop and undefine a guest on the real libvirtd (with its NVRAM, snapshots' and
+    checkpoints' metadata), if it exists."""
     virsh("destroy", name, check=False)
-    virsh("undefine", name, "--nvram", "--snapshots-metadata", check=False)
+    virsh(
+        "undefine", name, "--nvram", "--snapshots-metadata", "--checkpoints-metadata", check=False
+    )

@@ -1,17 +1,25 @@
 """Fast full backups on the real libvirtd: on a local host a shut-off guest's volume file is read
 directly and a running guest's disk through a pull-mode NBD export (one copy, no scratch volume);
-each backup equals the disk; a cancelled pull ends the libvirt job; a qemu+ssh host still
-streams."""
+each backup equals the disk; a cancelled pull ends the libvirt job; a qemu+ssh host's running
+guest is read from the same export through SSH (a shut-off one is still streamed)."""
 
 import json
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.backups import BACKUP_TIMEOUT, back_up, backup_files_left, restore, start_backup
+from tests.backups import (
+    BACKUP_TIMEOUT,
+    back_up,
+    backup_files_left,
+    restore,
+    start_backup,
+    wait_until_copying,
+)
 from tests.conftest import add_host
 from tests.libvirtd import IMAGES, SYSTEM_URI, holds, qemu_io, throwaway_guest, virsh
 from tests.polling import finished_job, until
@@ -39,6 +47,14 @@ def same_image(first: Path, second: Path, fmt: str = "qcow2") -> bool:
 def no_backup_job(uuid: str) -> bool:
     """Whether libvirt shows no job on the guest."""
     return "None" in virsh("domjobinfo", uuid).split("\n", 1)[0]
+
+
+def leftovers() -> list[Path]:
+    """The socket directories of NBD exports (on the host: here this machine) and of SSH
+    forwards (here) that are still there."""
+    return sorted(Path("/tmp").glob("virtdeck-nbd-*")) + sorted(
+        Path(tempfile.gettempdir()).glob("virtdeck-ssh-*")
+    )
 
 
 def test_a_shut_off_guest_is_backed_up_from_its_volume_file_byte_for_byte(
@@ -103,8 +119,9 @@ def test_a_running_guest_is_backed_up_through_an_nbd_export_with_no_scratch_volu
             virsh("undefine", copy, check=False)
 
 
+@pytest.mark.parametrize("over_ssh", [False, True], ids=["local", "qemu+ssh"])
 def test_a_cancelled_running_backup_ends_its_nbd_job_and_leaves_no_files(
-    make_client, tmp_path: Path
+    make_client, tmp_path: Path, request: pytest.FixtureRequest, over_ssh: bool
 ) -> None:
     client = make_client(backup_bandwidth_mib=1)
     root = Path(client.app.state.settings.backup_dir)
@@ -113,18 +130,14 @@ def test_a_cancelled_running_backup_ends_its_nbd_job_and_leaves_no_files(
         throwaway_guest(tmp_path, directory=IMAGES / pool, size="32M") as guest,
     ):
         assert qemu_io(guest.disk, "write -P 0x22 0 24M").returncode == 0
-        add_host(client, "local", SYSTEM_URI)
+        uri = request.getfixturevalue("ssh").uri() if over_ssh else SYSTEM_URI
+        add_host(client, "over-ssh" if over_ssh else "local", uri)
+        before = leftovers()
         virsh("start", guest.uuid)
         try:
             started = start_backup(client, guest.uuid)
             job_id = started["job"]["id"]
-
-            def copying() -> bool:
-                job = client.get(f"/api/v1/jobs/{job_id}").json()
-                assert job["status"] in ("queued", "running"), job
-                return job["message"].startswith("copying")
-
-            until(copying, timeout=30, interval=0.05, what="the backup never got going")
+            wait_until_copying(client, job_id)
             assert client.post(f"/api/v1/jobs/{job_id}/cancel").status_code in (200, 202)
             job = finished_job(client, job_id, timeout=BACKUP_TIMEOUT)
             until(lambda: no_backup_job(guest.uuid), timeout=10, what="the libvirt job lingers")
@@ -136,6 +149,7 @@ def test_a_cancelled_running_backup_ends_its_nbd_job_and_leaves_no_files(
         assert job["status"] == "cancelled", job
         assert backup["status"] == "cancelled"
         assert backup_files_left(root) == []
+        assert leftovers() == before
         assert state == "running"
         assert holds(guest.disk, "0x22", "24M")
 
@@ -146,21 +160,30 @@ def ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
         yield running
 
 
-def test_a_guest_on_a_qemu_ssh_host_is_still_streamed_through_libvirt(
+def test_a_running_guest_on_a_qemu_ssh_host_is_read_from_its_nbd_export_through_ssh(
     client: TestClient, tmp_path: Path, ssh: SshHost
 ) -> None:
-    with throwaway_pool() as pool, throwaway_guest(tmp_path, directory=IMAGES / pool) as guest:
+    with (
+        throwaway_pool() as pool,
+        throwaway_guest(tmp_path, directory=IMAGES / pool, size="64M") as guest,
+    ):
         assert qemu_io(guest.disk, "write -P 0x5a 0 1M").returncode == 0
+        assert qemu_io(guest.disk, "write -P 0x6b 40M 2M").returncode == 0
         add_host(client, "over-ssh", ssh.uri())
+        before = leftovers()
 
         offline = back_up(client, guest.uuid)
         virsh("start", guest.uuid)
         try:
             online = back_up(client, guest.uuid)
+            job_info = virsh("domjobinfo", guest.uuid)
         finally:
             virsh("destroy", guest.uuid)
 
+        copied_by = [disk_file(client, backup)[0]["copied_by"] for backup in (offline, online)]
+        assert copied_by == ["stream", "nbd"]
         for backup in (offline, online):
-            entry, image = disk_file(client, backup)
-            assert entry["copied_by"] == "stream"
-            assert same_image(guest.disk, image)
+            assert same_image(guest.disk, disk_file(client, backup)[1])
+        assert job_info.split() == ["Job", "type:", "None"], job_info
+        assert sorted(p.name for p in (IMAGES / pool).iterdir()) == [guest.disk.name]
+        assert leftovers() == before

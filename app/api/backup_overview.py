@@ -1,4 +1,5 @@
-"""GET /api/v1/backups/overview: every guest's last successful backup and how its last ended."""
+"""GET /api/v1/backups/overview: every guest's last successful backup, how its last ended and
+its next scheduled run."""
 
 from datetime import datetime
 from typing import Annotated
@@ -26,6 +27,10 @@ class GuestBackupsOut(BaseModel):
     last_status: str | None = Field(description="succeeded, failed, cancelled or corrupt")
     last_error: str | None
     last_failed: bool = Field(description="the newest finished backup failed or is corrupt")
+    next_run_at: datetime | None = Field(
+        description="its next scheduled backup (UTC, jitter included); null: no schedule covers it"
+    )
+    next_run_schedule: str | None = Field(description="the schedule of that run")
 
 
 class Totals(BaseModel):
@@ -58,7 +63,8 @@ def backup_overview(
     limit: Annotated[int, Query()] = 100,
     offset: Annotated[int, Query()] = 0,
 ) -> BackupOverview:
-    """Present guests by name with their last successful backup and how their last one ended."""
+    """Present guests by name with their last successful backup, how their last one ended and
+    their next scheduled run."""
     if show is not None and show not in overview_service.SHOWS:
         raise Invalid(f"show: one of {', '.join(overview_service.SHOWS)}", field="show")
     rows, total, totals = overview_service.overview(session, show=show, limit=limit, offset=offset)

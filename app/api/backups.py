@@ -5,11 +5,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.schemas import JobOut
 from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SettingsDep, SyncDep, guard, needs
+from app.models import Backup
 from app.services import backups as backup_service
 from app.services.auth import Permission, Principal
+from app.services.backups.chains import Chain, chains
 
 router = APIRouter(tags=["backups"])
 REFUSALS = {
@@ -26,7 +29,10 @@ class BackupFile(BaseModel):
     name: str
     kind: str = Field(description="domain-xml, disk or nvram")
     target: str | None = Field(description="the disk's target (vda) for a disk image")
-    format: str | None
+    format: str | None = Field(
+        description="qcow2 or raw, or delta: an incremental backup's "
+        "changed blocks, one after another"
+    )
     size: int
     sha256: str
     copied_by: str | None = Field(
@@ -51,8 +57,28 @@ class BackupOut(BaseModel):
     finished_at: datetime | None
     duration_seconds: float | None
     status: str = Field(description="running, succeeded, failed, cancelled or corrupt")
-    kind: str = Field(description="full or incremental")
+    kind: str = Field(description="full, or incremental: the blocks changed since its parent")
     parent_id: int | None = Field(description="the backup an incremental one builds on")
+    checkpoint: str | None = Field(
+        description="the libvirt checkpoint it began on the guest, from which the next "
+        "incremental backup reads the changes (none for a shut-off guest's backup)"
+    )
+    full_reason: str | None = Field(
+        description="why the backup is full when an incremental one could have been expected "
+        "(e.g. the parent's checkpoint was missing on the host)"
+    )
+    changed_bytes: int | None = Field(
+        description="an incremental backup's changed bytes (what it copied), over all disks"
+    )
+    restorable: bool = Field(
+        description="whether it can be restored: it and every backup it builds on succeeded"
+    )
+    unrestorable_reason: str | None = Field(
+        description="why it cannot be restored, e.g. 'backup 40 is corrupt'"
+    )
+    dependents: list[int] = Field(
+        description="the backups that build on it, oldest first: it cannot be deleted before them"
+    )
     guest_state: str = Field(description="running (push-mode job) or shutoff (volume copy)")
     size_bytes: int
     error: str | None
@@ -91,10 +117,33 @@ class RestoreIn(BaseModel):
     )
 
 
-def _started(started: backup_service.Started) -> BackupStarted:
-    return BackupStarted(
-        backup=BackupOut.model_validate(started.backup), job=JobOut.model_validate(started.job)
-    )
+# BackupOut's fields read from the record; the rest say where it stands in its chain.
+_RECORDED = [
+    name
+    for name in BackupOut.model_fields
+    if name not in ("restorable", "unrestorable_reason", "dependents")
+]
+
+
+def backup_out(backup: Backup, chain: Chain) -> BackupOut:
+    """The backup as the API shows it."""
+    recorded = {name: getattr(backup, name) for name in _RECORDED}
+    return BackupOut.model_validate(
+        {**recorded, "restorable": chain.restorable, "unrestorable_reason": chain.blocker,
+         "dependents": list(chain.dependents)}
+    )  # fmt: skip
+
+
+def backups_out(session: Session, backups: list[Backup]) -> list[BackupOut]:
+    """The backups as the API shows them, their chains read in one go."""
+    found = chains(session, backups)
+    return [backup_out(b, found[b.id]) for b in backups]
+
+
+def _started(sessions: sessionmaker[Session], started: backup_service.Started) -> BackupStarted:
+    with sessions() as session:
+        (backup,) = backups_out(session, [started.backup])
+    return BackupStarted(backup=backup, job=JobOut.model_validate(started.job))
 
 
 @router.get("/backups", response_model=BackupList, dependencies=guard(Permission.VIEW))
@@ -110,17 +159,16 @@ def list_backups(
     rows, total = backup_service.list_backups(
         session, host_id=host_id, guest_uuid=guest_uuid, status=status, limit=limit, offset=offset
     )
-    return BackupList(
-        items=[BackupOut.model_validate(b) for b in rows], total=total, limit=limit, offset=offset
-    )
+    return BackupList(items=backups_out(session, rows), total=total, limit=limit, offset=offset)
 
 
 @router.get(
     "/backups/{backup_id:id}", response_model=BackupOut, dependencies=guard(Permission.VIEW)
 )
 def get_backup(backup_id: int, session: SessionDep) -> BackupOut:
-    """One backup with its files."""
-    return BackupOut.model_validate(backup_service.get_backup(session, backup_id))
+    """One backup with its files and where it stands in its chain."""
+    (backup,) = backups_out(session, [backup_service.get_backup(session, backup_id)])
+    return backup
 
 
 @router.post(
@@ -139,7 +187,8 @@ def start_backup(
 ) -> BackupStarted:
     """Back the guest up now (running: push-mode job; shut off: volume copy), as a job."""
     return _started(
-        backup_service.start_backup(sessions, sync, jobs, settings, uuid=uuid, principal=principal)
+        sessions,
+        backup_service.start_backup(sessions, sync, jobs, settings, uuid=uuid, principal=principal),
     )
 
 
@@ -150,8 +199,10 @@ def start_backup(
     responses=REFUSALS,
 )
 def verify_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) -> BackupOut:
-    """Recompute every checksum: succeeded again, or corrupt naming the files."""
-    return BackupOut.model_validate(backup_service.verify_backup(sessions, settings, backup_id))
+    """Recompute every checksum: succeeded again, or corrupt naming the files; and whether it
+    can still be restored (restorable, unrestorable_reason)."""
+    verified = backup_service.verify_backup(sessions, settings, backup_id)
+    return backup_out(verified.backup, verified.chain)
 
 
 @router.post(
@@ -174,6 +225,7 @@ def restore_backup(
         mode=body.mode, name=body.name, host_id=body.host_id, pool=body.pool
     )
     return _started(
+        sessions,
         backup_service.start_restore(
             sessions,
             sync,
@@ -182,7 +234,7 @@ def restore_backup(
             backup_id=backup_id,
             request=request,
             principal=principal,
-        )
+        ),
     )
 
 
@@ -193,6 +245,6 @@ def restore_backup(
     responses=REFUSALS,
 )
 def delete_backup(backup_id: int, sessions: SessionsDep, settings: SettingsDep) -> Response:
-    """Remove the backup's files and its record."""
+    """Remove the backup's files and its record; 409 naming the backups that build on it."""
     backup_service.delete_backup(sessions, settings, backup_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

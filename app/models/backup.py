@@ -19,6 +19,7 @@ class Backup(Base):
         Index("ix_backups_guest_uuid_started_at", "guest_uuid", "started_at"),
         Index("ix_backups_status", "status"),
         Index("ix_backups_host_id", "host_id"),
+        Index("ix_backups_parent_id", "parent_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -43,16 +44,17 @@ class Backup(Base):
     files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # sha256 of manifest.json's bytes; a restore or verify refuses a manifest that differs.
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))
-
-    @property
-    def kind(self) -> str:
-        """full or incremental: every backup is full until incremental ones are recorded."""
-        return "full"
-
-    @property
-    def parent_id(self) -> int | None:
-        """The backup an incremental one builds on (a full one has none)."""
-        return None
+    # full, or incremental: only the blocks changed since its parent's checkpoint (since 0017).
+    kind: Mapped[str] = mapped_column(String(16), default="full")
+    # The backup an incremental one builds on; a restore of it needs every ancestor.
+    parent_id: Mapped[int | None] = mapped_column(Integer)
+    # The libvirt checkpoint this backup began (its name on the host), which the next
+    # incremental backup reads the changes since; None when it began none (a shut-off guest).
+    checkpoint: Mapped[str | None] = mapped_column(String(64))
+    # Why a backup is full when an incremental one could have been expected (shown in history).
+    full_reason: Mapped[str | None] = mapped_column(Text)
+    # An incremental backup's changed bytes (the dirty extents it copied), summed over disks.
+    changed_bytes: Mapped[int | None] = mapped_column(BigInteger)
 
     @property
     def duration_seconds(self) -> float | None:

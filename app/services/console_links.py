@@ -6,7 +6,6 @@ process's event loop (libvirt calls run in HostCalls' threads)."""
 
 import asyncio
 import ipaddress
-import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -18,14 +17,13 @@ import asyncssh
 from app.config import Settings
 from app.errors import ConsoleUnavailable, HostUnreachable, VirtdeckError
 from app.services.ports import HostCalls
+from app.services.ssh_hosts import ssh_connection
 from app.virt.consoles import graphics_socket_fd, guest_is_live, vnc_listen
 from app.virt.failures import one_line
 from app.virt.types import VncListen
 from app.virt.uri import ssh_target, transport
 
 CONNECT_TIMEOUT = 10.0
-# asyncssh logs every channel at INFO: the server's log gets its warnings only.
-logging.getLogger("asyncssh").setLevel(logging.WARNING)
 READ_SIZE = 64 * 1024
 # How long a console that ended waits for libvirt to see its guest stopped.
 STOP_SETTLE_S = 2.0
@@ -186,41 +184,9 @@ def _loopback_for(address: str) -> str:
     return address
 
 
-async def _ssh_connection(uri: str, settings: Settings) -> asyncssh.SSHClientConnection:
-    """An SSH connection as the URI says (user, port, key, known_hosts), host key checked."""
-    target = ssh_target(uri)
-    options = {"port": target.port} if target.port else {}
-    try:
-        return await asyncio.wait_for(
-            asyncssh.connect(
-                target.host,
-                username=target.user or (),
-                client_keys=[target.keyfile] if target.keyfile else (),
-                known_hosts=target.known_hosts or (),
-                keepalive_interval=settings.keepalive_interval,
-                keepalive_count_max=settings.keepalive_count,
-                agent_path=None,
-                **options,
-            ),
-            CONNECT_TIMEOUT,
-        )
-    except asyncssh.HostKeyNotVerifiable as exc:
-        raise ConsoleUnavailable(
-            f"the SSH host key of {target.host} is unknown or changed: refused"
-        ) from exc
-    except asyncssh.PermissionDenied as exc:
-        raise ConsoleUnavailable(
-            f"{target.host} refused the SSH login of {target.user or 'this user'}"
-        ) from exc
-    except (OSError, TimeoutError, asyncssh.Error) as exc:
-        raise HostUnreachable(
-            f"cannot reach {target.host} over SSH: {one_line(str(exc) or 'timed out', 80)}"
-        ) from exc
-
-
 async def _over_ssh(uri: str, listen: VncListen, settings: Settings) -> Link:
     assert listen.address is not None and listen.port is not None
-    connection = await _ssh_connection(uri, settings)
+    connection = await ssh_connection(uri, settings, refused=ConsoleUnavailable)
     address = _loopback_for(listen.address)
     try:
         reader, writer = await asyncio.wait_for(

@@ -1,8 +1,12 @@
 """Pull-mode backup jobs: a running guest's disks, as they were at one instant, exported over NBD
-on a local unix socket for as long as a copy reads them (libvirt's <domainbackup mode='pull'>).
+on a unix socket on the guest's host for as long as a copy reads them (libvirt's <domainbackup
+mode='pull'>); a qemu+ssh host's socket is reached through SSH (app.services.backups.ssh_exports).
 
 One copy of the data: the reader takes the blocks straight from QEMU, no scratch volume between
 (libvirt's scratch file only holds what the guest overwrites while the export is read).
+
+The job may begin a checkpoint (app.virt.checkpoints), and an incremental one exports, beside
+each disk, the blocks written since an earlier checkpoint as an NBD dirty-bitmap meta context.
 """
 
 import grp
@@ -12,8 +16,8 @@ import shutil
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 
 import libvirt
@@ -21,7 +25,7 @@ import libvirt
 from app.errors import VirtdeckError
 from app.virt.backups import JOB_POLL, GuestSource
 from app.virt.connection import HostConnection
-from app.virt.failures import error_message, libvirt_errors
+from app.virt.failures import error_message, libvirt_errors, translate
 
 SOCKET = "nbd.sock"
 END_WAIT = 30.0  # seconds libvirt may take to tear an aborted job down
@@ -29,10 +33,17 @@ END_WAIT = 30.0  # seconds libvirt may take to tear an aborted job down
 
 @dataclass(frozen=True)
 class NbdExport:
-    """One disk's export: the unix socket QEMU serves it on and the export's name."""
+    """One disk's export: the unix socket QEMU serves it on, the export's name and, for an
+    incremental job, the NBD meta context that marks the blocks changed since its checkpoint."""
 
     socket: str
     name: str
+    context: str | None = None
+
+
+class IncrementalRefused(VirtdeckError):
+    """libvirt would not begin an incremental job (its checkpoint or a bitmap is unusable); a
+    full one may still begin."""
 
 
 def _owner(label: str) -> tuple[int, int]:
@@ -43,32 +54,77 @@ def _owner(label: str) -> tuple[int, int]:
     return uid, gid
 
 
-def _socket_directory(dom: libvirt.virDomain) -> str:
-    """A new directory for the export's socket, private to the user QEMU runs as (the live
-    XML's DAC label; ours when it has none), which creates the socket there."""
+# Makes the directory for the export's socket and scratch files, private to QEMU's user (given by
+# its DAC label, None: ours), where QEMU runs; yields its path there and removes it afterwards.
+SocketDirectory = Callable[[str | None], AbstractContextManager[str]]
+
+
+@contextmanager
+def local_socket_directory(owner: str | None) -> Iterator[str]:
+    """A new directory on this machine (a local host's QEMU creates the socket there)."""
     directory = tempfile.mkdtemp(prefix="virtdeck-nbd-")
     try:
-        label = ET.fromstring(dom.XMLDesc(0)).findtext("seclabel[@model='dac']/label")
-        if label:
-            os.chown(directory, *_owner(label))
-    except BaseException:
+        if owner:
+            os.chown(directory, *_owner(owner))
+        yield directory
+    finally:
         shutil.rmtree(directory, ignore_errors=True)
-        raise
-    return directory
 
 
-def _backup_xml(directory: str, targets: list[str]) -> str:
+def _qemu_owner(dom: libvirt.virDomain) -> str | None:
+    """The user QEMU runs as: the live XML's DAC label, if it has one."""
+    return ET.fromstring(dom.XMLDesc(0)).findtext("seclabel[@model='dac']/label") or None
+
+
+def _bitmap(target: str) -> str:
+    """The name an incremental job exports disk target's changed blocks under."""
+    return f"backup-{target}"
+
+
+def _backup_xml(directory: str, targets: list[str], *, incremental: str | None) -> str:
     """The pull-mode job: its socket and each disk's scratch file (what the guest overwrites
-    while the export is read keeps its old blocks there) in directory."""
+    while the export is read keeps its old blocks there) in directory; if incremental, the
+    checkpoint whose changes each disk's bitmap export shows."""
     backup = ET.Element("domainbackup", mode="pull")
+    if incremental is not None:
+        ET.SubElement(backup, "incremental").text = incremental
     ET.SubElement(backup, "server", transport="unix", socket=os.path.join(directory, SOCKET))
     disks = ET.SubElement(backup, "disks")
     for target in targets:
         disk = ET.SubElement(
             disks, "disk", name=target, backup="yes", type="file", exportname=target
         )
+        if incremental is not None:
+            disk.set("exportbitmap", _bitmap(target))
         ET.SubElement(disk, "scratch", file=os.path.join(directory, f"scratch-{target}.qcow2"))
     return ET.tostring(backup, encoding="unicode")
+
+
+def _checkpoint_xml(dom: libvirt.virDomain, name: str, targets: list[str]) -> str:
+    """A checkpoint named name with a bitmap of each backed-up disk and none of the others."""
+    checkpoint = ET.Element("domaincheckpoint")
+    ET.SubElement(checkpoint, "name").text = name
+    disks = ET.SubElement(checkpoint, "disks")
+    for dev in ET.fromstring(dom.XMLDesc(0)).findall("devices/disk/target"):
+        target = dev.get("dev")
+        kept = "bitmap" if target in targets else "no"
+        ET.SubElement(disks, "disk", name=target, checkpoint=kept)
+    return ET.tostring(checkpoint, encoding="unicode")
+
+
+def _begin(
+    dom: libvirt.virDomain, backup_xml: str, checkpoint_xml: str | None, *, incremental: str | None
+) -> None:
+    """backupBegin; IncrementalRefused if an incremental job is what libvirt refused."""
+    try:
+        dom.backupBegin(backup_xml, checkpoint_xml, 0)
+    except libvirt.libvirtError as exc:
+        if incremental is None:
+            raise translate(exc) from exc
+        raise IncrementalRefused(
+            f"libvirt refused an incremental backup since checkpoint {incremental}: "
+            f"{error_message(exc)}"
+        ) from exc
 
 
 def _end(dom: libvirt.virDomain) -> None:
@@ -83,20 +139,39 @@ def _end(dom: libvirt.virDomain) -> None:
 
 
 @contextmanager
-def nbd_exports(conn: HostConnection, source: GuestSource) -> Iterator[dict[str, NbdExport]]:
-    """Begin a pull-mode backup of the running guest (a local host's); yields {target: export}.
-    The job is ended when the block ends: after a failure quietly, after success checked, so
-    that a job that vanished meanwhile (libvirtd restarted, aborted by hand) fails the copy."""
+def nbd_exports(
+    conn: HostConnection,
+    source: GuestSource,
+    *,
+    socket_directory: SocketDirectory = local_socket_directory,
+    checkpoint: str | None = None,
+    incremental: str | None = None,
+) -> Iterator[dict[str, NbdExport]]:
+    """Begin a pull-mode backup of the running guest; yields {target: export}, the sockets being
+    paths on the guest's host (in a directory made by socket_directory: a local host's by
+    default). The job is ended when the block ends: after a failure quietly, after success
+    checked, so that a job that vanished meanwhile (libvirtd restarted, aborted by hand) fails
+    the copy. With checkpoint, the job begins a checkpoint of that name (a bitmap per backed-up
+    disk); with incremental, each export also marks the blocks changed since that checkpoint
+    (IncrementalRefused: libvirt would not begin such a job)."""
     targets = [disk.target for disk in source.disks]
     with libvirt_errors():
         dom = conn.domain(source.uuid)
-        directory = _socket_directory(dom)
-    try:
-        with libvirt_errors():
-            dom.backupBegin(_backup_xml(directory, targets), None, 0)
+        owner = _qemu_owner(dom)
+        checkpoint_xml = None if checkpoint is None else _checkpoint_xml(dom, checkpoint, targets)
+    with socket_directory(owner) as directory:
+        backup_xml = _backup_xml(directory, targets, incremental=incremental)
+        _begin(dom, backup_xml, checkpoint_xml, incremental=incremental)
         socket = os.path.join(directory, SOCKET)
         try:
-            yield {target: NbdExport(socket=socket, name=target) for target in targets}
+            yield {
+                target: NbdExport(
+                    socket=socket,
+                    name=target,
+                    context=None if incremental is None else f"qemu:dirty-bitmap:{_bitmap(target)}",
+                )
+                for target in targets
+            }
         except BaseException:
             with suppress(libvirt.libvirtError, VirtdeckError):
                 _end(dom)
@@ -107,5 +182,3 @@ def nbd_exports(conn: HostConnection, source: GuestSource) -> Iterator[dict[str,
             raise VirtdeckError(
                 f"the backup job ended before the copy was complete: {error_message(exc)}"
             ) from exc
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import libvirt
 
 from app.errors import Conflict, Invalid, NotFound
+from app.virt import checkpoints
 from app.virt.connection import HostConnection
 from app.virt.domain_xml import domain_size
 from app.virt.failures import libvirt_errors
@@ -138,6 +139,9 @@ def create_snapshot(
         if _lookup(dom, name) is not None:
             raise Conflict(f"name: {dom.name()} already has a snapshot named {name}", field="name")
         _check_creatable(conn, dom, memory=memory)
+        if dom.isActive() != 1:
+            # The checkpoint of the last backup would block it: the next backup is full instead.
+            checkpoints.discard_all(conn, uuid, only_virtdecks=True)
         dom.snapshotCreateXML(snapshot_xml(name, description, memory=memory), 0)
 
 

@@ -1,5 +1,5 @@
-"""The backups overview page: every guest's last successful backup and its age, and the guests
-with none or whose last one failed, a page at a time."""
+"""The backups overview page: every guest's last successful backup, its age and its next
+scheduled run, and the guests with none or whose last one failed, a page at a time."""
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse

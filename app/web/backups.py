@@ -1,7 +1,7 @@
 """Backups in the browser: the guest page's panel, the list, one backup's page with its restore
 form, and the progress of their jobs (a bar that polls itself, then re-renders its section).
 
-(A little over 300 lines: the three views share the panel and job-progress helpers.)
+(About 350 lines: the three views share the panel, chain and job-progress helpers.)
 """
 
 from typing import Annotated
@@ -29,6 +29,7 @@ from app.services import guests as guest_service
 from app.services import hosts as host_service
 from app.services import jobs as job_service
 from app.services.auth import Permission, Principal
+from app.services.backups.chains import chains
 from app.web.htmx import (
     PAGE_SIZE,
     is_htmx,
@@ -69,8 +70,8 @@ def panel_context(
     guest = guest_service.get_guest(session, uuid)
     rows, total = backup_service.list_backups(session, guest_uuid=guest.uuid, limit=GUEST_LIMIT)
     job = _running_job(session, rows)
-    return {"guest": guest, "backups": rows, "total": total, "job": job,
-            "finished": None if job else finished, "error": error}  # fmt: skip
+    return {"guest": guest, "backups": rows, "chains": chains(session, rows), "total": total,
+            "job": job, "finished": None if job else finished, "error": error}  # fmt: skip
 
 
 def _panel(request: Request, session: Session, uuid: str, **context) -> HTMLResponse:
@@ -170,8 +171,8 @@ def backups_page(
     status: str = "",
     page: int = 1,
 ) -> HTMLResponse:
-    """Every backup, newest first (its kind, parent and size on disk), filtered by host, guest
-    and status, a page at a time."""
+    """Every backup, newest first (full or incremental, its parent, its changed bytes and size
+    on disk), filtered by host, guest and status, a page at a time."""
     page, offset = page_window(page)
     guest = guest.strip()
     query, errors = _filters(host, guest, status)
@@ -180,6 +181,7 @@ def backups_page(
         rows, total = backup_service.list_backups(session, **query, limit=PAGE_SIZE, offset=offset)
     context = {
         "backups": rows,
+        "chains": chains(session, rows),
         "on_disk": backup_service.size_on_disk(settings, rows),
         "total": total,
         "filters": {"host": host, "guest": guest, "status": status},
@@ -199,12 +201,13 @@ def backups_page(
 
 
 def _page_context(session: Session, backup: Backup, **context) -> dict:
-    """What the backup's page shows: its details, its running job, the restore form."""
+    """What the backup's page shows: its details and place in its chain, its running job, the
+    restore form."""
     job = _running_job(session, [backup])
     hosts = host_service.list_hosts(session)
     form = {"mode": "new", "name": f"{backup.guest_name}-restored", "host_id": str(backup.host_id)}
-    return {"backup": backup, "job": job, "hosts": hosts, "form": form, "restore_job": None,
-            **context}  # fmt: skip
+    return {"backup": backup, "chain": chains(session, [backup])[backup.id], "job": job,
+            "hosts": hosts, "form": form, "restore_job": None, **context}  # fmt: skip
 
 
 @router.get(
@@ -269,9 +272,13 @@ def _answer(request: Request, session: Session, backup_id: int, uuid: str, toast
 def verify_backup(
     request: Request, sessions: SessionsDep, settings: SettingsDep, backup_id: int
 ) -> Response:
-    """Recompute every checksum; the toast says whether the backup is intact."""
-    backup = backup_service.verify_backup(sessions, settings, backup_id)
+    """Recompute every checksum; the toast says whether the backup is intact, and whether it
+    can be restored."""
+    verified = backup_service.verify_backup(sessions, settings, backup_id)
+    backup = verified.backup
     verdict = "intact" if backup.status == "succeeded" else f"{backup.status}: {backup.error}"
+    if backup.status == "succeeded" and not verified.chain.restorable:
+        verdict += f", but it cannot be restored: {verified.chain.blocker}"
     with sessions() as session:
         return _answer(request, session, backup_id, backup.guest_uuid,
                        f"backup {backup_id} of {backup.guest_name} is {verdict}")  # fmt: skip

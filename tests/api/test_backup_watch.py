@@ -127,7 +127,7 @@ def test_the_scheduled_verification_marks_a_flipped_byte_corrupt_once_and_posts_
 
     assert len(verify_jobs()) == 1
     assert job["status"] == "succeeded" and job["kind"] == "backup.verify"
-    assert job["result"] == {"verified": 2, "corrupt": [flipped]}
+    assert job["result"] == {"verified": 2, "corrupt": [flipped], "unrestorable": []}
     assert backups[flipped]["status"] == "corrupt"
     assert backups[flipped]["error"] == "checksum mismatch: disk-vda.qcow2"
     assert backups[intact]["status"] == "succeeded"

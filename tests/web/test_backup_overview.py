@@ -1,9 +1,10 @@
 """The backups overview (page and API): each guest's last successful backup and its age, the
-guests with none or whose last one failed, 100 a page from the same few queries; the history's
-kind, parent and size on disk; and the figures /metrics exports per guest."""
+guests with none or whose last one failed, each guest's next scheduled run, 100 a page from the
+same few queries; the history's kind, parent and size on disk; and the figures /metrics exports
+per guest."""
 
 import xml.etree.ElementTree as ET
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import transaction
+from app.models import BackupSchedule, ScheduleRun
 from app.models.base import utcnow
 from app.services.backups.overview import overview
+from app.services.backups.schedules import ScheduleIn, create_schedule, jitter
 from tests.backups import DB_1, WEB_1, add_backup
 from tests.conftest import add_host, node_uri
 from tests.htmx import htmx_to
@@ -95,6 +99,76 @@ def test_the_api_gives_the_same_overview_and_refuses_an_unknown_filter(watched) 
     assert refused.status_code == 422 and refused.json()["field"] == "show"
 
 
+def next_daily(now: datetime, hours_ahead: int) -> tuple[str, datetime]:
+    """A daily time (HH:MM, UTC) some hours after now, and its first slot after now."""
+    slot = (now + timedelta(hours=hours_ahead)).replace(second=0, microsecond=0)
+    return slot.strftime("%H:%M"), slot
+
+
+def add_schedule(sessions: sessionmaker[Session], **asked) -> int:
+    """A daily schedule keeping 3 backups, saved by the service (as the API does, without the
+    audit record that would outlive the test); its id."""
+    with transaction(sessions) as session:
+        made = create_schedule(
+            session, ScheduleIn(frequency="daily", keep_last=3, **asked), created_by="tests"
+        )
+        return made.id
+
+
+def test_the_overview_shows_each_covered_guests_next_scheduled_run(
+    watched, make_client, sessions: sessionmaker[Session]
+) -> None:
+    viewer, _alpha = watched
+    beta = add_host(make_client(), "beta", node_uri("node-beta.xml"))
+    now = datetime.now(UTC)
+    web_1_time, web_1_slot = next_daily(now, 3)
+    beta_time, beta_slot = next_daily(now, 5)
+    add_schedule(sessions, name="web-1 nightly", scope="guest", guest_uuid=WEB_1, time=web_1_time)
+    add_schedule(sessions, name="beta", scope="host", host_id=beta["id"], time=beta_time)
+    # an earlier slot for every guest, but switched off: it covers nobody
+    add_schedule(sessions, name="off", scope="all", time=web_1_time, enabled=False)
+
+    rows = overview_rows(viewer.get("/backups/overview").text)
+    api = {item["name"]: item for item in viewer.get("/api/v1/backups/overview").json()["items"]}
+
+    assert rows["web-1"]["cells"][6] == f"{web_1_slot:%Y-%m-%d %H:%M:%S} web-1 nightly"
+    assert rows["build-1"]["cells"][6] == f"{beta_slot:%Y-%m-%d %H:%M:%S} beta"
+    assert rows["web-9"]["cells"][6] == rows["build-1"]["cells"][6]
+    assert rows["web-2"]["cells"][6] == "not scheduled"
+    assert rows["db-1"]["cells"][6] == "not scheduled"
+    assert datetime.fromisoformat(api["web-1"]["next_run_at"]) == web_1_slot
+    assert api["web-1"]["next_run_schedule"] == "web-1 nightly"
+    assert datetime.fromisoformat(api["build-1"]["next_run_at"]) == beta_slot
+    assert (api["web-2"]["next_run_at"], api["web-2"]["next_run_schedule"]) == (None, None)
+
+
+def test_a_guests_next_run_is_its_own_slot_plus_its_jitter_and_a_waiting_run_comes_first(
+    make_client, sessions: sessionmaker[Session]
+) -> None:
+    admin = make_client()
+    alpha = add_host(admin, "alpha", node_uri("node-alpha.xml"))
+    now = datetime.now(UTC)
+    time_of_day, slot = next_daily(now, 2)
+    schedule_id = add_schedule(
+        sessions, name="spread", scope="all", time=time_of_day, jitter_minutes=90
+    )
+    with sessions() as session:
+        schedule = session.get(BackupSchedule, schedule_id)
+        offsets = {uuid: jitter(schedule, uuid) for uuid in (WEB_1, DB_1)}
+    with transaction(sessions) as session:  # an earlier slot's run still waits for its host
+        session.add(ScheduleRun(
+            schedule_id=schedule_id, slot=now - timedelta(hours=1),
+            due_at=now - timedelta(minutes=20), guest_uuid=DB_1, guest_name="db-1",
+            host_id=alpha["id"], status="pending", claimed_by="elsewhere",
+        ))  # fmt: skip
+
+    api = {i["uuid"]: i for i in admin.get("/api/v1/backups/overview").json()["items"]}
+
+    assert offsets[WEB_1] != offsets[DB_1]  # (else the test shows nothing)
+    assert datetime.fromisoformat(api[WEB_1]["next_run_at"]) == slot + offsets[WEB_1]
+    assert datetime.fromisoformat(api[DB_1]["next_run_at"]) == now - timedelta(minutes=20)
+
+
 def test_a_page_holds_100_guests_and_costs_the_same_few_queries_however_many(
     make_client, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
@@ -126,7 +200,8 @@ def test_a_page_holds_100_guests_and_costs_the_same_few_queries_however_many(
 
     assert total == 150 and (totals.no_backup, totals.last_failed) == (100, 0)
     assert len(first) == 100 and len(second) == 50
-    assert len(statements) == 4  # the totals and one page's rows, twice
+    # the totals, one page's rows, its waiting scheduled runs and the enabled schedules, twice
+    assert len(statements) == 8
     assert list(pages[0])[:2] == ["vm-000", "vm-001"] and len(pages[0]) == 100
     assert list(pages[1])[-1] == "vm-149" and len(pages[1]) == 50
 
@@ -161,9 +236,9 @@ def test_the_history_lists_the_kind_the_parent_and_the_size_on_disk(
         (root / path / name).stat().st_blocks * 512 for name in ("disk-vda.qcow2", "manifest.json")
     )
 
-    assert cells["Kind"].text == "full" and cells["Parent"].text == "—"
+    assert cells["Kind"].text == "Full" and cells["Parent"].text == "—"
     assert int(cells["On disk"].get("data-on-disk")) == used
-    assert failed["On disk"].text == "—" and failed["Kind"].text == "full"
+    assert failed["On disk"].text == "—" and failed["Kind"].text == "Full"
     api = client.get(f"/api/v1/backups/{kept}").json()
     assert (api["kind"], api["parent_id"]) == ("full", None)
 

@@ -86,7 +86,7 @@ def test_the_guest_page_loads_a_panel_listing_its_backups_newest_first(
     assert answer.status_code == 200 and "<html" not in answer.text
     assert shown_rows(answer.text) == [newest, failed, old]
     cells = [cell.text for cell in parse(answer.text).find_all("td")]
-    assert cells[1:7] == ["succeeded", "ops", "shutoff", "1 h 6 min", "512 MiB", "—"]
+    assert cells[1:8] == ["succeeded", "Full", "ops", "shutoff", "1 h 6 min", "512 MiB", "—"]
     assert "writing disk-vda.qcow2: No space left on device" in cells
     assert "3.0 s" in cells and "1.5 GiB" in cells and "1 min 15 s" in cells
     assert f'href="/backups/{newest}"' in answer.text

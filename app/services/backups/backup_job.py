@@ -1,13 +1,22 @@
 """Taking a backup as a job. On a local host a running guest's disks are read by qemu-img from a
 pull-mode NBD export and a shut-off guest's volume files are read directly (app.services.backups
-.local_copy); on a remote host a push-mode job copies a running guest's disks into scratch volumes
-and volumes are streamed through the libvirt connection. Its files land under temporary names and
+.local_copy), on a qemu+ssh host from the same export forwarded through SSH (.ssh_exports); on
+other remote hosts a push-mode job copies a running guest's disks into scratch volumes and volumes
+are streamed through the libvirt connection. Its files land under temporary names and
 are renamed once complete and hashed; any failure removes the directory, so a "succeeded" record
-always has every file."""
+always has every file.
 
+A pull-mode backup begins a libvirt checkpoint; the next one, if its chain is sound
+(app.services.backups.backup_kind), is incremental: it copies only the blocks changed since that
+checkpoint, as one delta file per disk (app.services.backups.deltas). Once it has succeeded the
+older checkpoints go (the guest keeps one bitmap); if it fails its own goes, so the previous
+backup's stays good for the next try."""
+
+import getpass
 import posixpath
 import re
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -23,10 +32,13 @@ from app.models import Backup, Host
 from app.models.base import utcnow
 from app.services import jobs as job_service
 from app.services.auth import Principal
+from app.services.backups.backup_kind import Plan, plan_backup
 from app.services.backups.catalog import get_backup
+from app.services.backups.deltas import copy_delta
 from app.services.backups.files import backup_root, make_private_dirs, remove_tree, write_manifest
 from app.services.backups.local_copy import copy_export, copy_file, readable_file
 from app.services.backups.retention import apply_retention
+from app.services.backups.ssh_exports import exports_over_ssh
 from app.services.backups.streams import HashingWriter, Meter, Throttle, write_bytes
 from app.services.backups.webhook import report_failure
 from app.services.backups.work import Started, connect
@@ -35,11 +47,12 @@ from app.services.guest_delete import present_guest
 from app.services.hosts import get_host
 from app.services.job_work import JobEnv, store_work
 from app.services.ports import Cancelled, HostCalls, JobQueue, Reporter
+from app.units import human_bytes
 from app.virt import backups as virt
-from app.virt import volumes
+from app.virt import checkpoints, volumes
 from app.virt.connection import HostConnection
-from app.virt.nbd_exports import NbdExport, nbd_exports
-from app.virt.uri import is_local
+from app.virt.nbd_exports import IncrementalRefused, NbdExport, nbd_exports
+from app.virt.uri import is_local, ssh_target, transport
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -118,44 +131,71 @@ def start_backup(
 
 
 def run_backup(job: BackupJob, env: JobEnv, report: Reporter) -> dict[str, Any]:
-    """Copy, hash, write the manifest, record, apply retention; or clean up."""
+    """Copy, hash, write the manifest, record, drop the checkpoints it supersedes, apply
+    retention; or clean up (its own checkpoint too)."""
     root = backup_root(env.settings)
+    conn: HostConnection | None = None
     try:
-        directory = make_private_dirs(root, job.path)
-        conn = connect(job.uri, env.settings)
         try:
-            manifest = _copy(conn, job, env, directory, report)
-        finally:
-            conn.close()
-        manifest_sha256 = write_manifest(directory, manifest)
-    except BaseException as exc:
-        remove_tree(root, job.path)
-        status = "cancelled" if isinstance(exc, Cancelled) else "failed"
-        _finish(env.sessions, job.backup_id, status=status, exc=exc)
-        if status == "failed":
-            report_failure(env.sessions, env.settings, job.backup_id, event="backup.failed")
-        raise
+            directory = make_private_dirs(root, job.path)
+            conn = connect(job.uri, env.settings)
+            manifest, plan = _copy(conn, job, env, directory, report)
+            manifest_sha256 = write_manifest(directory, manifest)
+        except BaseException as exc:
+            remove_tree(root, job.path)
+            if conn is not None:
+                with suppress(VirtdeckError):
+                    checkpoints.delete(
+                        conn, job.guest_uuid, checkpoints.name_of(job.backup_id, job.started_at)
+                    )
+            status = "cancelled" if isinstance(exc, Cancelled) else "failed"
+            _finish(env.sessions, job.backup_id, status=status, exc=exc)
+            if status == "failed":
+                report_failure(env.sessions, env.settings, job.backup_id, event="backup.failed")
+            raise
+        _finish(
+            env.sessions,
+            job.backup_id,
+            status="succeeded",
+            manifest=manifest,
+            manifest_sha256=manifest_sha256,
+            plan=plan,
+        )
+        if plan.checkpoint is not None:
+            checkpoints.delete_others(conn, job.guest_uuid, plan.checkpoint)
     finally:
+        if conn is not None:
+            conn.close()
         env.release()
-    _finish(
-        env.sessions,
-        job.backup_id,
-        status="succeeded",
-        manifest=manifest,
-        manifest_sha256=manifest_sha256,
-    )
     removed = apply_retention(env.sessions, env.settings, job.guest_uuid)
-    return {"backup_id": job.backup_id, "size_bytes": manifest["size_bytes"], "removed": removed}
+    return {
+        "backup_id": job.backup_id,
+        "size_bytes": manifest["size_bytes"],
+        "kind": plan.kind,
+        "changed_bytes": _changed_bytes(manifest, plan),
+        "removed": removed,
+    }
 
 
 def _copy(
     conn: HostConnection, job: BackupJob, env: JobEnv, directory: Path, report: Reporter
-) -> dict[str, Any]:
-    """Every file of the backup into directory; the manifest that lists them."""
+) -> tuple[dict[str, Any], Plan]:
+    """Every file of the backup into directory; the manifest that lists them, and how the
+    backup was taken (full or incremental)."""
     source = virt.inspect(conn, job.guest_uuid)
     facts = conn.facts()
     with transaction(env.sessions) as session:
         get_backup(session, job.backup_id).guest_state = "running" if source.running else "shutoff"
+    local = is_local(job.uri)
+    plan = plan_backup(
+        conn,
+        env.sessions,
+        env.settings,
+        source,
+        backup_id=job.backup_id,
+        checkpoint=checkpoints.name_of(job.backup_id, job.started_at),
+        pull=_pulls(job.uri),
+    )
     entries = [
         _entry(
             "domain.xml",
@@ -165,10 +205,10 @@ def _copy(
             write_bytes(directory / "domain.xml", source.xml.encode()),
         )
     ]
-    local = is_local(job.uri)
-    entries += _disks(
-        conn, source, job=job, env=env, directory=directory, report=report, local=local
+    disk_entries, plan = _disks(
+        conn, source, plan, job=job, env=env, directory=directory, report=report, local=local
     )
+    entries += disk_entries
     if source.nvram and local and Path(source.nvram).is_file():
         entries.append(
             _entry(
@@ -180,7 +220,7 @@ def _copy(
             )
         )
     report(1.0, "done")
-    return {
+    manifest = {
         "format": "virtdeck-backup/1",
         "digest": "sha256",
         "guest": {"uuid": source.uuid, "name": source.name, "state": source.state},
@@ -202,29 +242,42 @@ def _copy(
         "skipped": list(source.skipped),
         "files": entries,
         "size_bytes": sum(e["size"] for e in entries),
+        "kind": plan.kind,
+        "parent": plan.parent,
+        "checkpoint": plan.checkpoint,
     }
+    return manifest, plan
 
 
 def _disks(
     conn: HostConnection,
     source: virt.GuestSource,
+    plan: Plan,
     *,
     job: BackupJob,
     env: JobEnv,
     directory: Path,
     report: Reporter,
     local: bool,
-) -> list[dict[str, Any]]:
-    """Each disk's image into directory, read the fastest way the host allows; their entries."""
+) -> tuple[list[dict[str, Any]], Plan]:
+    """Each disk's image (or an incremental backup's delta) into directory, read the fastest way
+    the host allows; their entries, and the plan as it was carried out (an incremental one
+    libvirt refused is taken in full)."""
     rate = env.settings.backup_bandwidth_mib * 1024 * 1024
     throttle, reporting, entries = Throttle(rate), env.renewing(report), []
-    if source.running and local:
-        # Pull mode: qemu-img reads each disk's allocated extents from QEMU into the backup file.
-        meter = Meter(sum(d.capacity for d in source.disks), reporting)
-        with nbd_exports(conn, source) as exports:
-            for disk in source.disks:
-                entries.append(_pull(exports[disk.target], disk, directory, meter, rate))
+    if source.running and _pulls(job.uri):
+        pull = partial(
+            _pull_all, conn, source, job=job, env=env, directory=directory,
+            reporting=reporting, throttle=throttle, rate=rate,
+        )  # fmt: skip
+        try:
+            entries = pull(plan)
+        except IncrementalRefused as exc:
+            plan = plan.as_full(exc.message)
+            entries = pull(plan)
     elif source.running:
+        # qemu+tcp/tls, or qemu+ssh without root: no tunnel to an export; the push job's
+        # scratch volumes are streamed.
         pushed = Meter(sum(d.capacity for d in source.disks), reporting, span=0.5)
         with virt.push_backup(
             conn, source, lambda done, _total: pushed.add(done - pushed.done, "backup job")
@@ -252,7 +305,47 @@ def _disks(
         if local and virt.inspect(conn, job.guest_uuid).running:
             # Its files were read behind libvirt's back: they are only a backup if it stayed off.
             raise VirtdeckError(f"{source.name} was started while it was backed up; try again")
-    return entries
+    return entries, plan
+
+
+def _pulls(uri: str) -> bool:
+    """Whether a running guest's disks on the host at uri are read from a pull-mode export (a
+    local host's, or a qemu+ssh host's whose login is root: the export's directory on the host
+    must belong to QEMU's user); else a push-mode job copies them."""
+    if transport(uri) == "ssh":
+        return (ssh_target(uri).user or getpass.getuser()) == "root"
+    return is_local(uri)
+
+
+def _pull_all(
+    conn: HostConnection,
+    source: virt.GuestSource,
+    plan: Plan,
+    *,
+    job: BackupJob,
+    env: JobEnv,
+    directory: Path,
+    reporting: Callable[[float, str], None],
+    throttle: Throttle,
+    rate: float,
+) -> list[dict[str, Any]]:
+    """Pull mode: each disk read from the job's NBD export (a qemu+ssh host's forwarded here
+    through SSH), beginning the plan's checkpoint: in full by qemu-img (only the allocated
+    extents), or for an incremental plan only the extents changed since its parent's."""
+    begin = partial(nbd_exports, conn, source, checkpoint=plan.checkpoint, incremental=plan.since)
+    exports = begin() if is_local(job.uri) else exports_over_ssh(job.uri, env.settings, begin)
+    if plan.since is None:
+        meter = Meter(sum(d.capacity for d in source.disks), reporting)
+        with exports as opened:
+            return [_pull(opened[d.target], d, directory, meter, rate) for d in source.disks]
+    meter = Meter(sum(plan.changed.values()), reporting)
+    with exports as opened:
+        return [
+            _pull_delta(
+                opened[d.target], d, directory, meter, throttle, changed=plan.changed[d.target]
+            )
+            for d in source.disks
+        ]
 
 
 def _stream(conn: HostConnection, path: str, writer: HashingWriter) -> None:
@@ -309,6 +402,46 @@ def _pull(
     return _disk_entry(name, disk, "qcow2", written, copied_by="nbd")
 
 
+def _pull_delta(
+    export: NbdExport,
+    disk: virt.DiskCopy,
+    directory: Path,
+    meter: Meter,
+    throttle: Throttle,
+    *,
+    changed: int,
+) -> dict[str, Any]:
+    """One running disk's blocks changed since the parent's checkpoint, from the incremental
+    job's export, into directory as a delta file; its entry lists their extents."""
+    name = f"disk-{disk.target}.delta"
+    what = f"copying {disk.target}, {human_bytes(changed)} changed"
+
+    def on_bytes(count: int) -> None:
+        throttle.passed(count)
+        meter.add(count, what)
+
+    try:
+        extents, size, sha256 = copy_delta(
+            export.socket,
+            export.name,
+            export.context,
+            directory / name,
+            capacity=disk.capacity,
+            on_bytes=on_bytes,
+        )
+    except OSError as exc:
+        raise VirtdeckError(f"writing {name}: {exc.strerror or exc}") from exc
+    entry = _disk_entry(name, disk, "delta", (size, sha256), copied_by="nbd")
+    return {**entry, "extents": extents}
+
+
+def _changed_bytes(manifest: dict[str, Any], plan: Plan) -> int | None:
+    """An incremental backup's changed bytes: its delta files' sizes (None for a full one)."""
+    if plan.parent is None:
+        return None
+    return sum(f["size"] for f in manifest["files"] if f.get("format") == "delta")
+
+
 def _disk_entry(
     name: str, disk: virt.DiskCopy, fmt: str, written: tuple[int, str], *, copied_by: str
 ) -> dict[str, Any]:
@@ -325,16 +458,20 @@ def _finish(
     status: str,
     manifest: dict[str, Any] | None = None,
     manifest_sha256: str | None = None,
+    plan: Plan | None = None,
     exc: BaseException | None = None,
 ) -> None:
-    """Record how the backup ended."""
+    """Record how the backup ended (and for a succeeded one, how it was taken)."""
     with transaction(sessions) as session:
         backup = get_backup(session, backup_id)
         backup.status, backup.finished_at = status, utcnow()
-        if manifest is not None:
+        if manifest is not None and plan is not None:
             backup.files, backup.size_bytes = manifest["files"], manifest["size_bytes"]
             backup.manifest_sha256 = manifest_sha256
             backup.verified_at = backup.finished_at
+            backup.kind, backup.parent_id = plan.kind, plan.parent
+            backup.checkpoint, backup.full_reason = plan.checkpoint, plan.full_reason
+            backup.changed_bytes = _changed_bytes(manifest, plan)
         elif isinstance(exc, VirtdeckError):
             backup.error = exc.message
         elif isinstance(exc, Cancelled):

@@ -1,5 +1,5 @@
-"""The backups on record: one by id, the history filtered a page at a time, deleting one, and
-settling those whose job died with its instance."""
+"""The backups on record: one by id, the history filtered a page at a time, deleting one (not
+while others build on it), and settling those whose job died with its instance."""
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -10,6 +10,7 @@ from app.errors import Conflict, NotFound
 from app.models import Backup, Job
 from app.models.base import utcnow
 from app.services.backups.actions import DELETE, status_actions
+from app.services.backups.chains import chains, listing
 from app.services.backups.files import backup_root, remove_tree
 from app.services.jobs import SETTLING
 from app.services.paging import check_page
@@ -57,12 +58,24 @@ def list_backups(
 
 
 def delete_backup(sessions: sessionmaker[Session], settings: Settings, backup_id: int) -> None:
-    """Remove the backup's files, then its record; 409 while it runs."""
+    """Remove the backup's files, then its record; 409 while it runs or while other backups
+    build on it (naming them: they go first, newest first)."""
     with transaction(sessions) as session:
         backup = get_backup(session, backup_id)
         if DELETE not in status_actions(backup.status):
             raise Conflict(
                 f"backup {backup_id} is running; cancel it first", extra={"status": backup.status}
+            )
+        dependents = chains(session, [backup])[backup_id].dependents
+        if dependents:
+            then = (
+                "builds on it; delete that one first"
+                if len(dependents) == 1
+                else "build on it; delete those first, newest first"
+            )
+            raise Conflict(
+                f"backup {backup_id} cannot be deleted: {listing(dependents)} {then}",
+                extra={"dependents": list(dependents)},
             )
         remove_tree(backup_root(settings), backup.path)
         session.delete(backup)

@@ -86,7 +86,7 @@ def copy_export(
         command += ["-r", str(rate)]
     command += [f"json:{json.dumps(spec)}", str(part)]
     try:
-        _convert(command, export.name, capacity=capacity, on_bytes=on_bytes)
+        convert(command, export.name, capacity=capacity, on_bytes=on_bytes)
         written = _hashed_and_synced(part)
         os.replace(part, path)
     except BaseException:
@@ -95,7 +95,7 @@ def copy_export(
     return written
 
 
-def _convert(
+def convert(
     command: list[str], name: str, *, capacity: int, on_bytes: Callable[[int], None]
 ) -> None:
     """Run qemu-img convert -p, passing its progress on; stop it if on_bytes raises."""

@@ -1,6 +1,6 @@
-"""The backups overview: each present guest with its last successful backup and how its newest
-finished backup ended, a page at a time from a few queries (never one per guest); and the same
-figures per guest for /metrics."""
+"""The backups overview: each present guest with its last successful backup, how its newest
+finished backup ended and its next scheduled run, a page at a time from a few queries (never one
+per guest); and the backup figures per guest for /metrics."""
 
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.models import Backup, Guest, Host
 from app.models.base import UTCDateTime
+from app.services.backups.schedules import next_runs
 from app.services.paging import check_page
 
 # The overview's filters: guests without a successful backup, guests whose newest finished
@@ -32,6 +33,8 @@ class GuestBackups:
     last_id: int | None  # the newest finished backup, whatever its status
     last_status: str | None
     last_error: str | None
+    next_run_at: datetime | None  # its next scheduled backup (UTC), None if none covers it
+    next_run_schedule: str | None  # the schedule of that run
 
     @property
     def last_failed(self) -> bool:
@@ -75,6 +78,7 @@ def _lines() -> tuple[Select, Subquery, Subquery]:
             last.c.id,
             last.c.status,
             last.c.error,
+            Guest.host_id,
         )
         .join(Host, Guest.host_id == Host.id)
         .outerjoin(ok, ok.c.guest_uuid == Guest.uuid)
@@ -119,8 +123,14 @@ def overview(
         query, total = query.where(failed), counted.last_failed
     rows = session.execute(
         query.order_by(Guest.name, Host.name, Guest.uuid).offset(offset).limit(limit)
-    )
-    return [GuestBackups(*row) for row in rows], total, counted
+    ).all()
+    upcoming = next_runs(session, [(row.uuid, row.host_id) for row in rows])
+    lines = []
+    for *columns, _host_id in rows:
+        soonest = upcoming.get(columns[0])
+        at, schedule = (soonest.at, soonest.schedule) if soonest else (None, None)
+        lines.append(GuestBackups(*columns, next_run_at=at, next_run_schedule=schedule))
+    return lines, total, counted
 
 
 @dataclass(frozen=True)

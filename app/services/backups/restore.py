@@ -1,8 +1,12 @@
 """Restoring a backup, in place or as a new guest, as a job: everything is checked first (the
 files against their recorded digests, the images with qemu-img), and each step leaves an undo
-behind, so that a failure puts the host back as it was."""
+behind, so that a failure puts the host back as it was. An incremental backup's disks are first
+rebuilt, in a private directory under the backup directory, from its full backup's images and
+every delta of the chain up to it, and uploaded from there."""
 
 import posixpath
+import shutil
+import tempfile
 import uuid as uuid_module
 from collections.abc import Callable
 from contextlib import suppress
@@ -22,17 +26,20 @@ from app.services import jobs as job_service
 from app.services.auth import Forbidden, Principal
 from app.services.backups.actions import RESTORE, RESTORE_IN_PLACE, may, status_actions
 from app.services.backups.catalog import get_backup
+from app.services.backups.deltas import materialize
 from app.services.backups.files import backup_root, mismatches, read_checked, read_manifest
 from app.services.backups.images import check_image
 from app.services.backups.restore_plan import (
     RESTORE_MODES,
+    Ancestor,
     RestoreJob,
     RestoreRequest,
+    ancestors,
     check_in_place,
     check_new,
     check_record,
 )
-from app.services.backups.streams import Meter, Throttle, checked_segments
+from app.services.backups.streams import Meter, Throttle, checked_segments, segments
 from app.services.backups.verify import check_manifest
 from app.services.backups.work import Started, connect
 from app.services.guest_actions import GuestLock
@@ -41,8 +48,10 @@ from app.services.hosts import get_host, require_connected
 from app.services.job_work import JobEnv, store_work
 from app.services.ports import HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
-from app.virt import domains, volumes
+from app.virt import checkpoints, domains, volumes
 from app.virt.connection import HostConnection
+
+DELTA = "delta"  # the format of an incremental backup's disk file (its changed extents)
 
 
 def start_restore(
@@ -77,7 +86,7 @@ def start_restore(
         guest = session.scalars(
             select(Guest).where(Guest.uuid == backup.guest_uuid, Guest.host_id == backup.host_id)
         ).first()
-        inputs = RestoreJob.of(backup, host, request)
+        inputs = RestoreJob.of(backup, host, request, ancestors(session, backup))
         session.expunge_all()
     check_record(inputs)
     if request.mode == "new":
@@ -85,7 +94,8 @@ def start_restore(
         sync.call(inputs.host_id, partial(check_new, job=inputs))
     else:
         sync.call(inputs.host_id, partial(check_in_place, job=inputs))
-    check_manifest(settings, path=inputs.path, manifest_sha256=inputs.manifest_sha256)
+    for record in (*inputs.chain, inputs):
+        check_manifest(settings, path=record.path, manifest_sha256=record.manifest_sha256)
     lock = GuestLock(sessions, guest, "restore") if guest is not None else None
     env = JobEnv(sessions, settings, sync, lock)
     with env.released_on_error(), transaction(sessions) as session:
@@ -120,6 +130,9 @@ class _Restore:
         self.job = job
         self.disks = job.disks
         self.directory = Path()
+        # {target: (image file, its format, its recorded entry)}: what each disk is restored
+        # from; no entry for an image rebuilt here from a chain (nobody else can write it).
+        self.images: dict[str, tuple[Path, str, dict[str, Any] | None]] = {}
         self.undo: list[Callable[[], None]] = []
         self.safety: list[str] = []
 
@@ -127,7 +140,8 @@ class _Restore:
         self, sessions: sessionmaker[Session], settings: Settings, report: Reporter
     ) -> dict[str, Any]:
         """Verify, check the images, then restore; a failure undoes every step taken."""
-        self.directory = backup_root(settings) / self.job.path
+        root = backup_root(settings)
+        self.directory = root / self.job.path
         report(0.0, "verifying checksums")
         # domain.xml is read once, here, and defined from these bytes; the disks are hashed
         # again as they are streamed (checked_segments): whatever changes in the backup
@@ -143,34 +157,101 @@ class _Restore:
             [e for e in self.job.files if e is not xml_entry],
             manifest_sha256=self.job.manifest_sha256,
         )
-        with transaction(sessions) as session:
-            row = get_backup(session, self.job.backup_id)
-            row.verified_at = utcnow()
-            if bad:
-                row.status, row.error = "corrupt", f"checksum mismatch: {', '.join(bad)}"
+        _mark_verified(sessions, self.job.backup_id, bad)
         if bad:
             raise Conflict(f"the backup is corrupt ({', '.join(bad)}); nothing was restored")
-        for entry in self.disks:
-            check_image(self.directory / entry["name"], entry["format"])
+        for ancestor in self.job.chain:
+            _check_ancestor(sessions, root, ancestor)
+        sources = self._sources(root)
+        for target, (image, fmt, deltas) in sources.items():
+            if not deltas:
+                check_image(image, fmt)
+                self.images[target] = (image, fmt, self._entry(target))
         capacity = self._disks()
-        meter = Meter(sum(e["size"] for e in self.disks), report)
         throttle = Throttle(settings.backup_bandwidth_mib * 1024 * 1024)
-        conn = connect(self.job.uri, settings)
+        work = Path(tempfile.mkdtemp(prefix=".virtdeck-restore-", dir=root))
         try:
+            rebuilt = {t: s for t, s in sources.items() if s[2]}
+            self._rebuild(rebuilt, work, capacity, report)
+            upload_from = 0.5 if rebuilt else 0.0
+            meter = Meter(
+                sum(e["size"] if e else p.stat().st_size for p, _, e in self.images.values()),
+                report,
+                start=upload_from,
+                span=1.0 - upload_from,
+            )
+            conn = connect(self.job.uri, settings)
             try:
-                result = self._restore(conn, xml.decode(), capacity, meter, throttle)
-            except BaseException:
-                for step in reversed(self.undo):
+                try:
+                    result = self._restore(conn, xml.decode(), capacity, meter, throttle)
+                except BaseException:
+                    for step in reversed(self.undo):
+                        with suppress(VirtdeckError):
+                            step()
+                    raise
+                for path in self.safety:
                     with suppress(VirtdeckError):
-                        step()
-                raise
-            for path in self.safety:
-                with suppress(VirtdeckError):
-                    volumes.delete_volume_at(conn, path)
+                        volumes.delete_volume_at(conn, path)
+            finally:
+                conn.close()
         finally:
-            conn.close()
+            shutil.rmtree(work, ignore_errors=True)
         report(1.0, "done")
         return result
+
+    def _entry(self, target: str) -> dict[str, Any]:
+        return next(e for e in self.disks if e["target"] == target)
+
+    def _sources(self, root: Path) -> dict[str, tuple[Path, str, list[tuple[Path, Any, int]]]]:
+        """{target: (full image, its format, [(delta file, extents, size), ...] oldest first)}:
+        the newest full image of each disk in the chain and the deltas recorded after it."""
+        records = [(root / a.path, a.files) for a in self.job.chain]
+        records.append((self.directory, self.job.files))
+        sources = {}
+        for entry in self.disks:
+            target, deltas = entry["target"], []
+            for directory, files in reversed(records):
+                found = next(
+                    (e for e in files if e["kind"] == "disk" and e["target"] == target), None
+                )
+                if found is None:
+                    break
+                if found["format"] != DELTA:
+                    sources[target] = (directory / found["name"], found["format"], deltas[::-1])
+                    break
+                deltas.append((directory / found["name"], found.get("extents"), found["size"]))
+            if target not in sources:
+                raise Conflict(
+                    f"backup {self.job.backup_id} cannot be restored: no full backup of "
+                    f"{target} comes before it"
+                )
+        return sources
+
+    def _rebuild(
+        self,
+        rebuilt: dict[str, tuple[Path, str, list[tuple[Path, Any, int]]]],
+        work: Path,
+        disks: dict[str, dict[str, Any]],
+        report: Reporter,
+    ) -> None:
+        """Each disk of a chain as it was at this backup, as a qcow2 image in work."""
+        meter = Meter(
+            sum(2 * disks[t]["capacity"] + sum(d[2] for d in s[2]) for t, s in rebuilt.items()),
+            report,
+            span=0.5,
+        )
+        for index, (target, (image, fmt, deltas)) in enumerate(rebuilt.items()):
+            out = work / f"disk-{index}.qcow2"
+            what = f"rebuilding {target} as it was"
+            materialize(
+                (image, fmt),
+                [(path, extents) for path, extents, _ in deltas],
+                out,
+                capacity=disks[target]["capacity"],
+                out_fmt="qcow2",
+                on_bytes=lambda n, what=what: meter.add(n, what),
+            )
+            self.images[target] = (out, "qcow2", None)
 
     def _disks(self) -> dict[str, dict[str, Any]]:
         """{target: where the disk was (path, pool, capacity)}: from the database record; backups
@@ -202,29 +283,34 @@ class _Restore:
                 disk = disks[entry["target"]]
                 paths[entry["target"]] = disk["path"]
                 self._replace(conn, disk, entry, tag)
-                self._upload(conn, disk["path"], entry, meter, throttle)
+                self._upload(conn, disk["path"], entry["target"], meter, throttle)
             xml = virt.restored_in_place(xml, disks=self._formats(paths))
         else:
             uuid, name = str(uuid_module.uuid4()), self.job.request.name or ""
             for entry in self.disks:
                 disk = disks[entry["target"]]
-                volume = f"{name}-{entry['target']}.{entry['format']}"
+                fmt = self.images[entry["target"]][1]
+                volume = f"{name}-{entry['target']}.{fmt}"
                 pool = self.job.request.pool or disk["pool"]
                 path = volumes.create_volume(
-                    conn, pool, volume, capacity=disk["capacity"], fmt=entry["format"]
+                    conn, pool, volume, capacity=disk["capacity"], fmt=fmt
                 ).path
                 self.undo.append(lambda p=path: volumes.delete_volume_at(conn, p))
                 paths[entry["target"]] = path
-                self._upload(conn, path, entry, meter, throttle)
+                self._upload(conn, path, entry["target"], meter, throttle)
             xml = virt.as_new_guest(xml, name=name, uuid=uuid, disks=self._formats(paths))
             self.undo.append(lambda: domains.undefine(conn, uuid, keep_nvram=True))
         meter.add(0, "defining the guest")
         domains.define(conn, xml)
+        if self.job.request.mode == "in_place":
+            # The restored disks carry no bitmaps: the guest's checkpoints no longer describe
+            # them, and the next backup must be a full one.
+            checkpoints.discard_all(conn, uuid)
         return {"guest_uuid": uuid, "name": name, "host_id": self.job.host_id, "disks": paths}
 
     def _formats(self, paths: dict[str, str]) -> dict[str, tuple[str, str]]:
-        """{target: (path, the format its image was stored in)} for the restored disks."""
-        return {e["target"]: (paths[e["target"]], e["format"]) for e in self.disks}
+        """{target: (path, the format of the image it was restored from)}."""
+        return {target: (path, self.images[target][1]) for target, path in paths.items()}
 
     def _replace(
         self, conn: HostConnection, disk: dict[str, Any], entry: dict[str, Any], tag: str
@@ -245,25 +331,48 @@ class _Restore:
                 f"no active pool on {self.job.host_name} holds {posixpath.dirname(path)}; "
                 f"define one to restore {entry['target']} in place"
             )
-        volumes.create_volume(conn, pool, volume, capacity=disk["capacity"], fmt=entry["format"])
+        fmt = self.images[entry["target"]][1]
+        volumes.create_volume(conn, pool, volume, capacity=disk["capacity"], fmt=fmt)
         self.undo.append(lambda: volumes.delete_volume_at(conn, path))
 
     def _upload(
-        self,
-        conn: HostConnection,
-        path: str,
-        entry: dict[str, Any],
-        meter: Meter,
-        throttle: Throttle,
+        self, conn: HostConnection, path: str, target: str, meter: Meter, throttle: Throttle
     ) -> None:
-        what = f"restoring {entry['target']}"
+        """The disk's image into the volume at path: a backup file hashed again as it is sent,
+        an image rebuilt here as it is."""
+        image, _, entry = self.images[target]
+        what = f"restoring {target}"
+
+        def on_bytes(count: int) -> None:
+            meter.add(count, what)
+
         volumes.upload(
             conn,
             path,
-            checked_segments(
-                self.directory / entry["name"],
-                entry,
-                on_bytes=lambda n: meter.add(n, what),
-                throttle=throttle,
-            ),
+            segments(image, on_bytes=on_bytes, throttle=throttle)
+            if entry is None
+            else checked_segments(image, entry, on_bytes=on_bytes, throttle=throttle),
+        )
+
+
+def _mark_verified(sessions: sessionmaker[Session], backup_id: int, bad: list[str]) -> None:
+    """Record that the backup's files were checked now, and corrupt (naming them) if bad."""
+    with transaction(sessions) as session:
+        row = get_backup(session, backup_id)
+        row.verified_at = utcnow()
+        if bad:
+            row.status, row.error = "corrupt", f"checksum mismatch: {', '.join(bad)}"
+
+
+def _check_ancestor(sessions: sessionmaker[Session], root: Path, ancestor: Ancestor) -> None:
+    """409 (and the ancestor marked corrupt) when a file of a backup the restore builds on is
+    not the one recorded."""
+    bad = mismatches(
+        root / ancestor.path, list(ancestor.files), manifest_sha256=ancestor.manifest_sha256
+    )
+    _mark_verified(sessions, ancestor.backup_id, bad)
+    if bad:
+        raise Conflict(
+            f"backup {ancestor.backup_id}, which this one builds on, is corrupt "
+            f"({', '.join(bad)}); nothing was restored"
         )

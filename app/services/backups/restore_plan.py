@@ -5,8 +5,11 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from app.errors import Conflict, Invalid
 from app.models import Backup, Host
+from app.services.backups.chains import chains
 from app.virt import domains, volumes
 from app.virt.connection import HostConnection
 
@@ -24,6 +27,26 @@ class RestoreRequest:
 
 
 @dataclass(frozen=True)
+class Ancestor:
+    """A backup that the one restored builds on: where its files are and their digests."""
+
+    backup_id: int
+    path: str  # under the backup directory
+    files: tuple[dict[str, Any], ...]
+    manifest_sha256: str | None
+
+    @classmethod
+    def of(cls, backup: Backup) -> "Ancestor":
+        """The ancestor's record, copied out of its row."""
+        return cls(
+            backup_id=backup.id,
+            path=backup.path,
+            files=tuple(copy.deepcopy(backup.files)),
+            manifest_sha256=backup.manifest_sha256,
+        )
+
+
+@dataclass(frozen=True)
 class RestoreJob:
     """What a restore job works from: the backup's record and the host it restores to, as plain
     values, and what it was asked to make."""
@@ -38,9 +61,13 @@ class RestoreJob:
     host_name: str
     uri: str
     request: RestoreRequest
+    # The backups an incremental one builds on, its full backup first (none for a full one).
+    chain: tuple[Ancestor, ...] = ()
 
     @classmethod
-    def of(cls, backup: Backup, host: Host, request: RestoreRequest) -> "RestoreJob":
+    def of(
+        cls, backup: Backup, host: Host, request: RestoreRequest, chain: list[Backup]
+    ) -> "RestoreJob":
         """The inputs, copied out of the rows (the job never sees a row)."""
         return cls(
             backup_id=backup.id,
@@ -53,12 +80,32 @@ class RestoreJob:
             host_name=host.name,
             uri=host.uri,
             request=request,
+            chain=tuple(Ancestor.of(ancestor) for ancestor in chain),
         )
 
     @property
     def disks(self) -> list[dict[str, Any]]:
         """The disk images' entries."""
         return [entry for entry in self.files if entry["kind"] == "disk"]
+
+
+def ancestors(session: Session, backup: Backup) -> list[Backup]:
+    """The backups a restore of backup needs besides it, its full backup first; 409 naming
+    the one that is gone or did not succeed."""
+    blocker = chains(session, [backup])[backup.id].blocker
+    if blocker is not None:
+        raise Conflict(f"backup {backup.id} cannot be restored: {blocker}")
+    chain, parent_id = [], backup.parent_id
+    while parent_id is not None:  # chains() loaded every ancestor: these are cached rows
+        parent = session.get(Backup, parent_id)
+        if parent is None or parent in chain:
+            raise Conflict(f"backup {backup.id} cannot be restored: its chain is broken")
+        chain.append(parent)
+        parent_id = parent.parent_id
+    first = chain[-1] if chain else backup
+    if first.kind != "full":
+        raise Conflict(f"backup {backup.id} cannot be restored: backup {first.id} has no parent")
+    return chain[::-1]
 
 
 def check_record(job: RestoreJob) -> None:

@@ -4,8 +4,18 @@ preview of what a policy would remove.
 
 A guest's policy is that of the most specific enabled schedule covering it (guest, then host,
 then all guests; the oldest schedule first); a guest no schedule covers keeps its newest
-`backup_keep` backups. Only succeeded backups are kept by a rule; a corrupt one goes once it is
-older than the oldest kept one; running, failed and cancelled ones are left alone.
+`backup_keep` backups. The rules count restore points: succeeded backups whose whole chain (every
+backup they build on) is succeeded too. Running, failed and cancelled backups are left alone.
+
+Chains: a backup that a staying one builds on (kept, left alone, or still running) is kept too,
+"backup 41 depends on it", so a chain is never cut in the middle and an incremental never
+outlives its full backup.
+
+A corrupt backup, and an incremental that cannot be restored because a backup it builds on is
+corrupt or gone, count as no restore point. Each goes once it is older than the oldest kept
+restore point, and not before: while no newer full backup has given the guest kept restore
+points past it, it stays (it is all there is, and a corrupt file may be put right and verified
+again).
 """
 
 from collections.abc import Callable, Sequence
@@ -19,6 +29,7 @@ from app.config import Settings
 from app.db import transaction
 from app.errors import Invalid
 from app.models import Backup, BackupSchedule, Guest
+from app.services.backups.chains import HOLDING, blocker
 from app.services.backups.files import backup_root, remove_tree
 
 KEEPS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly")
@@ -70,16 +81,20 @@ _BUCKETS: dict[str, Callable[[datetime], object]] = {
 
 
 def prune(backups: Sequence[Backup], policy: Policy) -> list[Verdict]:
-    """The verdict on each of one guest's backups, newest first.
+    """The verdict on each of one guest's prunable backups, newest first (backups: all of the
+    guest's that hold on to their parents, running ones included).
 
-    As Proxmox: keep-last keeps the newest N; each later rule walks newest first and keeps the
-    newest backup of each of its N most recent buckets, skipping buckets a kept backup covers.
+    As Proxmox: keep-last keeps the newest N restore points; each later rule walks newest first
+    and keeps the newest restore point of each of its N most recent buckets, skipping buckets a
+    kept one covers. Then every backup a staying one builds on is kept as well.
     """
+    by_id = {b.id: b for b in backups}
     ordered = sorted(
         (b for b in backups if b.status in PRUNABLE), key=lambda b: b.started_at, reverse=True
     )
     kept: dict[int, str] = {}
-    good = [b for b in ordered if b.status == "succeeded"]
+    good = [b for b in ordered if blocker(b, by_id) is None]
+    good_ids = {b.id for b in good}
     for backup in good[: policy.keep_last]:
         kept[backup.id] = "last"
     for rule, bucket_of in _BUCKETS.items():
@@ -95,13 +110,40 @@ def prune(backups: Sequence[Backup], policy: Policy) -> list[Verdict]:
             taken.add(bucket)
             kept[backup.id] = rule.removeprefix("keep_")
     oldest_kept = min((b.started_at for b in good if b.id in kept), default=None)
+    removed: dict[int, str] = {}
+    for b in ordered:
+        if b.id in kept:
+            continue
+        if b.id in good_ids:
+            removed[b.id] = "no rule keeps it"
+        elif oldest_kept is not None and b.started_at < oldest_kept:
+            why = blocker(b, by_id)
+            removed[b.id] = "corrupt" if b.status == "corrupt" else f"cannot be restored: {why}"
+    _keep_ancestors(backups, by_id, kept, removed)
     return [
-        Verdict(b, True, kept[b.id])
-        if b.id in kept
-        else Verdict(b, False, "corrupt" if b.status == "corrupt" else "no rule keeps it")
+        Verdict(b, b.id in kept, kept.get(b.id) or removed[b.id])
         for b in ordered
-        if b.status == "succeeded" or (oldest_kept is not None and b.started_at < oldest_kept)
+        if b.id in kept or b.id in removed
     ]
+
+
+def _keep_ancestors(
+    backups: Sequence[Backup],
+    by_id: dict[int, Backup],
+    kept: dict[int, str],
+    removed: dict[int, str],
+) -> None:
+    """Move every backup a staying one builds on from removed to kept, naming the newest
+    backup that depends on it."""
+    for backup in sorted(backups, key=lambda b: b.started_at, reverse=True):
+        if backup.id in removed:
+            continue
+        parent = by_id.get(backup.parent_id) if backup.parent_id is not None else None
+        while parent is not None:
+            if parent.id in removed:
+                del removed[parent.id]
+                kept[parent.id] = f"backup {backup.id} depends on it"
+            parent = by_id.get(parent.parent_id) if parent.parent_id is not None else None
 
 
 def policy_for(session: Session, settings: Settings, guest_uuid: str) -> Policy:
@@ -125,10 +167,11 @@ def policy_for(session: Session, settings: Settings, guest_uuid: str) -> Policy:
 
 
 def guest_backups(session: Session, guest_uuids: Sequence[str]) -> dict[str, list[Backup]]:
-    """The prunable backups of these guests, by guest."""
+    """The backups of these guests that prune judges or that hold on to their parents, by
+    guest."""
     found: dict[str, list[Backup]] = {uuid: [] for uuid in guest_uuids}
     for backup in session.scalars(
-        select(Backup).where(Backup.guest_uuid.in_(guest_uuids), Backup.status.in_(PRUNABLE))
+        select(Backup).where(Backup.guest_uuid.in_(guest_uuids), Backup.status.in_(HOLDING))
     ):
         found[backup.guest_uuid].append(backup)
     return found

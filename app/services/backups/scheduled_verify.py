@@ -1,7 +1,10 @@
 """Scheduled verification: every succeeded backup whose last check is older than
 `backup_verify_days` is verified again, by a job per host queued by the instance holding that
-host's lease (so one instance among several does it), which marks corrupt ones. A check missed
-while virtdeck was down is due at once when it is back, and done once."""
+host's lease (so one instance among several does it), which marks corrupt ones. Backups are
+taken oldest first, so a chain's full backup is checked before the incrementals built on it;
+the job's result also lists those left unrestorable (their own files intact, a backup they build
+on corrupt or gone). A check missed while virtdeck was down is due at once when it is back, and
+done once."""
 
 from dataclasses import dataclass
 from datetime import timedelta
@@ -79,15 +82,17 @@ def _verifying(session: Session, hosts: set[int]) -> set[int]:
 def run_verify(job: VerifyJob, env: JobEnv, report: Reporter) -> dict[str, Any]:
     """Verify each backup in turn; those that no longer match are marked corrupt (and the
     webhook told)."""
-    total, corrupt, verified = len(job.backup_ids), [], 0
+    total, corrupt, unrestorable, verified = len(job.backup_ids), [], [], 0
     for done, backup_id in enumerate(job.backup_ids):
         report(done / total, f"verifying backup {backup_id}: {done} of {total} done")
         try:
-            backup = verify_backup(env.sessions, env.settings, backup_id)
+            checked = verify_backup(env.sessions, env.settings, backup_id)
         except (NotFound, Conflict):  # deleted, or failed/corrupt, since the job was queued
             continue
         verified += 1
-        if backup.status == "corrupt":
+        if checked.backup.status == "corrupt":
             corrupt.append(backup_id)
+        elif not checked.chain.restorable:
+            unrestorable.append(backup_id)
     report(1.0, "done")
-    return {"verified": verified, "corrupt": corrupt}
+    return {"verified": verified, "corrupt": corrupt, "unrestorable": unrestorable}

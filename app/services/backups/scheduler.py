@@ -1,10 +1,12 @@
 """Running backup schedules, once across every instance sharing the database: an instance claims
 a schedule's latest due slot by moving the schedule's last_slot forward (one update wins) and
 records a pending run per guest; a run starts once its jitter has passed and its host has fewer
-backups running than the schedule allows, by the instance holding that host's lease."""
+backups running than the schedule allows, by the instance holding that host's lease. A run left
+`starting` by an instance that died while starting it is taken over once its claim is stale."""
 
 import logging
 from datetime import datetime, timedelta
+from functools import partial
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,11 +20,16 @@ from app.services import leases
 from app.services.auth import Principal
 from app.services.backups.backup_job import start_backup
 from app.services.backups.schedules import guests_in, jitter, latest_slot, scope_of
+from app.services.guest_actions import LOCK_STALE
 from app.services.ports import HostCalls, JobQueue
 
 log = logging.getLogger(__name__)
 # How long a due run waits for its host to answer before it is recorded as failed.
 UNREACHABLE_PATIENCE = 600.0
+# A run still `starting` this long after it was taken lost its instance between taking it and
+# recording the backup it began (that takes seconds: one host call of at most call_timeout); by
+# then the guest lock that instance may have left behind is stale too.
+STARTING_LEASE = LOCK_STALE + timedelta(minutes=1)
 
 
 def run_schedules(
@@ -37,6 +44,7 @@ def run_schedules(
     """Claim the slots that have come, start the runs that are due; how many started."""
     now = now or utcnow()
     claim_slots(sessions, instance=instance, now=now)
+    take_over_stale(sessions, instance=instance, now=now)
     return _start_due(sessions, sync, jobs, settings, instance=instance, now=now)
 
 
@@ -83,6 +91,63 @@ def claim_slots(sessions: sessionmaker[Session], *, instance: str, now: datetime
     return won
 
 
+def _by(schedule_name: str) -> Principal:
+    """Who a schedule's backups are started by."""
+    return Principal(
+        user_id=None, username=f"schedule {schedule_name}"[:64], role=None, auth="schedule"
+    )
+
+
+def take_over_stale(sessions: sessionmaker[Session], *, instance: str, now: datetime) -> int:
+    """Take over the runs left `starting` for STARTING_LEASE (their instance died starting
+    them): one that got as far as its backup is recorded as started with it, the others wait
+    to start again; one instance wins each (the update checks the claim it saw). How many."""
+    with sessions() as session:
+        stale = session.execute(
+            select(
+                ScheduleRun.id, ScheduleRun.started_at, ScheduleRun.guest_uuid, BackupSchedule.name
+            )
+            .join(BackupSchedule, BackupSchedule.id == ScheduleRun.schedule_id)
+            .where(ScheduleRun.status == "starting", ScheduleRun.started_at < now - STARTING_LEASE)
+        ).all()
+    taken = 0
+    for run_id, taken_at, guest_uuid, name in stale:
+        with transaction(sessions) as session:
+            begun = session.scalar(
+                select(Backup.id)
+                .where(
+                    Backup.guest_uuid == guest_uuid,
+                    Backup.started_by == _by(name).username,
+                    Backup.started_at >= taken_at,
+                )
+                .order_by(Backup.started_at, Backup.id)
+                .limit(1)
+            )
+            won = session.execute(
+                update(ScheduleRun)
+                .where(
+                    ScheduleRun.id == run_id,
+                    ScheduleRun.status == "starting",
+                    ScheduleRun.started_at == taken_at,
+                )
+                .values(
+                    status="pending" if begun is None else "started",
+                    backup_id=begun,
+                    claimed_by=instance,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        if won:
+            taken += 1
+            log.warning(
+                "scheduled run %s of %s was left starting: %s",
+                run_id,
+                guest_uuid,
+                "its backup had begun" if begun else "it starts again",
+            )
+    return taken
+
+
 def _start_due(
     sessions: sessionmaker[Session],
     sync: HostCalls,
@@ -122,55 +187,66 @@ def _start_due(
         # Over the limit the run waits for a later tick rather than failing.
         if owners.get(host_id) not in (instance, None) or running.get(host_id, 0) >= max_parallel:
             continue
-        if not _take(sessions, run_id):
+        taken_at = _take(sessions, run_id)
+        if taken_at is None:
             continue
         running[host_id] = running.get(host_id, 0) + 1
-        by = Principal(user_id=None, username=f"schedule {name}"[:64], role=None, auth="schedule")
+        settle = partial(_settle, sessions, run_id, taken_at)
         try:
-            backup = start_backup(sessions, sync, jobs, settings, uuid=guest_uuid, principal=by)
+            backup = start_backup(
+                sessions, sync, jobs, settings, uuid=guest_uuid, principal=_by(name)
+            )
         except HostUnreachable as exc:
             running[host_id] -= 1
             # A host still connecting (as after a restart) gets a while before the run fails.
             waited = now - due_at < timedelta(seconds=UNREACHABLE_PATIENCE)
-            _settle(sessions, run_id, status="pending" if waited else "failed", error=exc.message)
+            settle(status="pending" if waited else "failed", error=exc.message)
         except VirtdeckError as exc:
             running[host_id] -= 1  # refused before it began: it takes no room
-            _settle(sessions, run_id, status="failed", error=exc.message)
+            settle(status="failed", error=exc.message)
         except Exception as exc:
             running[host_id] -= 1
             log.exception("scheduled backup of %s could not start", guest_uuid)
-            _settle(
-                sessions, run_id, status="failed", error=f"internal error: {type(exc).__name__}"
-            )
+            settle(status="failed", error=f"internal error: {type(exc).__name__}")
         else:
-            _settle(sessions, run_id, status="started", backup_id=backup.backup.id)
+            settle(status="started", backup_id=backup.backup.id)
             started += 1
     return started
 
 
-def _take(sessions: sessionmaker[Session], run_id: int) -> bool:
-    """Move the run from pending to starting; False if another instance took it first."""
+def _take(sessions: sessionmaker[Session], run_id: int) -> datetime | None:
+    """Move the run from pending to starting: when (its claim), or None if another instance
+    took it first."""
+    taken_at = utcnow()
     with transaction(sessions) as session:
-        return bool(
-            session.execute(
-                update(ScheduleRun)
-                .where(ScheduleRun.id == run_id, ScheduleRun.status == "pending")
-                .values(status="starting", started_at=utcnow())
-                .execution_options(synchronize_session=False)
-            ).rowcount
-        )
+        taken = session.execute(
+            update(ScheduleRun)
+            .where(ScheduleRun.id == run_id, ScheduleRun.status == "pending")
+            .values(status="starting", started_at=taken_at)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    return taken_at if taken else None
 
 
 def _settle(
     sessions: sessionmaker[Session],
     run_id: int,
+    taken_at: datetime,
     *,
     status: str,
     backup_id: int | None = None,
     error: str | None = None,
 ) -> None:
-    """Record how starting the run went."""
+    """Record how starting the run went, unless another instance took it over meanwhile (or its
+    schedule was removed)."""
     with transaction(sessions) as session:
-        run = session.get(ScheduleRun, run_id)
-        if run is not None:  # its schedule was removed meanwhile
-            run.status, run.backup_id, run.error = status, backup_id, error
+        session.execute(
+            update(ScheduleRun)
+            .where(
+                ScheduleRun.id == run_id,
+                ScheduleRun.status == "starting",
+                ScheduleRun.started_at == taken_at,
+            )
+            .values(status=status, backup_id=backup_id, error=error)
+            .execution_options(synchronize_session=False)
+        )

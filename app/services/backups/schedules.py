@@ -1,12 +1,14 @@
 """Backup schedules: checking, saving and removing them, when their slots fall, which guests
-they cover, and the preview of what their retention policy would remove."""
+they cover, each guest's next scheduled run, and the preview of what their retention policy
+would remove."""
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, time, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.errors import Conflict, Invalid, NotFound
@@ -208,6 +210,64 @@ def jitter(schedule: BackupSchedule, guest_uuid: str) -> timedelta:
     window = schedule.jitter_minutes * 60
     digest = hashlib.sha256(f"{schedule.id}:{guest_uuid}".encode()).digest()
     return timedelta(seconds=int.from_bytes(digest[:8], "big") % (window + 1))
+
+
+@dataclass(frozen=True)
+class NextRun:
+    """When a guest's next scheduled backup is due (UTC, its jitter included), and by which
+    schedule."""
+
+    at: datetime
+    schedule: str
+
+
+def _next_due(schedule: BackupSchedule, guest_uuid: str, now: datetime) -> datetime:
+    """When the schedule next backs the guest up: its latest slot plus the guest's jitter if
+    that is still to come or the slot is not claimed yet (a missed one runs at once), else the
+    next slot plus the jitter."""
+    offset = jitter(schedule, guest_uuid)
+    latest = latest_slot(schedule, now)
+    if latest is not None and (
+        latest + offset > now or schedule.last_slot is None or schedule.last_slot < latest
+    ):
+        return latest + offset
+    return next_slot(schedule, now) + offset
+
+
+def next_runs(
+    session: Session, guests: Sequence[tuple[str, int]], now: datetime | None = None
+) -> dict[str, NextRun]:
+    """For each guest (uuid, host id) an enabled schedule covers (as guest, its host or all), or
+    that has a run waiting: its next scheduled run, the soonest of them. Two queries whatever
+    the number of guests; guests with none are left out."""
+    if not guests:
+        return {}
+    now = now or utcnow()
+    uuids = {uuid for uuid, _ in guests}
+    found: dict[str, NextRun] = {}
+
+    def offer(uuid: str, at: datetime, name: str) -> None:
+        if uuid not in found or at < found[uuid].at:
+            found[uuid] = NextRun(at, name)
+
+    # Runs claimed and not yet started (waiting for their jitter, a free slot or their host).
+    waiting = session.execute(
+        select(ScheduleRun.guest_uuid, func.min(ScheduleRun.due_at), BackupSchedule.name)
+        .join(BackupSchedule, BackupSchedule.id == ScheduleRun.schedule_id)
+        .where(ScheduleRun.status == "pending", ScheduleRun.guest_uuid.in_(uuids))
+        .group_by(ScheduleRun.guest_uuid, BackupSchedule.name)
+    )
+    for uuid, due_at, name in waiting:
+        offer(uuid, due_at, name)
+    for schedule in session.scalars(select(BackupSchedule).where(BackupSchedule.enabled)):
+        for uuid, host_id in guests:
+            if (
+                schedule.scope == "all"
+                or (schedule.scope == "guest" and schedule.guest_uuid == uuid)
+                or (schedule.scope == "host" and schedule.host_id == host_id)
+            ):
+                offer(uuid, _next_due(schedule, uuid, now), schedule.name)
+    return found
 
 
 def guests_in(session: Session, scope: Scope) -> list[Guest]:

@@ -1,0 +1,149 @@
+"""SSH to a qemu+ssh host from this process, as its URI says (user, port, key and known_hosts;
+host keys checked): an asyncio connection (consoles reach a guest's screen through it), and a
+blocking session for job threads that runs a command on the host or forwards one of the host's
+unix sockets to a local one (a backup reads a pull-mode NBD export through it)."""
+
+import asyncio
+import logging
+import os
+import shlex
+import shutil
+import tempfile
+import threading
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import asyncssh
+
+from app.config import Settings
+from app.errors import HostUnreachable, VirtdeckError
+from app.virt.failures import one_line
+from app.virt.uri import ssh_target
+
+CONNECT_TIMEOUT = 10.0
+# A command on the host (mktemp, chown, rm) answers at once unless the host is in trouble.
+COMMAND_TIMEOUT = 60.0
+# AES-GCM first (asyncssh's defaults after it): with AES-NI its cipher runs about twice as fast
+# as chacha20-poly1305, asyncssh's first choice, and a backup's bytes all pass through it.
+CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+# asyncssh logs every channel at INFO: the server's log gets its warnings only.
+logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+T = TypeVar("T")
+
+
+async def ssh_connection(
+    uri: str, settings: Settings, *, refused: type[VirtdeckError] = VirtdeckError
+) -> asyncssh.SSHClientConnection:
+    """An SSH connection as the URI says (user, port, key, known_hosts), host key checked; an
+    unknown host key or a refused login raises `refused`, anything else HostUnreachable."""
+    target = ssh_target(uri)
+    options = {"port": target.port} if target.port else {}
+    try:
+        return await asyncio.wait_for(
+            asyncssh.connect(
+                target.host,
+                username=target.user or (),
+                client_keys=[target.keyfile] if target.keyfile else (),
+                known_hosts=target.known_hosts or (),
+                keepalive_interval=settings.keepalive_interval,
+                keepalive_count_max=settings.keepalive_count,
+                agent_path=None,
+                encryption_algs=CIPHERS,
+                **options,
+            ),
+            CONNECT_TIMEOUT,
+        )
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise refused(f"the SSH host key of {target.host} is unknown or changed: refused") from exc
+    except asyncssh.PermissionDenied as exc:
+        raise refused(
+            f"{target.host} refused the SSH login of {target.user or 'this user'}"
+        ) from exc
+    except (OSError, TimeoutError, asyncssh.Error) as exc:
+        raise HostUnreachable(
+            f"cannot reach {target.host} over SSH: {one_line(str(exc) or 'timed out', 80)}"
+        ) from exc
+
+
+class SshSession:
+    """One SSH connection used from a blocking thread; its asyncio loop runs in a thread of its
+    own, and the local sockets it forwards live in a directory private to this process."""
+
+    def __init__(self, uri: str, settings: Settings) -> None:
+        self.host = ssh_target(uri).host
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"ssh-{self.host}", daemon=True
+        )
+        self._thread.start()
+        self._directory = tempfile.mkdtemp(prefix="virtdeck-ssh-")
+        self._listeners: list[asyncssh.SSHListener] = []
+        try:
+            self._connection = self._call(ssh_connection(uri, settings))
+        except BaseException:
+            self._stop()
+            raise
+
+    def _call(self, work: Awaitable[T]) -> T:
+        """Await work in the session's loop (asyncssh's calls are awaitables, not always
+        coroutines) and wait for its result."""
+
+        async def awaited() -> T:
+            return await work
+
+        return asyncio.run_coroutine_threadsafe(awaited(), self._loop).result()
+
+    def run(self, *argv: str) -> str:
+        """Run argv on the host (each word quoted for its shell); its output, else VirtdeckError
+        with what it said."""
+        try:
+            done = self._call(
+                self._connection.run(shlex.join(argv), check=False, timeout=COMMAND_TIMEOUT)
+            )
+        except (OSError, TimeoutError, asyncssh.Error) as exc:
+            raise HostUnreachable(
+                f"{argv[0]} on {self.host} over SSH: {one_line(str(exc) or 'timed out', 80)}"
+            ) from exc
+        if done.exit_status != 0:
+            said = one_line(str(done.stderr or "") or f"exit status {done.exit_status}", 200)
+            raise VirtdeckError(f"{argv[0]} on {self.host} failed: {said}")
+        return str(done.stdout)
+
+    def forward_socket(self, remote_path: str) -> str:
+        """A local unix socket whose every connection reaches remote_path on the host through a
+        direct-streamlocal channel of this connection; it is closed with the session."""
+        local = os.path.join(self._directory, f"{len(self._listeners)}.sock")
+        try:
+            listener = self._call(self._connection.forward_local_path(local, remote_path))
+        except (OSError, asyncssh.Error) as exc:
+            raise HostUnreachable(f"forwarding a socket of {self.host}: {exc}") from exc
+        self._listeners.append(listener)
+        return local
+
+    def close(self) -> None:
+        """Stop forwarding, close the connection and its loop."""
+        try:
+            for listener in self._listeners:
+                listener.close()
+            self._connection.close()
+            self._call(self._connection.wait_closed())
+        finally:
+            self._stop()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+@contextmanager
+def ssh_session(uri: str, settings: Settings) -> Iterator[SshSession]:
+    """A blocking SSH session to the qemu+ssh URI's host, closed when the block ends."""
+    session = SshSession(uri, settings)
+    try:
+        yield session
+    finally:
+        session.close()
