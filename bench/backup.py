@@ -11,7 +11,7 @@ printed), the page cache dropped before each:
   export, one copy);
 - the same two with the libvirtd registered as a remote host, `qemu+ssh://root@127.0.0.1:PORT/
   system` through a private sshd with key auth (tests/sshd.py): a volume streamed through the
-  libvirt connection, and a push-mode job into a scratch volume that is then streamed;
+  libvirt connection, and the pull-mode export read through an SSH forward of its socket;
 - after the running guest's full backups: a full backup kept, then --repeat times 64 MiB
   written at random offsets of its disk (1 MiB each, HMP qemu-io) and the next backup, which
   virtdeck takes as an incremental one; its time and size against the full one's (target: at
@@ -31,9 +31,8 @@ compare, not timed).
 
 The phases of a backup are read from the files, not from the app: when the disk file appeared in
 the backup directory under its temporary name, its last write (the copy's end), when it got its
-own name (hashed and synced), and the last write to the push-mode job's scratch volume. The job
-itself is asked for only every 0.5 s, as a client asking every 0.05 s made the backups much
-slower on two cores.
+own name (hashed and synced). The job itself is asked for only every 0.5 s, as a client asking
+every 0.05 s made the backups much slower on two cores.
 
 Run it with `make bench`, or:
 
@@ -96,7 +95,6 @@ CONVERT, HASHED = "qemu-img convert + fsync", "qemu-img convert + fsync + sha256
 TARGETS = {SHUT_OFF: 0.8, RUNNING: 0.6}  # ratio to qemu-img convert, on the local host
 JOB_POLL = 0.5  # seconds between requests for the job's state while a backup runs
 WATCH = 0.01  # seconds between looks at the files: the phase split is this precise
-SCRATCH = ".virtdeck-backup-"  # how app/virt/backups.py names a push-mode job's scratch volumes
 JOB_TIMEOUT = 600.0
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
 FLOOR = "sha256 alone, as backups hash"
@@ -276,22 +274,15 @@ class Watch:
     """What the files show while a backup runs, looked at without asking the app (on two cores
     frequent requests would slow the backup down): when its disk file appeared in the backup
     directory (under its temporary name), its last write (the copy's end), when it got its own
-    name (hashed and synced), and the last write to a push-mode job's scratch volume."""
+    name (hashed and synced)."""
 
-    pool_dir: Path
     backup_dir: Path
     copying: float | None = None
     written: float | None = None
     renamed: float | None = None
-    job_end: float | None = None
 
     def look(self) -> None:
         """Look once."""
-        for entry in os.scandir(self.pool_dir):
-            if entry.name.startswith(SCRATCH):
-                with contextlib.suppress(FileNotFoundError):  # deleted as we looked
-                    mtime = entry.stat().st_mtime
-                    self.job_end = max(self.job_end or mtime, mtime)
         if self.renamed is not None:
             return
         for disk in self.backup_dir.rglob("disk-*"):
@@ -306,7 +297,6 @@ class Watch:
     def phases(self, start: float, end: float) -> dict[str, float]:
         """The seconds of each phase from start to end (those the files showed)."""
         points = (
-            ("push-mode backup job (to the scratch volume's last write)", self.job_end),
             ("until copying began", self.copying),
             (COPY_PHASE, self.written),
             (HASH_PHASE, self.renamed),
@@ -369,8 +359,8 @@ def write_randomly(name: str, disk_mib: int) -> None:
 
 
 def drop_checkpoints(guest_uuid: str) -> None:
-    """Delete the checkpoints (and their bitmaps) the backups began: the next virtdeck, on a
-    database of its own, numbers its backups and so its checkpoints from 1 again."""
+    """Delete the checkpoints (and their bitmaps) the backups began, so that the next virtdeck,
+    on a database of its own, starts from a full backup and the guest leaves no bitmap behind."""
     for name in reversed(virsh("checkpoint-list", guest_uuid, "--name", "--topological").split()):
         virsh("checkpoint-delete", guest_uuid, name)
 
@@ -428,7 +418,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Result:
     with throwaway_pool("vdbench-pool") as pool, libvirtd_up_afterwards():
         disk = make_disk(workdir, pool, result.name, args.disk_mib, args.data_mib)
         with guest(workdir, disk, result.name) as guest_uuid, sshd_for_libvirt(workdir) as ssh:
-            bench = Bench(args, result, workdir, IMAGES / pool, disk, guest_uuid)
+            bench = Bench(args, result, workdir, disk, guest_uuid)
             repeat(args.repeat, lambda: convert(disk, workdir, qemu, qemu_hashed))
             bench.back_ups("", SYSTEM_URI)
             bench.back_ups(SSH, ssh.uri())
@@ -442,7 +432,6 @@ class Bench:
     args: argparse.Namespace
     result: Result
     workdir: Path
-    pool_dir: Path
     disk: Path
     guest_uuid: str
     expected: str = ""
@@ -460,9 +449,7 @@ class Bench:
         ):
 
             def run(method: Method, check: Callable[[Path, str], None]) -> None:
-                seconds, phases = back_up(
-                    client, self.guest_uuid, Watch(self.pool_dir, backup_dir), check
-                )
+                seconds, phases = back_up(client, self.guest_uuid, Watch(backup_dir), check)
                 method.add(seconds, **phases)
 
             offline, online = (self.result.methods[m + suffix] for m in (SHUT_OFF, RUNNING))
@@ -486,11 +473,11 @@ class Bench:
         kept: list[dict] = []
         try:
             drop_caches()
-            kept.append(take(client, self.guest_uuid, Watch(self.pool_dir, backup_dir)))
+            kept.append(take(client, self.guest_uuid, Watch(backup_dir)))
             for _ in range(self.args.repeat):
                 write_randomly(self.result.name, self.args.disk_mib)
                 drop_caches()
-                backup = take(client, self.guest_uuid, Watch(self.pool_dir, backup_dir))
+                backup = take(client, self.guest_uuid, Watch(backup_dir))
                 kept.append(backup)
                 method.add(backup["duration_seconds"])
                 self.result.incremental.setdefault(suffix, []).append(
