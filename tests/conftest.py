@@ -35,6 +35,7 @@ from app.services.auth import create_token
 from app.services.users import create_user
 from tests.databases import throwaway_postgresql
 from tests.libvirtd import SYSTEM_URI, virsh
+from tests.sshd import SshHost, sshd_for_libvirt
 from tests.storage import remove_guest, remove_pool
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -287,3 +288,10 @@ def websocket_closed(client: TestClient, url: str, headers: dict[str, str]) -> t
     ):
         socket.receive_bytes()
     return ended.value.code, ended.value.reason
+
+
+@pytest.fixture
+def ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
+    """A private sshd on 127.0.0.1 through which this machine's libvirtd is a qemu+ssh host."""
+    with sshd_for_libvirt(tmp_path_factory.mktemp("sshd")) as running:
+        yield running

@@ -6,7 +6,6 @@ guest is read from the same export through SSH (a shut-off one is still streamed
 import json
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from tests.backups import (
 from tests.conftest import add_host
 from tests.libvirtd import IMAGES, SYSTEM_URI, holds, qemu_io, throwaway_guest, virsh
 from tests.polling import finished_job, until
-from tests.sshd import SshHost, sshd_for_libvirt
+from tests.sshd import SshHost
 from tests.storage import throwaway_pool
 
 pytestmark = pytest.mark.libvirtd
@@ -152,12 +151,6 @@ def test_a_cancelled_running_backup_ends_its_nbd_job_and_leaves_no_files(
         assert leftovers() == before
         assert state == "running"
         assert holds(guest.disk, "0x22", "24M")
-
-
-@pytest.fixture
-def ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
-    with sshd_for_libvirt(tmp_path_factory.mktemp("sshd")) as running:
-        yield running
 
 
 def test_a_running_guest_on_a_qemu_ssh_host_is_read_from_its_nbd_export_through_ssh(

@@ -1,8 +1,11 @@
 """Incremental backups on the real libvirtd: after a full backup of a running guest, the next ones
 copy only the blocks written since (libvirt checkpoints); each point of the chain restores to
-the disk as it was; a checkpoint removed behind virtdeck's back makes the next backup full, saying
-why; a flipped byte in a delta file is caught and nothing is restored from it; a chain as long as
-backup_full_every, or a raw disk, gets a full backup that says why.
+the disk as it was, on a local host and on a qemu+ssh one (the export read through SSH); a
+checkpoint removed behind virtdeck's back, or dropped for a snapshot of the shut-off guest, makes
+the next backup full, saying why; a flipped byte in a delta file is caught and nothing is
+restored from it; an incremental that fills the backup disk fails leaving nothing, and the next
+one still builds on the full; a chain as long as backup_full_every, or a raw disk, gets a full
+backup that says why.
 
 Known data is written into the running guest's disk from the host (HMP qemu-io on the disk's
 device, so QEMU's dirty bitmaps see it); the expected images are built offline by applying
@@ -19,9 +22,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.backups import back_up, restore
+from tests.backups import BACKUP_TIMEOUT, back_up, restore, start_backup
 from tests.conftest import add_host
 from tests.libvirtd import IMAGES, SYSTEM_URI, ThrowawayGuest, qemu_io, throwaway_guest, virsh
+from tests.polling import finished_job
 from tests.storage import pool_volumes, throwaway_pool
 
 pytestmark = pytest.mark.libvirtd
@@ -110,10 +114,16 @@ def delta_entry(backup: dict) -> dict:
     return next(f for f in backup["files"] if f["kind"] == "disk" and f["target"] == "vda")
 
 
+@pytest.mark.parametrize("over_ssh", [False, True], ids=["local", "qemu+ssh"])
 def test_two_incrementals_copy_only_what_changed_and_every_point_restores_exactly(
-    client: TestClient, running: Running, copies: list[str]
+    client: TestClient,
+    running: Running,
+    copies: list[str],
+    request: pytest.FixtureRequest,
+    over_ssh: bool,
 ) -> None:
-    add_host(client, "local", SYSTEM_URI)
+    uri = request.getfixturevalue("ssh").uri() if over_ssh else SYSTEM_URI
+    add_host(client, "over-ssh" if over_ssh else "local", uri)
     running.write("write -P 0x11 0 4M")
     full = back_up(client, running.guest.uuid)
     at_full = running.expected_now("full")
@@ -263,3 +273,39 @@ def test_a_snapshot_of_the_shut_off_guest_after_a_backup_works_and_the_next_back
     name = f"{running.guest.name}-after-snapshot"
     copies.append(name)
     assert restored_equals(client, again, name, running.expected_now("after-snapshot"))
+
+
+def test_an_incremental_that_fills_the_disk_fails_leaving_nothing_and_the_chain_goes_on(
+    make_client: Callable[..., TestClient], running: Running, tmp_path: Path, copies: list[str]
+) -> None:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], check=True)
+    try:
+        client = make_client(backup_dir=str(mount))
+        add_host(client, "local", SYSTEM_URI)
+        running.write("write -P 0x11 0 1M")
+        full = back_up(client, running.guest.uuid)
+        running.write("write -P 0x22 8M 8M")
+
+        started = start_backup(client, running.guest.uuid)
+        job = finished_job(client, started["job"]["id"], timeout=BACKUP_TIMEOUT)
+        failed = client.get(f"/api/v1/backups/{started['backup']['id']}").json()
+        left = sorted(p.name for p in mount.rglob("*") if p.is_file())
+        kept = checkpoint_names(running.guest)
+        # Room again: the next backup still builds on the full one, with every change since.
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True)
+        again = back_up(client, running.guest.uuid)
+        name = f"{running.guest.name}-after-full-disk"
+        copies.append(name)
+        equal = restored_equals(client, again, name, running.expected_now("after-full-disk"))
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+    assert job["status"] == "failed" and "No space left on device" in job["error"], job
+    assert failed["status"] == "failed"
+    assert left == ["disk-vda.qcow2", "domain.xml", "manifest.json"]  # the full backup's only
+    assert kept == [full["checkpoint"]]  # the failed backup's own checkpoint is gone
+    assert (again["kind"], again["parent_id"]) == ("incremental", full["id"])
+    assert again["changed_bytes"] >= 8 * MIB
+    assert equal

@@ -19,7 +19,7 @@ from tests.browser import chromium, logged_in_tab
 from tests.console_guest import ConsoleGuest, console_guest, wait_for_log
 from tests.consoles import closed_with, open_console, run, serial_echo
 from tests.serve import ADMIN_PASSWORD, Server, running_server
-from tests.sshd import SshHost, sshd_for_libvirt
+from tests.sshd import SshHost
 
 pytestmark = [pytest.mark.libvirtd, pytest.mark.browser]
 # Keepalive of 1 s, 2 missed: a silent host is dropped after about 3 s.
@@ -29,12 +29,6 @@ KEEPALIVE = {"VIRTDECK_KEEPALIVE_INTERVAL": "1", "VIRTDECK_KEEPALIVE_COUNT": "2"
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleGuest]:
     with console_guest(tmp_path_factory.mktemp("console-guest")) as running:
-        yield running
-
-
-@pytest.fixture
-def ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
-    with sshd_for_libvirt(tmp_path_factory.mktemp("sshd")) as running:
         yield running
 
 

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import clear_rows
 from tests.libvirtd import IMAGES, SYSTEM_URI
 from tests.serve import Server, running_server
-from tests.sshd import SshHost, sshd_for_libvirt
+from tests.sshd import SshHost
 from tests.storage import pool_volumes, throwaway_pool, unique_name
 
 pytestmark = pytest.mark.libvirtd
@@ -242,12 +242,6 @@ def test_a_fifth_upload_at_once_is_turned_away_and_the_four_cut_off_leave_nothin
     assert fifth.json()["detail"] == "4 uploads are running already; try again when one is done"
     assert no_volumes_soon(pool) == []
     assert put(server, volume_url(host, pool, "5.img"), b"after").status_code == 201
-
-
-@pytest.fixture
-def ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshHost]:
-    with sshd_for_libvirt(tmp_path_factory.mktemp("sshd")) as running:
-        yield running
 
 
 def test_an_image_reaches_a_host_over_ssh_through_the_libvirt_stream(
