@@ -4,6 +4,9 @@ read by qemu-img from a pull-mode NBD export (only its allocated extents) into a
 
 The bytes are never interpreted by a probed format: a volume file is copied byte for byte, and an
 export is opened as raw (what the guest sees), named in qemu-img's JSON filename.
+
+convert() runs any qemu-img convert with progress and cancel; restoring a point of an incremental
+chain (app.services.backups.deltas) uses it too.
 """
 
 import json
