@@ -1,6 +1,7 @@
 """Settings, read from VIRTDECK_* environment variables and an optional .env file."""
 
 from functools import lru_cache
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
@@ -84,6 +85,10 @@ class Settings(BaseSettings):
     # Every succeeded backup is verified again (its checksums recomputed) once its last check is
     # this many days old; 0 turns the scheduled verification off.
     backup_verify_days: float = Field(7.0, ge=0)
+    # The digest of new backups' files: sha256, blake3, or auto (whichever hashes faster here,
+    # timed once: blake3 unless the CPU hashes sha256 faster). A backup's manifest names its
+    # algorithm, and verify and restore follow it.
+    backup_hash: Literal["auto", "sha256", "blake3"] = "auto"
     # When a backup or a verification fails, a JSON POST goes to this http(s) URL (empty: none).
     backup_webhook_url: str = ""
 

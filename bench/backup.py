@@ -7,8 +7,8 @@ each of these is timed --repeat times (the median and the spread, slowest minus 
 printed), the page cache dropped before each:
 
 - a backup of the shut-off guest (on this local host: its volume file read directly);
-- a backup of the running guest (on this local host: read by qemu-img from a pull-mode NBD
-  export, one copy);
+- a backup of the running guest (on this local host: its extents that may hold data read from
+  a pull-mode NBD export by virtdeck's NBD client, hashed and written back as they come);
 - the same two with the libvirtd registered as a remote host, `qemu+ssh://root@127.0.0.1:PORT/
   system` through a private sshd with key auth (tests/sshd.py): a volume streamed through the
   libvirt connection, and the pull-mode export read through an SSH forward of its socket;
@@ -18,16 +18,17 @@ printed), the page cache dropped before each:
   most a tenth of each);
 - `qemu-img convert -O qcow2` of the same disk into a file, then the fsync of that file (a
   backup is on disk when it ends, so the reference is too): the reference;
-- for information, that convert followed by `sha256sum` of the copy; then the sha256 of the
-  copy (from the page cache) as a backup takes it: the floor of any copy that hashes its bytes.
+- for information, that convert followed by `sha256sum` of the copy; then the digest of the
+  copy (from the page cache) as a backup takes it (sha256 or blake3: VIRTDECK_BACKUP_HASH, or
+  what auto picks on this machine): the floor of any copy that hashes its bytes.
 
 A backup's seconds are its record's duration_seconds: request to record, checksums, fsync and
 manifest included. Throughput is the disk's virtual size (2 GiB) over those seconds; the data
 rate is the random data (1 GiB) over them. The targets (issue 17), on the local host: a shut-off
 guest's backup at least 0.8 times as fast as qemu-img convert, a running guest's at least 0.6
 times; the remote ones are printed for their throughput. Each shut-off backup's disk file must
-also have the volume's own sha256, and each running backup's image the disk's content (qemu-img
-compare, not timed).
+also have the volume's own digest, and each running backup's image the disk's content (qemu-img
+compare, not timed; a disk kept as extents is rebuilt as raw for it).
 
 The phases of a backup are read from the files, not from the app: when the disk file appeared in
 the backup directory under its temporary name, its last write (the copy's end), when it got its
@@ -44,6 +45,7 @@ too. Missed targets still exit 0; only a crash exits non-zero.
 
 import argparse
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -74,7 +76,9 @@ from app.config import Settings  # noqa: E402
 from app.db import make_engine, make_session_factory, transaction  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.services.auth import create_token  # noqa: E402
-from app.services.backups.files import PART, sha256_of  # noqa: E402
+from app.services.backups.deltas import EXTENTS, materialize  # noqa: E402
+from app.services.backups.digests import backup_hash, recorded  # noqa: E402
+from app.services.backups.files import PART, digest_of  # noqa: E402
 from app.services.users import create_user  # noqa: E402
 from bench.common import Row, database, print_table, print_targets  # noqa: E402
 from tests.libvirtd import IMAGES, SYSTEM_URI, domain_xml, virsh  # noqa: E402
@@ -91,15 +95,17 @@ WRITES = 64  # MiB written at random offsets of the running guest's disk before 
 QDEV = "/machine/peripheral/virtio-disk0/virtio-backend"
 INCREMENTAL_TARGET = 0.1  # an incremental's time and size, at most this share of the full's
 SSH = " (qemu+ssh)"
+# The digest new backups take here (VIRTDECK_BACKUP_HASH, or auto's choice on this machine).
+ALGORITHM = backup_hash(Settings()).algorithm
 CONVERT, HASHED = "qemu-img convert + fsync", "qemu-img convert + fsync + sha256sum"
 TARGETS = {SHUT_OFF: 0.8, RUNNING: 0.6}  # ratio to qemu-img convert, on the local host
 JOB_POLL = 0.5  # seconds between requests for the job's state while a backup runs
 WATCH = 0.01  # seconds between looks at the files: the phase split is this precise
 JOB_TIMEOUT = 600.0
 FINAL = frozenset({"succeeded", "failed", "cancelled"})
-FLOOR = "sha256 alone, as backups hash"
+FLOOR = f"{ALGORITHM} alone, as backups hash"
 COPY_PHASE = "copying into the disk file (to its last write)"
-HASH_PHASE = "then sha256 and fsync (to its rename)"
+HASH_PHASE = f"then {ALGORITHM} and fsync (to its rename)"
 
 
 @dataclass
@@ -125,7 +131,7 @@ class Method:
 @dataclass
 class Result:
     """The guest's name, every method's runs, whether each shut-off backup's disk file had the
-    disk's own sha256 (it is a copy of the volume), and whether each running backup's image had
+    disk's own digest (it is a copy of the volume), and whether each running backup's image had
     the disk's content."""
 
     name: str
@@ -333,13 +339,15 @@ def take(client: TestClient, guest_uuid: str, watch: Watch) -> dict:
 
 
 def back_up(
-    client: TestClient, guest_uuid: str, watch: Watch, check: Callable[[Path, str], None]
+    client: TestClient, guest_uuid: str, watch: Watch, check: Callable[[Path, dict], None]
 ) -> tuple[float, dict]:
-    """Take a backup, check(its disk image, that image's sha256) and delete it again: its
+    """Take a backup, check(its disk file, that file's manifest entry) and delete it again: its
     duration_seconds and the seconds of its phases."""
     backup = take(client, guest_uuid, watch)
-    disk = next(f for f in backup["files"] if f["kind"] == "disk")
-    check(watch.backup_dir / backup["path"] / disk["name"], disk["sha256"])
+    directory = watch.backup_dir / backup["path"]
+    manifest = json.loads((directory / "manifest.json").read_text())
+    disk = next(f for f in manifest["files"] if f["kind"] == "disk")
+    check(directory / disk["name"], disk)
     expect(client.delete(f"/api/v1/backups/{backup['id']}"), 204)
     start, end = (
         datetime.fromisoformat(backup[k]).timestamp() for k in ("started_at", "finished_at")
@@ -365,12 +373,21 @@ def drop_checkpoints(guest_uuid: str) -> None:
         virsh("checkpoint-delete", guest_uuid, name)
 
 
-def same_content(image: Path, disk: Path) -> bool:
-    """Whether qemu-img compare finds the backup's image equal to the disk (in use: -U)."""
-    done = subprocess.run(
-        ["qemu-img", "compare", "-q", "-U", "-f", "qcow2", "-F", "qcow2", str(image), str(disk)],
-        capture_output=True, check=False,
-    )  # fmt: skip
+def same_content(path: Path, entry: dict, disk: Path) -> bool:
+    """Whether qemu-img compare finds the backup's disk equal to the disk (in use: -U); a disk
+    kept as extents is rebuilt as raw first, next to it."""
+    image, fmt = path, entry["format"]
+    if fmt == EXTENTS:
+        image, fmt = path.with_name(path.name + ".raw"), "raw"
+        materialize([(path, entry)], image, capacity=entry["capacity"], out_fmt="raw")
+    try:
+        done = subprocess.run(
+            ["qemu-img", "compare", "-q", "-U", "-f", fmt, "-F", "qcow2", str(image), str(disk)],
+            capture_output=True, check=False,
+        )  # fmt: skip
+    finally:
+        if image != path:
+            image.unlink(missing_ok=True)
     return done.returncode == 0
 
 
@@ -393,7 +410,7 @@ def convert(disk: Path, workdir: Path, method: Method, hashed: Method) -> None:
         syncing = time.perf_counter() - started
         hashing = timed(["sha256sum", str(copy)])
         started = time.perf_counter()
-        sha256_of(copy)  # as a backup hashes, the copy now in the page cache: CPU only
+        digest_of(copy, ALGORITHM)  # as a backup hashes, the copy in the page cache: CPU only
         floor = time.perf_counter() - started
         method.add(copying + syncing, **{"qemu-img convert": copying,
                                          "fsync of the copy": syncing})  # fmt: skip
@@ -437,7 +454,7 @@ class Bench:
     expected: str = ""
 
     def __post_init__(self) -> None:
-        self.expected = sha256_of(self.disk)
+        self.expected = digest_of(self.disk, ALGORITHM)
 
     def back_ups(self, suffix: str, uri: str) -> None:
         """Time the backups of the shut-off, then the running guest, with uri as the host."""
@@ -448,12 +465,12 @@ class Bench:
             virtdeck(url, backup_dir, uri) as (client, refresh),
         ):
 
-            def run(method: Method, check: Callable[[Path, str], None]) -> None:
+            def run(method: Method, check: Callable[[Path, dict], None]) -> None:
                 seconds, phases = back_up(client, self.guest_uuid, Watch(backup_dir), check)
                 method.add(seconds, **phases)
 
             offline, online = (self.result.methods[m + suffix] for m in (SHUT_OFF, RUNNING))
-            repeat(self.args.repeat, lambda: run(offline, self.same_sha256))
+            repeat(self.args.repeat, lambda: run(offline, self.same_digest))
             virsh("start", self.guest_uuid)
             try:
                 refresh()
@@ -462,7 +479,7 @@ class Bench:
             finally:
                 drop_checkpoints(self.guest_uuid)  # (libvirt 9.0 deletes them from running guests)
                 virsh("destroy", self.guest_uuid)
-            self.expected = sha256_of(self.disk)  # (written to since)
+            self.expected = digest_of(self.disk, ALGORITHM)  # (written to since)
             refresh()
 
     def incrementals(self, client: TestClient, backup_dir: Path, suffix: str) -> None:
@@ -488,13 +505,13 @@ class Bench:
             for backup in reversed(kept):
                 expect(client.delete(f"/api/v1/backups/{backup['id']}"), 204)
 
-    def same_sha256(self, _image: Path, sha256: str) -> None:
-        """Note whether a shut-off backup's image has the volume's own sha256."""
-        self.result.same_bytes.append(sha256 == self.expected)
+    def same_digest(self, _path: Path, entry: dict) -> None:
+        """Note whether a shut-off backup's image has the volume's own digest."""
+        self.result.same_bytes.append(recorded(entry) == (ALGORITHM, self.expected))
 
-    def equal_disk(self, image: Path, _sha256: str) -> None:
-        """Note whether a running backup's image has the disk's content."""
-        self.result.same_content.append(same_content(image, self.disk))
+    def equal_disk(self, path: Path, entry: dict) -> None:
+        """Note whether a running backup's disk has the disk's content."""
+        self.result.same_content.append(same_content(path, entry, self.disk))
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -534,13 +551,13 @@ def result_rows(result: Result, disk_mib: int, data_mib: int) -> list[Row]:
                 reference / method.median >= target if target else None,
             )
         )
-    # sha256 is one sequential stream: a copy that hashes every byte once can be no faster.
+    # The hash is one sequential stream: a copy that hashes every byte once can be no faster.
     floor = result.methods[HASHED].phases[FLOOR]
     rows.append(Row(f"{FLOOR} (the floor of any hashed copy)", cells(floor)))
     same = sum(result.same_bytes)
     rows.append(
         Row(
-            "shut-off backups with the disk's sha256",
+            "shut-off backups with the disk's digest",
             (f"{same} of {len(result.same_bytes)}", "", "", "", "", ""),
             "all",
             same == len(result.same_bytes),
@@ -583,7 +600,7 @@ def phase_rows(result: Result) -> list[Row]:
     for method in result.methods.values():
         rows.append(Row(method.name, ""))
         rows += [
-            Row(f"  {phase}", (f"{statistics.median(spent):.2f} s", spread(spent)))
+            Row(f"  {phase}", (f"{statistics.median(spent):.3f} s", spread(spent)))
             for phase, spent in method.phases.items()
         ]
     return rows
@@ -625,7 +642,7 @@ def main() -> int:
           "cache dropped before each")  # fmt: skip
     print(f"GiB/s: the {args.disk_mib / 1024:g} GiB virtual size over the seconds; data GiB/s: "
           f"the {args.data_mib / 1024:g} GiB of data over them; ratio: qemu-img convert's "
-          "seconds over these (backups include sha256 and fsync)")  # fmt: skip
+          f"seconds over these (backups include {ALGORITHM} and fsync)")  # fmt: skip
     rows = result_rows(result, args.disk_mib, args.data_mib)
     print_table(
         ("method", "seconds", "spread", "runs", "GiB/s", "data GiB/s", "ratio to qemu-img convert",

@@ -1,6 +1,7 @@
 """Backups and restores in tests: start one through the API, wait for it, see what it left; or
 write a backup's record as the service leaves it."""
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import transaction
 from app.models import Backup
 from app.models.base import utcnow
+from app.services.backups.deltas import EXTENTS, materialize
 from tests.polling import finished_job, until
 
 # A backup or restore of a real disk may take a while on a busy machine.
@@ -50,6 +52,20 @@ def wait_until_copying(client: TestClient, job_id: int) -> None:
         return job["status"] == "running" and job["progress"] > 0
 
     until(copying, timeout=30, interval=0.05, what="the backup never got going")
+
+
+def disk_as_image(client: TestClient, backup: dict, work: Path) -> tuple[Path, str]:
+    """The backup's (first) disk as an image to compare with qemu-img: its file as stored, or
+    a disk kept as extents (a running guest's) rebuilt as raw in work; (path, format)."""
+    directory = Path(client.app.state.settings.backup_dir) / backup["path"]
+    manifest = json.loads((directory / "manifest.json").read_text())
+    entry = next(f for f in manifest["files"] if f["kind"] == "disk")
+    path = directory / entry["name"]
+    if entry["format"] != EXTENTS:
+        return path, entry["format"]
+    image = work / f"{backup['id']}-{entry['target']}.raw"
+    materialize([(path, entry)], image, capacity=entry["capacity"], out_fmt="raw")
+    return image, "raw"
 
 
 def backup_files_left(root: Path) -> list[Path]:

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from app.db import transaction
 from app.models import Backup, Host
+from app.services.backups.digests import recorded
 from tests.backups import (
     BACKUP_TIMEOUT,
     back_up,
@@ -87,14 +88,15 @@ def test_backups_of_a_shut_off_and_a_running_guest_restore_the_same_bytes(
 
         assert (offline["status"], offline["guest_state"]) == ("succeeded", "shutoff")
         assert (online["status"], online["guest_state"]) == ("succeeded", "running")
-        for backup in (offline, online):
-            assert sorted(f["name"] for f in backup["files"]) == ["disk-vda.qcow2", "domain.xml"]
+        for backup, disk in ((offline, "disk-vda.qcow2"), (online, "disk-vda.extents")):
+            assert sorted(f["name"] for f in backup["files"]) == [disk, "domain.xml"]
             assert backup["size_bytes"] == sum(f["size"] for f in backup["files"]) > 1 << 20
         directory = Path(client.app.state.settings.backup_dir) / offline["path"]
         manifest = json.loads((directory / "manifest.json").read_text())
         assert manifest["guest"]["uuid"] == guest.uuid
         assert manifest["libvirt_version"] and manifest["qemu_version"]
-        assert [f["sha256"] for f in manifest["files"]] == [f["sha256"] for f in offline["files"]]
+        listed = [(f["algorithm"], f["digest"]) for f in offline["files"]]
+        assert [recorded(f) for f in manifest["files"]] == listed
         assert not list(directory.glob("*.part"))
 
         for backup in (offline, online):

@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.services import idle_pool
+from app.services.backups.digests import backup_hash
 from tests.backups import (
     BACKUP_TIMEOUT,
     back_up,
     backup_files_left,
+    disk_as_image,
     restore,
     start_backup,
     wait_until_copying,
@@ -34,10 +37,11 @@ def disk_file(client: TestClient, backup: dict) -> tuple[dict, Path]:
     return entry, Path(client.app.state.settings.backup_dir) / backup["path"] / entry["name"]
 
 
-def same_image(first: Path, second: Path, fmt: str = "qcow2") -> bool:
-    """Whether qemu-img compare finds the two images' contents identical (both read as fmt)."""
+def same_image(first: Path, second: Path, fmt: str = "qcow2", second_fmt: str = "qcow2") -> bool:
+    """Whether qemu-img compare finds the two images' contents identical (read as fmt and
+    second_fmt)."""
     done = subprocess.run(
-        ["qemu-img", "compare", "-q", "-f", fmt, "-F", "qcow2", str(first), str(second)],
+        ["qemu-img", "compare", "-q", "-f", fmt, "-F", second_fmt, str(first), str(second)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     return done.returncode == 0
@@ -74,7 +78,7 @@ def test_a_shut_off_guest_is_backed_up_from_its_volume_file_byte_for_byte(
         assert entry["copied_by"] == "file"
         assert image.read_bytes() == guest.disk.read_bytes()
         assert image.stat().st_blocks <= guest.disk.stat().st_blocks + 8  # holes stayed holes
-        assert manifest["digest"] == "sha256"
+        assert manifest["digest"] == backup_hash(client.app.state.settings).algorithm
         assert [f["copied_by"] for f in manifest["files"] if f["kind"] == "disk"] == ["file"]
         verified = client.post(f"/api/v1/backups/{backup['id']}/verify")
         assert verified.status_code == 200 and verified.json()["status"] == "succeeded"
@@ -96,18 +100,22 @@ def test_a_running_guest_is_backed_up_through_an_nbd_export_with_no_scratch_volu
             job_info = virsh("domjobinfo", guest.uuid)
         finally:
             virsh("destroy", guest.uuid)
-        entry, image = disk_file(client, backup)
+        entry, _ = disk_file(client, backup)
+        image, _ = disk_as_image(client, backup, tmp_path)
 
         assert (backup["guest_state"], entry["copied_by"], entry["format"]) == (
             "running",
             "nbd",
-            "qcow2",
+            "extents",
         )
         assert job_info.split() == ["Job", "type:", "None"], job_info
         assert sorted(p.name for p in (IMAGES / pool).iterdir()) == [guest.disk.name]
-        assert same_image(guest.disk, image, "raw")
+        assert same_image(image, guest.disk, "raw", "raw")
         # Only the written extents were copied: the 64 MiB disk holds 5 MiB of data.
-        assert entry["size"] < 8 << 20
+        assert entry["size"] == 5 << 20
+        manifest = json.loads((disk_file(client, backup)[1].parent / "manifest.json").read_text())
+        extents = [f["extents"] for f in manifest["files"] if f["kind"] == "disk"]
+        assert extents == [[[0, 4 << 20], [48 << 20, 1 << 20]]]
         copy = f"{guest.name}-copy"
         try:
             job = restore(client, backup["id"], mode="new", name=copy)
@@ -131,6 +139,7 @@ def test_a_cancelled_running_backup_ends_its_nbd_job_and_leaves_no_files(
         assert qemu_io(guest.disk, "write -P 0x22 0 24M").returncode == 0
         uri = request.getfixturevalue("ssh").uri() if over_ssh else SYSTEM_URI
         add_host(client, "over-ssh" if over_ssh else "local", uri)
+        idle_pool.close_all()  # what earlier tests left for a next job
         before = leftovers()
         virsh("start", guest.uuid)
         try:
@@ -163,12 +172,16 @@ def test_a_running_guest_on_a_qemu_ssh_host_is_read_from_its_nbd_export_through_
         assert qemu_io(guest.disk, "write -P 0x5a 0 1M").returncode == 0
         assert qemu_io(guest.disk, "write -P 0x6b 40M 2M").returncode == 0
         add_host(client, "over-ssh", ssh.uri())
+        idle_pool.close_all()  # what earlier tests left for a next job
         before = leftovers()
 
         offline = back_up(client, guest.uuid)
         virsh("start", guest.uuid)
         try:
             online = back_up(client, guest.uuid)
+            logins = ssh.log.read_text().count("Accepted publickey")
+            again = back_up(client, guest.uuid)
+            logged_in_again = ssh.log.read_text().count("Accepted publickey") - logins
             job_info = virsh("domjobinfo", guest.uuid)
         finally:
             virsh("destroy", guest.uuid)
@@ -176,7 +189,13 @@ def test_a_running_guest_on_a_qemu_ssh_host_is_read_from_its_nbd_export_through_
         copied_by = [disk_file(client, backup)[0]["copied_by"] for backup in (offline, online)]
         assert copied_by == ["stream", "nbd"]
         for backup in (offline, online):
-            assert same_image(guest.disk, disk_file(client, backup)[1])
+            image, fmt = disk_as_image(client, backup, tmp_path)
+            assert same_image(image, guest.disk, fmt), backup["guest_state"]
         assert job_info.split() == ["Job", "type:", "None"], job_info
         assert sorted(p.name for p in (IMAGES / pool).iterdir()) == [guest.disk.name]
+        # The next backup of the host used the libvirt connection and the SSH session (with its
+        # directory on the host) the previous one left: no new login. The worker's stop closes
+        # them, and removes the directory.
+        assert again["kind"] == "incremental" and logged_in_again == 0
+        idle_pool.close_all()
         assert leftovers() == before

@@ -1,5 +1,5 @@
 """Restoring a point of an incremental chain on the real libvirtd: a full backup taken by the
-service, then two incrementals whose deltas are read (by the service's own copy_delta) from a
+service, then two incrementals whose deltas are read (by the service's own copy_extents) from a
 qemu-nbd export of the disk's dirty bitmap; each point restored as a new guest, and in place, is
 the disk as it was then; a flipped byte in an ancestor's delta stops the restore, marks that
 backup corrupt, and after that the restore is refused up front."""
@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Backup
-from app.services.backups.deltas import copy_delta
+from app.services.backups.deltas import copy_extents
+from app.services.backups.digests import ALGORITHMS
 from app.services.backups.files import make_private_dirs, write_manifest
 from app.services.backups.streams import write_bytes
 from tests.backups import add_backup, back_up, restore
@@ -37,6 +38,11 @@ def same_image(first: Path, second: Path) -> bool:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     return done.returncode == 0
+
+
+def unhashed(entry: dict[str, Any]) -> dict[str, Any]:
+    """The parent's file entry without its digest (whichever algorithm the service used)."""
+    return {k: v for k, v in entry.items() if k not in ALGORITHMS}
 
 
 def bitmap(disk: Path, *args: str) -> None:
@@ -71,24 +77,27 @@ def incremental(
             assert server.poll() is None
             time.sleep(0.02)
         full_disk = next(f for f in parent["files"] if f["kind"] == "disk")
-        extents, size, digest = copy_delta(
+        extents, size, digest = copy_extents(
             str(socket),
             "vda",
             "qemu:dirty-bitmap:b0",
             directory / "disk-vda.delta",
             capacity=full_disk["capacity"],
             on_bytes=lambda _n: None,
+            algorithm="sha256",
         )
     finally:
         os.kill(server.pid, signal.SIGTERM)
         server.wait(timeout=10)
     xml = next(f for f in parent["files"] if f["kind"] == "domain-xml")
     xml_size, xml_sha = write_bytes(
-        directory / xml["name"], (root / parent["path"] / xml["name"]).read_bytes()
+        directory / xml["name"],
+        (root / parent["path"] / xml["name"]).read_bytes(),
+        algorithm="sha256",
     )
     files: list[dict[str, Any]] = [
-        {**xml, "size": xml_size, "sha256": xml_sha},
-        {**full_disk, "name": "disk-vda.delta", "format": "delta", "extents": extents,
+        {**unhashed(xml), "size": xml_size, "sha256": xml_sha},
+        {**unhashed(full_disk), "name": "disk-vda.delta", "format": "delta", "extents": extents,
          "size": size, "sha256": digest, "copied_by": "nbd"},
     ]  # fmt: skip
     manifest_sha = write_manifest(directory, {"files": files, "digest": "sha256"})

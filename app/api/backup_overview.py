@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from app.deps import SessionDep, guard
+from app.deps import SessionDep, SettingsDep, guard
 from app.errors import Invalid
 from app.services.auth import Permission
 from app.services.backups import overview as overview_service
+from app.services.backups.digests import ALGORITHMS, backup_hash
 
 router = APIRouter(tags=["backups"])
 
@@ -41,14 +42,22 @@ class Totals(BaseModel):
     last_failed: int
 
 
+class BackupHash(BaseModel):
+    """The digest new backups' files get from this instance, and why."""
+
+    algorithm: str = Field(description=f"one of {', '.join(ALGORITHMS)}")
+    reason: str = Field(description="VIRTDECK_BACKUP_HASH, or what auto found in the CPU")
+
+
 class BackupOverview(BaseModel):
-    """One page of guests by name, and the totals over all of them."""
+    """One page of guests by name, the totals over all of them, and the hash new backups use."""
 
     items: list[GuestBackupsOut]
     total: int
     limit: int
     offset: int
     totals: Totals
+    hash: BackupHash
 
 
 @router.get(
@@ -59,6 +68,7 @@ class BackupOverview(BaseModel):
 )
 def backup_overview(
     session: SessionDep,
+    settings: SettingsDep,
     show: Annotated[str | None, Query(description="none or failed: only those guests")] = None,
     limit: Annotated[int, Query()] = 100,
     offset: Annotated[int, Query()] = 0,
@@ -74,4 +84,5 @@ def backup_overview(
         limit=limit,
         offset=offset,
         totals=Totals(**vars(totals)),
+        hash=BackupHash(**vars(backup_hash(settings))),
     )

@@ -1,10 +1,10 @@
 """/api/v1/backups and POST /api/v1/guests/{uuid}/backups."""
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.api.schemas import JobOut
@@ -13,6 +13,7 @@ from app.models import Backup
 from app.services import backups as backup_service
 from app.services.auth import Permission, Principal
 from app.services.backups.chains import Chain, chains
+from app.services.backups.digests import ALGORITHMS, SHA256, shown
 
 router = APIRouter(tags=["backups"])
 REFUSALS = {
@@ -34,12 +35,29 @@ class BackupFile(BaseModel):
         "changed blocks, one after another"
     )
     size: int
-    sha256: str
+    algorithm: str | None = Field(
+        description=f"what digest names: one of {', '.join(ALGORITHMS)}; null when the record "
+        "holds no valid digest (verifying finds the backup corrupt)"
+    )
+    digest: str | None = Field(description="the file's digest when it was taken, in hex")
+    sha256: str | None = Field(
+        default=None, description="the same digest when the algorithm is sha256 (as before)"
+    )
     copied_by: str | None = Field(
         default=None,
         description="how a disk's bytes were read: file (a local shut-off guest's volume), nbd "
         "(a local running guest's pull-mode export) or stream (through the libvirt connection)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _digest(cls, entry: Any) -> Any:
+        """The recorded entry's digest as algorithm and digest; sha256 only for a valid one."""
+        if not isinstance(entry, dict):
+            return entry
+        algorithm, digest = shown(entry) or (None, None)
+        sha256 = digest if algorithm == SHA256 else None
+        return {**entry, "algorithm": algorithm, "digest": digest, "sha256": sha256}
 
 
 class BackupOut(BaseModel):

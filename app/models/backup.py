@@ -39,8 +39,9 @@ class Backup(Base):
     error: Mapped[str | None] = mapped_column(Text)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     job_id: Mapped[int | None] = mapped_column(Integer)
-    # The manifest's file list: name, kind, target, format, size, sha256; a disk's also has its
-    # volume's path, pool and capacity (since 0009).
+    # The manifest's file list: name, kind, target, format, size, and the digest under its
+    # algorithm's name (sha256 or blake3); a disk's also has its volume's path, pool and capacity
+    # (since 0009), and one kept as extents or a delta its extents.
     files: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # sha256 of manifest.json's bytes; a restore or verify refuses a manifest that differs.
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))

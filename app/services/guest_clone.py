@@ -25,7 +25,7 @@ from app.models import Job
 from app.services import jobs as job_service
 from app.services.auth import Principal
 from app.services.backups.streams import Meter
-from app.services.backups.work import connect
+from app.services.backups.work import connect, release
 from app.services.guest_actions import GuestLock
 from app.services.guest_create import check_guest_name
 from app.services.guest_create.on_host import usable_pool
@@ -125,11 +125,12 @@ def start_clone(
 def run_clone(job: CloneJob, env: JobEnv, report: Reporter) -> dict[str, Any]:
     """Copy and define on the host (on a connection of the job's own), then record the clone."""
     try:
-        conn = connect(job.uri, env.settings)
+        conn, cloned = connect(job.uri, env.settings), False
         try:
             info, paths = _Clone(conn, job, env.renewing(report)).run()
+            cloned = True
         finally:
-            conn.close()
+            release(job.uri, conn, keep=cloned)
     finally:
         env.release()
     with transaction(env.sessions) as session:

@@ -1,17 +1,16 @@
 """SSH to a qemu+ssh host from this process, as its URI says (user, port, key and known_hosts;
 host keys checked): an asyncio connection (consoles reach a guest's screen through it), and a
-blocking session for job threads that runs a command on the host or forwards one of the host's
-unix sockets to a local one (a backup reads a pull-mode NBD export through it)."""
+blocking session for job threads that holds a shell command on the host or forwards one of the
+host's unix sockets to a local one (a backup reads a pull-mode NBD export through it)."""
 
 import asyncio
 import logging
 import os
-import shlex
 import shutil
 import tempfile
 import threading
 from collections.abc import Awaitable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TypeVar
 
 import asyncssh
@@ -27,6 +26,7 @@ COMMAND_TIMEOUT = 60.0
 # AES-GCM first (asyncssh's defaults after it): with AES-NI its cipher runs about twice as fast
 # as chacha20-poly1305, asyncssh's first choice, and a backup's bytes all pass through it.
 CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+log = logging.getLogger(__name__)
 # asyncssh logs every channel at INFO: the server's log gets its warnings only.
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
@@ -79,7 +79,7 @@ class SshSession:
         )
         self._thread.start()
         self._directory = tempfile.mkdtemp(prefix="virtdeck-ssh-")
-        self._listeners: list[asyncssh.SSHListener] = []
+        self._forwarded = 0  # local sockets made so far (each has a name of its own)
         try:
             self._connection = self._call(ssh_connection(uri, settings))
         except BaseException:
@@ -95,38 +95,62 @@ class SshSession:
 
         return asyncio.run_coroutine_threadsafe(awaited(), self._loop).result()
 
-    def run(self, *argv: str) -> str:
-        """Run argv on the host (each word quoted for its shell); its output, else VirtdeckError
-        with what it said."""
-        try:
-            done = self._call(
-                self._connection.run(shlex.join(argv), check=False, timeout=COMMAND_TIMEOUT)
-            )
-        except (OSError, TimeoutError, asyncssh.Error) as exc:
-            raise HostUnreachable(
-                f"{argv[0]} on {self.host} over SSH: {one_line(str(exc) or 'timed out', 80)}"
-            ) from exc
-        if done.exit_status != 0:
-            said = one_line(str(done.stderr or "") or f"exit status {done.exit_status}", 200)
-            raise VirtdeckError(f"{argv[0]} on {self.host} failed: {said}")
-        return str(done.stdout)
+    @contextmanager
+    def holding(self, script: str) -> Iterator[str]:
+        """Run the shell script on the host while the block runs: yields the first line it
+        prints; then its stdin is closed (its cue to finish) and its exit awaited. One channel
+        for both ends, and should this process die, the closed connection is the same cue."""
+        what = f"a command on {self.host} over SSH"
 
-    def forward_socket(self, remote_path: str) -> str:
-        """A local unix socket whose every connection reaches remote_path on the host through a
-        direct-streamlocal channel of this connection; it is closed with the session."""
-        local = os.path.join(self._directory, f"{len(self._listeners)}.sock")
+        async def started() -> tuple[asyncssh.SSHClientProcess, str]:
+            process = await self._connection.create_process(script)
+            return process, await asyncio.wait_for(process.stdout.readline(), COMMAND_TIMEOUT)
+
+        async def ended(process: asyncssh.SSHClientProcess) -> asyncssh.SSHCompletedProcess:
+            process.stdin.write_eof()
+            return await process.wait(check=False, timeout=COMMAND_TIMEOUT)
+
+        try:
+            process, line = self._call(started())
+        except (OSError, TimeoutError, asyncssh.Error) as exc:
+            raise HostUnreachable(f"{what}: {one_line(str(exc) or 'timed out', 80)}") from exc
+        try:
+            if not line:  # it ended before it said anything: its errors say why
+                done = self._call(ended(process))
+                said = one_line(str(done.stderr or "") or f"exit status {done.exit_status}", 200)
+                raise VirtdeckError(f"{what} failed: {said}")
+            yield str(line).strip()
+        finally:
+            with suppress(OSError, TimeoutError, asyncssh.Error):
+                done = self._call(ended(process))
+                if done.exit_status != 0:
+                    log.warning("%s ended with %s: %s", what, done.exit_status,
+                                one_line(str(done.stderr or ""), 200))  # fmt: skip
+
+    @contextmanager
+    def forwarding(self, remote_path: str) -> Iterator[str]:
+        """A local unix socket, while the block runs, whose every connection reaches remote_path
+        on the host through a direct-streamlocal channel of this connection."""
+        self._forwarded += 1
+        local = os.path.join(self._directory, f"{self._forwarded}.sock")
         try:
             listener = self._call(self._connection.forward_local_path(local, remote_path))
         except (OSError, asyncssh.Error) as exc:
             raise HostUnreachable(f"forwarding a socket of {self.host}: {exc}") from exc
-        self._listeners.append(listener)
-        return local
+        try:
+            yield local
+        finally:
+            listener.close()
+            with suppress(OSError):
+                os.unlink(local)
+
+    def alive(self) -> bool:
+        """Whether the connection is still open."""
+        return not self._connection.is_closed()
 
     def close(self) -> None:
-        """Stop forwarding, close the connection and its loop."""
+        """Close the connection and its loop."""
         try:
-            for listener in self._listeners:
-                listener.close()
             self._connection.close()
             self._call(self._connection.wait_closed())
         finally:
@@ -137,13 +161,3 @@ class SshSession:
         self._thread.join()
         self._loop.close()
         shutil.rmtree(self._directory, ignore_errors=True)
-
-
-@contextmanager
-def ssh_session(uri: str, settings: Settings) -> Iterator[SshSession]:
-    """A blocking SSH session to the qemu+ssh URI's host, closed when the block ends."""
-    session = SshSession(uri, settings)
-    try:
-        yield session
-    finally:
-        session.close()

@@ -141,6 +141,14 @@ class HostConnection:
         with contextlib.suppress(libvirt.libvirtError):
             self._conn.close()
 
+    def answers(self) -> bool:
+        """Whether the connection still answers a call (one round trip)."""
+        try:
+            self._conn.getLibVersion()
+        except libvirt.libvirtError:
+            return False
+        return True
+
     def _call(self, fn: Callable, *args):
         try:
             return fn(*args)

@@ -52,6 +52,12 @@ def error_message(exc: libvirt.libvirtError) -> str:
     return one_line(exc.get_error_message() or str(exc))
 
 
+def connection_lost(exc: libvirt.libvirtError) -> bool:
+    """Whether the error is the link to libvirtd failing (libvirtd stopped, the host is gone),
+    not the host refusing the call."""
+    return exc.get_error_domain() in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)
+
+
 def translate(exc: libvirt.libvirtError) -> VirtdeckError:
     """Our exception for a libvirt error."""
     code = exc.get_error_code()
@@ -86,8 +92,7 @@ def start_failed(name: str, exc: libvirt.libvirtError) -> VirtdeckError:
     """Our exception for a guest that did not start: a plain sentence, then libvirt's words."""
     error = translate(exc)
     # A file QEMU cannot open is a system error too, but one the host reported, not a lost link.
-    lost = exc.get_error_domain() in (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)
-    if isinstance(error, NotFound) or (isinstance(error, HostUnreachable) and lost):
+    if isinstance(error, NotFound) or (isinstance(error, HostUnreachable) and connection_lost(exc)):
         return error
     said = qemu_error(error.message)
     hint = ""

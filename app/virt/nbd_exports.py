@@ -25,10 +25,12 @@ import libvirt
 from app.errors import VirtdeckError
 from app.virt.backups import JOB_POLL, GuestSource
 from app.virt.connection import HostConnection
-from app.virt.failures import error_message, libvirt_errors, translate
+from app.virt.failures import connection_lost, error_message, libvirt_errors, translate
 
 SOCKET = "nbd.sock"
+DIRECTORY_PREFIX = "virtdeck-nbd-"  # the socket's directory, here or on a qemu+ssh host
 END_WAIT = 30.0  # seconds libvirt may take to tear an aborted job down
+LOST = "the connection to libvirtd was lost during the backup (libvirtd stopped or restarted)"
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ SocketDirectory = Callable[[str | None], AbstractContextManager[str]]
 @contextmanager
 def local_socket_directory(owner: str | None) -> Iterator[str]:
     """A new directory on this machine (a local host's QEMU creates the socket there)."""
-    directory = tempfile.mkdtemp(prefix="virtdeck-nbd-")
+    directory = tempfile.mkdtemp(prefix=DIRECTORY_PREFIX)
     try:
         if owner:
             os.chown(directory, *_owner(owner))
@@ -138,6 +140,21 @@ def _end(dom: libvirt.virDomain) -> None:
         time.sleep(JOB_POLL)
 
 
+def end_leftover(conn: HostConnection, uuid: str) -> None:
+    """End the running guest's pull-mode job of ours whose reader is gone: libvirtd was killed
+    while a backup read it, and libvirt resumes such a job when it starts again (the guest then
+    takes no other backup, nor loses that job's checkpoint, until it ends). Ours: its socket is
+    in a directory we name. Call it under the guest's backup lock (no backup of ours reads)."""
+    with libvirt_errors():
+        dom = conn.domain(uuid)
+        if dom.jobStats(0).get("operation") != libvirt.VIR_DOMAIN_JOB_OPERATION_BACKUP:
+            return
+        server = ET.fromstring(dom.backupGetXMLDesc(0)).find("server")
+        socket = "" if server is None else server.get("socket", "")
+        if os.path.basename(os.path.dirname(socket)).startswith(DIRECTORY_PREFIX):
+            _end(dom)
+
+
 @contextmanager
 def nbd_exports(
     conn: HostConnection,
@@ -179,6 +196,8 @@ def nbd_exports(
         try:
             _end(dom)
         except libvirt.libvirtError as exc:
+            if connection_lost(exc):  # the copy may be whole, but the job's end is unknown
+                raise VirtdeckError(LOST) from exc
             raise VirtdeckError(
                 f"the backup job ended before the copy was complete: {error_message(exc)}"
             ) from exc

@@ -4,9 +4,10 @@ scheduled run, and the guests with none or whose last one failed, a page at a ti
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from app.deps import SessionDep, guard
+from app.deps import SessionDep, SettingsDep, guard
 from app.services.auth import Permission
 from app.services.backups import overview as overview_service
+from app.services.backups.digests import backup_hash
 from app.web.htmx import PAGE_SIZE, page_count, wants_fragment
 from app.web.templating import page_window, templates
 
@@ -16,7 +17,7 @@ TABLE = "partials/backup_overview_table.html"
 
 @router.get("/backups/overview", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
 def overview_page(
-    request: Request, session: SessionDep, show: str = "", page: int = 1
+    request: Request, session: SessionDep, settings: SettingsDep, show: str = "", page: int = 1
 ) -> HTMLResponse:
     """Guests by name with their last successful backup; show=none or failed narrows them."""
     page, offset = page_window(page)
@@ -37,6 +38,7 @@ def overview_page(
         "errors": errors,
         "page": page,
         "pages": page_count(total),
+        "backup_hash": backup_hash(settings),
     }
     status_code = 422 if errors else 200
     template = TABLE if wants_fragment(request, "backup-overview") else "backup_overview.html"

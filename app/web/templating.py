@@ -12,6 +12,7 @@ from app.errors import VirtdeckError
 from app.models.base import utcnow
 from app.services.auth import Permission
 from app.services.backups import backup_actions, status_actions
+from app.services.backups.digests import shown as file_digest
 from app.services.console_links import screen_route
 from app.services.consoles import is_live
 from app.services.guest_actions import ACTION_LABELS, allowed_actions
@@ -72,6 +73,7 @@ templates.env.globals["guest_actions"] = allowed_actions
 templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
 templates.env.globals["backup_actions"] = backup_actions
 templates.env.globals["backup_status_actions"] = status_actions
+templates.env.globals["file_digest"] = file_digest
 templates.env.globals["job_settling"] = settling
 templates.env.globals["utcnow"] = utcnow
 templates.env.filters["kib"] = kib

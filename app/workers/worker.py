@@ -20,7 +20,7 @@ from app.config import Settings
 from app.db import transaction
 from app.errors import VirtdeckError
 from app.services import backups as backup_service
-from app.services import work_requests
+from app.services import idle_pool, work_requests
 from app.services.job_runs import work_of
 from app.services.jobs import mark_failed
 from app.services.planner import refresh_if_grown
@@ -184,6 +184,7 @@ class Worker:
         self._wake.set()
         self._loop.join(timeout=2)
         self.jobs.stop()
+        idle_pool.close_all()  # the connections and SSH sessions kept for the next job
         self.sync.stop()
         self.link.stop()
         try:

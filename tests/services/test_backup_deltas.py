@@ -1,7 +1,8 @@
-"""Incremental backup files with real QEMU (no libvirt): a delta copied from a qemu-nbd export of
-a disk with a persistent dirty bitmap holds exactly the extents written since the bitmap began,
-fast; the disk rebuilt from the image before the writes plus the delta equals the disk; and
-extents that do not fit their file or the disk are refused before anything is written."""
+"""Extents files with real QEMU (no libvirt): a delta copied from a qemu-nbd export of a disk with
+a persistent dirty bitmap holds exactly the extents written since the bitmap began, fast; a full
+copy holds every extent that may hold data; the disk rebuilt from the image before the writes (or
+the full copy) plus the delta equals the disk; extents that do not fit their file or the disk are
+refused before anything is written, and a file changed after it was verified fails the rebuild."""
 
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import Conflict, VirtdeckError
-from app.services.backups.deltas import copy_delta, materialize
+from app.services.backups.deltas import copy_extents, materialize
 from app.services.backups.files import sha256_of
 from app.services.backups.nbd_client import NbdClient
 
@@ -45,6 +46,17 @@ def same_image(first: Path, first_fmt: str, second: Path) -> bool:
     )
 
 
+def entry(path: Path, fmt: str, extents: object = None) -> dict[str, object]:
+    """A manifest entry for the file as it is now."""
+    return {
+        "name": path.name,
+        "format": fmt,
+        "size": path.stat().st_size,
+        "sha256": sha256_of(path),
+        "extents": extents,
+    }
+
+
 class Disk:
     """A qcow2 disk with some data, a copy taken before the bitmap began, and the bitmap."""
 
@@ -65,15 +77,18 @@ class Disk:
         *,
         capacity: int | None = None,
         on_bytes: Callable[[int], None] = lambda _n: None,
+        context: str | None = CONTEXT,
     ) -> tuple[list[list[int]], int, str]:
-        """copy_delta of the served disk's bitmap into delta."""
-        return copy_delta(
+        """copy_extents of the served disk's bitmap (or, with context None, of everything that
+        may hold data) into delta."""
+        return copy_extents(
             str(self.socket),
             "disk",
-            CONTEXT,
+            context,
             delta,
             capacity=capacity or self.capacity,
             on_bytes=on_bytes,
+            algorithm="sha256",
         )
 
     def serve(self) -> subprocess.Popen:
@@ -132,8 +147,10 @@ def test_a_delta_holds_exactly_the_written_extents_and_rebuilds_the_disk(
     for fmt in ("qcow2", "raw"):
         out = tmp_path / f"rebuilt.{fmt}"
         materialize(
-            (served.before, "qcow2"),
-            [(delta, extents)],
+            [
+                (served.before, entry(served.before, "qcow2")),
+                (delta, entry(delta, "delta", extents)),
+            ],
             out,
             capacity=served.capacity,
             out_fmt=fmt,
@@ -202,7 +219,12 @@ def test_extents_that_do_not_fit_are_refused_before_anything_is_written(
     out = tmp_path / "out.qcow2"
 
     with pytest.raises(Conflict, match=says):
-        materialize((base, "qcow2"), [(delta, extents)], out, capacity=64 * MIB, out_fmt="qcow2")
+        materialize(
+            [(base, entry(base, "qcow2")), (delta, {**entry(delta, "delta"), "extents": extents})],
+            out,
+            capacity=64 * MIB,
+            out_fmt="qcow2",
+        )
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.delta", "base.qcow2"]
 
@@ -215,7 +237,9 @@ def test_a_base_that_names_a_backing_file_is_refused(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
 
     with pytest.raises(Conflict, match="backing"):
-        materialize((base, "qcow2"), [], tmp_path / "out.qcow2", capacity=MIB, out_fmt="qcow2")
+        materialize(
+            [(base, entry(base, "qcow2"))], tmp_path / "out.qcow2", capacity=MIB, out_fmt="qcow2"
+        )
 
     assert not (tmp_path / "out.qcow2").exists()
 
@@ -229,3 +253,53 @@ def test_a_copy_stopped_by_its_progress_leaves_no_file(served: Disk, tmp_path: P
         served.copy(tmp_path / "x.delta", on_bytes=cancel)
 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("x.delta")]
+
+
+@pytest.mark.parametrize("served", [("64M", WRITES)], indirect=True)
+def test_a_full_copy_holds_the_data_extents_and_rebuilds_the_disk_with_a_delta(
+    served: Disk, tmp_path: Path
+) -> None:
+    full = tmp_path / "disk-vda.extents"
+    extents, size, digest = served.copy(full, context=None)
+    delta = tmp_path / "disk-vda.delta"
+    changed, _, _ = served.copy(delta)
+
+    # qcow2 clusters are 64 KiB: the first 4 MiB and the later writes, nothing of the holes.
+    assert extents == [[0, 4 * MIB], [10 * MIB, 3 * MIB], [63 * MIB, MIB]]
+    assert size == full.stat().st_size == 8 * MIB and digest == sha256_of(full)
+    alone = tmp_path / "alone.qcow2"
+    materialize(
+        [(full, entry(full, "extents", extents))], alone, capacity=served.capacity, out_fmt="qcow2"
+    )
+    assert same_image(alone, "qcow2", served.image)
+    both = tmp_path / "both.raw"
+    materialize(
+        [(full, entry(full, "extents", extents)), (delta, entry(delta, "delta", changed))],
+        both,
+        capacity=served.capacity,
+        out_fmt="raw",
+    )
+    assert same_image(both, "raw", served.image)
+
+
+@pytest.mark.parametrize("served", [("64M", WRITES)], indirect=True)
+@pytest.mark.parametrize("changed", ["base", "delta"])
+def test_a_file_changed_after_it_was_verified_fails_the_rebuild(
+    served: Disk, tmp_path: Path, changed: str
+) -> None:
+    delta = tmp_path / "disk-vda.delta"
+    extents, _, _ = served.copy(delta)
+    pieces = [
+        (served.before, entry(served.before, "qcow2")),
+        (delta, entry(delta, "delta", extents)),
+    ]
+    swapped = served.before if changed == "base" else delta
+    with open(swapped, "r+b") as handle:  # as if changed between the check and the read
+        handle.seek(MIB)
+        handle.write(b"\xee" * 4096)
+    out = tmp_path / "out.qcow2"
+
+    with pytest.raises(Conflict, match="changed after it was verified"):
+        materialize(pieces, out, capacity=served.capacity, out_fmt="qcow2")
+
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out.qcow2")]

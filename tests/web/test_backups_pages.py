@@ -311,8 +311,8 @@ def test_the_backup_page_shows_details_and_files_and_restore_forms_by_role(
     file_rows = viewed.find_all("tr", data_file=True)
     assert [row.get("data-file") for row in file_rows] == ["domain.xml", "disk-vda.qcow2"]
     cells = [[cell.text for cell in row.find_all("td")] for row in file_rows]
-    assert "2.1 KiB" in cells[0] and "ab" * 32 in cells[0]
-    assert all(w in cells[1] for w in ("disk", "vda", "qcow2", "1.5 GiB", "cd" * 32))
+    assert "2.1 KiB" in cells[0] and f"sha256 {'ab' * 32}" in cells[0]
+    assert all(w in cells[1] for w in ("disk", "vda", "qcow2", "1.5 GiB", f"sha256 {'cd' * 32}"))
     assert "Operators and admins can restore" in pages["viewer"]
     assert 'id="restore-new-form"' not in pages["viewer"] and "Verify" not in pages["viewer"]
     assert 'id="restore-new-form"' in pages["operator"]

@@ -1,6 +1,7 @@
-"""Taking a backup as a job. On a local host a running guest's disks are read by qemu-img from a
-pull-mode NBD export and a shut-off guest's volume files are read directly (app.services.backups
-.local_copy), on a qemu+ssh host from the same export forwarded through SSH (.ssh_exports); on
+"""Taking a backup as a job. On a local host a running guest's disks are read from a pull-mode NBD
+export, only their extents that may hold data (app.services.backups.deltas), and a shut-off
+guest's volume files are read directly (.local_copy); on a qemu+ssh host a running guest's disks
+come from the same export forwarded through SSH (.ssh_exports); on
 other remote hosts a push-mode job copies a running guest's disks into scratch volumes and volumes
 are streamed through the libvirt connection. Its files land under temporary names and
 are renamed once complete and hashed; any failure removes the directory, so a "succeeded" record
@@ -34,14 +35,15 @@ from app.services import jobs as job_service
 from app.services.auth import Principal
 from app.services.backups.backup_kind import Plan, plan_backup
 from app.services.backups.catalog import get_backup
-from app.services.backups.deltas import copy_delta
+from app.services.backups.deltas import DELTA, EXTENTS, copy_extents
+from app.services.backups.digests import backup_hash
 from app.services.backups.files import backup_root, make_private_dirs, remove_tree, write_manifest
-from app.services.backups.local_copy import copy_export, copy_file, readable_file
+from app.services.backups.local_copy import copy_file, readable_file
 from app.services.backups.retention import apply_retention
 from app.services.backups.ssh_exports import exports_over_ssh
 from app.services.backups.streams import HashingWriter, Meter, Throttle, write_bytes
 from app.services.backups.webhook import report_failure
-from app.services.backups.work import Started, connect
+from app.services.backups.work import Started, connect, release
 from app.services.guest_actions import GuestLock
 from app.services.guest_delete import present_guest
 from app.services.hosts import get_host
@@ -51,7 +53,7 @@ from app.units import human_bytes
 from app.virt import backups as virt
 from app.virt import checkpoints, volumes
 from app.virt.connection import HostConnection
-from app.virt.nbd_exports import IncrementalRefused, NbdExport, nbd_exports
+from app.virt.nbd_exports import IncrementalRefused, NbdExport, end_leftover, nbd_exports
 from app.virt.uri import is_local, ssh_target, transport
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -135,6 +137,7 @@ def run_backup(job: BackupJob, env: JobEnv, report: Reporter) -> dict[str, Any]:
     retention; or clean up (its own checkpoint too)."""
     root = backup_root(env.settings)
     conn: HostConnection | None = None
+    succeeded = False
     try:
         try:
             directory = make_private_dirs(root, job.path)
@@ -163,9 +166,10 @@ def run_backup(job: BackupJob, env: JobEnv, report: Reporter) -> dict[str, Any]:
         )
         if plan.checkpoint is not None:
             checkpoints.delete_others(conn, job.guest_uuid, plan.checkpoint)
+        succeeded = True
     finally:
         if conn is not None:
-            conn.close()
+            release(job.uri, conn, keep=succeeded)
         env.release()
     removed = apply_retention(env.sessions, env.settings, job.guest_uuid)
     return {
@@ -187,6 +191,9 @@ def _copy(
     with transaction(env.sessions) as session:
         get_backup(session, job.backup_id).guest_state = "running" if source.running else "shutoff"
     local = is_local(job.uri)
+    if source.running and _pulls(job.uri):
+        # Before planning: the left job holds the checkpoint the plan may drop.
+        end_leftover(conn, job.guest_uuid)
     plan = plan_backup(
         conn,
         env.sessions,
@@ -196,18 +203,21 @@ def _copy(
         checkpoint=checkpoints.name_of(job.backup_id, job.started_at),
         pull=_pulls(job.uri),
     )
+    algorithm = backup_hash(env.settings).algorithm  # one for all its files
     entries = [
         _entry(
             "domain.xml",
             "domain-xml",
             None,
             None,
-            write_bytes(directory / "domain.xml", source.xml.encode()),
+            write_bytes(directory / "domain.xml", source.xml.encode(), algorithm=algorithm),
+            algorithm=algorithm,
         )
     ]
     disk_entries, plan = _disks(
-        conn, source, plan, job=job, env=env, directory=directory, report=report, local=local
-    )
+        conn, source, plan, job=job, env=env, directory=directory, report=report, local=local,
+        algorithm=algorithm,
+    )  # fmt: skip
     entries += disk_entries
     if source.nvram and local and Path(source.nvram).is_file():
         entries.append(
@@ -216,13 +226,16 @@ def _copy(
                 "nvram",
                 None,
                 "raw",
-                write_bytes(directory / "nvram.fd", Path(source.nvram).read_bytes()),
+                write_bytes(
+                    directory / "nvram.fd", Path(source.nvram).read_bytes(), algorithm=algorithm
+                ),
+                algorithm=algorithm,
             )
         )
     report(1.0, "done")
     manifest = {
         "format": "virtdeck-backup/1",
-        "digest": "sha256",
+        "digest": algorithm,
         "guest": {"uuid": source.uuid, "name": source.name, "state": source.state},
         "host": {
             "id": job.host_id,
@@ -259,6 +272,7 @@ def _disks(
     directory: Path,
     report: Reporter,
     local: bool,
+    algorithm: str,
 ) -> tuple[list[dict[str, Any]], Plan]:
     """Each disk's image (or an incremental backup's delta) into directory, read the fastest way
     the host allows; their entries, and the plan as it was carried out (an incremental one
@@ -268,7 +282,7 @@ def _disks(
     if source.running and _pulls(job.uri):
         pull = partial(
             _pull_all, conn, source, job=job, env=env, directory=directory,
-            reporting=reporting, throttle=throttle, rate=rate,
+            reporting=reporting, throttle=throttle, algorithm=algorithm,
         )  # fmt: skip
         try:
             entries = pull(plan)
@@ -289,6 +303,7 @@ def _disks(
                     _download(
                         disk, "qcow2", directory, meter, throttle,
                         fill=partial(_stream, conn, scratch[disk.target]), copied_by="stream",
+                        algorithm=algorithm,
                     )
                 )  # fmt: skip
     else:
@@ -299,7 +314,7 @@ def _disks(
             entries.append(
                 _download(
                     disk, disk.format, directory, meter, throttle,
-                    fill=fill, copied_by="file" if direct else "stream",
+                    fill=fill, copied_by="file" if direct else "stream", algorithm=algorithm,
                 )
             )  # fmt: skip
         if local and virt.inspect(conn, job.guest_uuid).running:
@@ -327,22 +342,28 @@ def _pull_all(
     directory: Path,
     reporting: Callable[[float, str], None],
     throttle: Throttle,
-    rate: float,
+    algorithm: str,
 ) -> list[dict[str, Any]]:
     """Pull mode: each disk read from the job's NBD export (a qemu+ssh host's forwarded here
-    through SSH), beginning the plan's checkpoint: in full by qemu-img (only the allocated
-    extents), or for an incremental plan only the extents changed since its parent's."""
+    through SSH), beginning the plan's checkpoint: in full (the extents that may hold data), or
+    for an incremental plan only the extents changed since its parent's."""
     begin = partial(nbd_exports, conn, source, checkpoint=plan.checkpoint, incremental=plan.since)
     exports = begin() if is_local(job.uri) else exports_over_ssh(job.uri, env.settings, begin)
-    if plan.since is None:
-        meter = Meter(sum(d.capacity for d in source.disks), reporting)
-        with exports as opened:
-            return [_pull(opened[d.target], d, directory, meter, rate) for d in source.disks]
-    meter = Meter(sum(plan.changed.values()), reporting)
+    changed = None if plan.since is None else plan.changed
+    meter = Meter(
+        sum(d.capacity if changed is None else changed[d.target] for d in source.disks),
+        reporting,
+    )
     with exports as opened:
         return [
-            _pull_delta(
-                opened[d.target], d, directory, meter, throttle, changed=plan.changed[d.target]
+            _pull(
+                opened[d.target],
+                d,
+                directory,
+                meter,
+                throttle,
+                changed=changed,
+                algorithm=algorithm,
             )
             for d in source.disks
         ]
@@ -362,6 +383,7 @@ def _download(
     *,
     fill: Callable[[HashingWriter], None],
     copied_by: str,
+    algorithm: str,
 ) -> dict[str, Any]:
     """One disk's image (its volume, or a push-mode scratch copy) into directory: fill writes it
     into a writer that hashes it as it comes."""
@@ -372,10 +394,11 @@ def _download(
         throttle.passed(count)
         meter.add(count, what)
 
-    writer = HashingWriter(directory / name, on_bytes=on_bytes)
+    writer = HashingWriter(directory / name, on_bytes=on_bytes, algorithm=algorithm)
     try:
         fill(writer)
-        return _disk_entry(name, disk, fmt, writer.finish(), copied_by=copied_by)
+        written = writer.finish()
+        return _disk_entry(name, disk, fmt, written, copied_by=copied_by, algorithm=algorithm)
     except OSError as exc:
         writer.abort()
         raise VirtdeckError(f"writing {name}: {exc.strerror or exc}") from exc
@@ -385,53 +408,41 @@ def _download(
 
 
 def _pull(
-    export: NbdExport, disk: virt.DiskCopy, directory: Path, meter: Meter, rate: int
-) -> dict[str, Any]:
-    """One running disk's pull-mode export into directory as qcow2, hashed once written."""
-    name = f"disk-{disk.target}.qcow2"
-    try:
-        written = copy_export(
-            export,
-            directory / name,
-            capacity=disk.capacity,
-            rate=rate,
-            on_bytes=lambda count: meter.add(count, f"copying {disk.target}"),
-        )
-    except OSError as exc:
-        raise VirtdeckError(f"writing {name}: {exc.strerror or exc}") from exc
-    return _disk_entry(name, disk, "qcow2", written, copied_by="nbd")
-
-
-def _pull_delta(
     export: NbdExport,
     disk: virt.DiskCopy,
     directory: Path,
     meter: Meter,
     throttle: Throttle,
     *,
-    changed: int,
+    changed: dict[str, int] | None,
+    algorithm: str,
 ) -> dict[str, Any]:
-    """One running disk's blocks changed since the parent's checkpoint, from the incremental
-    job's export, into directory as a delta file; its entry lists their extents."""
-    name = f"disk-{disk.target}.delta"
-    what = f"copying {disk.target}, {human_bytes(changed)} changed"
+    """One running disk from the job's export into directory: all its extents that may hold
+    data (changed None), or those changed since the parent's checkpoint (changed: bytes per
+    target); its entry lists the extents."""
+    fmt = EXTENTS if changed is None else DELTA
+    name = f"disk-{disk.target}.{fmt}"
+    what = f"copying {disk.target}"
+    if changed is not None:
+        what += f", {human_bytes(changed[disk.target])} changed"
 
     def on_bytes(count: int) -> None:
         throttle.passed(count)
         meter.add(count, what)
 
     try:
-        extents, size, sha256 = copy_delta(
+        extents, size, digest = copy_extents(
             export.socket,
             export.name,
             export.context,
             directory / name,
             capacity=disk.capacity,
             on_bytes=on_bytes,
+            algorithm=algorithm,
         )
     except OSError as exc:
         raise VirtdeckError(f"writing {name}: {exc.strerror or exc}") from exc
-    entry = _disk_entry(name, disk, "delta", (size, sha256), copied_by="nbd")
+    entry = _disk_entry(name, disk, fmt, (size, digest), copied_by="nbd", algorithm=algorithm)
     return {**entry, "extents": extents}
 
 
@@ -439,16 +450,23 @@ def _changed_bytes(manifest: dict[str, Any], plan: Plan) -> int | None:
     """An incremental backup's changed bytes: its delta files' sizes (None for a full one)."""
     if plan.parent is None:
         return None
-    return sum(f["size"] for f in manifest["files"] if f.get("format") == "delta")
+    return sum(f["size"] for f in manifest["files"] if f.get("format") == DELTA)
 
 
 def _disk_entry(
-    name: str, disk: virt.DiskCopy, fmt: str, written: tuple[int, str], *, copied_by: str
+    name: str,
+    disk: virt.DiskCopy,
+    fmt: str,
+    written: tuple[int, str],
+    *,
+    copied_by: str,
+    algorithm: str,
 ) -> dict[str, Any]:
     """A disk image's manifest entry: where the disk was (kept in the database: a restore in
     place takes it from there) and how its bytes were read (file, nbd or stream)."""
     where = {"path": disk.path, "pool": disk.pool, "capacity": disk.capacity}
-    return {**_entry(name, "disk", disk.target, fmt, written), **where, "copied_by": copied_by}
+    entry = _entry(name, "disk", disk.target, fmt, written, algorithm=algorithm)
+    return {**entry, **where, "copied_by": copied_by}
 
 
 def _finish(
@@ -481,14 +499,21 @@ def _finish(
 
 
 def _entry(
-    name: str, kind: str, target: str | None, fmt: str | None, written: tuple[int, str]
+    name: str,
+    kind: str,
+    target: str | None,
+    fmt: str | None,
+    written: tuple[int, str],
+    *,
+    algorithm: str,
 ) -> dict[str, Any]:
-    size, sha256 = written
+    """A file's manifest entry; its digest under the algorithm's name (sha256 or blake3)."""
+    size, digest = written
     return {
         "name": name,
         "kind": kind,
         "target": target,
         "format": fmt,
         "size": size,
-        "sha256": sha256,
+        algorithm: digest,
     }

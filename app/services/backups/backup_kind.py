@@ -3,12 +3,14 @@ the blocks a running guest wrote since its parent (the guest's newest good backu
 libvirt checkpoint; it is taken when the chain is sound: the disks can carry bitmaps, the parent's
 checkpoint is still on the host and the newest, the disks are the same, and the chain is shorter
 than backup_full_every. Otherwise the backup is full, and says why when an incremental one could
-have been expected. Decided under the guest's backup lock, so no other backup of it races."""
+have been expected. Decided under the guest's backup lock, so no other backup of it races; the
+parent is recorded on the backup as soon as it is chosen, so that it is not deleted while the
+backup runs (app.services.backups.catalog)."""
 
 from dataclasses import dataclass, field, replace
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from app.config import Settings
 from app.db import transaction
@@ -59,6 +61,10 @@ class _Previous:
     chain_length: int  # backups from its full one to it, both counted
 
 
+# The statuses of a backup that holds files, so that a newer one may build on it.
+_HOLDS_FILES = ("succeeded", "corrupt")
+
+
 def _chain_length(session: Session, backup: Backup) -> int:
     """How many backups the chain ending at backup holds, its full one included."""
     length = 1
@@ -79,7 +85,7 @@ def _previous(sessions: sessionmaker[Session], *, uuid: str, backup_id: int) -> 
             .where(
                 Backup.guest_uuid == uuid,
                 Backup.id != backup_id,
-                Backup.status.in_(("succeeded", "corrupt")),
+                Backup.status.in_(_HOLDS_FILES),
             )
             .order_by(Backup.started_at.desc(), Backup.id.desc())
             .limit(1)
@@ -112,6 +118,9 @@ def _incremental_refusal(
         return {}, "every backup is full (backup_full_every is 1)"
     if previous.chain_length >= settings.backup_full_every:
         return {}, f"chain reached {previous.chain_length} backups; a new full begins"
+    # A backup that failed without removing its own checkpoint (libvirtd died under it) left a
+    # newer one; removed, its bitmap merges back, so previous's again covers every change since.
+    checkpoints.delete_others(conn, source.uuid, previous.checkpoint)
     return checkpoints.changed_since(
         conn, source.uuid, previous.checkpoint, targets=[d.target for d in source.disks]
     )
@@ -146,4 +155,35 @@ def plan_backup(
     changed, refusal = _incremental_refusal(conn, source, previous, settings)
     if refusal is not None:
         return plan.as_full(refusal)
-    return replace(plan, parent=previous.id, since=previous.checkpoint, changed=changed)
+    return hold_parent(
+        sessions,
+        backup_id,
+        replace(plan, parent=previous.id, since=previous.checkpoint, changed=changed),
+    )
+
+
+def hold_parent(sessions: sessionmaker[Session], backup_id: int, plan: Plan) -> Plan:
+    """Record the incremental plan's parent on running backup backup_id, which then holds it: a
+    delete of the parent is refused until the backup ends. If the parent was deleted since it was
+    chosen, the plan is full instead. On PostgreSQL the parent's row is locked first (a delete
+    locks it too, so one waits for the other); on SQLite the conditional UPDATE is one atomic
+    write."""
+    parent = aliased(Backup)
+    with transaction(sessions) as session:
+        session.execute(
+            select(Backup.id).where(Backup.id == plan.parent).with_for_update(read=True)
+        ).all()
+        recorded = session.execute(
+            update(Backup)
+            .where(
+                Backup.id == backup_id,
+                select(parent.id)
+                .where(parent.id == plan.parent, parent.status.in_(_HOLDS_FILES))
+                .exists(),
+            )
+            .values(kind=plan.kind, parent_id=plan.parent)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    if recorded:
+        return plan
+    return plan.as_full(f"the previous backup ({plan.parent}) was deleted as this one began")

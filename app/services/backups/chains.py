@@ -5,8 +5,8 @@ be restored and whether it may be deleted."""
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session, aliased
 
 from app.models import Backup
 
@@ -96,6 +96,12 @@ def chains(session: Session, backups: Sequence[Backup]) -> dict[int, Chain]:
         )
         for b in backups
     }
+
+
+def held(backup_id: int) -> ColumnElement[bool]:
+    """The SQL condition that a backup holding on to backup_id (see HOLDING) builds on it."""
+    child = aliased(Backup)
+    return select(child.id).where(child.parent_id == backup_id, child.status.in_(HOLDING)).exists()
 
 
 def listing(backup_ids: Sequence[int]) -> str:

@@ -1,58 +1,66 @@
-"""Incremental backup files: a disk's dirty extents, read from a pull-mode NBD export, stored as
-one delta file (their bytes back to back, in ascending offset order); and a disk as it was at a
-point of a chain, rebuilt from its full backup's image with every delta up to that point applied.
+"""Disk files made of extents, read from a pull-mode NBD export: a running guest's full backup
+(format "extents": every extent that may hold data) and an incremental one (format "delta": the
+extents its dirty bitmap marks), their bytes back to back in ascending offset order, the extents
+listed in the entry; and a disk as it was at a point of a chain, rebuilt from the chain's first
+file (an image or extents) with every delta up to that point applied.
 
-Delta files and their recorded extents are untrusted (anyone who can write the backup directory
+These files and their recorded extents are untrusted (anyone who can write the backup directory
 can change them): extents are checked against the capacity and the file's size before a byte is
-written."""
+written, and every file is hashed again as it is read for the rebuild."""
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from app.errors import Conflict, VirtdeckError
-from app.services.backups.files import PART, READ_CHUNK, private_file
+from app.services.backups.files import PART, private_file
 from app.services.backups.images import check_image
 from app.services.backups.local_copy import convert
 from app.services.backups.nbd_client import NbdClient
-from app.services.backups.streams import HashingWriter
+from app.services.backups.streams import ZEROS, HashingWriter, Throttle, checked_segments
 
+EXTENTS = "extents"  # a full backup's disk file: the disk's extents that may hold data
+DELTA = "delta"  # an incremental backup's disk file: the extents changed since its parent
+ALLOCATION = "base:allocation"  # the meta context of what is allocated, in every NBD export
 DIRTY = 1 << 0  # a dirty bitmap context's flag for a changed extent
+ZERO = 1 << 1  # base:allocation's flag for an extent that reads as zeros
 OUT_FORMATS = ("raw", "qcow2")
 
 
-def copy_delta(
+def copy_extents(
     socket_path: str,
     export_name: str,
-    context: str,
+    context: str | None,
     path: Path,
     *,
     capacity: int,
     on_bytes: Callable[[int], None],
+    algorithm: str,
 ) -> tuple[list[list[int]], int, str]:
-    """The extents the export's dirty bitmap context marks, their bytes written back to back
-    into path (as path.part until complete); (extents as [offset, length], size, sha256).
-    on_bytes(count) hears of each changed byte copied and may raise to stop the copy."""
-    with NbdClient(socket_path, export_name, context=context) as client:
+    """The export's extents into path (as path.part until complete), their bytes back to back:
+    with a dirty bitmap context, those it marks; with None, all but those that read as zeros.
+    (extents as [offset, length], size, digest by algorithm). on_bytes(count) hears of each
+    byte copied and may raise to stop the copy."""
+    with NbdClient(socket_path, export_name, context=context or ALLOCATION) as client:
         if client.size != capacity:
             raise VirtdeckError(
                 f"the export {export_name} holds {client.size} bytes, not the disk's {capacity}"
             )
-        dirty = [
+        wanted = [
             (extent.offset, extent.length)
             for extent in client.block_status(0, capacity)
-            if extent.flags & DIRTY
+            if (extent.flags & DIRTY if context else not extent.flags & ZERO)
         ]
-        writer = HashingWriter(path, on_bytes=on_bytes)
+        writer = HashingWriter(path, on_bytes=on_bytes, algorithm=algorithm)
         try:
-            for data in client.read_ranges(dirty):
+            for data in client.read_ranges(wanted):
                 writer.write(data)
         except BaseException:
             writer.abort()
             raise
     size, digest = writer.finish()
-    return [[offset, length] for offset, length in dirty], size, digest
+    return [[offset, length] for offset, length in wanted], size, digest
 
 
 def checked_extents(extents: Any, *, capacity: int, size: int, name: str) -> list[tuple[int, int]]:
@@ -82,42 +90,44 @@ def checked_extents(extents: Any, *, capacity: int, size: int, name: str) -> lis
 
 
 def materialize(
-    base: tuple[Path, str],
-    deltas: Sequence[tuple[Path, Any]],
+    pieces: Sequence[tuple[Path, dict[str, Any]]],
     out: Path,
     *,
     capacity: int,
     out_fmt: str,
     on_bytes: Callable[[int], None] = lambda _n: None,
 ) -> None:
-    """The disk as it was at the last delta: base (image, format) as a sparse raw file next to
-    out, each delta's (file, extents) written at their offsets in order, then out in out_fmt.
-    Every delta's extents are checked before anything is written; temporary files go on any
-    failure. on_bytes hears of the base's capacity as it is converted, each delta byte applied
-    and, for qcow2, the capacity again; it may raise to stop."""
+    """The disk as it was at the last of pieces, (file, its manifest entry) oldest first: the
+    first a full backup's image (qcow2 or raw) or extents, the rest deltas. Built in a sparse raw
+    file next to out, then out in out_fmt. Every piece's extents are checked before anything is
+    written, and each file is hashed as it is read (an image as it is copied privately before
+    qemu-img opens it): a file changed since it was verified fails the rebuild. Temporary files
+    go on any failure. on_bytes hears of each byte read and written; it may raise to stop."""
     if out_fmt not in OUT_FORMATS:
         raise VirtdeckError(f"cannot make a {out_fmt} image (one of {', '.join(OUT_FORMATS)})")
+    if not pieces:
+        raise VirtdeckError("nothing to rebuild the disk from")
+    (first, head), rest = pieces[0], pieces[1:]
+    if any(entry.get("format") != DELTA for _, entry in rest):
+        raise Conflict(f"only deltas can follow the first file of a chain ({first.name})")
+    image = None if head.get("format") == EXTENTS else (first, head)
     applied = [
-        (path, checked_extents(extents, capacity=capacity, size=_size(path), name=path.name))
-        for path, extents in deltas
-    ]
-    image, fmt = base
-    check_image(image, fmt)
+        (path, entry, checked_extents(entry.get("extents"), capacity=capacity,
+                                      size=entry["size"], name=path.name))
+        for path, entry in (pieces if image is None else rest)
+    ]  # fmt: skip
     raw = out.with_name(out.name + ".raw" + PART)
+    copy = out.with_name(out.name + ".image" + PART)
     part = out.with_name(out.name + PART)
     try:
         private_file(raw).close()  # qemu-img keeps the modes of a file it overwrites
-        convert(
-            ["qemu-img", "convert", "-p", "-f", fmt, "-O", "raw", str(image), str(raw)],
-            image.name,
-            capacity=capacity,
-            on_bytes=on_bytes,
-        )
-        if raw.stat().st_size != capacity:
-            raise Conflict(f"{image.name} holds {raw.stat().st_size} bytes, not {capacity}")
+        if image is None:
+            os.truncate(raw, capacity)
+        else:
+            _convert_image(image, copy, raw, capacity=capacity, on_bytes=on_bytes)
         with open(raw, "r+b") as target:
-            for path, extents in applied:
-                _apply(path, extents, target.fileno(), on_bytes)
+            for path, entry, extents in applied:
+                _apply(path, entry, extents, target.fileno(), on_bytes)
         if out_fmt == "raw":
             os.replace(raw, out)
             return
@@ -130,31 +140,74 @@ def materialize(
         )
         os.replace(part, out)
     finally:
-        raw.unlink(missing_ok=True)
-        part.unlink(missing_ok=True)
+        for temporary in (raw, copy, part):
+            temporary.unlink(missing_ok=True)
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError as exc:
-        raise Conflict(f"{path.name} cannot be read: {exc.strerror}") from exc
+def _convert_image(
+    image: tuple[Path, dict[str, Any]],
+    copy: Path,
+    raw: Path,
+    *,
+    capacity: int,
+    on_bytes: Callable[[int], None],
+) -> None:
+    """A full backup's image into the sparse raw file, from a private copy hashed as it was
+    made (and checked by qemu-img), so that what is converted is what was verified."""
+    path, entry = image
+    fmt = entry["format"]
+    with private_file(copy) as target:
+        for segment in checked_segments(path, entry, on_bytes=on_bytes, throttle=Throttle(0)):
+            if isinstance(segment, int):
+                target.seek(segment, os.SEEK_CUR)
+            else:
+                target.write(segment)
+        target.truncate()
+    check_image(copy, fmt)
+    convert(
+        ["qemu-img", "convert", "-p", "-f", fmt, "-O", "raw", str(copy), str(raw)],
+        path.name,
+        capacity=capacity,
+        on_bytes=on_bytes,
+    )
+    if raw.stat().st_size != capacity:
+        raise Conflict(f"{path.name} holds {raw.stat().st_size} bytes, not {capacity}")
 
 
 def _apply(
-    path: Path, extents: list[tuple[int, int]], fd: int, on_bytes: Callable[[int], None]
+    path: Path,
+    entry: dict[str, Any],
+    extents: list[tuple[int, int]],
+    fd: int,
+    on_bytes: Callable[[int], None],
 ) -> None:
-    """Write the delta file's bytes, read in order, at its extents' offsets in fd."""
-    with open(path, "rb") as source:
-        for offset, length in extents:
-            end = offset + length
-            while offset < end:
-                chunk = source.read(min(READ_CHUNK, end - offset))
-                if not chunk:
-                    raise Conflict(f"{path.name} is shorter than its extents")
-                view = memoryview(chunk)
-                while view:
-                    written = os.pwrite(fd, view, offset)
-                    offset += written
-                    view = view[written:]
-                on_bytes(len(chunk))
+    """Write the file's bytes, read in order and hashed as they go by, at its extents' offsets
+    in fd (a hole in the file is zeros written there)."""
+    spans = iter(extents)
+    offset, left = 0, 0
+    for view in _views(
+        checked_segments(path, entry, on_bytes=lambda _n: None, throttle=Throttle(0))
+    ):
+        while view:
+            if left == 0:
+                offset, left = next(spans, (0, 0))
+                if left == 0:
+                    raise Conflict(f"{path.name} is longer than its extents")
+            step = min(left, len(view))
+            written = os.pwrite(fd, view[:step], offset)
+            offset, left, view = offset + written, left - written, view[written:]
+            on_bytes(written)
+    if left or next(spans, None) is not None:
+        raise Conflict(f"{path.name} is shorter than its extents")
+
+
+def _views(segments: Iterator[bytes | int]) -> Iterator[memoryview]:
+    """The segments' bytes, a hole as chunks of zeros."""
+    for segment in segments:
+        if isinstance(segment, int):
+            while segment > 0:
+                step = min(segment, len(ZEROS))
+                yield memoryview(ZEROS)[:step]
+                segment -= step
+        else:
+            yield memoryview(segment)

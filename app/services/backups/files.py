@@ -1,5 +1,6 @@
 """The backup directory: where it is, its modes (for the service user alone), a backup's manifest,
-its removal, and checking its files against the digests recorded when it was taken."""
+its removal, and checking its files against the digests recorded when it was taken (each by
+the algorithm its entry names)."""
 
 import hashlib
 import json
@@ -10,6 +11,7 @@ from typing import Any, BinaryIO
 
 from app.config import Settings
 from app.errors import Conflict, VirtdeckError
+from app.services.backups.digests import SHA256, hasher, recorded
 
 PART = ".part"
 MANIFEST = "manifest.json"
@@ -83,26 +85,37 @@ def remove_tree(root: Path, relative: str) -> None:
             parent.rmdir()
 
 
-def sha256_of(path: Path) -> str:
-    """The file's sha256."""
-    digest = hashlib.sha256()
+def digest_of(path: Path, algorithm: str) -> str:
+    """The file's digest (hex) by algorithm."""
+    digest = hasher(algorithm)
     with open(path, "rb") as handle:
         while chunk := handle.read(READ_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
 
+def sha256_of(path: Path) -> str:
+    """The file's sha256 (manifest.json's digest, whatever its backup files use)."""
+    return digest_of(path, SHA256)
+
+
 def mismatches(
     directory: Path, files: list[dict[str, Any]], *, manifest_sha256: str | None = None
 ) -> list[str]:
-    """The files whose content no longer matches the recorded sha256 (or that are missing),
-    manifest.json among them when its digest was recorded."""
+    """The files whose content no longer matches the recorded digest (by the algorithm each
+    entry names), that are missing, or whose entry records no valid digest; manifest.json among
+    them when its sha256 was recorded."""
     bad = []
     for entry in files:
         path = directory / entry["name"]
+        try:
+            algorithm, expected = recorded(entry)
+        except Conflict as exc:
+            bad.append(exc.message)
+            continue
         if not path.is_file():
             bad.append(f"{entry['name']} (missing)")
-        elif path.stat().st_size != entry["size"] or sha256_of(path) != entry["sha256"]:
+        elif path.stat().st_size != entry["size"] or digest_of(path, algorithm) != expected:
             bad.append(entry["name"])
     if manifest_sha256 is not None:
         manifest = directory / MANIFEST
@@ -115,12 +128,16 @@ def mismatches(
 
 def read_checked(path: Path, entry: dict[str, Any]) -> bytes | None:
     """A small backup file's bytes, read once (never more than its recorded size), if they are
-    the recorded ones; None if they are not or it cannot be read."""
+    the recorded ones; None if they are not, it cannot be read or its entry records no valid
+    digest."""
     try:
+        algorithm, expected = recorded(entry)
         with open(path, "rb") as handle:
             data = handle.read(entry["size"] + 1)
-    except OSError:
+    except (Conflict, OSError):
         return None
-    if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+    digest = hasher(algorithm)
+    digest.update(data)
+    if len(data) != entry["size"] or digest.hexdigest() != expected:
         return None
     return data

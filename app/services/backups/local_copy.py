@@ -1,15 +1,9 @@
-"""Backup copies on a local host, with no libvirt stream in between: a shut-off guest's volume
-file read as it is stored (holes skipped, hashed while it is written), and a running guest's disk
-read by qemu-img from a pull-mode NBD export (only its allocated extents) into a qcow2 file.
-
-The bytes are never interpreted by a probed format: a volume file is copied byte for byte, and an
-export is opened as raw (what the guest sees), named in qemu-img's JSON filename.
-
-convert() runs any qemu-img convert with progress and cancel; restoring a point of an incremental
-chain (app.services.backups.deltas) uses it too.
+"""Backup copies of a shut-off guest on a local host, with no libvirt stream in between: its
+volume file read as it is stored (holes skipped, hashed while it is written), byte for byte,
+never interpreted by a probed format; and convert(), which runs a qemu-img convert with progress
+and cancel (rebuilding a disk for a restore, app.services.backups.deltas).
 """
 
-import json
 import os
 import re
 import select
@@ -17,14 +11,11 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from app.errors import VirtdeckError
-from app.services.backups.files import PART, private_file, sha256_of
 from app.services.backups.streams import HashingWriter, Throttle, segments
 from app.virt.failures import one_line
-from app.virt.nbd_exports import NbdExport
 
 PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
 # Seconds between progress reports while qemu-img is quiet: each may stop a cancelled job, and
@@ -63,41 +54,6 @@ def copy_file(source: str, writer: HashingWriter) -> None:
         )
 
 
-def copy_export(
-    export: NbdExport,
-    path: Path,
-    *,
-    capacity: int,
-    rate: int,
-    on_bytes: Callable[[int], None],
-) -> tuple[int, str]:
-    """The export's disk into a new qcow2 file at path, by qemu-img, reading only the allocated
-    extents; then hashed while it is synced; (size, sha256). on_bytes(count) hears of the
-    progress (by the disk's capacity) about every TICK seconds and may raise to stop the copy."""
-    part = path.with_name(path.name + PART)
-    private_file(part).close()  # qemu-img keeps the modes of a file it overwrites
-    spec = {
-        "driver": "raw",
-        "file": {
-            "driver": "nbd",
-            "server": {"type": "unix", "path": export.socket},
-            "export": export.name,
-        },
-    }
-    command = ["qemu-img", "convert", "-p", "-W", "-m", "16", "-O", "qcow2"]
-    if rate > 0:
-        command += ["-r", str(rate)]
-    command += [f"json:{json.dumps(spec)}", str(part)]
-    try:
-        convert(command, export.name, capacity=capacity, on_bytes=on_bytes)
-        written = _hashed_and_synced(part)
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    return written
-
-
 def convert(
     command: list[str], name: str, *, capacity: int, on_bytes: Callable[[int], None]
 ) -> None:
@@ -134,12 +90,3 @@ def convert(
             said = errors.read(4096).decode(errors="replace")
             raise VirtdeckError(one_line(f"copying {name}: {said or 'qemu-img failed'}"))
         on_bytes(max(capacity - done, 0))
-
-
-def _hashed_and_synced(path: Path) -> tuple[int, str]:
-    """The file's (size, sha256), read from the page cache while it is written back."""
-    with open(path, "rb") as handle, ThreadPoolExecutor(max_workers=1) as pool:
-        synced = pool.submit(os.fsync, handle.fileno())
-        digest = sha256_of(path)
-        synced.result()
-        return os.fstat(handle.fileno()).st_size, digest

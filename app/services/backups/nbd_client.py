@@ -45,7 +45,7 @@ _REPLY_BLOCK_STATUS = 5
 _REPLY_ERROR_BIT = 1 << 15
 
 TIMEOUT = 120.0  # seconds the server may take to answer
-MAX_READ = 32 << 20  # bytes one READ asks for
+MAX_READ = 8 << 20  # bytes one READ asks for (8 in flight keep QEMU's reads going)
 # A block status request covers at most this much (the length field is 32 bits; aligned).
 _MAX_STATUS = 1 << 30
 _MAX_OPTION_REPLY = 64 << 10

@@ -2,7 +2,8 @@
 files against their recorded digests, the images with qemu-img), and each step leaves an undo
 behind, so that a failure puts the host back as it was. An incremental backup's disks are first
 rebuilt, in a private directory under the backup directory, from its full backup's images and
-every delta of the chain up to it, and uploaded from there."""
+every delta of the chain up to it, and uploaded from there; so is a disk a full backup kept as
+extents (a running guest's)."""
 
 import posixpath
 import shutil
@@ -26,7 +27,7 @@ from app.services import jobs as job_service
 from app.services.auth import Forbidden, Principal
 from app.services.backups.actions import RESTORE, RESTORE_IN_PLACE, may, status_actions
 from app.services.backups.catalog import get_backup
-from app.services.backups.deltas import materialize
+from app.services.backups.deltas import DELTA, EXTENTS, materialize
 from app.services.backups.files import backup_root, mismatches, read_checked, read_manifest
 from app.services.backups.images import check_image
 from app.services.backups.restore_plan import (
@@ -41,7 +42,7 @@ from app.services.backups.restore_plan import (
 )
 from app.services.backups.streams import Meter, Throttle, checked_segments, segments
 from app.services.backups.verify import check_manifest
-from app.services.backups.work import Started, connect
+from app.services.backups.work import Started, connect, release
 from app.services.guest_actions import GuestLock
 from app.services.guest_create import check_guest_name
 from app.services.hosts import get_host, require_connected
@@ -50,8 +51,6 @@ from app.services.ports import HostCalls, JobQueue, Reporter
 from app.virt import backups as virt
 from app.virt import checkpoints, domains, volumes
 from app.virt.connection import HostConnection
-
-DELTA = "delta"  # the format of an incremental backup's disk file (its changed extents)
 
 
 def start_restore(
@@ -163,15 +162,15 @@ class _Restore:
         for ancestor in self.job.chain:
             _check_ancestor(sessions, root, ancestor)
         sources = self._sources(root)
-        for target, (image, fmt, deltas) in sources.items():
-            if not deltas:
-                check_image(image, fmt)
-                self.images[target] = (image, fmt, self._entry(target))
+        for target, [(image, entry), *deltas] in sources.items():
+            if not deltas and entry["format"] != EXTENTS:  # an image, uploaded as it is
+                check_image(image, entry["format"])
+                self.images[target] = (image, entry["format"], self._entry(target))
         capacity = self._disks()
         throttle = Throttle(settings.backup_bandwidth_mib * 1024 * 1024)
         work = Path(tempfile.mkdtemp(prefix=".virtdeck-restore-", dir=root))
         try:
-            rebuilt = {t: s for t, s in sources.items() if s[2]}
+            rebuilt = {t: pieces for t, pieces in sources.items() if t not in self.images}
             self._rebuild(rebuilt, work, capacity, report)
             upload_from = 0.5 if rebuilt else 0.0
             meter = Meter(
@@ -180,7 +179,7 @@ class _Restore:
                 start=upload_from,
                 span=1.0 - upload_from,
             )
-            conn = connect(self.job.uri, settings)
+            conn, restored = connect(self.job.uri, settings), False
             try:
                 try:
                     result = self._restore(conn, xml.decode(), capacity, meter, throttle)
@@ -192,8 +191,9 @@ class _Restore:
                 for path in self.safety:
                     with suppress(VirtdeckError):
                         volumes.delete_volume_at(conn, path)
+                restored = True
             finally:
-                conn.close()
+                release(self.job.uri, conn, keep=restored)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         report(1.0, "done")
@@ -202,24 +202,24 @@ class _Restore:
     def _entry(self, target: str) -> dict[str, Any]:
         return next(e for e in self.disks if e["target"] == target)
 
-    def _sources(self, root: Path) -> dict[str, tuple[Path, str, list[tuple[Path, Any, int]]]]:
-        """{target: (full image, its format, [(delta file, extents, size), ...] oldest first)}:
-        the newest full image of each disk in the chain and the deltas recorded after it."""
+    def _sources(self, root: Path) -> dict[str, list[tuple[Path, dict[str, Any]]]]:
+        """{target: [(file, its entry), ...] oldest first}: the newest full backup's file of each
+        disk in the chain (an image or extents) and the deltas recorded after it."""
         records = [(root / a.path, a.files) for a in self.job.chain]
         records.append((self.directory, self.job.files))
         sources = {}
         for entry in self.disks:
-            target, deltas = entry["target"], []
+            target, pieces = entry["target"], []
             for directory, files in reversed(records):
                 found = next(
                     (e for e in files if e["kind"] == "disk" and e["target"] == target), None
                 )
                 if found is None:
                     break
+                pieces.append((directory / found["name"], found))
                 if found["format"] != DELTA:
-                    sources[target] = (directory / found["name"], found["format"], deltas[::-1])
+                    sources[target] = pieces[::-1]
                     break
-                deltas.append((directory / found["name"], found.get("extents"), found["size"]))
             if target not in sources:
                 raise Conflict(
                     f"backup {self.job.backup_id} cannot be restored: no full backup of "
@@ -229,23 +229,26 @@ class _Restore:
 
     def _rebuild(
         self,
-        rebuilt: dict[str, tuple[Path, str, list[tuple[Path, Any, int]]]],
+        rebuilt: dict[str, list[tuple[Path, dict[str, Any]]]],
         work: Path,
         disks: dict[str, dict[str, Any]],
         report: Reporter,
     ) -> None:
-        """Each disk of a chain as it was at this backup, as a qcow2 image in work."""
+        """Each disk kept as extents, or of a chain as it was at this backup, as a qcow2 image in
+        work."""
         meter = Meter(
-            sum(2 * disks[t]["capacity"] + sum(d[2] for d in s[2]) for t, s in rebuilt.items()),
+            sum(
+                2 * disks[t]["capacity"] + sum(entry["size"] for _, entry in pieces)
+                for t, pieces in rebuilt.items()
+            ),
             report,
             span=0.5,
         )
-        for index, (target, (image, fmt, deltas)) in enumerate(rebuilt.items()):
+        for index, (target, pieces) in enumerate(rebuilt.items()):
             out = work / f"disk-{index}.qcow2"
-            what = f"rebuilding {target} as it was"
+            what = f"rebuilding {target}"
             materialize(
-                (image, fmt),
-                [(path, extents) for path, extents, _ in deltas],
+                pieces,
                 out,
                 capacity=disks[target]["capacity"],
                 out_fmt="qcow2",

@@ -1,7 +1,7 @@
 """A running guest's pull-mode NBD export on a qemu+ssh host, read from this machine: the export's
 socket (and libvirt's scratch files) go in a new directory made on the host over SSH, private to
 QEMU's user there, and the socket is forwarded to a local unix socket through the same SSH
-connection, so qemu-img reads the disks as it reads a local host's: one copy, only the allocated
+connection, so the disks are read as a local host's are: one copy, only the allocated
 extents, no NBD port opened on the host. Other remote transports (qemu+tcp, qemu+tls) have no such
 tunnel: there a push-mode job and libvirt streams copy the disks (app.services.backups.backup_job).
 
@@ -9,19 +9,17 @@ Making the directory needs root on the host (QEMU's user must own it): a qemu+ss
 login is backed up with a push-mode job instead.
 """
 
-import logging
 import re
+import shlex
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import replace
-from functools import partial
 
 from app.config import Settings
 from app.errors import VirtdeckError
-from app.services.ssh_hosts import SshSession, ssh_session
-from app.virt.nbd_exports import NbdExport, SocketDirectory
-
-log = logging.getLogger(__name__)
+from app.services.idle_pool import IdlePool
+from app.services.ssh_hosts import SshSession
+from app.virt.nbd_exports import NbdExport
 
 TEMPLATE = "/tmp/virtdeck-nbd-XXXXXXXXXX"
 # What mktemp prints for TEMPLATE; anything else is not removed with rm -rf.
@@ -37,21 +35,53 @@ BeginExports = Callable[..., AbstractContextManager[dict[str, NbdExport]]]
 @contextmanager
 def remote_socket_directory(session: SshSession, owner: str | None) -> Iterator[str]:
     """A new directory on the session's host, private to QEMU's user (owner: its DAC label);
-    removed afterwards with whatever QEMU or libvirt left in it."""
-    made = session.run("mktemp", "-d", TEMPLATE).strip()
-    if not MADE.match(made):
-        raise VirtdeckError(f"mktemp on {session.host} made an unexpected path: {made[:80]!r}")
-    try:
-        if owner:
-            if not OWNER.match(owner):
-                raise VirtdeckError(f"QEMU's user on {session.host} is not user:group: {owner!r}")
-            session.run("chown", "--", owner, made)
+    removed afterwards with whatever QEMU or libvirt left in it. One shell on the host makes it,
+    says its path, waits for the end of its input and removes it: one SSH channel for both (each
+    costs a session on the host), and if virtdeck dies the closed connection ends it too."""
+    if owner and not OWNER.match(owner):
+        raise VirtdeckError(f"QEMU's user on {session.host} is not user:group: {owner!r}")
+    chown = f' && chown -- {shlex.quote(owner)} "$d"' if owner else ""
+    script = (
+        f"d=$(mktemp -d {TEMPLATE}) || exit 1; "
+        f'{{ true{chown}; }} || {{ rm -rf -- "$d"; exit 1; }}; '
+        'echo "$d"; cat >/dev/null; rm -rf -- "$d"'
+    )
+    with session.holding(script) as made:
+        if not MADE.match(made):
+            raise VirtdeckError(f"mktemp on {session.host} made an unexpected path: {made[:80]!r}")
         yield made
-    finally:
+
+
+class _HostSession:
+    """An SSH session to a qemu+ssh host and the socket directories it holds there, one per
+    QEMU user, which the next backup of the host can use again (app.services.idle_pool): each
+    job's exports are gone from the directory when it ends (libvirt removes the scratch files,
+    QEMU replaces a socket left behind), and one job at a time has the session."""
+
+    def __init__(self, uri: str, settings: Settings) -> None:
+        self.ssh = SshSession(uri, settings)
+        self._held = ExitStack()
+        self._made: dict[str | None, str] = {}
+
+    def directory(self, owner: str | None) -> AbstractContextManager[str]:
+        """The directory for QEMU's user owner (a SocketDirectory), made the first time."""
+        if owner not in self._made:
+            self._made[owner] = self._held.enter_context(remote_socket_directory(self.ssh, owner))
+        return nullcontext(self._made[owner])
+
+    def usable(self) -> bool:
+        """Whether its connection is still open."""
+        return self.ssh.alive()
+
+    def close(self) -> None:
+        """Remove its directories on the host, close the connection."""
         try:
-            session.run("rm", "-rf", "--", made)
-        except VirtdeckError as exc:  # the backup itself is not at fault: say so, go on
-            log.warning("could not remove %s on %s: %s", made, session.host, exc.message)
+            self._held.close()
+        finally:
+            self.ssh.close()
+
+
+_sessions: IdlePool[_HostSession] = IdlePool(close=_HostSession.close, usable=_HostSession.usable)
 
 
 @contextmanager
@@ -59,11 +89,17 @@ def exports_over_ssh(
     uri: str, settings: Settings, begin: BeginExports
 ) -> Iterator[dict[str, NbdExport]]:
     """Begin the pull-mode job on the qemu+ssh URI's host through begin(socket_directory=...);
-    yields its exports with their sockets forwarded to this machine. Afterwards the job is ended,
-    the host's directory removed and the forwarding and the connection closed."""
-    with ssh_session(uri, settings) as session:
-        directory: SocketDirectory = partial(remote_socket_directory, session)
-        with begin(socket_directory=directory) as exports:
+    yields its exports with their sockets forwarded to this machine. Afterwards the job is ended
+    and the forwarding closed; the SSH session and its directory on the host wait for the next
+    backup of the host if this one went well, else they are closed (the directory removed)."""
+    host, done = _sessions.take(uri, lambda: _HostSession(uri, settings)), False
+    try:
+        with begin(socket_directory=host.directory) as exports, ExitStack() as forwards:
             sockets = {export.socket for export in exports.values()}  # one per job
-            local = {socket: session.forward_socket(socket) for socket in sockets}
+            local = {
+                socket: forwards.enter_context(host.ssh.forwarding(socket)) for socket in sockets
+            }
             yield {target: replace(e, socket=local[e.socket]) for target, e in exports.items()}
+        done = True
+    finally:
+        _sessions.give(uri, host, keep=done)

@@ -2,20 +2,23 @@
 second thread hashes it, read back sparsely (and hashed again) for a restore, at a bounded rate
 and with progress for the job."""
 
-import hashlib
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from app.errors import Conflict
+from app.services.backups.digests import hasher, recorded
 from app.services.backups.files import PART, READ_CHUNK, private_file
 from app.units import human_bytes
 
-_ZEROS = bytes(READ_CHUNK)
+ZEROS = bytes(READ_CHUNK)  # a chunk of a hole
+# Bytes written between two background write-backs of a backup file (see _Flusher).
+FLUSH_EVERY = 128 << 20
 
 
 class Throttle:
@@ -69,72 +72,164 @@ def _hash_segment(digest: Any, segment: bytes | int) -> None:
     """Add data, or a hole of that many zero bytes, to digest."""
     if isinstance(segment, int):
         while segment > 0:
-            step = min(segment, len(_ZEROS))
-            digest.update(memoryview(_ZEROS)[:step])
+            step = min(segment, len(ZEROS))
+            digest.update(memoryview(ZEROS)[:step])
             segment -= step
     else:
         digest.update(segment)
 
 
-class HashingWriter:
-    """Writes one backup file as <name>.part while another thread computes its sha256 (so the
-    hash costs no extra time on two cores); finish() fsyncs and renames it to its name."""
+class _Flusher:
+    """fdatasync of a file being written, in a thread, every FLUSH_EVERY bytes: the page cache is
+    written back while the copy goes on, so the final fsync finds little left (the kernel would
+    only start at its dirty ratio, gigabytes later). Its first error is raised by stop(), since
+    the fsync after it would no longer report it."""
 
-    def __init__(self, path: Path, *, on_bytes: Callable[[int], None]) -> None:
+    def __init__(self, fd: int) -> None:
+        self._fd, self._pending, self._stopping = fd, 0, False
+        self._due = threading.Event()
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="backup-flush", daemon=True)
+        self._thread.start()
+
+    def wrote(self, count: int) -> None:
+        """count more bytes were written."""
+        self._pending += count
+        if self._pending >= FLUSH_EVERY:
+            self._pending = 0
+            self._due.set()
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._stopping:
+                return
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                self._error = exc
+                return
+
+    def stop(self) -> None:
+        """Wait for the thread; raise the error a write-back met."""
+        self._stopping = True
+        self._due.set()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+
+class _Consumer:
+    """A thread that handles each item put to it, in order, while the putter goes on; the first
+    OSError handling one raises is kept (error) and the items after it are dropped."""
+
+    _STOP = object()
+
+    def __init__(self, handle: Callable[[Any], None], *, name: str, depth: int) -> None:
+        self._handle = handle
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not self._STOP:
+            if self.error is None:
+                try:
+                    self._handle(item)
+                except OSError as exc:
+                    self.error = exc
+
+    def put(self, item: Any) -> None:
+        """Hand item over (waits while depth items are waiting)."""
+        self._queue.put(item)
+
+    def stop(self) -> None:
+        """Wait until every item put so far is handled, and end the thread."""
+        while True:  # make room for the stop marker whatever the thread is doing
+            try:
+                self._queue.put(self._STOP, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+
+
+class HashingWriter:
+    """Writes one backup file as <name>.part: one thread writes it and another computes its
+    digest while the caller reads the next bytes (on two cores neither costs the copy much
+    time), and a third writes it back (_Flusher); finish() fsyncs and renames it to its name.
+    A failed write is raised by the next write() or by finish()."""
+
+    def __init__(self, path: Path, *, on_bytes: Callable[[int], None], algorithm: str) -> None:
         self.path = path
         self._part = path.with_name(path.name + PART)
         self._file = private_file(self._part)
         self._on_bytes = on_bytes
-        self._hash = hashlib.sha256()
-        self._queue: queue.Queue[bytes | int | None] = queue.Queue(maxsize=16)
-        self._hasher = threading.Thread(target=self._digest, name="backup-hash", daemon=True)
-        self._hasher.start()
+        self._hash = hasher(algorithm)
+        self._flusher = _Flusher(self._file.fileno())
+        self._writer = _Consumer(self._store, name="backup-write", depth=8)
+        self._hasher = _Consumer(
+            lambda item: _hash_segment(self._hash, item), name="backup-hash", depth=16
+        )
         self.size = 0
 
-    def _digest(self) -> None:
-        while (item := self._queue.get()) is not None:
-            _hash_segment(self._hash, item)
+    def _store(self, item: bytes | int) -> None:
+        """Write data, or skip a hole of that many bytes."""
+        if isinstance(item, int):
+            self._file.seek(item, os.SEEK_CUR)
+        else:
+            self._file.write(item)
+            self._flusher.wrote(len(item))
+
+    def _raise_failed(self) -> None:
+        if self._writer.error is not None:
+            raise self._writer.error
 
     def write(self, data: bytes) -> None:
-        """Append data."""
-        self._file.write(data)
-        self._queue.put(data)
+        """Append data (which the caller no longer changes)."""
+        self._raise_failed()
+        self._writer.put(data)
+        self._hasher.put(data)
         self.size += len(data)
-        self._on_bytes(len(data))
+        # In steps of a chunk: a throttle sleeps, and a cancel is heard, a chunk at a time.
+        for done in range(0, len(data), READ_CHUNK):
+            self._on_bytes(min(READ_CHUNK, len(data) - done))
 
     def hole(self, length: int) -> None:
         """Append length zero bytes without writing them (the file stays sparse)."""
-        self._file.seek(length, os.SEEK_CUR)
-        self._queue.put(length)
+        self._raise_failed()
+        self._writer.put(length)
+        self._hasher.put(length)
         self.size += length
 
     def finish(self) -> tuple[int, str]:
-        """Flush to disk, wait for the hash, rename to the final name; (size, sha256)."""
+        """Flush to disk, wait for the hash, rename to the final name; (size, hex digest)."""
+        self._writer.stop()
+        self._raise_failed()
         self._file.truncate()
         self._file.flush()
+        self._flusher.stop()
         os.fsync(self._file.fileno())
         self._file.close()
-        self._queue.put(None)
-        self._hasher.join()
+        self._hasher.stop()
         os.replace(self._part, self.path)
         return self.size, self._hash.hexdigest()
 
     def abort(self) -> None:
-        """Stop the hasher and remove the partial file."""
+        """Stop the threads and remove the partial file."""
+        self._writer.stop()
+        with suppress(OSError):  # the copy failed already; a failed write-back says no more
+            self._flusher.stop()
         self._file.close()
-        while True:  # make room for the stop marker whatever the hasher is doing
-            try:
-                self._queue.put(None, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        self._hasher.join()
+        self._hasher.stop()
         self._part.unlink(missing_ok=True)
 
 
-def write_bytes(path: Path, data: bytes) -> tuple[int, str]:
-    """A small file (the domain XML), written and renamed like the images; (size, sha256)."""
-    writer = HashingWriter(path, on_bytes=lambda _n: None)
+def write_bytes(path: Path, data: bytes, *, algorithm: str) -> tuple[int, str]:
+    """A small file (the domain XML), written and renamed like the images; (size, hex digest)."""
+    writer = HashingWriter(path, on_bytes=lambda _n: None, algorithm=algorithm)
     try:
         writer.write(data)
     except BaseException:
@@ -178,10 +273,11 @@ def checked_segments(
     """segments() of a backup file, hashed as they go by: the bytes sent are the bytes checked.
     If they are not the recorded ones (the file changed since it was verified, e.g. on a shared
     directory), Conflict is raised after the last segment, before the stream can be finished."""
-    digest, size = hashlib.sha256(), 0
+    algorithm, expected = recorded(entry)
+    digest, size = hasher(algorithm), 0
     for segment in segments(path, on_bytes=on_bytes, throttle=throttle):
         _hash_segment(digest, segment)
         size += segment if isinstance(segment, int) else len(segment)
         yield segment
-    if size != entry["size"] or digest.hexdigest() != entry["sha256"]:
+    if size != entry["size"] or digest.hexdigest() != expected:
         raise Conflict(f"{path.name} changed after it was verified; nothing was restored")
