@@ -23,6 +23,7 @@ from app.virt.uri import ssh_target
 CONNECT_TIMEOUT = 10.0
 # A command on the host (mktemp, chown, rm) answers at once unless the host is in trouble.
 COMMAND_TIMEOUT = 60.0
+MAX_LINE = 4096  # characters of a held command's first line read from the host
 # AES-GCM first (asyncssh's defaults after it): with AES-NI its cipher runs about twice as fast
 # as chacha20-poly1305, asyncssh's first choice, and a backup's bytes all pass through it.
 CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
@@ -104,7 +105,7 @@ class SshSession:
 
         async def started() -> tuple[asyncssh.SSHClientProcess, str]:
             process = await self._connection.create_process(script)
-            return process, await asyncio.wait_for(process.stdout.readline(), COMMAND_TIMEOUT)
+            return process, await asyncio.wait_for(_first_line(process.stdout), COMMAND_TIMEOUT)
 
         async def ended(process: asyncssh.SSHClientProcess) -> asyncssh.SSHCompletedProcess:
             process.stdin.write_eof()
@@ -161,3 +162,15 @@ class SshSession:
         self._thread.join()
         self._loop.close()
         shutil.rmtree(self._directory, ignore_errors=True)
+
+
+async def _first_line(stream: asyncssh.SSHReader) -> str:
+    """What the host printed up to its first newline, at most MAX_LINE characters of it ("" if
+    it printed nothing before it ended): the host's output is not trusted to be short."""
+    read = ""
+    while "\n" not in read and len(read) < MAX_LINE:
+        chunk = await stream.read(MAX_LINE - len(read))
+        if not chunk:
+            break
+        read += str(chunk)
+    return read.partition("\n")[0]

@@ -303,3 +303,15 @@ def test_a_file_changed_after_it_was_verified_fails_the_rebuild(
         materialize(pieces, out, capacity=served.capacity, out_fmt="qcow2")
 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("out.qcow2")]
+
+
+def test_a_base_recorded_in_another_format_is_refused(tmp_path: Path) -> None:
+    base = tmp_path / "base.vmdk"
+    assert qemu_img("create", "-q", "-f", "vmdk", str(base), "1M").returncode == 0
+
+    with pytest.raises(Conflict, match="recorded as 'vmdk', not one of raw, qcow2"):
+        materialize(
+            [(base, entry(base, "vmdk"))], tmp_path / "out.qcow2", capacity=MIB, out_fmt="qcow2"
+        )
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.vmdk"]

@@ -15,7 +15,7 @@ import pytest
 from app.config import Settings
 from app.errors import VirtdeckError
 from app.services.backups.ssh_exports import remote_socket_directory
-from app.services.ssh_hosts import SshSession
+from app.services.ssh_hosts import MAX_LINE, SshSession
 from tests.polling import until
 from tests.sshd import SshHost
 
@@ -44,6 +44,12 @@ def test_the_directory_lives_as_long_as_the_block(ssh: SshHost) -> None:
             remote_socket_directory(session, "root; rm -rf /"),
         ):
             pass
+
+
+def test_what_a_held_command_prints_is_read_to_a_bound(ssh: SshHost) -> None:
+    flood = "head -c 100000 /dev/zero | tr '\\0' x; echo; cat >/dev/null"
+    with closing(SshSession(ssh.uri(), SETTINGS)) as session, session.holding(flood) as said:
+        assert said == "x" * MAX_LINE
 
 
 HOLDER = """

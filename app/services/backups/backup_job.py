@@ -350,6 +350,7 @@ def _pull_all(
     begin = partial(nbd_exports, conn, source, checkpoint=plan.checkpoint, incremental=plan.since)
     exports = begin() if is_local(job.uri) else exports_over_ssh(job.uri, env.settings, begin)
     changed = None if plan.since is None else plan.changed
+    # A full copy counts each disk's capacity until its export says what may hold data.
     meter = Meter(
         sum(d.capacity if changed is None else changed[d.target] for d in source.disks),
         reporting,
@@ -439,7 +440,9 @@ def _pull(
             capacity=disk.capacity,
             on_bytes=on_bytes,
             algorithm=algorithm,
-        )
+            on_plan=(lambda count: meter.resize(count - disk.capacity)) if changed is None
+            else (lambda _count: None),
+        )  # fmt: skip
     except OSError as exc:
         raise VirtdeckError(f"writing {name}: {exc.strerror or exc}") from exc
     entry = _disk_entry(name, disk, fmt, (size, digest), copied_by="nbd", algorithm=algorithm)

@@ -37,11 +37,13 @@ def copy_extents(
     capacity: int,
     on_bytes: Callable[[int], None],
     algorithm: str,
+    on_plan: Callable[[int], None] = lambda _n: None,
 ) -> tuple[list[list[int]], int, str]:
     """The export's extents into path (as path.part until complete), their bytes back to back:
     with a dirty bitmap context, those it marks; with None, all but those that read as zeros.
-    (extents as [offset, length], size, digest by algorithm). on_bytes(count) hears of each
-    byte copied and may raise to stop the copy."""
+    (extents as [offset, length], size, digest by algorithm). on_plan(count) hears how many
+    bytes will be copied once the extents are known; on_bytes(count) of each byte copied, and
+    may raise to stop the copy."""
     with NbdClient(socket_path, export_name, context=context or ALLOCATION) as client:
         if client.size != capacity:
             raise VirtdeckError(
@@ -52,6 +54,7 @@ def copy_extents(
             for extent in client.block_status(0, capacity)
             if (extent.flags & DIRTY if context else not extent.flags & ZERO)
         ]
+        on_plan(sum(length for _, length in wanted))
         writer = HashingWriter(path, on_bytes=on_bytes, algorithm=algorithm)
         try:
             for data in client.read_ranges(wanted):
@@ -156,6 +159,8 @@ def _convert_image(
     made (and checked by qemu-img), so that what is converted is what was verified."""
     path, entry = image
     fmt = entry["format"]
+    if fmt not in OUT_FORMATS:  # the record's word, yet never a format qemu-img may not expect
+        raise Conflict(f"{path.name} is recorded as {fmt!r}, not one of {', '.join(OUT_FORMATS)}")
     with private_file(copy) as target:
         for segment in checked_segments(path, entry, on_bytes=on_bytes, throttle=Throttle(0)):
             if isinstance(segment, int):

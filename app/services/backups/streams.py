@@ -55,6 +55,10 @@ class Meter:
         self._report = report
         self._start = time.monotonic()
 
+    def resize(self, change: int) -> None:
+        """The total turned out change bytes larger (or smaller: negative)."""
+        self.total = max(self.total + change, 1)
+
     def add(self, count: int, what: str) -> None:
         """count more bytes are done; report progress (which raises if the job was cancelled)."""
         self.done += count
