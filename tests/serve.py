@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.workers.process import STOP_GRACE
+
 STARTUP_TIMEOUT = 20.0
 DATA = Path(__file__).resolve().parent / "data"
 ADMIN_PASSWORD = "admin password for tests"
@@ -68,7 +70,7 @@ def _stop(process: subprocess.Popen) -> None:
         return
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=STOP_GRACE + 5)  # the server's own wait for its worker, then some
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=10)

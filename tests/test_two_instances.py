@@ -21,6 +21,7 @@ from app.models import Job
 from app.models.base import utcnow
 from app.services import leases
 from app.services.jobs import INTERRUPTED
+from app.workers.process import STOP_GRACE
 from tests.browser import admin_tabs, chromium, shows, wait_for_stream
 from tests.conftest import node_uri
 from tests.databases import throwaway_postgresql
@@ -163,6 +164,45 @@ def test_a_killed_worker_has_its_hosts_and_its_running_backup_taken_over(tmp_pat
     assert backup["status"] == "failed"
     assert host["connection"] == "connected"
     assert settled < TAKEOVER_LIMIT
+
+
+@pytest.mark.libvirtd
+def test_a_stopped_worker_fails_its_running_backup_removes_its_files_and_exits_in_time(
+    tmp_path: Path,
+) -> None:
+    """SIGTERM to the worker running a backup (slowed to 1 MiB/s: 32 s of copying): it tells
+    the job to end after its grace, so the backup fails as interrupted with none of its files
+    left, and the process is gone within STOP_GRACE (before its server would kill it)."""
+    with (
+        throwaway_pool() as pool,
+        throwaway_guest(tmp_path, directory=IMAGES / pool, size="32M") as guest,
+    ):
+        written = qemu_io(guest.disk, "write -P 0x5a 0 32M")
+        assert written.returncode == 0, written.stderr
+        stored = tmp_path / "backups"
+        env = env_for(f"sqlite:///{tmp_path / 'v.db'}", VIRTDECK_BACKUP_BANDWIDTH_MIB="1",
+                      VIRTDECK_BACKUP_DIR=str(stored))  # fmt: skip
+        with (
+            running_server(tmp_path / "web", env, worker="none") as web,
+            running_worker(tmp_path / "worker", env) as worker,
+        ):
+            web.add_host("local", SYSTEM_URI)
+            started = web.api("POST", f"/guests/{guest.uuid}/backups")
+            assert started.status_code == 202, started.text
+            job_id = started.json()["job"]["id"]
+            until(lambda: web.api("GET", f"/jobs/{job_id}").json()["progress"] > 0, timeout=30)
+            stopping = time.monotonic()
+            worker.terminate()
+            code = worker.wait(timeout=STOP_GRACE + 10)
+            stopped = time.monotonic() - stopping
+            job = web.api("GET", f"/jobs/{job_id}").json()
+            backup = web.api("GET", f"/backups/{started.json()['backup']['id']}").json()
+        print(f"\nworker stopped in {stopped:.1f} s")
+
+    assert (code, stopped < STOP_GRACE) == (0, True)
+    assert (job["status"], job["error"]) == ("failed", INTERRUPTED)
+    assert (backup["status"], backup["error"]) == ("failed", INTERRUPTED)
+    assert [p for p in stored.rglob("*") if not p.is_dir()] == []
 
 
 @pytest.mark.libvirtd

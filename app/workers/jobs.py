@@ -15,21 +15,41 @@ from app.services import jobs as job_service
 from app.services.ports import Cancelled, Work
 
 log = logging.getLogger(__name__)
+# After a stop's grace, the jobs still running are told to end (as on a cancel, undoing what they
+# began) and get this much longer.
+HALT_GRACE = 4.0
+
+
+class Interrupted(VirtdeckError):
+    """Raised inside a job's work when its worker stops before the job ends: it fails, undoing
+    what it began, with the message the jobs of a dead worker get."""
+
+    def __init__(self) -> None:
+        super().__init__(job_service.INTERRUPTED)
 
 
 class Progress:
     """The Reporter a job's work gets: writes progress at most every `every` seconds (and when
-    the message's phase, the text before any ':', changes), and raises Cancelled once a cancel
-    was requested, from any instance."""
+    the message's phase, the text before any ':', changes), raises Cancelled once a cancel was
+    requested, from any instance, and Interrupted once `halt` is set."""
 
-    def __init__(self, sessions: sessionmaker[Session], job_id: int, every: float = 0.5) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        job_id: int,
+        every: float = 0.5,
+        halt: threading.Event | None = None,
+    ) -> None:
         self._sessions = sessions
         self._job_id = job_id
         self._every = every
         self._last = (0.0, "")
+        self._halt = halt or threading.Event()
 
     def __call__(self, progress: float, message: str) -> None:
-        """Record progress (throttled); raise Cancelled if the job should stop."""
+        """Record progress (throttled); raise Cancelled or Interrupted if the job should stop."""
+        if self._halt.is_set():
+            raise Interrupted
         now = time.monotonic()
         phase = message.partition(":")[0]  # "copying vda: 1.2 GiB of ..." changes every chunk
         if phase == self._last[1] and now - self._last[0] < self._every and progress < 1:
@@ -59,6 +79,7 @@ class JobRunner:
         self._pending: dict[int, Future] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._halt = threading.Event()  # the running jobs are to end now
         self._heart = threading.Thread(target=self._beat, name="job-heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -114,7 +135,7 @@ class JobRunner:
         with transaction(self._sessions) as session:
             job_service.mark_running(session, job_id)
         try:
-            result = work(Progress(self._sessions, job_id))
+            result = work(Progress(self._sessions, job_id, halt=self._halt))
         except Cancelled:
             with transaction(self._sessions) as session:
                 job_service.mark_cancelled(session, job_id)
@@ -131,8 +152,9 @@ class JobRunner:
         with transaction(self._sessions) as session:
             job_service.mark_failed(session, job_id, error)
 
-    def stop(self, *, grace: float = 10.0) -> None:
-        """Stop taking work; jobs not yet begun are marked failed, running ones get grace seconds.
+    def stop(self, *, grace: float = 6.0) -> None:
+        """Stop taking work; jobs not yet begun are marked failed, running ones get grace seconds
+        to end, then are told to (Interrupted at their next progress report) and get HALT_GRACE.
 
         A job still running after that is marked interrupted once its heartbeat is stale.
         """
@@ -143,4 +165,7 @@ class JobRunner:
         for job_id, future in pending.items():
             if future.cancelled():
                 self._fail(job_id, job_service.INTERRUPTED)
-        futures.wait([f for f in pending.values() if not f.cancelled()], timeout=grace)
+        running = [f for f in pending.values() if not f.cancelled()]
+        if futures.wait(running, timeout=grace).not_done:
+            self._halt.set()
+            futures.wait(running, timeout=HALT_GRACE)

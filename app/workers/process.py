@@ -4,6 +4,7 @@ and ended by the kernel if the server itself is killed)."""
 
 import contextlib
 import ctypes
+import faulthandler
 import logging
 import os
 import signal
@@ -23,6 +24,8 @@ RESTART_MIN = 1.0
 RESTART_MAX = 30.0
 # A worker asked to stop gets this long to end its jobs and hand back its leases.
 STOP_GRACE = 15.0
+# ...and ends itself after this long if its stop still hangs, before its server would kill it.
+STOP_LIMIT = STOP_GRACE - 1.0
 PR_SET_PDEATHSIG = 1
 
 
@@ -33,8 +36,9 @@ def _wake_on_stdin(worker: Worker) -> None:
 
 
 def run_worker(settings: Settings, *, wake_stdin: bool = False) -> None:
-    """Run a worker in this process until SIGTERM or SIGINT; with wake_stdin, the server that
-    started it wakes it through its stdin (else it finds requests at its next poll)."""
+    """Run a worker in this process until SIGTERM or SIGINT, then end the process (within
+    STOP_LIMIT seconds); with wake_stdin, the server that started it wakes it through its stdin
+    (else it finds requests at its next poll)."""
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     LiveBus(engine).attach(sessions)  # what it commits reaches every web process's streams
@@ -49,8 +53,23 @@ def run_worker(settings: Settings, *, wake_stdin: bool = False) -> None:
     log.info("worker %s started", worker.instance)
     stopping.wait()
     log.info("worker %s stopping", worker.instance)
+    # A stop that hangs (a job thread in a libvirt call that never returns) must not leave a
+    # worker running schedules for a server that is gone; its stacks say where it hung.
+    limit = threading.Timer(STOP_LIMIT, _end_stuck, args=(worker.instance,))
+    limit.daemon = True
+    limit.start()
     worker.stop()
     engine.dispose()
+    logging.shutdown()
+    # Not the interpreter's exit: it would wait for every job thread, however stuck.
+    os._exit(0)
+
+
+def _end_stuck(instance: str) -> None:
+    log.error("worker %s did not stop in %.0f s; ending it. Its threads:", instance, STOP_LIMIT)
+    faulthandler.dump_traceback(all_threads=True)
+    logging.shutdown()
+    os._exit(1)
 
 
 def _die_with_parent() -> None:

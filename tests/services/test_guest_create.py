@@ -1,6 +1,7 @@
 """The domain XML of a new guest, its platform, taking back a failed create, and the job runner."""
 
 import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from app.errors import Conflict, VirtdeckError
 from app.models import Job
 from app.models.base import utcnow
 from app.services.guest_create import CreatePlan, NewDisk, build_guest
+from app.services.jobs import INTERRUPTED
 from app.virt.build import (
     DiskSource,
     GuestPlan,
@@ -24,7 +26,7 @@ from app.virt.build import (
 )
 from app.virt.connection import HostConnection
 from app.virt.cpu import CpuConfig
-from app.workers.jobs import JobRunner
+from app.workers.jobs import Interrupted, JobRunner
 from tests.polling import until
 from tests.storage import (
     DEFAULT_POOL,
@@ -235,6 +237,33 @@ def test_stopping_the_runner_fails_the_jobs_it_had_not_begun(sessions) -> None:
     assert job_row(sessions, second).status == "failed"
     assert job_row(sessions, second).error.startswith("interrupted")
     until(lambda: job_row(sessions, first).status == "succeeded", timeout=10)
+
+
+def test_a_job_still_running_when_the_runner_stops_is_interrupted_and_undoes_its_work(
+    sessions,
+) -> None:
+    runner = JobRunner(sessions=sessions, workers=1)
+    undone = threading.Event()
+
+    def copying(report) -> dict:
+        try:
+            while True:
+                report(0.5, "copying")
+                time.sleep(0.02)
+        except Interrupted:
+            undone.set()  # as a backup removes its files
+            raise
+
+    job_id = new_job(sessions)
+    runner.submit(job_id, copying)
+    until(lambda: job_row(sessions, job_id).status == "running", timeout=10)
+    runner.stop(grace=0.2)
+
+    assert undone.is_set()
+    assert (job_row(sessions, job_id).status, job_row(sessions, job_id).error) == (
+        "failed",
+        INTERRUPTED,
+    )
 
 
 def test_the_runner_fails_what_a_stopped_instance_left_unfinished(sessions) -> None:
