@@ -2,9 +2,9 @@
 
 A guest vdbench-<hex> (64 MiB, 1 vCPU, no OS) gets a 2 GiB qcow2 disk whose first 1 GiB is random
 data, in a throwaway dir pool on the real libvirtd (qemu:///system, so run it as root). virtdeck
-runs in-process on a temporary database and backup directory with that libvirtd as its host, and
-each of these is timed --repeat times (the median and the spread, slowest minus fastest, are
-printed), the page cache dropped before each:
+runs as `make run` runs it (`virtdeck serve` and its worker process) on a temporary database and
+backup directory with that libvirtd as its host, and each of these is timed --repeat times (the
+median and the spread, slowest minus fastest, are printed), the page cache dropped before each:
 
 - a backup of the shut-off guest (on this local host: its volume file read directly);
 - a backup of the running guest (on this local host: its extents that may hold data read from
@@ -56,7 +56,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,21 +66,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# Starlette's TestClient still runs on httpx, and says so on import.
-warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
-
-from fastapi.testclient import TestClient  # noqa: E402
-
 from app.config import Settings  # noqa: E402
-from app.db import make_engine, make_session_factory, transaction  # noqa: E402
-from app.main import create_app  # noqa: E402
-from app.services.auth import create_token  # noqa: E402
 from app.services.backups.deltas import EXTENTS, materialize  # noqa: E402
 from app.services.backups.digests import backup_hash, recorded  # noqa: E402
 from app.services.backups.files import PART, digest_of  # noqa: E402
-from app.services.users import create_user  # noqa: E402
 from bench.common import Row, database, print_table, print_targets  # noqa: E402
 from tests.libvirtd import IMAGES, SYSTEM_URI, domain_xml, virsh  # noqa: E402
+from tests.serve import running_server  # noqa: E402
 from tests.sshd import sshd_for_libvirt  # noqa: E402
 from tests.storage import remove_guest, throwaway_pool, unique_name  # noqa: E402
 
@@ -230,26 +221,20 @@ def libvirtd_up_afterwards() -> Iterator[None]:
 # --- virtdeck ---------------------------------------------------------------------------------
 
 
-def admin_token(database_url: str) -> str:
-    """A new admin's API token."""
-    engine = make_engine(database_url)
-    try:
-        with transaction(make_session_factory(engine)) as session:
-            user = create_user(session, name="bench", password="bench password", role="admin")
-            return create_token(session, user, name="bench")[0]
-    finally:
-        engine.dispose()
-
-
 @contextlib.contextmanager
 def virtdeck(
-    database_url: str, backup_dir: Path, uri: str
-) -> Iterator[tuple[TestClient, Callable]]:
-    """The app with its workers and the libvirtd at uri as a synced host: an admin's client, and
-    a function that syncs the host again (and waits for it)."""
-    settings = Settings(database_url=database_url, default_host_uri="", backup_dir=str(backup_dir))
-    with TestClient(create_app(settings), client=("127.0.0.1", 40000)) as client:
-        client.headers["Authorization"] = f"Bearer {admin_token(database_url)}"
+    database_url: str, backup_dir: Path, uri: str, workdir: Path
+) -> Iterator[tuple[httpx.Client, Callable]]:
+    """`virtdeck serve` with its worker process, as `make run` (its log in workdir), and the
+    libvirtd at uri as a synced host: an admin's client, and a function that syncs the host
+    again (and waits for it)."""
+    env = {"VIRTDECK_DATABASE_URL": database_url, "VIRTDECK_DEFAULT_HOST_URI": "",
+           "VIRTDECK_BACKUP_DIR": str(backup_dir)}  # fmt: skip
+    with (
+        running_server(workdir, env) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        client.headers["Authorization"] = f"Bearer {server.token}"
         host = expect(client.post("/api/v1/hosts", json={"name": "bench", "uri": uri}))
 
         def refresh() -> None:
@@ -317,7 +302,7 @@ class Watch:
         return phases
 
 
-def take(client: TestClient, guest_uuid: str, watch: Watch) -> dict:
+def take(client: httpx.Client, guest_uuid: str, watch: Watch) -> dict:
     """Take a backup, looking at its files meanwhile; its record once it succeeded."""
     began = time.perf_counter()
     started = expect(client.post(f"/api/v1/guests/{guest_uuid}/backups"), 202)
@@ -339,7 +324,7 @@ def take(client: TestClient, guest_uuid: str, watch: Watch) -> dict:
 
 
 def back_up(
-    client: TestClient, guest_uuid: str, watch: Watch, check: Callable[[Path, dict], None]
+    client: httpx.Client, guest_uuid: str, watch: Watch, check: Callable[[Path, dict], None]
 ) -> tuple[float, dict]:
     """Take a backup, check(its disk file, that file's manifest entry) and delete it again: its
     duration_seconds and the seconds of its phases."""
@@ -451,10 +436,7 @@ class Bench:
     workdir: Path
     disk: Path
     guest_uuid: str
-    expected: str = ""
-
-    def __post_init__(self) -> None:
-        self.expected = digest_of(self.disk, ALGORITHM)
+    expected: dict[str, str] = field(default_factory=dict)  # the disk's digest by algorithm
 
     def back_ups(self, suffix: str, uri: str) -> None:
         """Time the backups of the shut-off, then the running guest, with uri as the host."""
@@ -462,7 +444,7 @@ class Bench:
         backup_dir = self.workdir / f"backups{label}"
         with (
             database(self.args.database_url, self.workdir / f"db{label}") as url,
-            virtdeck(url, backup_dir, uri) as (client, refresh),
+            virtdeck(url, backup_dir, uri, self.workdir / f"serve{label}") as (client, refresh),
         ):
 
             def run(method: Method, check: Callable[[Path, dict], None]) -> None:
@@ -479,10 +461,10 @@ class Bench:
             finally:
                 drop_checkpoints(self.guest_uuid)  # (libvirt 9.0 deletes them from running guests)
                 virsh("destroy", self.guest_uuid)
-            self.expected = digest_of(self.disk, ALGORITHM)  # (written to since)
+            self.expected.clear()  # (written to since)
             refresh()
 
-    def incrementals(self, client: TestClient, backup_dir: Path, suffix: str) -> None:
+    def incrementals(self, client: httpx.Client, backup_dir: Path, suffix: str) -> None:
         """A full backup of the running guest, kept; then, --repeat times, WRITES MiB written
         at random offsets of its disk and the next backup (an incremental one), timed; each
         compared with the full one; all deleted afterwards, newest first."""
@@ -507,7 +489,10 @@ class Bench:
 
     def same_digest(self, _path: Path, entry: dict) -> None:
         """Note whether a shut-off backup's image has the volume's own digest."""
-        self.result.same_bytes.append(recorded(entry) == (ALGORITHM, self.expected))
+        algorithm, digest = recorded(entry)  # (the server's own choice, with auto)
+        if algorithm not in self.expected:
+            self.expected[algorithm] = digest_of(self.disk, algorithm)
+        self.result.same_bytes.append(digest == self.expected[algorithm])
 
     def equal_disk(self, path: Path, entry: dict) -> None:
         """Note whether a running backup's disk has the disk's content."""
