@@ -26,7 +26,7 @@ from app.virt.uri import ssh_target, transport
 CONNECT_TIMEOUT = 10.0
 READ_SIZE = 64 * 1024
 # How long a console that ended waits for libvirt to see its guest stopped.
-STOP_SETTLE_S = 2.0
+STOP_SETTLE_S = 5.0
 
 
 class Reader(Protocol):
