@@ -144,7 +144,8 @@ def sshd_for_libvirt(tmp_path: Path, timeout: float = 10) -> Iterator[SshHost]:
     line = f"[127.0.0.1]:{port} {host_key}"
     known_hosts.write_text(line + "\n")
     wrong_known_hosts.write_text(f"[127.0.0.1]:{port} {wrong_key}\n")
-    config = directory / "sshd_config"
+    config, home = directory / "sshd_config", directory / "home"
+    home.mkdir(mode=0o700)
     config.write_text(
         f"ListenAddress 127.0.0.1:{port}\n"
         f"HostKey {directory / 'host_key'}\n"
@@ -159,6 +160,10 @@ def sshd_for_libvirt(tmp_path: Path, timeout: float = 10) -> Iterator[SshHost]:
         # sshd refuses an authorized_keys file below a world-writable directory such as /tmp.
         "StrictModes no\n"
         "LogLevel VERBOSE\n"
+        # A home of its own for each session: Debian's bash runs ~/.bashrc for an ssh command,
+        # and root's may do anything (here pyenv's rehash, whose lock file a session killed at
+        # a test's end left behind, so that every later login waited for it).
+        f"SetEnv HOME={home}\n"
     )
     # sshd insists on its privilege separation directory, which Debian's init scripts create.
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
