@@ -17,7 +17,7 @@ from app.services.ports import Cancelled, Work
 log = logging.getLogger(__name__)
 # After a stop's grace, the jobs still running are told to end (as on a cancel, undoing what they
 # began) and get this much longer.
-HALT_GRACE = 4.0
+HALT_GRACE = 3.0
 
 
 class Interrupted(VirtdeckError):
@@ -47,8 +47,9 @@ class Progress:
         self._halt = halt or threading.Event()
 
     def __call__(self, progress: float, message: str) -> None:
-        """Record progress (throttled); raise Cancelled or Interrupted if the job should stop."""
-        if self._halt.is_set():
+        """Record progress (throttled); raise Cancelled or Interrupted if the job should stop
+        (not once it says it is done: what it did may be past undoing, a restore's guest)."""
+        if self._halt.is_set() and progress < 1:
             raise Interrupted
         now = time.monotonic()
         phase = message.partition(":")[0]  # "copying vda: 1.2 GiB of ..." changes every chunk
@@ -152,7 +153,7 @@ class JobRunner:
         with transaction(self._sessions) as session:
             job_service.mark_failed(session, job_id, error)
 
-    def stop(self, *, grace: float = 6.0) -> None:
+    def stop(self, *, grace: float = 5.0) -> None:
         """Stop taking work; jobs not yet begun are marked failed, running ones get grace seconds
         to end, then are told to (Interrupted at their next progress report) and get HALT_GRACE.
 

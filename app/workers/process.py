@@ -66,10 +66,12 @@ def run_worker(settings: Settings, *, wake_stdin: bool = False) -> None:
 
 
 def _end_stuck(instance: str) -> None:
-    log.error("worker %s did not stop in %.0f s; ending it. Its threads:", instance, STOP_LIMIT)
-    faulthandler.dump_traceback(all_threads=True)
-    logging.shutdown()
-    os._exit(1)
+    try:
+        log.error("worker %s did not stop in %.0f s; ending it. Its threads:", instance, STOP_LIMIT)
+        faulthandler.dump_traceback(all_threads=True)
+        logging.shutdown()
+    finally:  # even with no stderr to write to
+        os._exit(1)
 
 
 def _die_with_parent() -> None:

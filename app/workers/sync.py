@@ -136,8 +136,11 @@ class SyncManager:
             workers, self._workers = list(self._workers.values()), {}
         for worker in workers:
             worker.stop()
+        # Two seconds for all of them, not each: the leases are handed back within the worker
+        # process's STOP_LIMIT however many hosts are busy.
+        deadline = time.monotonic() + 2
         for worker in workers:
-            worker.join(timeout=2)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
         try:
             with transaction(self._sessions) as session:
                 lease_service.release(session, self.instance)

@@ -266,6 +266,30 @@ def test_a_job_still_running_when_the_runner_stops_is_interrupted_and_undoes_its
     )
 
 
+def test_a_job_that_says_it_is_done_as_the_runner_stops_is_not_interrupted(sessions) -> None:
+    runner = JobRunner(sessions=sessions, workers=1)
+    past_undoing = threading.Event()
+
+    def restoring(report) -> dict:
+        past_undoing.wait(10)  # the guest is defined again: there is nothing to take back
+        report(1.0, "done")
+        return {"restored": True}
+
+    job_id = new_job(sessions)
+    runner.submit(job_id, restoring)
+    until(lambda: job_row(sessions, job_id).status == "running", timeout=10)
+    stopping = threading.Thread(target=runner.stop, kwargs={"grace": 0.1})
+    stopping.start()
+    time.sleep(0.5)  # past the grace: the runner has told its jobs to end
+    past_undoing.set()
+    stopping.join(10)
+
+    assert (job_row(sessions, job_id).status, job_row(sessions, job_id).result) == (
+        "succeeded",
+        {"restored": True},
+    )
+
+
 def test_the_runner_fails_what_a_stopped_instance_left_unfinished(sessions) -> None:
     left, recent = new_job(sessions), new_job(sessions)
     with transaction(sessions) as session:  # left: queued two minutes ago, nobody ran it since
