@@ -43,19 +43,17 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 # Tests that share something machine-wide run one after another in one pytest-xdist worker
-# (`make test` runs two), a group for each: the real libvirtd (some restart or kill it), and the
-# network namespaces with libvirtds and firewall rules of their own, whose detection times are
-# measured. The two groups share nothing, so each may run beside the other.
+# (`make test` runs two): the real libvirtd (some restart or kill it) and the network namespaces
+# with their own libvirtd and firewall rules, whose detection times are measured.
 ONE_AT_A_TIME = ("libvirtd", "netns")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put the tests that share a part of the machine in that part's xdist group."""
+    """Put the tests that share the machine in one xdist group."""
     for item in items:
-        shared = [marker for marker in ONE_AT_A_TIME if item.get_closest_marker(marker)]
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
+        if any(item.get_closest_marker(marker) for marker in ONE_AT_A_TIME):
+            item.add_marker(pytest.mark.xdist_group("machine"))
 
 
 @pytest.hookimpl(tryfirst=True)  # a mark seen by the hooks that parametrize
