@@ -44,7 +44,9 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 # Tests that share something machine-wide run one after another in one pytest-xdist worker
 # (`make test` runs two): the real libvirtd (some restart or kill it) and the network namespaces
-# with their own libvirtd and firewall rules, whose detection times are measured.
+# with their own libvirtd and firewall rules, whose detection times are measured. One group, not
+# two: run beside the real libvirtd's tests, the namespaces' hosts dropped off (every fault test
+# failed; likely the firewall rules the system libvirtd sets up each time it starts).
 ONE_AT_A_TIME = ("libvirtd", "netns")
 
 
