@@ -223,13 +223,16 @@ def libvirtd_up_afterwards() -> Iterator[None]:
 
 @contextlib.contextmanager
 def virtdeck(
-    database_url: str, backup_dir: Path, uri: str, workdir: Path
+    database_url: str, backup_dir: Path, uri: str, workdir: Path, *, chain: int
 ) -> Iterator[tuple[httpx.Client, Callable]]:
     """`virtdeck serve` with its worker process, as `make run` (its log in workdir), and the
     libvirtd at uri as a synced host: an admin's client, and a function that syncs the host
-    again (and waits for it)."""
+    again (and waits for it). Its chains hold at least `chain` backups (the default setting
+    otherwise), so that each backup after the writes may be incremental."""
+    full_every = max(Settings().backup_full_every, chain)
     env = {"VIRTDECK_DATABASE_URL": database_url, "VIRTDECK_DEFAULT_HOST_URI": "",
-           "VIRTDECK_BACKUP_DIR": str(backup_dir)}  # fmt: skip
+           "VIRTDECK_BACKUP_DIR": str(backup_dir),
+           "VIRTDECK_BACKUP_FULL_EVERY": str(full_every)}  # fmt: skip
     with (
         running_server(workdir, env) as server,
         httpx.Client(base_url=server.url, timeout=60) as client,
@@ -444,7 +447,9 @@ class Bench:
         backup_dir = self.workdir / f"backups{label}"
         with (
             database(self.args.database_url, self.workdir / f"db{label}") as url,
-            virtdeck(url, backup_dir, uri, self.workdir / f"serve{label}") as (client, refresh),
+            virtdeck(
+                url, backup_dir, uri, self.workdir / f"serve{label}", chain=self.args.repeat + 1
+            ) as (client, refresh),
         ):
 
             def run(method: Method, check: Callable[[Path, dict], None]) -> None:
