@@ -17,7 +17,9 @@ median and the spread, slowest minus fastest, are printed), the page cache dropp
   virtdeck takes as an incremental one; its time and size against the full one's (target: at
   most a tenth of each);
 - `qemu-img convert -O qcow2` of the same disk into a file, then the fsync of that file (a
-  backup is on disk when it ends, so the reference is too): the reference;
+  backup is on disk when it ends, so the reference is too): the reference, run right before each
+  local backup of the guest shut off or running (so 2 x --repeat times), since this machine's
+  speed drifts over minutes and a reference timed apart would skew the ratios;
 - for information, that convert followed by `sha256sum` of the copy; then the digest of the
   copy (from the page cache) as a backup takes it (sha256 or blake3: VIRTDECK_BACKUP_HASH, or
   what auto picks on this machine): the floor of any copy that hashes its bytes.
@@ -391,7 +393,10 @@ def convert(disk: Path, workdir: Path, method: Method, hashed: Method) -> None:
     ends, so the reference is too); then, for reference, sha256sum of the copy."""
     copy = workdir / "convert.qcow2"
     try:
-        copying = timed(["qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", str(disk), str(copy)])
+        # -U: the disk may be in use by the running guest (which writes nothing meanwhile).
+        copying = timed(
+            ["qemu-img", "convert", "-U", "-f", "qcow2", "-O", "qcow2", str(disk), str(copy)]
+        )
         started = time.perf_counter()
         with open(copy, "rb") as handle:
             os.fsync(handle.fileno())
@@ -424,8 +429,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> Result:
         disk = make_disk(workdir, pool, result.name, args.disk_mib, args.data_mib)
         with guest(workdir, disk, result.name) as guest_uuid, sshd_for_libvirt(workdir) as ssh:
             bench = Bench(args, result, workdir, disk, guest_uuid)
-            repeat(args.repeat, lambda: convert(disk, workdir, qemu, qemu_hashed))
-            bench.back_ups("", SYSTEM_URI)
+            bench.back_ups(
+                "", SYSTEM_URI, reference=lambda: convert(disk, workdir, qemu, qemu_hashed)
+            )
             bench.back_ups(SSH, ssh.uri())
     return result
 
@@ -441,8 +447,12 @@ class Bench:
     guest_uuid: str
     expected: dict[str, str] = field(default_factory=dict)  # the disk's digest by algorithm
 
-    def back_ups(self, suffix: str, uri: str) -> None:
-        """Time the backups of the shut-off, then the running guest, with uri as the host."""
+    def back_ups(
+        self, suffix: str, uri: str, *, reference: Callable[[], None] | None = None
+    ) -> None:
+        """Time the backups of the shut-off, then the running guest, with uri as the host; with
+        reference, that is run (and timed) right before each of them: this machine's speed
+        drifts over minutes, so a reference timed apart from the backups skews their ratio."""
         label = suffix.strip(" ()")
         backup_dir = self.workdir / f"backups{label}"
         with (
@@ -453,6 +463,9 @@ class Bench:
         ):
 
             def run(method: Method, check: Callable[[Path, dict], None]) -> None:
+                if reference is not None:
+                    reference()
+                    drop_caches()
                 seconds, phases = back_up(client, self.guest_uuid, Watch(backup_dir), check)
                 method.add(seconds, **phases)
 
@@ -628,8 +641,8 @@ def main() -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"virtdeck backup bench: guest {result.name}, {args.disk_mib / 1024:g} GiB qcow2 disk "
-          f"with {args.data_mib / 1024:g} GiB random data; median of {args.repeat} runs, page "
-          "cache dropped before each")  # fmt: skip
+          f"with {args.data_mib / 1024:g} GiB random data; median of {args.repeat} runs (qemu-img "
+          "convert: one before each local backup), page cache dropped before each")  # fmt: skip
     print(f"GiB/s: the {args.disk_mib / 1024:g} GiB virtual size over the seconds; data GiB/s: "
           f"the {args.data_mib / 1024:g} GiB of data over them; ratio: qemu-img convert's "
           f"seconds over these (backups include {ALGORITHM} and fsync)")  # fmt: skip
