@@ -1,6 +1,8 @@
 """The virtdeck command line."""
 
+import ctypes
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -10,6 +12,12 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from app.workers.process import STOP_LIMIT
+from tests.polling import until
+from tests.serve import running_worker
+
+# The Linux system call that sends a signal to one thread of a process (x86_64 and arm64).
+SYS_TGKILL = {"x86_64": 234, "aarch64": 131}[os.uname().machine]
 
 VIRTDECK = Path(sys.executable).with_name("virtdeck")
 
@@ -64,3 +72,21 @@ def test_create_user_refuses_a_short_password(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode != 0
     assert "password: at least 10 characters" in done.stderr
+
+
+def test_a_worker_stops_on_sigterm_whichever_of_its_threads_receives_it(tmp_path: Path) -> None:
+    """SIGTERM sent to one of `virtdeck worker`'s other threads (as the kernel may deliver a
+    process's signal): the worker still stops, within STOP_LIMIT, and exits with 0."""
+    env = {"VIRTDECK_DEFAULT_HOST_URI": "test:///default"}
+    with running_worker(tmp_path, env) as worker:
+        log = tmp_path / "worker.log"
+        until(lambda: "started" in log.read_text(), timeout=20)
+        others = [int(t) for t in os.listdir(f"/proc/{worker.pid}/task") if int(t) != worker.pid]
+        assert others, "the worker runs threads besides its main one"
+        sent = ctypes.CDLL(None, use_errno=True).syscall(SYS_TGKILL, worker.pid, others[-1],
+                                                         signal.SIGTERM)  # fmt: skip
+        assert sent == 0
+        code = worker.wait(timeout=STOP_LIMIT + 5)
+
+    assert code == 0
+    assert "stopping" in log.read_text()

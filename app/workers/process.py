@@ -27,6 +27,8 @@ STOP_GRACE = 15.0
 # ...and ends itself after this long if its stop still hangs, before its server would kill it.
 STOP_LIMIT = STOP_GRACE - 1.0
 PR_SET_PDEATHSIG = 1
+# How often the main thread wakes to run the handler of a signal another thread received.
+SIGNAL_CHECK = 0.5
 
 
 def _wake_on_stdin(worker: Worker) -> None:
@@ -51,7 +53,11 @@ def run_worker(settings: Settings, *, wake_stdin: bool = False) -> None:
     if wake_stdin:
         threading.Thread(target=_wake_on_stdin, args=(worker,), daemon=True).start()
     log.info("worker %s started", worker.instance)
-    stopping.wait()
+    # Waited for in steps: a signal that lands on another thread (the libvirt event loop's, in
+    # poll) only runs its handler once this thread runs again, and an untimed wait never does
+    # (workers whose server had stopped kept running, deaf to SIGTERM).
+    while not stopping.wait(SIGNAL_CHECK):
+        pass
     log.info("worker %s stopping", worker.instance)
     # A stop that hangs (a job thread in a libvirt call that never returns) must not leave a
     # worker running schedules for a server that is gone; its stacks say where it hung.
