@@ -17,7 +17,7 @@ from app.errors import Conflict, VirtdeckError
 from app.services.backups.files import PART, private_file
 from app.services.backups.images import check_image
 from app.services.backups.local_copy import convert
-from app.services.backups.nbd_client import NbdClient
+from app.services.backups.nbd_client import MAX_READ, NbdClient
 from app.services.backups.streams import ZEROS, HashingWriter, Throttle, checked_segments
 
 EXTENTS = "extents"  # a full backup's disk file: the disk's extents that may hold data
@@ -55,10 +55,10 @@ def copy_extents(
             if (extent.flags & DIRTY if context else not extent.flags & ZERO)
         ]
         on_plan(sum(length for _, length in wanted))
-        writer = HashingWriter(path, on_bytes=on_bytes, algorithm=algorithm)
+        writer = HashingWriter(path, on_bytes=on_bytes, algorithm=algorithm, buffer_size=MAX_READ)
         try:
-            for data in client.read_ranges(wanted):
-                writer.write(data)
+            for buffer, length in client.read_ranges(wanted, lambda wait: writer.buffer(wait=wait)):
+                writer.write_buffer(buffer, length)
         except BaseException:
             writer.abort()
             raise

@@ -11,10 +11,9 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 from app.errors import VirtdeckError
-from app.services.backups.streams import HashingWriter, Throttle, segments
+from app.services.backups.streams import HashingWriter, runs
 from app.virt.failures import one_line
 
 PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
@@ -39,14 +38,24 @@ def _identity(path: str) -> tuple[int, int, int, int]:
 
 def copy_file(source: str, writer: HashingWriter) -> None:
     """The shut-off guest's volume file at source, as it is stored, into writer (holes stay
-    holes); fails if the file was written or replaced meanwhile (the guest was started)."""
+    holes), read into the writer's buffers; fails if the file was written or replaced meanwhile
+    (the guest was started). The writer's on_bytes keeps the rate."""
     before = _identity(source)
-    # The writer's on_bytes keeps the rate; reading needs no throttle of its own.
-    for segment in segments(Path(source), on_bytes=lambda _n: None, throttle=Throttle(0)):
-        if isinstance(segment, int):
-            writer.hole(segment)
-        else:
-            writer.write(segment)
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for offset, end, data in runs(fd, before[1]):
+            if not data:
+                writer.hole(end - offset)
+            while data and offset < end:
+                buffer = writer.buffer()
+                wanted = memoryview(buffer)[: min(len(buffer), end - offset)]
+                count = os.preadv(fd, [wanted], offset)
+                writer.write_buffer(buffer, count)
+                if count == 0:  # the file shrank: its identity below says so
+                    break
+                offset += count
+    finally:
+        os.close(fd)
     if _identity(source) != before:
         raise VirtdeckError(
             f"{os.path.basename(source)} changed while it was copied (was the guest started?); "

@@ -6,7 +6,7 @@ has no libnbd. The server is QEMU, but every length and count it sends is bounde
 import socket
 import struct
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -194,10 +194,16 @@ class NbdClient:
             position = reached
         return _merged(extents)
 
-    def read_ranges(self, ranges: list[tuple[int, int]]) -> Iterator[bytearray]:
-        """Each range's bytes, in order, with several reads in flight (ranges are split into
-        reads of MAX_READ; each yielded buffer is one read's). QEMU may answer them in any
-        order, their chunks interleaved: each chunk lands in its own request's buffer."""
+    def read_ranges(
+        self, ranges: list[tuple[int, int]], lend: Callable[[bool], bytearray | None]
+    ) -> Iterator[tuple[bytearray, int]]:
+        """Each range's bytes, in order, with several reads in flight: ranges are split into
+        reads of at most MAX_READ, each into a buffer of at least that size from lend(wait),
+        yielded as (buffer, length) for the caller to hand back. lend(False) may answer None
+        (none free: the reads in flight go on); lend(True) must give one. QEMU may answer the
+        reads in any order, their chunks interleaved: each chunk lands in its own request's
+        buffer, and a reply must cover its request exactly, since a lent buffer holds older
+        bytes where it does not."""
         pieces = [
             (start, min(MAX_READ, offset + length - start))
             for offset, length in ranges
@@ -205,8 +211,8 @@ class NbdClient:
         ]
         for offset, length in pieces:
             self._check_range(offset, length)
-        pending: dict[int, tuple[int, bytearray]] = {}  # cookie: (offset, buffer) until DONE
-        order: deque[tuple[int, bytearray]] = deque()  # (cookie, buffer) as asked
+        pending: dict[int, _Read] = {}  # by cookie, until its reply is done
+        order: deque[tuple[int, _Read]] = deque()  # (cookie, read) as asked
         sent = in_flight = 0
         while order or sent < len(pieces):
             while (
@@ -214,41 +220,50 @@ class NbdClient:
                 and len(order) < _MAX_REQUESTS
                 and (not order or in_flight + pieces[sent][1] <= _IN_FLIGHT)
             ):
+                buffer = lend(not order)
+                if buffer is None:
+                    break
                 offset, length = pieces[sent]
-                cookie = self._send_request(_CMD_READ, offset, length)
-                pending[cookie] = (offset, bytearray(length))
-                order.append((cookie, pending[cookie][1]))
+                if len(buffer) < length:
+                    raise VirtdeckError(f"a read of {length} bytes was lent {len(buffer)}")
+                read = _Read(offset, length, buffer)
+                pending[self._send_request(_CMD_READ, offset, length)] = read
+                order.append((self._cookie, read))
                 in_flight += length
                 sent += 1
             while order[0][0] in pending:
                 self._read_chunk(pending)
-            buffer = order.popleft()[1]
-            in_flight -= len(buffer)
-            yield buffer
+            read = order.popleft()[1]
+            in_flight -= read.length
+            yield read.buffer, read.length
 
-    def _read_chunk(self, pending: dict[int, tuple[int, bytearray]]) -> None:
-        """Receive one chunk of a read into its request's buffer (holes stay zero); a request
-        whose chunk says DONE leaves pending."""
+    def _read_chunk(self, pending: dict[int, "_Read"]) -> None:
+        """Receive one chunk of a read into its request's buffer (a hole as zeros); a request
+        whose chunk says DONE leaves pending, once its chunks are found to cover it."""
         flags, kind, cookie, size = self._chunk_header()
-        if cookie not in pending:
+        read = pending.get(cookie)
+        if read is None:
             raise VirtdeckError("the NBD server answered a request that was not made")
-        offset, buffer = pending[cookie]
+        view = memoryview(read.buffer)
         if kind == _REPLY_OFFSET_DATA:
             if size < 8:
                 raise VirtdeckError("the NBD server sent a malformed data chunk")
-            at = struct.unpack(">Q", self._recv(8))[0] - offset
-            _check_within(at, size - 8, len(buffer))
-            self._recv_into(memoryview(buffer)[at : at + size - 8])
+            at = struct.unpack(">Q", self._recv(8))[0] - read.offset
+            read.cover(at, size - 8)
+            self._recv_into(view[at : at + size - 8])
         elif kind == _REPLY_OFFSET_HOLE:
             if size != 12:
                 raise VirtdeckError("the NBD server sent a malformed hole chunk")
             at, hole = struct.unpack(">QI", self._recv(12))
-            _check_within(at - offset, hole, len(buffer))
+            at -= read.offset
+            read.cover(at, hole)
+            view[at : at + hole] = bytes(hole)
         elif kind & _REPLY_ERROR_BIT:
             self._raise_error(size)
         elif kind != _REPLY_NONE or size:
             raise VirtdeckError(f"the NBD server sent a chunk of type {kind} for a read")
         if flags & _REPLY_FLAG_DONE:
+            read.check_covered()
             del pending[cookie]
 
     def _chunks(self, cookie: int, limit: int) -> Iterator[tuple[int, bytes]]:
@@ -321,10 +336,33 @@ def _socket_errors() -> Iterator[None]:
         raise VirtdeckError(f"the NBD connection failed: {exc.strerror or exc}") from exc
 
 
-def _check_within(at: int, size: int, length: int) -> None:
-    """A chunk's [at, at + size) lies within the request's [0, length)."""
-    if at < 0 or at + size > length:
-        raise VirtdeckError("the NBD server sent data outside the range asked for")
+class _Read:
+    """A READ in flight: where it starts, its length, the buffer it lands in, and the parts of
+    it the reply's chunks have covered so far."""
+
+    __slots__ = ("buffer", "covered", "length", "offset")
+
+    def __init__(self, offset: int, length: int, buffer: bytearray) -> None:
+        self.offset, self.length, self.buffer = offset, length, buffer
+        self.covered: list[tuple[int, int]] = []
+
+    def cover(self, at: int, size: int) -> None:
+        """A chunk holds [at, at + size) of the read, which must lie within it."""
+        if at < 0 or at + size > self.length:
+            raise VirtdeckError("the NBD server sent data outside the range asked for")
+        self.covered.append((at, at + size))
+
+    def check_covered(self) -> None:
+        """The chunks covered the whole read, each byte once."""
+        reached = 0
+        for start, end in sorted(self.covered):
+            if start != reached:
+                break
+            reached = end
+        else:
+            if reached == self.length:
+                return
+        raise VirtdeckError("the NBD server's reply did not cover the range asked for")
 
 
 def _merged(extents: list[Extent]) -> list[Extent]:

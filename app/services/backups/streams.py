@@ -19,6 +19,10 @@ from app.units import human_bytes
 ZEROS = bytes(READ_CHUNK)  # a chunk of a hole
 # Bytes written between two background write-backs of a backup file (see _Flusher).
 FLUSH_EVERY = 128 << 20
+# Bytes of buffers a writer lends its reader (HashingWriter.buffer), in buffers of the size the
+# reader asks for, at least LENT_MIN of them.
+LENT_BYTES = 64 << 20
+LENT_MIN = 4
 
 
 class Throttle:
@@ -72,7 +76,7 @@ class Meter:
         )
 
 
-def _hash_segment(digest: Any, segment: bytes | int) -> None:
+def _hash_segment(digest: Any, segment: bytes | memoryview | int) -> None:
     """Add data, or a hole of that many zero bytes, to digest."""
     if isinstance(segment, int):
         while segment > 0:
@@ -124,6 +128,29 @@ class _Flusher:
             raise self._error
 
 
+class _Lent:
+    """Bytes in a buffer a writer lent (HashingWriter.buffer), handed to both its consumers:
+    the buffer is free again once each has released it."""
+
+    __slots__ = ("_buffer", "_free", "_left", "_lock", "data")
+
+    def __init__(
+        self, buffer: bytearray, length: int, free: "queue.SimpleQueue[bytearray]"
+    ) -> None:
+        self.data = memoryview(buffer)[:length]
+        self._buffer, self._free = buffer, free
+        self._left = 2
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        """One consumer is done with the bytes; the second gives the buffer back."""
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last:
+            self._free.put(self._buffer)
+
+
 class _Consumer:
     """A thread that handles each item put to it, in order, while the putter goes on; the first
     OSError handling one raises is kept (error) and the items after it are dropped."""
@@ -139,11 +166,14 @@ class _Consumer:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not self._STOP:
+            lent = isinstance(item, _Lent)
             if self.error is None:
                 try:
-                    self._handle(item)
+                    self._handle(item.data if lent else item)
                 except OSError as exc:
                     self.error = exc
+            if lent:  # handled or dropped, this consumer is done with it
+                item.release()
 
     def put(self, item: Any) -> None:
         """Hand item over (waits while depth items are waiting)."""
@@ -164,10 +194,25 @@ class HashingWriter:
     """Writes one backup file as <name>.part: one thread writes it and another computes its
     digest while the caller reads the next bytes (on two cores neither costs the copy much
     time), and a third writes it back (_Flusher); finish() fsyncs and renames it to its name.
-    A failed write is raised by the next write() or by finish()."""
+    A failed write is raised by the next write() or by finish().
 
-    def __init__(self, path: Path, *, on_bytes: Callable[[int], None], algorithm: str) -> None:
+    A reader that can read into a buffer takes one from buffer() and hands it back filled with
+    write_buffer(): the same few buffers go round, where a new bytes object for each read made
+    malloc hand out fresh memory, page fault by page fault (12-30 % of a local copy's time in
+    the worker process, whose malloc keeps two arenas, measured on an AMD EPYC)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_bytes: Callable[[int], None],
+        algorithm: str,
+        buffer_size: int = READ_CHUNK,
+    ) -> None:
         self.path = path
+        self.buffer_size = buffer_size
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._unmade = max(LENT_MIN, LENT_BYTES // buffer_size)
         self._part = path.with_name(path.name + PART)
         self._file = private_file(self._part)
         self._on_bytes = on_bytes
@@ -179,7 +224,7 @@ class HashingWriter:
         )
         self.size = 0
 
-    def _store(self, item: bytes | int) -> None:
+    def _store(self, item: bytes | memoryview | int) -> None:
         """Write data, or skip a hole of that many bytes."""
         if isinstance(item, int):
             self._file.seek(item, os.SEEK_CUR)
@@ -193,13 +238,35 @@ class HashingWriter:
 
     def write(self, data: bytes) -> None:
         """Append data (which the caller no longer changes)."""
+        self._append(data, len(data))
+
+    def buffer(self, *, wait: bool = True) -> bytearray | None:
+        """A buffer of buffer_size bytes to read the next bytes into and pass to write_buffer();
+        it waits until the consumers free one (wait False: None if none is free)."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            if self._unmade > 0:
+                self._unmade -= 1
+                return bytearray(self.buffer_size)
+            if not wait:
+                return None
+            self._raise_failed()
+            return self._free.get()
+
+    def write_buffer(self, buffer: bytearray, length: int) -> None:
+        """Append the first length bytes of a buffer from buffer(), which the caller no longer
+        touches: it is lent out again once written and hashed."""
+        self._append(_Lent(buffer, length, self._free), length)
+
+    def _append(self, item: bytes | _Lent, length: int) -> None:
         self._raise_failed()
-        self._writer.put(data)
-        self._hasher.put(data)
-        self.size += len(data)
+        self._writer.put(item)
+        self._hasher.put(item)
+        self.size += length
         # In steps of a chunk: a throttle sleeps, and a cancel is heard, a chunk at a time.
-        for done in range(0, len(data), READ_CHUNK):
-            self._on_bytes(min(READ_CHUNK, len(data) - done))
+        for done in range(0, length, READ_CHUNK):
+            self._on_bytes(min(READ_CHUNK, length - done))
 
     def hole(self, length: int) -> None:
         """Append length zero bytes without writing them (the file stays sparse)."""
@@ -242,24 +309,34 @@ def write_bytes(path: Path, data: bytes, *, algorithm: str) -> tuple[int, str]:
     return writer.finish()
 
 
+def runs(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:
+    """The first size bytes of the open file fd as (offset, end, whether it holds data): its
+    data and its holes, in order."""
+    offset = 0
+    while offset < size:
+        try:
+            data = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError:  # no data past offset: the rest is one hole
+            data = size
+        if data > offset:
+            yield offset, data, False
+            offset = data
+            continue
+        end = min(os.lseek(fd, offset, os.SEEK_HOLE), size)
+        yield offset, end, True
+        offset = end
+
+
 def segments(
     path: Path, *, on_bytes: Callable[[int], None], throttle: Throttle
 ) -> Iterator[bytes | int]:
     """The file as data chunks and hole lengths (ints), for a sparse upload."""
     size = path.stat().st_size
     with open(path, "rb") as handle:
-        fd = handle.fileno()
-        offset = 0
-        while offset < size:
-            try:
-                data = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:  # no data past offset: the rest is one hole
-                data = size
-            if data > offset:
-                yield data - offset
-                offset = data
+        for offset, end, data in runs(handle.fileno(), size):
+            if not data:
+                yield end - offset
                 continue
-            end = os.lseek(fd, offset, os.SEEK_HOLE)
             handle.seek(offset)
             while offset < end:
                 chunk = handle.read(min(READ_CHUNK, end - offset))
