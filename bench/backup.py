@@ -16,6 +16,11 @@ median and the spread, slowest minus fastest, are printed), the page cache dropp
   written at random offsets of its disk (1 MiB each, HMP qemu-io) and the next backup, which
   virtdeck takes as an incremental one; its time and size against the full one's (target: at
   most a tenth of each);
+- before each of those incrementals, for the floor under them, libvirt's pull-mode job alone
+  for the same changes (app.virt's, in this process: begun since the last backup's checkpoint
+  and beginning one of its own, every changed extent read from its export and dropped, the job
+  ended; its checkpoint then deleted, untimed): what no incremental read through libvirt can
+  beat, against the full one's time;
 - `qemu-img convert -O qcow2` of the same disk into a file, then the fsync of that file (a
   backup is on disk when it ends, so the reference is too): the reference, run right before each
   local backup of the guest shut off or running (so 2 x --repeat times), since this machine's
@@ -47,6 +52,7 @@ too. Missed targets still exit 0; only a crash exits non-zero.
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -69,9 +75,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.config import Settings  # noqa: E402
-from app.services.backups.deltas import EXTENTS, materialize  # noqa: E402
+from app.services.backups.deltas import DIRTY, EXTENTS, materialize  # noqa: E402
 from app.services.backups.digests import backup_hash, recorded  # noqa: E402
 from app.services.backups.files import PART, digest_of  # noqa: E402
+from app.services.backups.nbd_client import MAX_READ, NbdClient  # noqa: E402
+from app.virt import checkpoints  # noqa: E402
+from app.virt.backups import inspect  # noqa: E402
+from app.virt.connection import HostConnection  # noqa: E402
+from app.virt.nbd_exports import nbd_exports  # noqa: E402
 from bench.common import Row, database, print_table, print_targets  # noqa: E402
 from tests.libvirtd import IMAGES, SYSTEM_URI, domain_xml, virsh  # noqa: E402
 from tests.serve import running_server  # noqa: E402
@@ -82,6 +93,7 @@ MIB = 1 << 20
 GIB = 1 << 30
 SHUT_OFF, RUNNING = "backup, shut-off guest", "backup, running guest"
 INCREMENTAL = "incremental backup after 64 MiB of writes, running guest"
+PULL_ALONE = "libvirt's pull job alone for those writes (begin, read, end)"
 WRITES = 64  # MiB written at random offsets of the running guest's disk before an incremental
 # The guest's vda as qemu-io -d takes it: the virtio-blk device inside libvirt's virtio-disk0
 # (the PCI device around it has no block backend).
@@ -138,6 +150,7 @@ class Result:
                 RUNNING + SSH,
                 INCREMENTAL,
                 INCREMENTAL + SSH,
+                PULL_ALONE,
                 CONVERT,
                 HASHED,
             )
@@ -157,6 +170,7 @@ class Incremental:
     size: int
     full_seconds: float
     full_size: int
+    pull_alone: float | None  # libvirt's pull job alone for the same changes (local host only)
 
 
 # --- the guest --------------------------------------------------------------------------------
@@ -356,6 +370,34 @@ def write_randomly(name: str, disk_mib: int) -> None:
     virsh("qemu-monitor-command", name, "--hmp", f'qemu-io -d {QDEV} "flush"')
 
 
+def pull_alone(guest_uuid: str, checkpoint: str) -> float:
+    """Seconds libvirt's pull-mode job takes for the guest's changes since checkpoint with
+    nothing of virtdeck's around it: begun with a checkpoint of its own (as an incremental
+    backup begins the next one), every changed extent read from its exports into the same few
+    buffers and dropped, ended. Its checkpoint is deleted afterwards, untimed: its bitmap merges
+    into checkpoint's, so the next backup still sees these changes."""
+    conn = HostConnection(SYSTEM_URI, keepalive=(5, 3), on_close=lambda _reason: None)
+    own = unique_name("vdbench-floor")
+    try:
+        source = inspect(conn, guest_uuid)
+        buffers = itertools.cycle([bytearray(MAX_READ) for _ in range(17)])  # > reads in flight
+        began = time.perf_counter()
+        with nbd_exports(conn, source, checkpoint=own, incremental=checkpoint) as exports:
+            for export in exports.values():
+                with NbdClient(export.socket, export.name, context=export.context) as nbd:
+                    changed = [
+                        (extent.offset, extent.length)
+                        for extent in nbd.block_status(0, nbd.size)
+                        if extent.flags & DIRTY
+                    ]
+                    for _read in nbd.read_ranges(changed, lambda _wait: next(buffers)):
+                        pass
+        return time.perf_counter() - began
+    finally:
+        checkpoints.delete(conn, guest_uuid, own)
+        conn.close()
+
+
 def drop_checkpoints(guest_uuid: str) -> None:
     """Delete the checkpoints (and their bitmaps) the backups began, so that the next virtdeck,
     on a database of its own, starts from a full backup and the guest leaves no bitmap behind."""
@@ -493,13 +535,18 @@ class Bench:
             kept.append(take(client, self.guest_uuid, Watch(backup_dir)))
             for _ in range(self.args.repeat):
                 write_randomly(self.result.name, self.args.disk_mib)
+                alone = None
+                if not suffix:
+                    drop_caches()
+                    alone = pull_alone(self.guest_uuid, kept[-1]["checkpoint"])
+                    self.result.methods[PULL_ALONE].add(alone)
                 drop_caches()
                 backup = take(client, self.guest_uuid, Watch(backup_dir))
                 kept.append(backup)
                 method.add(backup["duration_seconds"])
                 self.result.incremental.setdefault(suffix, []).append(
                     Incremental(backup["kind"], backup["duration_seconds"], backup["size_bytes"],
-                                kept[0]["duration_seconds"], kept[0]["size_bytes"])
+                                kept[0]["duration_seconds"], kept[0]["size_bytes"], alone)
                 )  # fmt: skip
         finally:
             for backup in reversed(kept):
@@ -587,9 +634,15 @@ def incremental_rows(suffix: str, runs: list[Incremental]) -> list[Row]:
     incremental = sum(run.kind == "incremental" for run in runs)
     time_share = statistics.median(run.seconds / run.full_seconds for run in runs)
     size_share = statistics.median(run.size / run.full_size for run in runs)
+    alone = [run.pull_alone / run.full_seconds for run in runs if run.pull_alone is not None]
+    floor = [
+        Row(f"libvirt's pull job alone / full backup, time{suffix} (the floor under the next)",
+            (f"{statistics.median(alone):.3f}", *blank))
+    ] if alone else []  # fmt: skip
     return [
         Row(f"backups after the writes that were incremental{suffix}",
             (f"{incremental} of {len(runs)}", *blank), "all", incremental == len(runs)),
+        *floor,
         Row(f"incremental / full backup, time{suffix}", (f"{time_share:.3f}", *blank),
             f"≤ {INCREMENTAL_TARGET:g}", time_share <= INCREMENTAL_TARGET),
         Row(f"incremental / full backup, size{suffix}", (f"{size_share:.3f}", *blank),
