@@ -19,9 +19,10 @@ Per run (fleet size x database), after the live host has synced:
   just before);
 - the CPU of the process tree over --idle seconds while nothing changes (% of one core, from
   utime + stime in /proc/<pid>/stat), after SETTLE seconds;
-- median and p95 of GET /api/v1/guests?limit=100 (token), and of the overview, a host page and its
-  overcommit page (a logged-in browser session), with the workers running: --requests GETs of
-  each, fewer when they have taken --page-seconds (slow pages would make a run long);
+- median and p95 of GET /api/v1/guests?limit=100 (token), and of the overview, the Guests page
+  (by name, and by memory, largest first), a host page and its overcommit page (a logged-in
+  browser session), with the workers running: --requests GETs of each, fewer when they have
+  taken --page-seconds (slow pages would make a run long);
 - --changes suspends and resumes of the live host's guest "test" through this script's own
   libvirt connection: from the libvirt event (as that connection sees it) to the guest-<uuid>
   message on /events;
@@ -338,6 +339,8 @@ def time_pages(server: Server, host_id: int, args: argparse.Namespace) -> dict[s
             raise RuntimeError(f"log in failed: {login.status_code}")
         for label, path in (
             ("GET / (overview)", "/"),
+            ("GET /guests (every host's guests)", "/guests"),
+            ("GET /guests?sort=-memory", "/guests?sort=-memory"),
             ("GET /hosts/{id}", f"/hosts/{host_id}"),
             ("GET /hosts/{id}/overcommit", f"/hosts/{host_id}/overcommit"),
         ):

@@ -23,10 +23,18 @@ def list_guests(
     q: Annotated[str | None, Query(max_length=255, description="part of the name")] = None,
     limit: Annotated[int, Query(ge=1, le=guest_service.MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    sort: Annotated[
+        str,
+        Query(
+            max_length=16,
+            description=f"one of {', '.join(guest_service.SORTS)}; with - first, descending",
+        ),
+    ] = "name",
 ) -> dict[str, Any]:
-    """Guests by name, filtered and paginated; gone guests only with state=gone."""
+    """Guests in the order sort asks for (by name by default, then by name), filtered and
+    paginated; gone guests only with state=gone."""
     page = guest_service.list_guests(
-        session, host_id=host_id, state=state, q=q, limit=limit, offset=offset
+        session, host_id=host_id, state=state, q=q, limit=limit, offset=offset, sort=sort
     )
     return {
         "items": [guest_fields(g, page.hosts[g.host_id]) for g in page.items],

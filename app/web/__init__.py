@@ -21,6 +21,7 @@ from app.web import (
     guest_delete,
     guest_edit,
     guest_hardware,
+    guest_list,
     guests,
     hosts,
     jobs,
@@ -41,6 +42,7 @@ router.include_router(hosts.router)
 router.include_router(uploads.router)
 # Before guests: /guests/new is not a guest's UUID.
 router.include_router(guest_create.router)
+router.include_router(guest_list.router)
 router.include_router(guests.router)
 router.include_router(consoles.router)
 router.include_router(guest_delete.router)

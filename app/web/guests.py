@@ -28,13 +28,14 @@ PAGE_PARTS = {
 def _fragment(request: Request, guest: Guest, *, toast: str | None = None) -> HTMLResponse | None:
     """The row or status panel htmx asked for (with a toast), or None for the whole page."""
     target = request.headers.get("HX-Target", "")
-    if target.startswith("guest-row-"):
+    if target.startswith(("guest-row-", "fleet-row-")):  # a host's table, the Guests page's
         template = "partials/guest_row.html"
     elif target == "guest-status":
         template = "partials/guest_status.html"
     else:
         return None
-    response = templates.TemplateResponse(request, template, {"guest": guest, "host": guest.host})
+    context = {"guest": guest, "host": guest.host, "fleet": target.startswith("fleet-row-")}
+    response = templates.TemplateResponse(request, template, context)
     if toast:
         response.headers.update(toast_headers(toast))
     return response

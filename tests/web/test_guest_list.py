@@ -1,0 +1,162 @@
+"""The Guests page: every guest of every host in one table, searched by name, filtered by host
+and state, sorted by any column either way, a hundred a page; and the API's sort."""
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import add_host
+from tests.htmx import htmx_to
+from tests.markup import parse
+
+WEB_1 = "a1000000-0000-4000-8000-000000000001"  # on alpha
+DB_1 = "a1000000-0000-4000-8000-000000000003"  # on alpha, shut off
+
+
+def rows(html: str) -> list[tuple[str, str]]:
+    """(guest, host) of each row, top to bottom."""
+    found = []
+    for row in parse(html).find_all("tr", data_uuid=True):
+        guest, host = (cell.find("a").text for cell in row.find_all("td")[:2])
+        found.append((guest, host))
+    return found
+
+
+def names(html: str) -> list[str]:
+    """The guests of the table, top to bottom."""
+    return [guest for guest, _ in rows(html)]
+
+
+def test_every_guest_of_every_host_is_listed_by_name_with_its_host(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    page = client.get("/guests")
+
+    assert page.status_code == 200
+    assert rows(page.text) == [
+        ("build-1", "beta"), ("build-2", "beta"), ("db-1", "alpha"), ("idle-3", "beta"),
+        ("web-1", "alpha"), ("web-2", "alpha"), ("web-9", "beta"),
+    ]  # fmt: skip
+    assert "7 guests" in parse(page.text).find("div", class_="pager").text
+    assert parse(page.text).find("nav").find("a", href="/guests").text == "Guests"
+    db_1 = parse(page.text).find("tr", data_uuid=DB_1)
+    assert db_1.has("span", class_="badge-shutoff")
+    assert [b.get("data-action") for b in db_1.find_all(data_action=True)] == [
+        "start", "autostart_on"
+    ]  # fmt: skip
+
+
+def test_search_host_and_state_filters_narrow_the_table_across_hosts(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    _, beta = two_hosts
+    table = htmx_to("fleet-guests")
+
+    web = client.get("/guests", params={"q": "WEB"}, headers=table)
+    on_beta = client.get("/guests", params={"host": beta["id"]}, headers=table)
+    shut_off = client.get("/guests", params={"state": "shutoff"}, headers=table)
+    both = client.get("/guests", params={"q": "web", "host": beta["id"]}, headers=table)
+    none = client.get("/guests", params={"q": "nothing-like-it"}, headers=table)
+
+    assert web.text.lstrip().startswith('<div id="fleet-guests"')
+    assert "<html" not in web.text
+    assert names(web.text) == ["web-1", "web-2", "web-9"]
+    assert names(on_beta.text) == ["build-1", "build-2", "idle-3", "web-9"]
+    assert "db-1" in names(shut_off.text) and "web-1" not in names(shut_off.text)
+    assert names(both.text) == ["web-9"]
+    assert "No guests match." in none.text
+
+
+def test_any_column_sorts_either_way_and_its_heading_says_so(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    by_vcpus = client.get("/guests", params={"sort": "-vcpus"})
+    by_host = client.get("/guests", params={"sort": "host"})
+    by_host_back = client.get("/guests", params={"sort": "-host"})
+    by_memory = client.get("/guests", params={"sort": "memory", "q": "web"})
+    by_name_back = client.get("/guests", params={"sort": "-name"})
+    gone_by_host = client.get("/guests", params={"sort": "host", "state": "gone"})
+
+    assert names(by_vcpus.text)[0] == "db-1"  # 4 vCPUs, the most
+    assert names(by_vcpus.text)[1:3] == ["idle-3", "web-1"]  # 2 each, then by name
+    assert [host for _, host in rows(by_host.text)] == ["alpha"] * 3 + ["beta"] * 4
+    assert [host for _, host in rows(by_host_back.text)] == ["beta"] * 4 + ["alpha"] * 3
+    assert names(by_host.text)[:3] == ["db-1", "web-1", "web-2"]  # by name within a host
+    assert names(by_memory.text) == ["web-9", "web-1", "web-2"]  # 512 MiB, 1.5 GiB, 2 GiB
+    assert names(by_name_back.text)[0] == "web-9"
+    assert gone_by_host.status_code == 200 and "No guests match." in gone_by_host.text
+    # The sorted column's heading says which way, and its link sorts it the other way,
+    # keeping the filters.
+    heading = parse(by_memory.text).find("th", aria_sort="ascending")
+    assert heading.find("a").get("data-sort") == "memory"
+    assert heading.find("a").get("href") == "?q=web&host=&state=&sort=-memory"
+    other = parse(by_memory.text).find("a", data_sort="vcpus")
+    assert other.get("href") == "?q=web&host=&state=&sort=vcpus"
+    assert (
+        parse(by_vcpus.text)
+        .find("th", aria_sort="descending")
+        .find("a")
+        .get("href")
+        .endswith("sort=vcpus")
+    )
+
+
+def test_a_sort_that_is_no_column_is_refused_naming_the_field(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    page = client.get("/guests", params={"sort": "domain_xml"})
+    api = client.get("/api/v1/guests", params={"sort": "-evil"})
+
+    assert page.status_code == 422
+    assert "sort: must be one of name, host, state, vcpus, memory" in page.text
+    assert api.status_code == 422
+    assert "sort" in api.text and "name, host, state, vcpus, memory" in api.text
+
+
+def test_the_api_sorts_too(client: TestClient, two_hosts: tuple[dict, dict]) -> None:
+    listed = client.get("/api/v1/guests", params={"sort": "-memory", "limit": 2})
+
+    assert listed.status_code == 200
+    assert [g["name"] for g in listed.json()["items"]] == ["db-1", "web-2"]
+    assert listed.json()["total"] == 7
+
+
+def test_a_button_in_the_table_replaces_its_row_with_the_host_still_shown(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    response = client.post(f"/guests/{DB_1}/actions/start", headers=htmx_to(f"fleet-row-{DB_1}"))
+
+    assert response.status_code == 200
+    assert response.text.lstrip().startswith(f'<tr id="fleet-row-{DB_1}"')
+    assert rows(response.text) == [("db-1", "alpha")]
+    assert parse(response.text).find("tr").has("span", class_="badge-running")
+    assert parse(response.text).find_all("button", hx_target=f"#fleet-row-{DB_1}")
+
+
+def test_a_fleet_of_many_guests_shows_a_hundred_a_page_keeping_sort_and_filters(
+    make_client, tmp_path: Path
+) -> None:
+    client = make_client(test_driver_dir=str(tmp_path))
+    domains = "".join(
+        f"""<domain type="test"><name>g-{i:03d}</name>
+        <uuid>c3000000-0000-4000-8000-{i:012d}</uuid><memory unit="MiB">{64 + i}</memory>
+        <vcpu>1</vcpu><os><type>hvm</type></os></domain>"""
+        for i in range(150)
+    )
+    node = tmp_path / "many.xml"
+    node.write_text(f"<node><cpu><mhz>2000</mhz></cpu>{domains}</node>")
+    add_host(client, "many", f"test://{node}")
+
+    first = client.get("/guests", params={"sort": "-memory", "q": "g-"})
+    second = client.get("/guests", params={"sort": "-memory", "q": "g-", "page": 2})
+
+    expected = [f"g-{i:03d}" for i in reversed(range(150))]
+    assert names(first.text) == expected[:100]
+    assert names(second.text) == expected[100:]
+    pager = parse(first.text).find("div", class_="pager")
+    assert "150 guests · page 1 of 2" in " ".join(pager.text.split())
+    assert [a.get("href") for a in pager.find_all("a")] == [
+        "?q=g-&host=&state=&sort=-memory&page=2"
+    ]
+    # The table re-polls the page it shows.
+    assert "'{\"page\": 2}'" in second.text or '{"page": 2}' in second.text
