@@ -1,6 +1,6 @@
 """Headless Chromium for the browser tests: Debian's build, driven by Playwright."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -148,3 +148,21 @@ def admin_tab(server: Server, *, height: int = 900) -> Iterator[Page]:
     """A tab logged in as the admin; JavaScript errors on its pages fail the test."""
     with chromium() as browser, admin_tabs(browser, server, 1, height=height) as (tab,):
         yield tab
+
+
+def fits_and_passes_axe(
+    server: Server, open_page: Callable[[Page], None], name: str
+) -> tuple[list[str], dict[int, int]]:
+    """What axe-core finds wrong with the page open_page opens, and its scroll width at a phone's
+    390 px and a desktop's 1440 px (screenshots <name>-<width>.png)."""
+    widths = {}
+    with chromium() as browser:
+        checked = logged_in_tab(browser, server, "admin", ADMIN_PASSWORD, bypass_csp=True)
+        open_page(checked)
+        found = accessibility_violations(checked)
+        for width in (390, 1440):
+            with admin_tabs(browser, server, 1, width=width) as (tab,):
+                open_page(tab)
+                screenshot(tab, f"{name}-{width}.png")
+                widths[width] = tab.evaluate("document.documentElement.scrollWidth")
+    return found, widths

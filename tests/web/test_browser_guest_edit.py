@@ -4,15 +4,8 @@ from the host, pass axe-core, and fit a phone and a desktop without spilling sid
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import (
-    accessibility_violations,
-    admin_tabs,
-    chromium,
-    host_server,
-    logged_in_tab,
-    screenshot,
-)
-from tests.serve import ADMIN_PASSWORD, Server
+from tests.browser import fits_and_passes_axe, host_server
+from tests.serve import Server
 
 pytestmark = pytest.mark.browser
 WEB_1 = "a1000000-0000-4000-8000-000000000001"  # running on alpha
@@ -29,16 +22,7 @@ def open_edit(tab: Page, server: Server) -> None:
 
 
 def test_the_edit_section_passes_axe_and_fits_a_phone_and_a_desktop(server: Server) -> None:
-    widths = {}
-    with chromium() as browser:
-        checked = logged_in_tab(browser, server, "admin", ADMIN_PASSWORD, bypass_csp=True)
-        open_edit(checked, server)
-        found = accessibility_violations(checked)
-        for width in (390, 1440):
-            with admin_tabs(browser, server, 1, width=width) as (tab,):
-                open_edit(tab, server)
-                screenshot(tab, f"guest-edit-{width}.png")
-                widths[width] = tab.evaluate("document.documentElement.scrollWidth")
+    found, widths = fits_and_passes_axe(server, lambda tab: open_edit(tab, server), "guest-edit")
 
     assert found == []
     assert widths[390] <= 390 and widths[1440] <= 1440

@@ -7,15 +7,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import (
-    accessibility_violations,
-    admin_tabs,
-    chromium,
-    host_server,
-    logged_in_tab,
-    screenshot,
-)
-from tests.serve import ADMIN_PASSWORD, Server
+from tests.browser import admin_tabs, chromium, fits_and_passes_axe, host_server
+from tests.serve import Server
 
 pytestmark = pytest.mark.browser
 
@@ -35,16 +28,7 @@ def names(tab: Page):
 
 
 def test_the_guests_page_passes_axe_and_fits_a_phone_and_a_desktop(server: Server) -> None:
-    widths = {}
-    with chromium() as browser:
-        checked = logged_in_tab(browser, server, "admin", ADMIN_PASSWORD, bypass_csp=True)
-        open_guests(checked, server)
-        found = accessibility_violations(checked)
-        for width in (390, 1440):
-            with admin_tabs(browser, server, 1, width=width) as (tab,):
-                open_guests(tab, server)
-                screenshot(tab, f"guests-{width}.png")
-                widths[width] = tab.evaluate("document.documentElement.scrollWidth")
+    found, widths = fits_and_passes_axe(server, lambda tab: open_guests(tab, server), "guests")
 
     assert found == []
     assert widths[390] <= 390 and widths[1440] <= 1440
