@@ -1,5 +1,7 @@
 """Our own exceptions; each carries the HTTP status it maps to."""
 
+from collections.abc import Callable
+
 
 class VirtdeckError(Exception):
     """Base error: a readable message, an HTTP status, and optionally the field at fault."""
@@ -35,6 +37,26 @@ class Invalid(VirtdeckError):
     """The input is not acceptable; `field` names the culprit."""
 
     status_code = 422
+
+
+def check_all(*checks: Callable[[], object]) -> None:
+    """Run every check, not only up to the first that fails: if any raised Invalid, raise the
+    first again with every field's message (the first for each) in extra["errors"], so that a
+    form shows them all at once. A check's own extra["errors"] count too (checks nest)."""
+    found: list[Invalid] = []
+    for check in checks:
+        try:
+            check()
+        except Invalid as exc:
+            found.append(exc)
+    if not found:
+        return
+    errors: dict[str | None, str] = {}
+    for exc in found:
+        for field, message in exc.extra.get("errors", {exc.field: exc.message}).items():
+            errors.setdefault(field, message)
+    first = found[0]
+    raise Invalid(first.message, field=first.field, extra={**first.extra, "errors": errors})
 
 
 class HostUnreachable(VirtdeckError):

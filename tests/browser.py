@@ -153,13 +153,17 @@ def admin_tab(server: Server, *, height: int = 900) -> Iterator[Page]:
 def fits_and_passes_axe(
     server: Server, open_page: Callable[[Page], None], name: str
 ) -> tuple[list[str], dict[int, int]]:
-    """What axe-core finds wrong with the page open_page opens, and its scroll width at a phone's
-    390 px and a desktop's 1440 px (screenshots <name>-<width>.png)."""
+    """What axe-core finds wrong with the page open_page opens, in the light and the dark theme
+    (the system's setting picks one), and its scroll width at a phone's 390 px and a desktop's
+    1440 px (screenshots <name>-<width>.png, and <name>-dark.png)."""
     widths = {}
     with chromium() as browser:
         checked = logged_in_tab(browser, server, "admin", ADMIN_PASSWORD, bypass_csp=True)
         open_page(checked)
         found = accessibility_violations(checked)
+        checked.emulate_media(color_scheme="dark")
+        found += [f"dark: {violation}" for violation in accessibility_violations(checked)]
+        screenshot(checked, f"{name}-dark.png")
         for width in (390, 1440):
             with admin_tabs(browser, server, 1, width=width) as (tab,):
                 open_page(tab)

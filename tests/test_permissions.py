@@ -41,6 +41,7 @@ EXPECTED = {
     ("POST", "/logout"): VIEW,
     ("GET", "/"): VIEW,
     ("GET", "/hosts/{host_id}"): VIEW,
+    ("GET", "/guests"): VIEW,
     ("GET", "/guests/{uuid}"): VIEW,
     ("GET", "/guests/{uuid}/console"): VIEW,
     ("WS", "/guests/{uuid}/console/{kind}/ws"): OPERATE,

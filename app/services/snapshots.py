@@ -108,6 +108,18 @@ def create_snapshot(
         ).one()
 
 
+def revert_effect(now: GuestState, taken: str) -> str | None:
+    """What a revert does to the guest's running state, in words, when it changes it: the guest
+    is now in state now, and the snapshot was taken in state taken (libvirt's); None when the
+    guest stays as it is (on, or off)."""
+    before, after = now.holds_resources, GuestState.of(taken).holds_resources
+    if before and not after:
+        return "it is running now and will be shut off (the snapshot was taken while it was off)"
+    if after and not before:
+        return "it is off now and will be running (as when the snapshot was taken)"
+    return None
+
+
 def _check_revert_policy(
     sessions: sessionmaker[Session], sync: HostCalls, guest: Guest, name: str
 ) -> None:

@@ -28,6 +28,11 @@ class GuestState(StrEnum):
         return _BY_VALUE.get(value, cls.NOSTATE)  # a dict, not cls(value): lists ask per guest
 
     @property
+    def label(self) -> str:
+        """The state in plain words, as pages show it ("shut off", not libvirt's "shutoff")."""
+        return _LABELS.get(self, self.value)
+
+    @property
     def css(self) -> str:
         """The state as a CSS class suffix (no spaces): badge-shutting-down."""
         return self.value.replace(" ", "-")
@@ -69,6 +74,12 @@ class GuestState(StrEnum):
 
 
 _BY_VALUE = {state.value: state for state in GuestState}
+_LABELS = {
+    GuestState.SHUTDOWN: "shutting down",
+    GuestState.SHUTOFF: "shut off",
+    GuestState.PMSUSPENDED: "suspended to memory",
+    GuestState.NOSTATE: "no state",
+}
 _LIBVIRT = frozenset(GuestState) - {
     GuestState.SHUTTING_DOWN,
     GuestState.GONE,

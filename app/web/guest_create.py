@@ -239,7 +239,13 @@ def create_guest(
         request.state.audit_target = audit_target("guest", created.guest.uuid, created.guest.name)
         return redirect(request, f"/guests/{created.guest.uuid}")
     request.state.audit_target = audit_target("guest", created.job.guest_uuid, typed.name)
-    context = {**_context(session, sync, typed.host_id), "form": form, "job": created.job}
+    context = {
+        **_context(session, sync, typed.host_id),
+        "form": form,
+        "job": created.job,
+        "started": True,
+        "wizard": True,
+    }
     return templates.TemplateResponse(request, "partials/guest_form.html", context, status_code=202)
 
 

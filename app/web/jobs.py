@@ -14,14 +14,18 @@ router = APIRouter()
 
 
 @router.get("/jobs/{job_id:id}", response_class=HTMLResponse, dependencies=guard(Permission.VIEW))
-def job_progress(request: Request, session: SessionDep, job_id: int) -> Response:
-    """A job's progress; the polling fragment goes to the guest once a create succeeded."""
+def job_progress(
+    request: Request, session: SessionDep, job_id: int, wizard: bool = False
+) -> Response:
+    """A job's progress; the polling fragment goes to the guest once a create succeeded (in the
+    create wizard, the form's Create button comes back once it failed)."""
     job = job_service.get_job(session, job_id)
     made = (job.result or {}).get("guest_uuid") if job.status == "succeeded" else None
     if is_htmx(request):
         if made:
             return redirect(request, f"/guests/{made}")
-        return templates.TemplateResponse(request, "partials/job_progress.html", {"job": job})
+        context = {"job": job, "refreshed": True, "wizard": wizard}
+        return templates.TemplateResponse(request, "partials/job_progress.html", context)
     return templates.TemplateResponse(request, "job.html", {"job": job})
 
 

@@ -11,7 +11,7 @@ from app.errors import Invalid
 from app.services import guests as guest_service
 from app.services import snapshots as snapshot_service
 from app.services.auth import Permission, Principal
-from app.web.htmx import is_htmx, toast_headers
+from app.web.htmx import is_htmx, navigate, toast_headers
 from app.web.templating import form_refused, templates
 
 router = APIRouter()
@@ -81,13 +81,22 @@ def revert_snapshot(
     force: bool = False,
 ) -> Response:
     """Revert the guest to the snapshot (force: admins start it over the policy); the page
-    reloads (its state may have changed)."""
+    is shown anew (its state may have changed), with a toast that says so when it did."""
+    with sessions() as session:
+        before = guest_service.get_guest(session, uuid)
+        was = guest_service.status(before, before.host)
     guest = snapshot_service.revert_snapshot(
         sessions, sync, uuid=uuid, name=name, principal=principal, force=force
     )
+    with sessions() as session:
+        after = guest_service.get_guest(session, uuid)
+        now = guest_service.status(after, after.host)
+    toast = f"{guest.name} reverted to {name}"
+    if now != was:
+        toast += f": it was {was.label} and is now {now.label}"
     if is_htmx(request):
-        return Response(status_code=204, headers={"HX-Refresh": "true"})
-    return _panel(request, sessions, uuid, f"{guest.name} reverted to {name}")
+        return navigate(request, f"/guests/{uuid}", toast=toast)
+    return _panel(request, sessions, uuid, toast)
 
 
 @router.post(

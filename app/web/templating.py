@@ -20,6 +20,8 @@ from app.services.guests import status
 from app.services.jobs import settling
 from app.services.overcommit import ratio_text
 from app.services.paging import MAX_OFFSET
+from app.services.snapshots import revert_effect
+from app.services.states import GuestState
 from app.units import human_bytes
 from app.web.charts import ratio_gauge, share_bar
 from app.web.htmx import PAGE_SIZE
@@ -56,7 +58,8 @@ def badge(value: object) -> Markup:
     A function, not a macro: a macro imported by a template included per table row (the host
     page's guests) was built again for each row."""
     css = getattr(value, "css", value)
-    return Markup(f'<span class="badge badge-{escape(css)}">{escape(value)}</span>')
+    text = getattr(value, "label", value)
+    return Markup(f'<span class="badge badge-{escape(css)}">{escape(text)}</span>')
 
 
 def utc(value: datetime | None) -> str:
@@ -69,12 +72,14 @@ templates.env.globals["console_live"] = is_live
 templates.env.globals["screen_route"] = screen_route
 templates.env.globals["badge"] = badge
 templates.env.globals["guest_status"] = status
+templates.env.globals["state_of"] = GuestState.of
 templates.env.globals["guest_actions"] = allowed_actions
 templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
 templates.env.globals["backup_actions"] = backup_actions
 templates.env.globals["backup_status_actions"] = status_actions
 templates.env.globals["file_digest"] = file_digest
 templates.env.globals["job_settling"] = settling
+templates.env.globals["revert_effect"] = revert_effect
 templates.env.globals["utcnow"] = utcnow
 templates.env.filters["kib"] = kib
 templates.env.filters["ago"] = ago
@@ -94,9 +99,10 @@ def page_window(page: int) -> tuple[int, int]:
 def form_refused(
     request: Request, template: str, exc: VirtdeckError, *, form: dict, **context
 ) -> Response:
-    """The form again with the typed values and the reason next to its field; audited."""
+    """The form again with the typed values and the reason next to its field (each field's,
+    when the error carries several: app.errors.check_all); audited."""
     request.state.audit_error = exc.message
-    form = {**form, "errors": {exc.field: exc.message}}
+    form = {**form, "errors": exc.extra.get("errors") or {exc.field: exc.message}}
     return templates.TemplateResponse(
         request, template, {**context, "form": form}, status_code=exc.status_code
     )

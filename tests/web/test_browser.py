@@ -204,7 +204,7 @@ def test_the_first_visit_creates_the_admin_whose_host_added_through_the_form_fil
     expect(guest_names(page)).to_have_text(["db-1", "web-1", "web-2"], timeout=SYNC_TIMEOUT)
     expect(guest_row(page, "web-1").locator(".badge")).to_have_text("running")
     expect(guest_row(page, "web-2").locator(".badge")).to_have_text("running")
-    expect(guest_row(page, "db-1").locator(".badge-shutoff")).to_have_text("shutoff")
+    expect(guest_row(page, "db-1").locator(".badge-shutoff")).to_have_text("shut off")
     expect(page.locator("#host-facts .badge")).to_have_text("connected", timeout=SYNC_TIMEOUT)
     expect(page.locator("#host-facts")).to_contain_text("2 running / 3")
     screenshot(page, "host.png")

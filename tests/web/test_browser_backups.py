@@ -151,7 +151,7 @@ def test_back_up_now_shows_the_bar_to_100_then_the_backup_restores_as_a_new_gues
         wait_for_guest(server, new_uuid)
         link.click()
         expect(page.locator("h1")).to_have_text(copy)
-        expect(page.locator("#guest-status .badge")).to_have_text("shutoff")
+        expect(page.locator("#guest-status .badge")).to_have_text("shut off")
     finally:
         virsh("undefine", copy, "--nvram", check=False)
         virsh("vol-delete", str(new_disk), check=False)

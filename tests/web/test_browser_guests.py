@@ -72,7 +72,7 @@ def test_the_wizard_refuses_a_bad_name_in_place_then_creates_the_guest_which_the
     page.wait_for_url(re.compile(r"/guests/[0-9a-f-]{36}$"), timeout=15_000)
     expect(page.locator("h1")).to_have_text("vd-web-1")
     status = page.locator("#guest-status")
-    expect(status.locator(".badge")).to_have_text("shutoff")
+    expect(status.locator(".badge")).to_have_text("shut off")
     expect(page.locator("dt:text-is('vCPUs') + dd")).to_have_text("2")
     disks = page.locator("table").first
     expect(disks).to_contain_text("/var/lib/virtdeck-test/images/vd-web-1.qcow2")
@@ -88,7 +88,7 @@ def test_the_wizard_refuses_a_bad_name_in_place_then_creates_the_guest_which_the
     # Then the whole way out: force it off, and delete it with its new disk.
     page.once("dialog", lambda dialog: dialog.accept())
     status.get_by_role("button", name="force off", exact=True).click()
-    expect(status.locator(".badge")).to_have_text("shutoff")
+    expect(status.locator(".badge")).to_have_text("shut off")
     panel = page.locator("#guest-delete")
     expect(panel.locator("tr[data-disk]").first).to_contain_text("vd-web-1.qcow2")
     panel.get_by_label(re.compile("also delete", re.I)).check()

@@ -56,8 +56,8 @@ def test_virsh_changes_reach_open_pages_at_once_and_the_stream_survives_a_restar
             on_guest_page = time.monotonic() - destroyed
             shows(host_tab, row, "shutoff", timeout=3)
             on_host_page = time.monotonic() - destroyed
-            expect(guest_tab.locator(f"{status} .badge")).to_have_text("shutoff")
-            expect(host_tab.locator(f"{row} .badge")).to_have_text("shutoff")
+            expect(guest_tab.locator(f"{status} .badge")).to_have_text("shut off")
+            expect(host_tab.locator(f"{row} .badge")).to_have_text("shut off")
             print(f"\nvirsh destroy took {destroyed - began:.2f} s; then shut off on the guest "
                   f"page {on_guest_page:.2f} s, on the host page {on_host_page:.2f} s")  # fmt: skip
 

@@ -5,7 +5,10 @@ import time
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import transaction
+from app.models import Job
 from tests.conftest import add_host, node_uri
 from tests.htmx import HTMX
 from tests.markup import field_error, options, parse
@@ -122,6 +125,27 @@ def test_each_refused_field_is_named_in_the_form(
     assert reason in field_error(response.text, field)
 
 
+def test_every_refused_field_is_named_at_once_not_one_per_submit(
+    client: TestClient, storage_host: dict
+) -> None:
+    typed = form(storage_host, name="-rf", vcpus="5", memory_mib="9000", firmware="uefi")
+
+    page = client.post("/guests/new", data=typed, headers=HTMX)
+    api = client.post("/api/v1/guests", json={
+        "host_id": storage_host["id"], "name": "-rf", "vcpus": 5, "memory_mib": 9000,
+    })  # fmt: skip
+
+    assert page.status_code == 422
+    assert field_error(page.text, "name").startswith("1-64 letters")
+    assert "the host has 4 CPUs" in field_error(page.text, "vcpus")
+    assert "to 8192 MiB" in field_error(page.text, "memory_mib")
+    assert api.status_code == 422
+    errors = api.json()["errors"]
+    assert set(errors) == {"name", "vcpus", "memory_mib"}
+    assert errors["memory_mib"].startswith("memory_mib: from 64 MiB to 8192 MiB")
+    assert client.get("/api/v1/guests", params={"host_id": storage_host["id"]}).json()["total"] == 0
+
+
 def test_a_guest_without_a_new_volume_opens_its_page_at_once(
     client: TestClient, storage_host: dict
 ) -> None:
@@ -145,8 +169,15 @@ def test_a_new_volume_shows_the_jobs_progress_which_then_opens_the_guest(
     response = client.post("/guests/new", data=typed, headers=HTMX)
 
     assert response.status_code == 202
-    job_id = parse(response.text).find("div", class_="job").get("id").removeprefix("job-")
+    job = parse(response.text).find("div", class_="job")
+    job_id = job.get("id").removeprefix("job-")
     assert 'hx-get="/jobs/' in response.text and 'value="db-3"' in response.text
+    # Create is off while the job runs; the job is asked for once more as soon as it is shown
+    # (a short one ends before the page hears of it), and stays in the wizard.
+    assert job.get("data-status") == "queued"
+    assert parse(response.text).find("button", id="create-submit").get("disabled") is not None
+    assert job.get("hx-trigger").startswith("load, sse:job-")
+    assert job.get("hx-vals") == '{"wizard": "1"}'
     deadline = time.monotonic() + 15
     while (poll := client.get(f"/jobs/{job_id}", headers=HTMX)).status_code == 200:
         assert time.monotonic() < deadline, poll.text
@@ -156,6 +187,25 @@ def test_a_new_volume_shows_the_jobs_progress_which_then_opens_the_guest(
     assert guest["disks"][0]["source"] == "/var/lib/virtdeck-test/images/db-3.qcow2"
     page = client.get(f"/jobs/{job_id}")
     assert "badge-succeeded" in page.text and f'href="/guests/{guest["uuid"]}"' in page.text
+
+
+def test_a_failed_create_gives_the_wizard_its_create_button_back(
+    client: TestClient, sessions: sessionmaker[Session]
+) -> None:
+    with transaction(sessions) as session:
+        job = Job(kind="guest.create", status="failed", progress=0.3, error="no space left")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+
+    in_wizard = client.get(f"/jobs/{job_id}", params={"wizard": "1"}, headers=HTMX)
+    elsewhere = client.get(f"/jobs/{job_id}", headers=HTMX)
+
+    button = parse(in_wizard.text).find("button", id="create-submit")
+    assert button.get("hx-swap-oob") == "true" and button.get("disabled") is None
+    assert button.text == "Create guest"
+    assert "no space left" in in_wizard.text
+    assert "create-submit" not in elsewhere.text  # the job's own page has no such button
 
 
 TOO_LARGE = "99999999999999999999"

@@ -3,10 +3,11 @@ sizes, devices, the base image and cloud-init asked for, the CPU, the policy."""
 
 import re
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy.orm import Session
 
-from app.errors import Invalid
+from app.errors import Invalid, check_all
 from app.models import Host
 from app.services.auth import Principal
 from app.services.guest_create.cloud_init import CloudInit, check_cloud_init
@@ -135,16 +136,19 @@ def _check_ref(value: str, field: str, what: str) -> None:
         raise Invalid(f"{field}: choose a {what}", field=field)
 
 
-def _check_sizes(request: CreateRequest, host: Host) -> None:
+def _check_vcpus(request: CreateRequest, host: Host | None) -> None:
     if not 1 <= request.vcpus <= MAX_VCPUS:
         raise Invalid(f"vcpus: a whole number from 1 to {MAX_VCPUS}", field="vcpus")
-    cpus = host.cpus_online
+    cpus = host.cpus_online if host is not None else None
     if cpus and request.vcpus > cpus and not request.force:
         raise Invalid(
             f"vcpus: the host has {cpus} CPUs; more vCPUs than that needs force (admins only)",
             field="vcpus",
         )
-    limit = host.memory_kib // 1024 if host.memory_kib else MAX_MEMORY_MIB
+
+
+def _check_memory(request: CreateRequest, host: Host | None) -> None:
+    limit = host.memory_kib // 1024 if host is not None and host.memory_kib else MAX_MEMORY_MIB
     if not MIN_MEMORY_MIB <= request.memory_mib <= limit:
         raise Invalid(
             f"memory_mib: from {MIN_MEMORY_MIB} MiB to {limit} MiB (the host's memory)",
@@ -152,7 +156,7 @@ def _check_sizes(request: CreateRequest, host: Host) -> None:
         )
 
 
-def _check_devices(request: CreateRequest) -> None:
+def _check_disk(request: CreateRequest) -> None:
     disk = request.disk
     if disk is not None:
         _check_ref(disk.pool, "disk.pool", "storage pool")
@@ -164,6 +168,9 @@ def _check_devices(request: CreateRequest) -> None:
         _check_ref(disk.volume, "disk.volume", "volume")
         if disk.format not in VOLUME_FORMATS:
             raise Invalid("disk.format: raw or qcow2", field="disk.format")
+
+
+def _check_cdrom(request: CreateRequest) -> None:
     if request.cdrom is not None:
         _check_ref(request.cdrom.pool, "cdrom.pool", "storage pool")
         _check_ref(request.cdrom.volume, "cdrom.volume", "volume")
@@ -171,12 +178,16 @@ def _check_devices(request: CreateRequest) -> None:
             raise Invalid(
                 "cdrom.format: a CD-ROM is attached read-only as raw", field="cdrom.format"
             )
+
+
+def _check_network(request: CreateRequest) -> None:
     if request.network is not None:
         _check_ref(request.network, "network", "network")
-    _check_image(request)
+
+
+def _check_firmware(request: CreateRequest) -> None:
     if request.firmware not in FIRMWARES:
         raise Invalid("firmware: bios or uefi", field="firmware")
-    _check_cpu_request(request)
 
 
 def check_image(image: BaseImage) -> None:
@@ -232,11 +243,21 @@ def check_request(session: Session, request: CreateRequest, principal: Principal
     if request.force:
         check_force(principal, "a guest with more vCPUs than host CPUs, or over the policy")
     host = session.get(Host, request.host_id) if request.host_id is not None else None
-    if host is None:
-        raise Invalid("host_id: choose a registered host", field="host_id")
-    check_guest_name(request.name)
-    _check_sizes(request, host)
-    _check_devices(request)
+
+    def check_host() -> None:
+        if host is None:
+            raise Invalid("host_id: choose a registered host", field="host_id")
+
+    # Every field's error at once (a form shows them together), not one per submit.
+    check_all(
+        check_host,
+        lambda: check_guest_name(request.name),
+        *(partial(check, request, host) for check in (_check_vcpus, _check_memory)),
+        *(partial(check, request) for check in (
+            _check_disk, _check_cdrom, _check_network, _check_image, _check_firmware,
+            _check_cpu_request,
+        )),
+    )  # fmt: skip
     if not request.force:  # a new guest counts as running, started now or later
         memory_kib = request.memory_mib * 1024
         check_policy(
