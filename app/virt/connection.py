@@ -155,9 +155,20 @@ class HostConnection:
         except libvirt.libvirtError as exc:
             raise translate(exc) from exc
 
+    def versions(self) -> tuple[str, str, str]:
+        """(hostname, hypervisor version, libvirt version): what a backup's manifest records,
+        without facts()' capabilities and memory (10-20 ms of a 0.3 s incremental backup)."""
+        conn = self._conn
+        return (
+            self._call(conn.getHostname),
+            _version(self._call(conn.getVersion)),
+            _version(self._call(conn.getLibVersion)),
+        )
+
     def facts(self) -> HostFacts:
         """Hostname, versions, CPU and memory of the host."""
         conn = self._conn
+        hostname, hypervisor_version, libvirt_version = self.versions()
         model, memory_mib, cpus, *_ = self._call(conn.getInfo)
         caps = ET.fromstring(self._call(conn.getCapabilities))
         hypervisor = self._call(conn.getType)
@@ -173,10 +184,10 @@ class HostConnection:
         except (libvirt.libvirtError, KeyError):
             memory_kib, source = memory_mib * 1024, "NUMA topology (virNodeGetInfo)"
         return HostFacts(
-            hostname=self._call(conn.getHostname),
+            hostname=hostname,
             hypervisor=hypervisor,
-            hypervisor_version=_version(self._call(conn.getVersion)),
-            libvirt_version=_version(self._call(conn.getLibVersion)),
+            hypervisor_version=hypervisor_version,
+            libvirt_version=libvirt_version,
             cpu_model=caps.findtext("host/cpu/model") or model,
             cpus_online=cpus_online,
             memory_kib=memory_kib,

@@ -187,7 +187,7 @@ def _copy(
     """Every file of the backup into directory; the manifest that lists them, and how the
     backup was taken (full or incremental)."""
     source = virt.inspect(conn, job.guest_uuid)
-    facts = conn.facts()
+    hostname, qemu_version, libvirt_version = conn.versions()
     with transaction(env.sessions) as session:
         get_backup(session, job.backup_id).guest_state = "running" if source.running else "shutoff"
     local = is_local(job.uri)
@@ -241,12 +241,12 @@ def _copy(
             "id": job.host_id,
             "name": job.host_name,
             "uri": job.uri,
-            "hostname": facts.hostname,
+            "hostname": hostname,
         },
         "started_at": job.started_at.isoformat(),
         "finished_at": utcnow().isoformat(),
-        "libvirt_version": facts.libvirt_version,
-        "qemu_version": facts.hypervisor_version,
+        "libvirt_version": libvirt_version,
+        "qemu_version": qemu_version,
         "disks": [
             {"target": d.target, "path": d.path, "pool": d.pool, "capacity": d.capacity}
             for d in source.disks
