@@ -59,6 +59,30 @@ document.addEventListener("htmx:load", (event) => {
   if (late) htmx.trigger(elt, late);
 });
 
+// Screen readers hear of a state change that a refresh brought: an element with data-announce
+// (a guest's row or status panel) whose data-state differs from the one it replaced has its
+// data-announce text put in the page's live region.
+const states = new Map(); // element id -> data-state before the swap that replaces it
+const announced = (root) => [root, ...root.querySelectorAll("[data-announce]")]
+  .filter((elt) => elt.id && elt.dataset && elt.dataset.announce);
+
+document.addEventListener("htmx:beforeSwap", (event) => {
+  const target = event.detail.target;
+  if (!target || !target.querySelectorAll) return;
+  for (const elt of announced(target)) states.set(elt.id, elt.dataset.state);
+});
+
+document.addEventListener("htmx:load", (event) => {
+  if (!event.detail.elt.querySelectorAll) return;
+  for (const elt of announced(event.detail.elt)) {
+    const before = states.get(elt.id);
+    states.delete(elt.id);
+    if (before !== undefined && before !== elt.dataset.state) {
+      document.getElementById("announcer").textContent = elt.dataset.announce;
+    }
+  }
+});
+
 let streamOpened = false;
 document.addEventListener("htmx:sseOpen", () => {
   if (streamOpened) {

@@ -433,6 +433,22 @@ def test_names_and_errors_with_markup_are_shown_as_text(
     assert escape(error) in pages[2] and escape("<em>ops</em>") in pages[2]
 
 
+def test_a_long_error_shows_its_start_and_the_rest_behind_show_more(
+    alpha, sessions: sessionmaker[Session]
+) -> None:
+    admin, host = alpha
+    error = "internal error: qemu unexpectedly closed the monitor: " + " ".join(["MSR 0x10a"] * 40)
+    add_backup(sessions, host, status="failed", error=error)
+    add_backup(sessions, host, status="failed", error="disk full", age=timedelta(hours=1))
+
+    for page in (admin.get("/backups").text, panel(admin).text):
+        cell = parse(page).find("details", class_="more")
+        assert cell.find("summary").text.startswith(error[:120] + "… show more")
+        assert cell.find("span", class_="more-rest").text == error
+        assert len(parse(page).find_all("details", class_="more")) == 1  # not the short one
+        assert "disk full" in page
+
+
 def test_a_host_id_too_large_for_the_database_is_refused_naming_the_field(
     alpha, sessions: sessionmaker[Session]
 ) -> None:

@@ -58,6 +58,11 @@ def test_virsh_changes_reach_open_pages_at_once_and_the_stream_survives_a_restar
             on_host_page = time.monotonic() - destroyed
             expect(guest_tab.locator(f"{status} .badge")).to_have_text("shut off")
             expect(host_tab.locator(f"{row} .badge")).to_have_text("shut off")
+            # Screen readers hear it: the page's live region says what changed.
+            for tab in (guest_tab, host_tab):
+                expect(tab.locator("#announcer[aria-live='polite']")).to_have_text(
+                    f"{guest.name} is shut off"
+                )
             print(f"\nvirsh destroy took {destroyed - began:.2f} s; then shut off on the guest "
                   f"page {on_guest_page:.2f} s, on the host page {on_host_page:.2f} s")  # fmt: skip
 
