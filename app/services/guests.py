@@ -80,9 +80,11 @@ def _sorted(query: Select, sort: str, *, present: bool) -> Select:
         query = query.join(Host, Guest.host_id == Host.id)
         if present:  # SQLite, which has no statistics unless asked, read every wide row
             query = query.with_hint(Guest, "INDEXED BY ix_guests_present_host", "sqlite")
-    first = column.desc() if sort.startswith("-") else column.asc()
+    # Ties go the same way (name, then host): one walk of the column's index, either way. With
+    # name ascending under a descending column, 25,000 guests of one size were sorted in full.
+    way = (lambda c: c.desc()) if sort.startswith("-") else (lambda c: c.asc())
     then = [Guest.host_id] if key == "name" else [Guest.name, Guest.host_id]
-    return query.order_by(first, *then)
+    return query.order_by(way(column), *(way(c) for c in then))
 
 
 def list_guests(
@@ -96,7 +98,7 @@ def list_guests(
     sort: str = "name",
 ) -> GuestPage:
     """Guests matching the filters (gone ones only when state='gone'), in the order sort names
-    (one of SORTS, with "-" first for the other way), then by name."""
+    (one of SORTS, with "-" first for the other way), then by name (the same way)."""
     if state and state not in STATE_FILTERS:
         raise Invalid(f"state: must be one of {', '.join(STATE_FILTERS)}", field="state")
     check_page(limit=limit, offset=offset, max_limit=MAX_PAGE)

@@ -78,8 +78,10 @@ def test_any_column_sorts_either_way_and_its_heading_says_so(
     gone_by_host = client.get("/guests", params={"sort": "host", "state": "gone"})
 
     assert names(by_vcpus.text)[0] == "db-1"  # 4 vCPUs, the most
-    assert names(by_vcpus.text)[1:3] == ["idle-3", "web-1"]  # 2 each, then by name
+    # Ties go the same way, by name: one walk of the column's index.
+    assert names(by_vcpus.text)[1:4] == ["web-2", "web-1", "idle-3"]  # 2 vCPUs each
     assert [host for _, host in rows(by_host.text)] == ["alpha"] * 3 + ["beta"] * 4
+    assert rows(by_host_back.text)[:2] == [("web-9", "beta"), ("idle-3", "beta")]
     assert [host for _, host in rows(by_host_back.text)] == ["beta"] * 4 + ["alpha"] * 3
     assert names(by_host.text)[:3] == ["db-1", "web-1", "web-2"]  # by name within a host
     assert names(by_memory.text) == ["web-9", "web-1", "web-2"]  # 512 MiB, 1.5 GiB, 2 GiB

@@ -347,8 +347,9 @@ class _Read:
         self.covered: list[tuple[int, int]] = []
 
     def cover(self, at: int, size: int) -> None:
-        """A chunk holds [at, at + size) of the read, which must lie within it."""
-        if at < 0 or at + size > self.length:
+        """A chunk holds [at, at + size) of the read, which must lie within it (and hold
+        something: empty chunks would let a server grow the list without end)."""
+        if at < 0 or size <= 0 or at + size > self.length:
             raise VirtdeckError("the NBD server sent data outside the range asked for")
         self.covered.append((at, at + size))
 

@@ -153,14 +153,15 @@ class _Lent:
 
 class _Consumer:
     """A thread that handles each item put to it, in order, while the putter goes on; the first
-    OSError handling one raises is kept (error) and the items after it are dropped."""
+    error handling one raises is kept (error) and the items after it are dropped (a lent one
+    still released, so that a reader waiting for a buffer goes on to hear of the error)."""
 
     _STOP = object()
 
     def __init__(self, handle: Callable[[Any], None], *, name: str, depth: int) -> None:
         self._handle = handle
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self.error: OSError | None = None
+        self.error: Exception | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -170,7 +171,7 @@ class _Consumer:
             if self.error is None:
                 try:
                     self._handle(item.data if lent else item)
-                except OSError as exc:
+                except Exception as exc:  # kept, and raised by the writer
                     self.error = exc
             if lent:  # handled or dropped, this consumer is done with it
                 item.release()
@@ -233,8 +234,9 @@ class HashingWriter:
             self._flusher.wrote(len(item))
 
     def _raise_failed(self) -> None:
-        if self._writer.error is not None:
-            raise self._writer.error
+        for consumer in (self._writer, self._hasher):
+            if consumer.error is not None:
+                raise consumer.error
 
     def write(self, data: bytes) -> None:
         """Append data (which the caller no longer changes)."""
@@ -285,6 +287,7 @@ class HashingWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         self._hasher.stop()
+        self._raise_failed()  # a hash that failed (the caller's abort() removes the file)
         os.replace(self._part, self.path)
         return self.size, self._hash.hexdigest()
 
@@ -315,7 +318,7 @@ def runs(fd: int, size: int) -> Iterator[tuple[int, int, bool]]:
     offset = 0
     while offset < size:
         try:
-            data = os.lseek(fd, offset, os.SEEK_DATA)
+            data = min(os.lseek(fd, offset, os.SEEK_DATA), size)  # (the file may have grown)
         except OSError:  # no data past offset: the rest is one hole
             data = size
         if data > offset:
