@@ -4,7 +4,7 @@ pages, read from the database (it stays fast at tens of thousands of guests)."""
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from app.deps import SessionDep, guard
+from app.deps import SessionDep, guard, parse_row_id
 from app.services import guests as guest_service
 from app.services import hosts as host_service
 from app.services.auth import Permission
@@ -35,7 +35,7 @@ def guest_list(
     """All guests, by any column, searchable by name and filtered by host and state; htmx asks
     for just the table when it refreshes it (live events) or the filters change."""
     page, offset = page_window(page)
-    host_id = int(host) if host.isdecimal() else None
+    host_id = parse_row_id(host, field="host", what="a host") if host.strip() else None
     guests = guest_service.list_guests(
         session,
         host_id=host_id,

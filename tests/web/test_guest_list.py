@@ -115,6 +115,16 @@ def test_a_sort_that_is_no_column_is_refused_naming_the_field(
     assert "sort" in api.text and "name, host, state, vcpus, memory" in api.text
 
 
+def test_a_host_that_is_no_row_id_is_refused_naming_the_field(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    for bad in ("99999999999999999999", "beta", "-1"):
+        page = client.get("/guests", params={"host": bad})
+
+        assert page.status_code == 422
+        assert "host: choose a host from the list" in page.text
+
+
 def test_the_api_sorts_too(client: TestClient, two_hosts: tuple[dict, dict]) -> None:
     listed = client.get("/api/v1/guests", params={"sort": "-memory", "limit": 2})
 
@@ -161,4 +171,4 @@ def test_a_fleet_of_many_guests_shows_a_hundred_a_page_keeping_sort_and_filters(
         "?q=g-&host=&state=&sort=-memory&page=2"
     ]
     # The table re-polls the page it shows.
-    assert "'{\"page\": 2}'" in second.text or '{"page": 2}' in second.text
+    assert "hx-vals='{\"page\": 2}'" in second.text
