@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # daemon, it takes 50 hosts of 500 guests 7 % of a core (at 5 s, 14-20 %).
     sync_interval: float = 10.0
     reconcile_interval: float = Field(300.0, gt=0)
+    # At most every usage_interval seconds (at a pass), one bulk call per host reads what its
+    # running guests use (app.services.usage): the figures of the lists, a chart's sample.
+    usage_interval: float = Field(60.0, gt=0)
     # Reconnect backoff for an unreachable host: doubles from min to max.
     reconnect_min: float = 1.0
     reconnect_max: float = 15.0

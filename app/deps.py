@@ -28,6 +28,7 @@ from app.services.auth import (
     session_principal,
     token_principal,
 )
+from app.services.guest_bulk import BulkRun
 from app.workers.calls import HostLink
 
 SESSION_COOKIE = "virtdeck_session"
@@ -76,6 +77,15 @@ def get_sync(request: Request) -> HostLink:
 def get_jobs(request: Request) -> HostLink:
     """Where this process queues jobs (the workers take them)."""
     return request.app.state.jobs
+
+
+def bulk_run(request: Request, principal: Principal) -> BulkRun:
+    """What a bulk action of this request runs with (its audit rows carry the request's id)."""
+    return BulkRun(
+        sessions=get_sessions(request), sync=get_sync(request), jobs=get_jobs(request),
+        settings=get_settings(request), principal=principal,
+        request_id=request.state.request_id, path=request.url.path,
+    )  # fmt: skip
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 
 from app import api, web
@@ -25,7 +26,6 @@ from app.deps import SAFE_METHODS
 from app.errors import Conflict, VirtdeckError
 from app.guards import BodyLimit, SecurityHeaders
 from app.live import LiveBus
-from app.models.audit import audit_target
 from app.services import audit
 from app.services import backups as backup_service
 from app.services.auth import ANONYMOUS
@@ -65,12 +65,12 @@ def _error_response(request: Request, exc: VirtdeckError) -> Response:
     return web.error_page(request, exc)
 
 
-def _target(request: Request) -> str | None:
+def _target(session: Session, request: Request) -> str | None:
     explicit = getattr(request.state, "audit_target", None)
     if explicit:
         return explicit
     names = [
-        audit_target(TARGET_KINDS.get(key, key.removesuffix("_id")), value)
+        audit.named(session, TARGET_KINDS.get(key, key.removesuffix("_id")), value)
         for key, value in request.path_params.items()
         if key in TARGET_KINDS or key.endswith("_id")  # not e.g. {action}
     ]
@@ -97,7 +97,7 @@ def _write_audit(app: FastAPI, request: Request, status_code: int) -> None:
             method=request.method,
             path=request.url.path,
             action=_action(request),
-            target=_target(request),
+            target=_target(session, request),
             status_code=status_code,
             denied=getattr(state, "audit_denied", False),
             error=getattr(state, "audit_error", None),

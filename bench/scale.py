@@ -20,9 +20,9 @@ Per run (fleet size x database), after the live host has synced:
 - the CPU of the process tree over --idle seconds while nothing changes (% of one core, from
   utime + stime in /proc/<pid>/stat), after SETTLE seconds;
 - median and p95 of GET /api/v1/guests?limit=100 (token), and of the overview, the Guests page
-  (by name, and by memory, largest first), a host page and its overcommit page (a logged-in
-  browser session), with the workers running: --requests GETs of each, fewer when they have
-  taken --page-seconds (slow pages would make a run long);
+  (by name; by memory and by CPU, largest first; filtered by a tag and by a state), a host page
+  and its overcommit page (a logged-in browser session), with the workers running: --requests
+  GETs of each, fewer when they have taken --page-seconds (slow pages would make a run long);
 - --changes suspends and resumes of the live host's guest "test" through this script's own
   libvirt connection: from the libvirt event (as that connection sees it) to the guest-<uuid>
   message on /events;
@@ -341,6 +341,9 @@ def time_pages(server: Server, host_id: int, args: argparse.Namespace) -> dict[s
             ("GET / (overview)", "/"),
             ("GET /guests (every host's guests)", "/guests"),
             ("GET /guests?sort=-memory", "/guests?sort=-memory"),
+            ("GET /guests?tag=db (one guest in 8)", "/guests?tag=db"),
+            ("GET /guests?state=running", "/guests?state=running"),
+            ("GET /guests?sort=-cpu", "/guests?sort=-cpu"),
             ("GET /hosts/{id}", f"/hosts/{host_id}"),
             ("GET /hosts/{id}/overcommit", f"/hosts/{host_id}/overcommit"),
         ):

@@ -49,6 +49,7 @@ from app.services.hosts import add_host, record_facts  # noqa: E402
 from app.services.inventory import SyncResult, apply_sync  # noqa: E402
 from app.services.users import create_user  # noqa: E402
 from app.virt.connection import HostConnection  # noqa: E402
+from app.virt.domain_xml import TAGS_NAMESPACE  # noqa: E402
 from bench.common import Row, database, p95, print_table, print_targets  # noqa: E402
 
 TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
@@ -71,7 +72,8 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 
 def _domain(node: ET.Element, host: int, index: int) -> None:
-    """A guest with a disk, a NIC, sometimes a CD-ROM; every third one shut off."""
+    """A guest with a disk, a NIC, sometimes a CD-ROM, its role as a tag (and every tenth one
+    "backup"); every third one shut off."""
     role = ROLES[index % len(ROLES)]
     name = f"{role}-h{host:02d}-{index:04d}"
     memory_mib = (512, 1024, 2048, 4096)[index % 4]
@@ -82,6 +84,9 @@ def _domain(node: ET.Element, host: int, index: int) -> None:
     _sub(domain, "currentMemory", str(memory_mib // (2 if index % 5 == 0 else 1)), unit="MiB")
     _sub(domain, "vcpu", str(1 + index % 4))
     _sub(_sub(domain, "os"), "type", "hvm")
+    tags = _sub(_sub(domain, "metadata"), f"{{{TAGS_NAMESPACE}}}tags")
+    for tag in (role, "backup") if index % 10 == 0 else (role,):
+        _sub(tags, f"{{{TAGS_NAMESPACE}}}tag", tag)
     devices = _sub(domain, "devices")
     disk = _sub(devices, "disk", type="file", device="disk")
     _sub(disk, "source", file=f"/var/lib/libvirt/images/{name}.qcow2")

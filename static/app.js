@@ -112,3 +112,11 @@ document.addEventListener("htmx:afterRequest", (event) => {
     elt.value = elt.dataset.current;
   }
 });
+
+// a box with data-pick-all ticks (or clears) every guest's box of the Guests page's bulk bar.
+document.addEventListener("change", (event) => {
+  if (!event.target.matches("input[data-pick-all]")) return;
+  for (const box of document.querySelectorAll("input.pick[form=bulk-form]")) {
+    box.checked = event.target.checked;
+  }
+});

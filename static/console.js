@@ -3,8 +3,13 @@
 import RFB from "/static/vendor/novnc-1.7.0/core/rfb.js";
 import keysyms from "/static/vendor/novnc-1.7.0/core/input/keysymdef.js";
 import KeyTable from "/static/vendor/novnc-1.7.0/core/input/keysym.js";
+import { initLogging } from "/static/vendor/novnc-1.7.0/core/util/logging.js";
 import { Terminal } from "/static/vendor/xterm-6.0.0/xterm.mjs";
 import { FitAddon } from "/static/vendor/xterm-addon-fit-0.11.0/addon-fit.mjs";
+
+// The page says why a screen closed or was refused (closed(), refused()); noVNC would repeat
+// it in the browser's console as an error.
+initLogging("none");
 
 const STATES = {
   idle: "Not connected.",

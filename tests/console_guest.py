@@ -53,6 +53,8 @@ INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
 for module in /lib/modules/*.ko; do [ -e "$module" ] && insmod "$module"; done
 export PATH=/bin HOME=/ PS1='# '
+# A guest told to burn its CPU (the usage tests) spins in the background from the start.
+grep -q virtdeck_burn /proc/cmdline && { while :; do :; done & }
 exec /bin/init
 """
 # Each shell prints READY itself once its tty is open, so nothing typed after READY is lost.
@@ -131,10 +133,11 @@ def console_domain_xml(
     serial_log: Path,
     *,
     virtio: bool = False,
+    burn: bool = False,
 ) -> str:
     """A 96 MiB, 1-vCPU, diskless guest booting kernel and initrd, with VNC and a logged serial
     port; with virtio, a virtio balloon (its initrd loads the drivers) and an empty CD-ROM
-    drive hdc."""
+    drive hdc; with burn, a busy loop keeps its vCPU busy."""
     domain = ET.Element("domain", type=domain_type())
     ET.SubElement(domain, "name").text = name
     ET.SubElement(domain, "uuid").text = guest_uuid
@@ -144,7 +147,7 @@ def console_domain_xml(
     ET.SubElement(os_, "type", arch="x86_64", machine="pc").text = "hvm"
     ET.SubElement(os_, "kernel").text = str(kernel)
     ET.SubElement(os_, "initrd").text = str(initrd)
-    ET.SubElement(os_, "cmdline").text = CMDLINE
+    ET.SubElement(os_, "cmdline").text = CMDLINE + (" virtdeck_burn" if burn else "")
     # Without it libvirt runs QEMU with -no-acpi and the kernel logs an ACPI error on ttyS0.
     ET.SubElement(ET.SubElement(domain, "features"), "acpi")
     devices = ET.SubElement(domain, "devices")
@@ -190,11 +193,16 @@ def wait_for_log(guest: ConsoleGuest, text: str, timeout: float = 30) -> str:
 
 @contextmanager
 def console_guest(
-    tmp_path: Path, *, start: bool = True, timeout: float = 30, virtio: bool = False
+    tmp_path: Path,
+    *,
+    start: bool = True,
+    timeout: float = 30,
+    virtio: bool = False,
+    burn: bool = False,
 ) -> Iterator[ConsoleGuest]:
     """Define a uniquely named console guest (with virtio: a balloon, the virtio drivers and a
-    CD-ROM drive) and, with start, start it and wait for READY; destroy and undefine it and
-    delete its files afterwards."""
+    CD-ROM drive; with burn: a busy loop on its vCPU) and, with start, start it and wait for
+    READY; destroy and undefine it and delete its files afterwards."""
     name = f"vdtest-console-{uuid.uuid4().hex[:10]}"
     guest = ConsoleGuest(name=name, uuid=str(uuid.uuid4()), serial_log=IMAGES / f"{name}.log")
     # Copies in the images directory, one per guest: libvirt relabels a guest's kernel and
@@ -204,7 +212,9 @@ def console_guest(
     try:
         shutil.copyfile(KERNEL, kernel)
         build_initramfs(initrd, virtio=virtio)
-        xml = console_domain_xml(name, guest.uuid, kernel, initrd, guest.serial_log, virtio=virtio)
+        xml = console_domain_xml(
+            name, guest.uuid, kernel, initrd, guest.serial_log, virtio=virtio, burn=burn
+        )
         xml_file.write_text(xml)
         virsh("define", str(xml_file))
         if start:

@@ -112,7 +112,7 @@ def open_console(
 ) -> Locator:
     """Open the guest page and connect its console; with take_over, a serial console someone
     holds is taken over. The console, connected."""
-    tab.goto(f"{url}/guests/{guest_uuid}")
+    tab.goto(f"{url}/guests/{guest_uuid}?section=console")
     widget = console(tab, kind)
     widget.locator("button[data-do=connect]").click()
     expect(widget).not_to_have_attribute("data-state", re.compile("idle|connecting"))

@@ -59,6 +59,12 @@ def virtdeck(*args: str, env: dict[str, str], stdin: str = "") -> str:
     return done.stdout.strip()
 
 
+def create_admin(name: str, *, env: dict[str, str]) -> str:
+    """Make the admin `name` (password ADMIN_PASSWORD) with the command line; a token of theirs."""
+    virtdeck("create-user", name, "--role", "admin", env=env, stdin=ADMIN_PASSWORD)
+    return virtdeck("create-token", name, "--name", "tests", env=env)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -122,10 +128,7 @@ def running_server(
     port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     full_env = _full_env(workdir, env)
-    token = None
-    if admin:
-        virtdeck("create-user", admin, "--role", "admin", env=full_env, stdin=ADMIN_PASSWORD)
-        token = virtdeck("create-token", admin, "--name", "tests", env=full_env)
+    token = create_admin(admin, env=full_env) if admin else None
     log = workdir / "serve.log"
     with log.open("ab") as out:
         process = subprocess.Popen(

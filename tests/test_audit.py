@@ -10,6 +10,7 @@ from sqlalchemy.exc import DatabaseError
 from app.db import make_engine
 from app.deps import CSRF_HEADER
 from tests.conftest import PASSWORD, add_host, login, make_user, node_uri, post_login
+from tests.markup import parse
 
 
 def entry_for(client: TestClient, response) -> dict:
@@ -50,7 +51,7 @@ def test_a_refused_change_is_recorded_with_the_reason(
 
     row = entry_for(client, response)
     assert row["result"] == "denied" and row["status_code"] == 403
-    assert row["action"] == "host.remove" and row["target"] == f"host:{alpha['id']}"
+    assert row["action"] == "host.remove" and row["target"] == f"host:{alpha['id']} (alpha)"
     assert row["username"].startswith("viewer-")
     assert row["error"] == "your role (viewer) does not allow this; it needs admin"
 
@@ -141,6 +142,43 @@ def test_audit_log_filters_by_user_action_and_result(client: TestClient, make_cl
     assert {e["action"] for e in host_actions} == {"host.add", "host.refresh"}
     assert bad.status_code == 422 and bad.json()["field"] == "result"
     assert viewer.get("/api/v1/audit").status_code == 403
+
+
+def row_of(page, response):
+    """The audit page's row of a response (other tests' rows share the database)."""
+    request_id = response.headers["X-Request-ID"]
+    (row,) = [r for r in page.find_all("tr") if r.has("code", title=request_id)]
+    return row
+
+
+def test_entries_name_their_guests_and_hosts_and_link_those_that_still_exist(
+    client: TestClient,
+) -> None:
+    host = add_host(client, "alpha", node_uri("node-alpha.xml"))
+    web_1 = "a1000000-0000-4000-8000-000000000001"
+    paused = client.post(f"/api/v1/guests/{web_1}/actions/suspend")
+    gone = add_host(client, "beta", node_uri("node-beta.xml"))
+    removed = client.delete(f"/api/v1/hosts/{gone['id']}")
+
+    action = entry_for(client, paused)
+    about_guest = client.get("/api/v1/audit", params={"target": f"guest:{web_1}"}).json()
+    page = parse(client.get("/audit", params={"action": "guest."}).text)
+    removal = parse(client.get("/audit", params={"action": "host.remove"}).text)
+
+    # Written with the name the guest had then; found by its UUID alone.
+    assert action["target"] == f"guest:{web_1} (web-1)"
+    assert action["targets"] == [{"kind": "guest", "id": web_1, "name": "web-1"}]
+    assert paused.headers["X-Request-ID"] in [e["request_id"] for e in about_guest["items"]]
+    cell = row_of(page, paused).find("td", class_="target")
+    assert cell.find("a", href=f"/guests/{web_1}").text == "web-1"
+    assert f"guest {web_1}" in cell.text
+    # A removed host keeps its name in the log, with no link to a page that is gone.
+    assert removed.status_code == 204
+    gone_cell = row_of(removal, removed).find("td", class_="target")
+    assert gone_cell.find_all("a") == [] and gone_cell.text.strip().startswith("beta")
+    refresh = client.get("/api/v1/audit", params={"target": f"host:{host['id']}"}).json()
+    assert {e["targets"][0]["id"] for e in refresh["items"]} == {str(host["id"])}
+    assert "alpha" in {e["targets"][0]["name"] for e in refresh["items"]}
 
 
 def test_the_database_refuses_to_change_or_delete_audit_rows(

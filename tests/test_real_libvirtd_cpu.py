@@ -18,6 +18,7 @@ from app.virt.connection import CPU_PROBE_PREFIX, HostConnection
 from tests.conftest import add_host, post_guest
 from tests.htmx import HTMX, htmx_to
 from tests.libvirtd import SYSTEM_URI, virsh
+from tests.markup import parse
 from tests.storage import remove_guest, throwaway_pool, unique_name, virsh_lines
 
 pytestmark = pytest.mark.libvirtd
@@ -147,6 +148,9 @@ def test_a_guest_that_cannot_start_says_why_in_plain_words_in_the_api_and_on_the
 
         answer = client.post(f"/api/v1/guests/{uuid}/actions/start")
         toast = client.post(f"/guests/{uuid}/actions/start", headers=htmx_to("guest-status"))
+        overview = parse(client.get(f"/guests/{uuid}").text)
+        cleared = client.post(f"/api/v1/guests/{uuid}/actions/autostart_on")
+        after = parse(client.get(f"/guests/{uuid}").text)
         remove_guest(name)
 
     assert answer.status_code == 409, answer.text
@@ -157,6 +161,13 @@ def test_a_guest_that_cannot_start_says_why_in_plain_words_in_the_api_and_on_the
     assert f"{name} could not start: libvirt says: " in toast.text
     assert json.dumps(body["detail"])  # one line of text, no raw traceback
     assert "Traceback" not in toast.text
+    # The Overview keeps the failure, in plain words first, until an action succeeds.
+    failure = overview.find("section", class_="failure")
+    assert failure.find("strong").text == f"{name} did not start."
+    assert failure.find("p", class_="hint").text.startswith("A disk's file is missing")
+    assert f"{name}.qcow2" in failure.find("span", class_="more-rest").text
+    assert cleared.status_code == 200, cleared.text
+    assert after.find(id="guest-failure").text == ""
 
 
 def test_the_wizard_preselects_the_hosts_working_cpu_and_creates_with_the_one_chosen(

@@ -10,6 +10,7 @@ from app.api import (
     backup_schedules,
     backups,
     consoles,
+    guest_bulk,
     guest_clone,
     guest_create,
     guest_delete,
@@ -21,12 +22,15 @@ from app.api import (
     overcommit,
     profiles,
     snapshots,
+    storage_admin,
     uploads,
+    usage,
 )
 
 router = APIRouter(prefix="/api/v1")
 router.include_router(hosts.router)
 router.include_router(guests.router)
+router.include_router(guest_bulk.router)
 router.include_router(consoles.router)
 router.include_router(guest_create.router)
 router.include_router(profiles.router)
@@ -43,3 +47,5 @@ router.include_router(backups.router)
 router.include_router(backup_schedules.router)
 router.include_router(jobs.router)
 router.include_router(uploads.router)
+router.include_router(storage_admin.router)
+router.include_router(usage.router)

@@ -1,17 +1,27 @@
 """/api/v1/audit"""
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from app.deps import SessionDep, guard
+from app.models.audit import parse_targets
 from app.services import audit as audit_service
 from app.services.auth import Permission
 from app.services.paging import MAX_OFFSET
 
 router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+class TargetOut(BaseModel):
+    """One thing an audit entry is about."""
+
+    kind: str = Field(description="guest, host, user, token, backup, ...")
+    id: str
+    name: str | None = Field(description="its name when the entry was written, if recorded")
 
 
 class AuditOut(BaseModel):
@@ -36,6 +46,11 @@ class AuditOut(BaseModel):
     error: str | None
     duration_s: float | None = Field(None, description="how long it lasted (console sessions)")
 
+    @computed_field(description="`target` read: each thing the entry is about, with its name")
+    @property
+    def targets(self) -> list[TargetOut]:
+        return [TargetOut(**asdict(t)) for t in parse_targets(self.target)]
+
 
 class AuditList(BaseModel):
     """One page of audit entries, newest first."""
@@ -52,7 +67,9 @@ def list_audit(
     username: str | None = None,
     action: Annotated[str | None, Query(description="an action or its start, e.g. 'host.'")] = None,
     result: Annotated[str | None, Query(description="ok, denied or failed")] = None,
-    target: str | None = None,
+    target: Annotated[
+        str | None, Query(description="kind:id, e.g. guest:<uuid> or host:3 (whatever name it had)")
+    ] = None,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=audit_service.MAX_PAGE)] = 100,

@@ -6,9 +6,8 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.schemas import GuestDetail, GuestOut, JobOut
+from app.api.schemas import GuestDetail, JobOut
 from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SyncDep, guard, needs
-from app.models import Guest
 from app.models.audit import audit_target
 from app.services import guest_create, host_storage, profiles
 from app.services.auth import Permission, Principal
@@ -189,10 +188,6 @@ class FromProfileIn(BaseModel):
         return profiles.FromProfile(**self.model_dump())
 
 
-def _guest_detail(guest: Guest) -> GuestDetail:
-    return GuestDetail(**GuestOut.of(guest).model_dump(), domain_xml=guest.domain_xml)
-
-
 def _answer(
     request: Request, response: Response, created: guest_create.Created, name: str
 ) -> GuestDetail | JobOut:
@@ -205,7 +200,7 @@ def _answer(
     guest = created.guest
     request.state.audit_target = audit_target("guest", guest.uuid, guest.name)
     response.headers["Location"] = f"/api/v1/guests/{guest.uuid}"
-    return _guest_detail(guest)
+    return GuestDetail.of(guest)
 
 
 CREATED = {

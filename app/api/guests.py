@@ -21,6 +21,7 @@ def list_guests(
     host_id: RowId | None = None,
     state: Annotated[str | None, Query(description="a libvirt state, or 'gone'")] = None,
     q: Annotated[str | None, Query(max_length=255, description="part of the name")] = None,
+    tag: Annotated[str | None, Query(max_length=64, description="a tag the guest has")] = None,
     limit: Annotated[int, Query(ge=1, le=guest_service.MAX_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     sort: Annotated[
@@ -34,8 +35,9 @@ def list_guests(
     """Guests in the order sort asks for (by name by default, then by name), filtered and
     paginated; gone guests only with state=gone."""
     page = guest_service.list_guests(
-        session, host_id=host_id, state=state, q=q, limit=limit, offset=offset, sort=sort
-    )
+        session, host_id=host_id, state=state, q=q, tag=tag, limit=limit, offset=offset,
+        sort=sort,
+    )  # fmt: skip
     return {
         "items": [guest_fields(g, page.hosts[g.host_id]) for g in page.items],
         "total": page.total,
@@ -77,4 +79,4 @@ def guest_action(
 def get_guest(uuid: str, session: SessionDep) -> GuestDetail:
     """One guest, with its domain XML."""
     guest = guest_service.get_guest(session, uuid)
-    return GuestDetail(**GuestOut.of(guest).model_dump(), domain_xml=guest.domain_xml)
+    return GuestDetail.of(guest)

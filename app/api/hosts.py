@@ -76,9 +76,10 @@ def get_host(host_id: int, session: SessionDep) -> HostOut:
     status_code=status.HTTP_204_NO_CONTENT,
     dependencies=guard(Permission.ADMIN, "host.remove"),
 )
-def remove_host(host_id: int, session: SessionDep, sync: SyncDep) -> Response:
+def remove_host(request: Request, host_id: int, session: SessionDep, sync: SyncDep) -> Response:
     """Forget a host and its inventory; nothing on the host changes."""
-    host_service.remove_host(session, host_id)
+    host = host_service.remove_host(session, host_id)
+    request.state.audit_target = audit_target("host", host.id, host.name)  # gone once written
     session.commit()
     sync.remove(host_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

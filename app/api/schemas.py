@@ -1,5 +1,6 @@
 """What the API accepts and returns."""
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -7,11 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Row
 
 from app.models import Guest, Host
+from app.models.base import utcnow
 from app.services import guests as guest_service
 from app.services.guest_actions import allowed_actions
+from app.services.guest_failures import last_failure
 from app.services.hosts import HostSummary
 from app.services.inventory import last_seen
 from app.services.overcommit import HostOvercommit
+from app.services.tag_rules import listed
 
 
 class HostCreate(BaseModel):
@@ -95,6 +99,16 @@ class HostOut(BaseModel):
         )
 
 
+class AddressOut(BaseModel):
+    """One IP address of the guest, and where it was learnt."""
+
+    interface: str
+    mac: str | None
+    address: str
+    prefix: int | None
+    source: str = Field(description="DHCP lease or ARP table")
+
+
 class GuestOut(BaseModel):
     """A guest as the inventory knows it."""
 
@@ -113,6 +127,27 @@ class GuestOut(BaseModel):
     persistent: bool
     disks: list[dict[str, Any]]
     nics: list[dict[str, Any]]
+    cpu_percent: float | None = Field(
+        description="CPU time over the last reading's interval, as a share of its vCPUs; "
+        "None when not running or not read (the host's driver gives no figures)"
+    )
+    memory_used_kib: int | None = Field(description="memory in use, as memory_source sees it")
+    memory_source: str | None = Field(
+        description="guest (its balloon driver's figures) or host (QEMU's resident memory)"
+    )
+    disk_bps: int | None = Field(description="bytes a second its disks read and wrote")
+    net_bps: int | None = Field(description="bytes a second its interfaces received and sent")
+    usage_at: datetime | None = Field(description="when those figures were read")
+    tags: list[str] = Field(description="its tags, as its domain XML's metadata has them")
+    running_since: datetime | None = Field(
+        description="when it came up, as virtdeck saw it start (or first saw it up); None when "
+        "it is off, gone or its host is out of reach"
+    )
+    uptime_seconds: int | None = Field(description="how long it has been up since then")
+    addresses: list[AddressOut] = Field(
+        description="its IP addresses as the worker last read them while it was up"
+    )
+    addresses_at: datetime | None = Field(description="when those addresses were read")
     first_seen_at: datetime
     last_seen_at: datetime
     changed_at: datetime
@@ -127,12 +162,14 @@ class GuestOut(BaseModel):
 def guest_fields(guest: Guest | Row, host: Host | Row) -> dict[str, Any]:
     """GuestOut's fields, from a guest (an ORM object, or a row of a guest page) and its host:
     a list returns these dicts, validated and serialised once for the whole page."""
+    shown = guest_service.status(guest, host)
+    up = guest_service.uptime(guest, shown, now=utcnow())
     return {
         "uuid": guest.uuid,
         "name": guest.name,
         "host_id": guest.host_id,
         "host_name": host.name,
-        "status": guest_service.status(guest, host),
+        "status": shown,
         "state": guest.state,
         "actions": allowed_actions(guest, host),
         "busy_action": guest.busy_action,
@@ -143,6 +180,17 @@ def guest_fields(guest: Guest | Row, host: Host | Row) -> dict[str, Any]:
         "persistent": guest.persistent,
         "disks": guest.disks,
         "nics": guest.nics,
+        "cpu_percent": guest.cpu_percent,
+        "memory_used_kib": guest.memory_used_kib,
+        "memory_source": guest.memory_source,
+        "disk_bps": guest.disk_bps,
+        "net_bps": guest.net_bps,
+        "usage_at": guest.usage_at,
+        "tags": listed(guest.tags),
+        "running_since": guest.running_since if up is not None else None,
+        "uptime_seconds": None if up is None else int(up.total_seconds()),
+        "addresses": guest_service.known_addresses(guest, shown),
+        "addresses_at": guest.addresses_at,
         "first_seen_at": guest.first_seen_at,
         "last_seen_at": last_seen(guest, host),
         "changed_at": guest.changed_at,
@@ -150,10 +198,33 @@ def guest_fields(guest: Guest | Row, host: Host | Row) -> dict[str, Any]:
     }
 
 
+class FailureOut(BaseModel):
+    """A guest's last failed action, kept until an action succeeds."""
+
+    action: str
+    at: datetime
+    sentence: str = Field(description="what failed, in a plain sentence")
+    hint: str | None = Field(description="what to do about it, when the cause is a known one")
+    said: str = Field(description="libvirt's (or QEMU's) own words")
+
+
 class GuestDetail(GuestOut):
-    """A guest with its domain XML."""
+    """A guest with its domain XML and its last failed action."""
 
     domain_xml: str
+    last_failure: FailureOut | None = Field(
+        description="the last lifecycle action that failed, if none has succeeded since"
+    )
+
+    @classmethod
+    def of(cls, guest: Guest) -> "GuestDetail":
+        """From a guest row with its host loaded."""
+        failure = last_failure(guest)
+        return cls(
+            **guest_fields(guest, guest.host),
+            domain_xml=guest.domain_xml,
+            last_failure=None if failure is None else FailureOut(**asdict(failure)),
+        )
 
 
 class GuestList(BaseModel):

@@ -11,6 +11,7 @@ from app.models.job import JOB_STATES, Job
 from app.models.overcommit import OvercommitPolicy, OvercommitSample
 from app.models.profile import Profile
 from app.models.snapshot import Snapshot
+from app.models.usage import HostUsageSample, UsageSample
 from app.models.user import ROLES, ApiToken, LoginFailure, LoginSession, SetupClaim, User
 from app.models.worker import LiveOutbox, WorkerRecord
 
@@ -27,6 +28,7 @@ __all__ = [
     "ConsoleTicket",
     "Guest",
     "Host",
+    "HostUsageSample",
     "Job",
     "LiveOutbox",
     "LoginFailure",
@@ -37,6 +39,7 @@ __all__ = [
     "ScheduleRun",
     "SetupClaim",
     "Snapshot",
+    "UsageSample",
     "User",
     "WorkerRecord",
 ]

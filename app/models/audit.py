@@ -1,5 +1,7 @@
 """The append-only audit log: one row per request that changed something or was refused."""
 
+import re
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Float, Index, Integer, String, Text
@@ -39,6 +41,29 @@ class AuditEntry(Base):
 def audit_target(kind: str, ident: object, name: str | None = None) -> str:
     """How an audit row names its target: `kind:id`, and the name it had then in brackets."""
     return f"{kind}:{ident} ({name})" if name is not None else f"{kind}:{ident}"
+
+
+# One target in a row's `target`: kind:id, then the name it had then in brackets (targets are
+# joined with ", "; a name holds no brackets, a note may hold commas).
+TARGET = re.compile(r"([a-z_]+):([^\s,()]+)(?: \(([^()]*)\))?")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of an audit row: its kind, its id and the name it had then (if recorded)."""
+
+    kind: str
+    id: str
+    name: str | None
+
+
+def parse_targets(target: str | None) -> list[Target]:
+    """The targets an audit row names, in order (see audit_target); none when the text is not
+    made of them alone (a login typed as `<b>x y</b>`): it is then shown as it is."""
+    found = list(TARGET.finditer(target or ""))
+    if ", ".join(match.group(0) for match in found) != (target or ""):
+        return []
+    return [Target(*match.groups()) for match in found]
 
 
 def target_id(target: str | None, kind: str) -> str | None:

@@ -45,10 +45,12 @@ class Host(Base):
     cpu_probe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     # Overcommit: this host's own allowed ratios (None: the global policy), and the latest
-    # memory, KSM and guest balloon readings of its worker (see app.virt.overcommit).
+    # memory, KSM and guest balloon readings of its worker (see app.virt.overcommit). Those
+    # readings load only when read: with 500 guests they are 57 kB of JSON a host, and every page
+    # that lists hosts (a choice of host, the overview) spent most of its time decoding them.
     policy_cpu: Mapped[float | None] = mapped_column(Float)
     policy_memory: Mapped[float | None] = mapped_column(Float)
-    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON, deferred=True)
     stats_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Which virtdeck instance syncs this host, until when (renewed; another takes it after).
     lease_owner: Mapped[str | None] = mapped_column(String(64))

@@ -6,12 +6,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.errors import Invalid
-from app.models import AuditEntry
-from app.models.audit import audit_target
+from app.models import AuditEntry, Guest, Host
+from app.models.audit import audit_target, parse_targets
 from app.services.auth import Principal
 from app.services.paging import check_page
 
@@ -108,6 +108,47 @@ def record(
     return entry
 
 
+def named(session: Session, kind: str, ident: object) -> str:
+    """An audit target for a guest or host named by a path alone, with its name as it is now
+    (the row then says which guest it was after the guest is renamed or gone); other kinds,
+    and one not found, as they are."""
+    name = None
+    if kind == "guest":
+        name = session.scalar(
+            select(Guest.name)
+            .where(Guest.uuid == str(ident).lower())
+            .order_by(Guest.gone_at.is_not(None), Guest.changed_at.desc())
+            .limit(1)
+        )
+    elif kind == "host" and str(ident).isdigit():
+        name = session.scalar(select(Host.name).where(Host.id == int(ident)))
+    return audit_target(kind, ident, name)
+
+
+def _about(target: str) -> ColumnElement[bool]:
+    """Rows whose targets start with this one, whatever name they recorded with it."""
+    return or_(
+        AuditEntry.target == target, AuditEntry.target.startswith(target + " ", autoescape=True)
+    )
+
+
+def present_targets(session: Session, entries: list[AuditEntry]) -> set[tuple[str, str]]:
+    """Which guests and hosts the entries name still exist, as (kind, id): a page links to
+    those (two queries for a page of entries)."""
+    named = [t for entry in entries for t in parse_targets(entry.target)]
+    uuids = {t.id.lower() for t in named if t.kind == "guest"}
+    host_ids = {int(t.id) for t in named if t.kind == "host" and t.id.isdigit()}
+    found: set[tuple[str, str]] = set()
+    if uuids:
+        present = select(Guest.uuid).where(Guest.uuid.in_(uuids), Guest.gone_at.is_(None))
+        found |= {("guest", uuid) for uuid in session.scalars(present)}
+    if host_ids:
+        found |= {
+            ("host", str(i)) for i in session.scalars(select(Host.id).where(Host.id.in_(host_ids)))
+        }
+    return found
+
+
 def list_entries(
     session: Session,
     *,
@@ -132,7 +173,7 @@ def list_entries(
     if result:
         conditions.append(AuditEntry.result == result)
     if target:
-        conditions.append(AuditEntry.target == target)
+        conditions.append(_about(target))
     if since:
         conditions.append(AuditEntry.at >= since)
     if until:
@@ -150,12 +191,7 @@ def list_entries(
 
 def guest_activity(session: Session, uuid: str, *, limit: int = 20) -> list[AuditEntry]:
     """The latest actions on one guest, newest first: its activity list."""
-    target = audit_target("guest", uuid)
+    about = _about(audit_target("guest", uuid))
     return list(
-        session.scalars(
-            select(AuditEntry)
-            .where(or_(AuditEntry.target == target, AuditEntry.target.startswith(target + " ")))
-            .order_by(AuditEntry.id.desc())
-            .limit(limit)
-        )
+        session.scalars(select(AuditEntry).where(about).order_by(AuditEntry.id.desc()).limit(limit))
     )

@@ -10,10 +10,11 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
-from app.errors import Conflict
+from app.errors import Conflict, VirtdeckError
 from app.models import Guest, Host
 from app.models.base import utcnow
 from app.services.auth import Principal
+from app.services.guest_failures import clear_failure, record_failure
 from app.services.guests import get_guest, status
 from app.services.hosts import require_connected
 from app.services.inventory import record_guest
@@ -79,7 +80,7 @@ def allowed_actions(guest: Guest, host: Host) -> list[str]:
 def _check_allowed(guest: Guest, action: str, state: GuestState) -> None:
     if not _allows(action, state, persistent=guest.persistent, autostart=guest.autostart):
         raise Conflict(
-            f"cannot {ACTION_LABELS[action]} {guest.name}: it is {state}",
+            f"cannot {ACTION_LABELS[action]} {guest.name}: it is {state.label}",
             field="state",
             extra={"state": state},
         )
@@ -169,7 +170,7 @@ def run_action(
     force: bool = False,
 ) -> Guest:
     """Check the state (and a start's overcommit unless an admin forces it), lock, act, record
-    the guest."""
+    the guest; libvirt's refusal stays on the guest's row until an action succeeds."""
     if force:
         check_force(principal, "a start over the overcommit policy")
     with sessions() as session:
@@ -186,11 +187,15 @@ def run_action(
         now = sync.call(host.id, lambda conn: conn.guest(guest.uuid))
         # libvirt's word, not the last sync's
         _check_allowed(guest, action, GuestState.of(now.state))
-        sync.call(host.id, lambda conn: conn.act(guest.uuid, action))
+        try:
+            sync.call(host.id, lambda conn: conn.act(guest.uuid, action))
+        except VirtdeckError as exc:
+            record_failure(sessions, guest.id, action=action, error=exc)
+            raise
         after = sync.call(host.id, lambda conn: conn.guest(guest.uuid))
         shutting = action == "shutdown" and after.state == GuestState.RUNNING
         pending = GuestState.SHUTTING_DOWN if shutting else None
         with transaction(sessions) as session:
-            record_guest(session, host.id, after, transition=pending)
+            clear_failure(record_guest(session, host.id, after, transition=pending))
     with sessions() as session:
         return get_guest(session, uuid)

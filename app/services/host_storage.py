@@ -1,13 +1,19 @@
-"""What a host offers new guests, read live: storage pools and volumes, networks, platform."""
+"""What a host offers new guests, read live: storage pools and volumes, networks, platform; and
+which guests of the inventory use a pool's volumes."""
 
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.errors import VirtdeckError
+from app.models import Guest
 from app.services.hosts import get_host
 from app.services.ports import HostCalls
+from app.services.states import GuestState
 from app.virt import build
 from app.virt import networks as virt_networks
 from app.virt import volumes as virt_volumes
@@ -49,30 +55,65 @@ def _choices(conn: HostConnection, known_cpu: CpuProbe | None) -> HostChoices:
 Pool, Volume, Network = virt_volumes.Pool, virt_volumes.Volume, virt_networks.Network
 
 
-def _read_host(
-    session: Session, sync: HostCalls, host_id: int, read: Callable[[HostConnection], Any]
+def on_host(
+    session: Session, sync: HostCalls, host_id: int, call: Callable[[HostConnection], Any]
 ) -> Any:
-    """Read something live from a registered host; HostUnreachable when it is not connected."""
+    """Call something on a registered host now (read or change it); HostUnreachable when it is
+    not connected."""
     host = get_host(session, host_id)
-    return sync.call(host.id, read)
+    return sync.call(host.id, call)
 
 
 def pools(session: Session, sync: HostCalls, host_id: int) -> list[Pool]:
     """The host's storage pools, read from it now."""
-    return _read_host(session, sync, host_id, virt_volumes.list_pools)
+    return on_host(session, sync, host_id, virt_volumes.list_pools)
+
+
+def file_pools(session: Session, sync: HostCalls, host_id: int) -> tuple[list[Pool], str | None]:
+    """The host's pools new disk files can go to (active directory-like pools), read from it
+    now; or none and why they cannot be read (a choice of pool on a page says so)."""
+    try:
+        found = pools(session, sync, host_id)
+    except VirtdeckError as exc:
+        return [], exc.message
+    return [p for p in found if p.active and p.holds_qcow2], None
 
 
 def volumes(session: Session, sync: HostCalls, *, host_id: int, pool: str) -> list[Volume]:
     """The volumes of one of the host's pools, read from it now."""
-    return _read_host(session, sync, host_id, lambda conn: virt_volumes.list_volumes(conn, pool))
+    return on_host(session, sync, host_id, lambda conn: virt_volumes.list_volumes(conn, pool))
 
 
 def networks(session: Session, sync: HostCalls, host_id: int) -> list[Network]:
     """The host's virtual networks, read from it now."""
-    return _read_host(session, sync, host_id, virt_networks.list_networks)
+    return on_host(session, sync, host_id, virt_networks.list_networks)
 
 
 def host_choices(session: Session, sync: HostCalls, host_id: int) -> HostChoices:
     """Everything the create form offers for this host, in one visit to it."""
     known_cpu = from_record(get_host(session, host_id).cpu_probe)
-    return _read_host(session, sync, host_id, lambda conn: _choices(conn, known_cpu))
+    return on_host(session, sync, host_id, lambda conn: _choices(conn, known_cpu))
+
+
+def volume_users(
+    session: Session, host_id: int, volumes: list[Volume], *, running: bool = False
+) -> dict[str, list[str]]:
+    """The names of the host's present guests (running ones: holding resources, with
+    running) whose disks are each volume (by its name), from the inventory: a disk names its
+    file, or its pool and volume."""
+    by_path = {posixpath.normpath(v.path): v.name for v in volumes}
+    by_ref = {(v.pool, v.name): v.name for v in volumes}
+    users: dict[str, list[str]] = {}
+    query = select(Guest.name, Guest.disks).where(Guest.host_id == host_id, Guest.gone_at.is_(None))
+    if running:
+        query = query.where(Guest.state.in_([s for s in GuestState if s.holds_resources]))
+    guests = session.execute(query.order_by(Guest.name))
+    for name, disks in guests:
+        for disk in disks:
+            source = disk.get("source")
+            volume = by_ref.get((disk.get("pool"), disk.get("volume"))) or (
+                by_path.get(posixpath.normpath(source)) if source else None
+            )
+            if volume is not None and name not in users.setdefault(volume, []):
+                users[volume].append(name)
+    return users

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -13,6 +13,7 @@ from app.config import Settings
 from app.errors import Conflict, HostUnreachable, Invalid, NotFound
 from app.models import Guest, Host
 from app.models.base import utcnow
+from app.models.guest import USAGE_CLEARED
 from app.services.states import GuestState
 from app.virt.connection import HostConnection
 from app.virt.types import HostFacts
@@ -194,7 +195,8 @@ def mark_connected(host: Host, now: datetime) -> None:
 
 
 def record_unreachable(session: Session, host_id: int, error: str) -> None:
-    """Mark a host unreachable, keeping the time it first became so."""
+    """Mark a host unreachable, keeping the time it first became so; its guests' usage
+    figures are no longer current."""
     host = session.get(Host, host_id)
     if host is None:
         return
@@ -202,6 +204,18 @@ def record_unreachable(session: Session, host_id: int, error: str) -> None:
         host.unreachable_since = utcnow()
     host.connection = "unreachable"
     host.last_error = error
+    clear_figures(session, host_id)
+
+
+def clear_figures(session: Session, host_id: int, *where: ColumnElement[bool]) -> None:
+    """Clear the current figures of the host's guests (those that match `where`): the host was
+    lost or they stopped, and a figure nobody reads any more is not shown as current."""
+    session.execute(
+        update(Guest)
+        .where(Guest.host_id == host_id, Guest.usage_at.is_not(None), *where)
+        .values(USAGE_CLEARED)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def require_connected(host: Host) -> None:

@@ -13,8 +13,9 @@ from app.db import insert_many
 from app.live import note
 from app.models import Guest, Host, Snapshot
 from app.models.base import utcnow
-from app.services.hosts import mark_connected
+from app.services.hosts import clear_figures, mark_connected
 from app.services.states import GuestState
+from app.services.tag_rules import stored
 from app.virt.snapshots import SnapshotInfo
 from app.virt.types import GuestInfo
 
@@ -47,7 +48,21 @@ def _observed(info: GuestInfo) -> dict[str, Any]:
         "disks": [dict(vars(d)) for d in spec.disks],
         "nics": [dict(vars(n)) for n in spec.nics],
         "domain_xml": info.xml,
+        "tags": stored(spec.tags),
     }
+
+
+def _running_since(
+    info: GuestInfo, was: str | None, since: datetime | None, now: datetime
+) -> datetime | None:
+    """When the guest came up as far as the inventory saw: kept while it stays up, now when it
+    comes up or is first seen (was None) up, None while it is off. was is its stored state
+    (None for a new or gone guest), since its stored running_since."""
+    if not GuestState.of(info.state).holds_resources:
+        return None
+    if since is not None and was is not None and GuestState.of(was).holds_resources:
+        return since
+    return now
 
 
 SNAPSHOT_FIELDS = ("name", "parent", "created_at", "state", "description", "is_current",
@@ -96,13 +111,14 @@ def apply_sync(
         if row is None:
             inserts.append(
                 {**_observed(info), "host_id": host_id, "uuid": info.spec.uuid,
-                 "first_seen_at": now, "changed_at": now, "last_seen_at": now}
+                 "first_seen_at": now, "changed_at": now, "last_seen_at": now,
+                 "running_since": _running_since(info, None, None, now)}
             )  # fmt: skip
         elif _differs(row, info, now):
             updated_uuids.append(info.spec.uuid)
             updates.append(
                 {**_observed(info), **_transition(row, info, now), "id": row.id, "gone_at": None,
-                 "changed_at": now}
+                 "changed_at": now, "running_since": _since_row(row, info, now)}
             )  # fmt: skip
     vanished = [
         {"id": row.id, "gone_at": now, "changed_at": now, "last_seen_at": host.last_sync_at or now}
@@ -118,6 +134,9 @@ def apply_sync(
     for batch in (updates, vanished):
         if batch:
             session.execute(update(Guest), batch)
+    stopped = [u["id"] for u in updates if u["state"] != "running"] + [v["id"] for v in vanished]
+    if stopped:
+        clear_figures(session, host_id, Guest.id.in_(stopped))
     mark_connected(host, now)
     host.last_sync_at = now
     host.last_sync_ms = round(sync_ms, 1)
@@ -131,12 +150,18 @@ def _stored(session: Session, host_id: int, uuids: list[str] | None) -> dict[str
     if uuids == []:  # an idle pass asks the database nothing about guests
         return {}
     columns = [getattr(Guest, name) for name in COMPARED]
-    query = select(Guest.id, Guest.uuid, Guest.transition_since, *columns).where(
-        Guest.host_id == host_id
-    )
+    query = select(
+        Guest.id, Guest.uuid, Guest.transition_since, Guest.running_since, *columns
+    ).where(Guest.host_id == host_id)
     if uuids is not None:
         query = query.where(Guest.uuid.in_(uuids))
     return {row.uuid: row for row in session.execute(query)}
+
+
+def _since_row(row: Any, info: GuestInfo, now: datetime) -> datetime | None:
+    """_running_since for a stored row (a Guest, or a row of _stored) as the host now reports it."""
+    was = row.state if row.gone_at is None else None
+    return _running_since(info, was, row.running_since, now)
 
 
 def _settled(row: Any, info: GuestInfo, now: datetime) -> bool:
@@ -168,6 +193,7 @@ def record_guest(
     """Write one guest as it is now (after an action or a create), with its transition."""
     now = utcnow()
     guest = _guest_row(session, host_id, info, now)
+    guest.running_since = _since_row(guest, info, now)
     for key, value in _observed(info).items():
         setattr(guest, key, value)
     guest.gone_at = None
@@ -202,6 +228,8 @@ def apply_event(session: Session, host_id: int, uuid: str, info: GuestInfo | Non
     that guest alone, so a pending transition ends the same way."""
     guest = session.scalar(select(Guest).where(Guest.host_id == host_id, Guest.uuid == uuid))
     now = utcnow()
+    if guest is not None and (info is None or info.state != "running"):
+        clear_figures(session, host_id, Guest.id == guest.id)
     if info is None:
         if guest is not None and guest.gone_at is None:
             guest.gone_at = guest.changed_at = guest.last_seen_at = now
@@ -209,9 +237,11 @@ def apply_event(session: Session, host_id: int, uuid: str, info: GuestInfo | Non
         return
     if guest is None:
         guest = _guest_row(session, host_id, info, now)
+        guest.running_since = _since_row(guest, info, now)
         for key, value in _observed(info).items():
             setattr(guest, key, value)
     elif _differs(guest, info, now):
+        guest.running_since = _since_row(guest, info, now)
         for key, value in {**_observed(info), **_transition(guest, info, now)}.items():
             setattr(guest, key, value)
         guest.gone_at, guest.changed_at, guest.last_seen_at = None, now, now

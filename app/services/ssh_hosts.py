@@ -138,10 +138,18 @@ class SshSession:
             listener = self._call(self._connection.forward_local_path(local, remote_path))
         except (OSError, asyncssh.Error) as exc:
             raise HostUnreachable(f"forwarding a socket of {self.host}: {exc}") from exc
+
+        async def closed() -> None:  # not waited for: connections still open end on their own
+            listener.close()
+
         try:
             yield local
         finally:
-            listener.close()
+            # In the session's loop: asyncio's server is not thread-safe, and closing it from
+            # this thread while the loop woke its waiters failed a backup ("'NoneType' object is
+            # not iterable").
+            with suppress(OSError, TimeoutError, asyncssh.Error):
+                self._call(closed())
             with suppress(OSError):
                 os.unlink(local)
 

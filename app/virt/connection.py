@@ -119,7 +119,8 @@ class HostConnection:
 
     def watch(self, on_event: Callable[[str, str], None]) -> None:
         """Call on_event(uuid, kind) (from the event loop thread) for each guest event in
-        WATCHED: lifecycle, reboot, balloon change, job completed, device added or removed."""
+        WATCHED: lifecycle, reboot, balloon change, job completed, device added or removed,
+        metadata changed."""
         for kind, event_id in WATCHED.items():
             callback = _event_callback(kind, on_event)
             self._watches.append(
@@ -346,7 +347,7 @@ class HostConnection:
             run(dom)
         except libvirt.libvirtError as exc:
             if action in ("start", "resume"):
-                raise start_failed(dom.name(), exc) from exc
+                raise start_failed(dom.name(), exc, verb=action) from exc
             raise translate(exc) from exc
 
 
@@ -357,6 +358,8 @@ WATCHED = {
     "job-completed": libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED,
     "device-added": libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
     "device-removed": libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+    # Its tags (app.virt.tags) or description changed, by virtdeck or another tool.
+    "metadata-change": libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
 }
 
 

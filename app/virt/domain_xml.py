@@ -10,6 +10,9 @@ UNIT_KIB = {
     "mb": 1000**2 / 1024, "m": 1024, "mib": 1024, "gb": 1000**3 / 1024, "g": 1024**2,
     "gib": 1024**2, "tb": 1000**4 / 1024, "t": 1024**3, "tib": 1024**3,
 }  # fmt: skip
+# virtdeck's own element of a domain's <metadata>: its tags (app.virt.tags writes them).
+TAGS_NAMESPACE = "https://virtdeck.dev/xmlns/tags/1"
+TAG_PATH = f"metadata/{{{TAGS_NAMESPACE}}}tags/{{{TAGS_NAMESPACE}}}tag"
 
 
 def kib_of(element: ET.Element | None) -> int:
@@ -57,6 +60,12 @@ def domain_size(root: ET.Element) -> tuple[int, int]:
     return vcpus, kib_of(root.find("memory"))
 
 
+def read_tags(root: ET.Element) -> tuple[str, ...]:
+    """The tag texts a parsed <domain> carries in virtdeck's metadata element, as written there
+    (by virtdeck or another tool: the inventory keeps only those that are tags)."""
+    return tuple(text for e in root.iterfind(TAG_PATH) if (text := (e.text or "").strip()))
+
+
 def parse_domain(xml: str) -> DomainSpec:
     """The inventory's view of a domain XML document."""
     root = ET.fromstring(xml)
@@ -73,4 +82,19 @@ def parse_domain(xml: str) -> DomainSpec:
         disks=tuple(_disk(d) for d in disks.read_disks(root)),
         nics=nics,
         has_balloon=_has_balloon(devices),
+        tags=read_tags(root),
     )
+
+
+def console_kinds(xml: str) -> tuple[str, ...]:
+    """The consoles the domain XML declares: "vnc" (a VNC screen), "serial" (a serial line or
+    console); none for XML that does not parse."""
+    try:
+        devices = ET.fromstring(xml).find("devices")
+    except ET.ParseError:
+        return ()
+    if devices is None:
+        return ()
+    kinds = ("vnc",) if devices.find("graphics[@type='vnc']") is not None else ()
+    serial = devices.find("serial") is not None or devices.find("console") is not None
+    return (*kinds, "serial") if serial else kinds

@@ -36,6 +36,8 @@ TEST_FILE_FAILED = (
     "the test driver could not load this file "
     "(missing, unreadable or not a libvirt test-driver node XML)"
 )
+# libvirt's words for a disk's file it cannot open when a guest starts (by libvirt version).
+MISSING_FILE = re.compile(r"Cannot access storage file|Path '.*' is not accessible")
 # How much of libvirt's message about a failed start is kept (it is untrusted text).
 LIBVIRT_SAYS = 300
 
@@ -88,20 +90,31 @@ def qemu_error(message: str) -> str:
     return one_line(found.group(1) if found else message, LIBVIRT_SAYS)
 
 
-def start_failed(name: str, exc: libvirt.libvirtError) -> VirtdeckError:
-    """Our exception for a guest that did not start: a plain sentence, then libvirt's words."""
+def known_cause(said: str) -> str | None:
+    """What to do about a failure whose cause virtdeck knows from libvirt's or QEMU's words."""
+    if "0x10a" in said:  # IA32_ARCH_CAPABILITIES
+        return (
+            "This host cannot give guests the CPU feature arch-capabilities (nested KVM on"
+            " AMD): give the guest the CPU mode the host page recommends."
+        )
+    if MISSING_FILE.search(said):
+        return (
+            "A disk's file is missing or unreadable on the host: restore it, or detach the disk"
+            " under Hardware."
+        )
+    return None
+
+
+def start_failed(name: str, exc: libvirt.libvirtError, *, verb: str = "start") -> VirtdeckError:
+    """Our exception for a guest that did not start (or resume): a plain sentence, then
+    libvirt's words."""
     error = translate(exc)
     # A file QEMU cannot open is a system error too, but one the host reported, not a lost link.
     if isinstance(error, NotFound) or (isinstance(error, HostUnreachable) and connection_lost(exc)):
         return error
     said = qemu_error(error.message)
-    hint = ""
-    if "0x10a" in said:  # IA32_ARCH_CAPABILITIES
-        hint = (
-            " This host cannot give guests the CPU feature arch-capabilities (nested KVM on"
-            " AMD): give the guest the CPU mode the host page recommends."
-        )
+    hint = known_cause(said)
     return Conflict(
-        f"{name} could not start: libvirt says: {said}.{hint}",
+        f"{name} could not {verb}: libvirt says: {said}.{f' {hint}' if hint else ''}",
         extra={"libvirt_error": error.message},
     )

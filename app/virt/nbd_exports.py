@@ -73,9 +73,9 @@ def local_socket_directory(owner: str | None) -> Iterator[str]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def _qemu_owner(dom: libvirt.virDomain) -> str | None:
+def _qemu_owner(live: ET.Element) -> str | None:
     """The user QEMU runs as: the live XML's DAC label, if it has one."""
-    return ET.fromstring(dom.XMLDesc(0)).findtext("seclabel[@model='dac']/label") or None
+    return live.findtext("seclabel[@model='dac']/label") or None
 
 
 def _bitmap(target: str) -> str:
@@ -102,12 +102,13 @@ def _backup_xml(directory: str, targets: list[str], *, incremental: str | None) 
     return ET.tostring(backup, encoding="unicode")
 
 
-def _checkpoint_xml(dom: libvirt.virDomain, name: str, targets: list[str]) -> str:
-    """A checkpoint named name with a bitmap of each backed-up disk and none of the others."""
+def _checkpoint_xml(live: ET.Element, name: str, targets: list[str]) -> str:
+    """A checkpoint named name with a bitmap of each backed-up disk and none of the others (of
+    the guest's live XML)."""
     checkpoint = ET.Element("domaincheckpoint")
     ET.SubElement(checkpoint, "name").text = name
     disks = ET.SubElement(checkpoint, "disks")
-    for dev in ET.fromstring(dom.XMLDesc(0)).findall("devices/disk/target"):
+    for dev in live.findall("devices/disk/target"):
         target = dev.get("dev")
         kept = "bitmap" if target in targets else "no"
         ET.SubElement(disks, "disk", name=target, checkpoint=kept)
@@ -174,8 +175,9 @@ def nbd_exports(
     targets = [disk.target for disk in source.disks]
     with libvirt_errors():
         dom = conn.domain(source.uuid)
-        owner = _qemu_owner(dom)
-        checkpoint_xml = None if checkpoint is None else _checkpoint_xml(dom, checkpoint, targets)
+        live = ET.fromstring(dom.XMLDesc(0))
+    owner = _qemu_owner(live)
+    checkpoint_xml = None if checkpoint is None else _checkpoint_xml(live, checkpoint, targets)
     with socket_directory(owner) as directory:
         backup_xml = _backup_xml(directory, targets, incremental=incremental)
         _begin(dom, backup_xml, checkpoint_xml, incremental=incremental)

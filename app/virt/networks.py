@@ -1,4 +1,4 @@
-"""Virtual networks of a host: list them and read one."""
+"""Virtual networks of a host: list them, read one, start or stop one."""
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -19,6 +19,7 @@ class Network:
     active: bool
     forward: str | None
     bridge: str | None
+    autostart: bool = False
 
 
 def _network(lv_network: libvirt.virNetwork) -> Network:
@@ -30,6 +31,7 @@ def _network(lv_network: libvirt.virNetwork) -> Network:
         active=bool(lv_network.isActive()),
         forward=forward.get("mode", "nat") if forward is not None else None,
         bridge=bridge.get("name") if bridge is not None else None,
+        autostart=bool(lv_network.autostart()),
     )
 
 
@@ -40,11 +42,29 @@ def list_networks(conn: HostConnection) -> list[Network]:
     return sorted(networks, key=lambda n: n.name)
 
 
-def get_network(conn: HostConnection, name: str) -> Network:
-    """One virtual network, or NotFound."""
+def _lookup(conn: HostConnection, name: str) -> libvirt.virNetwork:
     try:
-        return _network(conn.lv.networkLookupByName(name))
+        return conn.lv.networkLookupByName(name)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
             raise NotFound(f"network '{name}' not found on this host") from exc
         raise translate(exc) from exc
+
+
+def get_network(conn: HostConnection, name: str) -> Network:
+    """One virtual network, or NotFound."""
+    lv_network = _lookup(conn, name)
+    with libvirt_errors():
+        return _network(lv_network)
+
+
+def set_network_active(conn: HostConnection, name: str, *, active: bool) -> Network:
+    """Start (active) or stop the network, if it is not so already; the network as it is then."""
+    lv_network = _lookup(conn, name)
+    with libvirt_errors():
+        if bool(lv_network.isActive()) != active:
+            if active:
+                lv_network.create()
+            else:
+                lv_network.destroy()
+        return _network(lv_network)

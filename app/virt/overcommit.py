@@ -74,7 +74,7 @@ class HostStats:
     balloons: dict[str, bool]
 
 
-def _optional(fn, *args):
+def optional(fn, *args):
     """fn(*args), or None when the host or driver does not offer it."""
     try:
         return fn(*args)
@@ -86,7 +86,7 @@ def _optional(fn, *args):
 
 def host_memory(conn: HostConnection) -> HostMemory | None:
     """Total, free, buffers and cached memory of the host, or None."""
-    stats = _optional(conn.lv.getMemoryStats, libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+    stats = optional(conn.lv.getMemoryStats, libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
     if not stats or "total" not in stats or "free" not in stats:
         return None
     return HostMemory(stats["total"], stats["free"], stats.get("buffers"), stats.get("cached"))
@@ -95,7 +95,7 @@ def host_memory(conn: HostConnection) -> HostMemory | None:
 def page_kib(conn: HostConnection) -> int:
     """The host's base page size in KiB (from its capabilities, read once per connection)."""
     if conn not in _page_kib:
-        caps = _optional(conn.lv.getCapabilities)
+        caps = optional(conn.lv.getCapabilities)
         sizes = []
         if caps:
             sizes = [int(p.get("size", "0")) for p in ET.fromstring(caps).iter("pages")]
@@ -105,7 +105,7 @@ def page_kib(conn: HostConnection) -> int:
 
 def ksm(conn: HostConnection) -> KsmReading | None:
     """The host's KSM figures, or None where libvirt does not report them."""
-    params = _optional(conn.lv.getMemoryParameters, 0)
+    params = optional(conn.lv.getMemoryParameters, 0)
     if not params or "shm_pages_sharing" not in params:
         return None
     return KsmReading(
@@ -124,19 +124,19 @@ def _guest_memory(stats: dict) -> GuestMemory:
 def _memory_one_by_one(conn: HostConnection) -> dict[str, GuestMemory]:
     """Running guests' memory by memoryStats(), for hosts without the bulk call."""
     found = {}
-    domains = _optional(conn.lv.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE) or []
+    domains = optional(conn.lv.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE) or []
     for dom in domains:
-        stats = _optional(dom.memoryStats)
+        stats = optional(dom.memoryStats)
         if stats is None:  # stopped or gone since the listing
             continue
-        maximum = _optional(dom.maxMemory)
+        maximum = optional(dom.maxMemory)
         found[dom.UUIDString()] = GuestMemory(stats.get("rss"), stats.get("actual"), maximum)
     return found
 
 
 def guest_memory(conn: HostConnection) -> dict[str, GuestMemory]:
     """Running guests' RSS and balloon current/maximum by UUID; empty figures are None."""
-    bulk = _optional(conn.lv.getAllDomainStats, libvirt.VIR_DOMAIN_STATS_BALLOON, STATS_FLAGS)
+    bulk = optional(conn.lv.getAllDomainStats, libvirt.VIR_DOMAIN_STATS_BALLOON, STATS_FLAGS)
     if bulk is None:
         return _memory_one_by_one(conn)
     return memory_of(

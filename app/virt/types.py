@@ -37,6 +37,8 @@ class DomainSpec:
     nics: tuple[Nic, ...] = field(default=())
     # A memory balloon device (memballoon with a model other than "none").
     has_balloon: bool = False
+    # The tags in virtdeck's <metadata> element, as written there.
+    tags: tuple[str, ...] = field(default=())
 
 
 @dataclass(frozen=True, slots=True)  # a worker keeps one per guest

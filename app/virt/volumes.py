@@ -56,6 +56,7 @@ class Pool:
     allocation: int
     available: int
     path: str | None
+    autostart: bool = False
 
     @property
     def holds_qcow2(self) -> bool:
@@ -92,6 +93,7 @@ def _pool(lv_pool: libvirt.virStoragePool) -> Pool:
         allocation=allocation,
         available=available,
         path=root.findtext("target/path"),
+        autostart=bool(lv_pool.autostart()),
     )
 
 
@@ -122,7 +124,7 @@ def read_each(items: list, read: Callable[..., T], *args) -> list[T]:
     return found
 
 
-def _lookup_pool(conn: HostConnection, name: str) -> libvirt.virStoragePool:
+def lookup_pool(conn: HostConnection, name: str) -> libvirt.virStoragePool:
     try:
         return conn.lv.storagePoolLookupByName(name)
     except libvirt.libvirtError as exc:
@@ -132,7 +134,7 @@ def _lookup_pool(conn: HostConnection, name: str) -> libvirt.virStoragePool:
 
 
 def _active_pool(conn: HostConnection, name: str) -> libvirt.virStoragePool:
-    lv_pool = _lookup_pool(conn, name)
+    lv_pool = lookup_pool(conn, name)
     with libvirt_errors():
         if not lv_pool.isActive():
             raise Conflict(f"storage pool '{name}' is not active")
@@ -149,7 +151,7 @@ def list_pools(conn: HostConnection) -> list[Pool]:
 def get_pool(conn: HostConnection, name: str) -> Pool:
     """One storage pool, or NotFound."""
     with libvirt_errors():
-        return _pool(_lookup_pool(conn, name))
+        return _pool(lookup_pool(conn, name))
 
 
 def pool_active(conn: HostConnection, name: str) -> bool:

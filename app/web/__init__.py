@@ -22,7 +22,9 @@ from app.web import (
     guest_edit,
     guest_hardware,
     guest_list,
+    guest_usage,
     guests,
+    host_storage,
     hosts,
     jobs,
     live,
@@ -40,10 +42,12 @@ router.include_router(live.router)
 router.include_router(overcommit.router)
 router.include_router(hosts.router)
 router.include_router(uploads.router)
+router.include_router(host_storage.router)
 # Before guests: /guests/new is not a guest's UUID.
 router.include_router(guest_create.router)
 router.include_router(guest_list.router)
 router.include_router(guests.router)
+router.include_router(guest_usage.router)
 router.include_router(consoles.router)
 router.include_router(guest_delete.router)
 router.include_router(guest_edit.router)

@@ -33,6 +33,7 @@ def audit_page(
     )
     context = {
         "entries": entries,
+        "present": audit_service.present_targets(session, entries.items),
         "filters": {"user": user, "action": action, "result": result},
         "results": audit_service.RESULTS,
         "page": page,

@@ -7,7 +7,7 @@ form, and the progress of their jobs (a bar that polls itself, then re-renders i
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,7 @@ from app.models import Backup, Job
 from app.models.backup import BACKUP_STATES
 from app.services import backups as backup_service
 from app.services import guests as guest_service
+from app.services import host_storage
 from app.services import hosts as host_service
 from app.services import jobs as job_service
 from app.services.auth import Permission, Principal
@@ -46,6 +47,7 @@ router = APIRouter()
 PANEL = "partials/guest_backups.html"
 DETAILS = "partials/backup_details.html"
 RESTORE = "partials/backup_restore.html"
+RESTORE_POOLS = "partials/restore_pools.html"
 TABLE = "partials/backup_table.html"
 PROGRESS = "partials/backup_job.html"
 GUEST_LIMIT = 10  # backups the guest page lists; /backups has them all
@@ -305,6 +307,28 @@ def delete_backup(
 
 def _host_id(value: str) -> int | None:
     return parse_row_id(value, field="host_id", what="a host") if value.strip() else None
+
+
+@router.get(
+    "/backups/{backup_id:id}/restore/pools",
+    response_class=HTMLResponse,
+    dependencies=guard(Permission.OPERATE),
+)
+def restore_pools(
+    request: Request,
+    session: SessionDep,
+    sync: SyncDep,
+    backup_id: int,
+    host_id: str = "",
+    pool: Annotated[str, Query(max_length=255)] = "",
+) -> Response:
+    """The restore form's choice of pool: the chosen host's (else the backup's) pools that can
+    take the disks, as they are now, or why they cannot be read; `pool` stays chosen."""
+    backup = backup_service.get_backup(session, backup_id)
+    chosen_host = _host_id(host_id) or backup.host_id
+    pools, unavailable = host_storage.file_pools(session, sync, chosen_host)
+    context = {"backup": backup, "pools": pools, "unavailable": unavailable, "chosen": pool}
+    return templates.TemplateResponse(request, RESTORE_POOLS, context)
 
 
 @router.post("/backups/{backup_id:id}/restore", response_class=HTMLResponse)

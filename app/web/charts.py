@@ -4,8 +4,10 @@ Only numbers and the caller's labels go in; the templates render them, escaped, 
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from markupsafe import Markup, escape
 
@@ -221,14 +223,44 @@ def _runs(points: list[tuple[float, float] | None]) -> list[str]:
     return [" ".join(run) for run in runs if run]
 
 
+# A line chart's series: its label, its kind (a CSS class) and its value of a sample (None:
+# no point there).
+SeriesOf = tuple[str, str, Callable[[Any], float | None]]
+RATIOS: list[SeriesOf] = [
+    ("CPU", "cpu", lambda s: s.cpu_ratio), ("memory", "memory", lambda s: s.memory_ratio),
+]  # fmt: skip
+
+
+def _x_ticks(hours: int, x: Callable[[datetime], float], now: datetime) -> list[Tick]:
+    """Four or so labels along the time axis: hours back, or days back past two days."""
+    every = max(1, hours // 4)
+    return [
+        Tick(
+            "now" if h == 0 else f"-{h // 24} d" if hours > 48 else f"-{h} h",
+            x(now - timedelta(hours=h)),
+        )
+        for h in range(hours, -1, -every)
+    ]
+
+
 def line_chart(
-    samples: list, *, now: datetime, hours: int, policies: tuple[float, float]
+    samples: list,
+    *,
+    now: datetime,
+    hours: int,
+    policies: tuple[float, ...] = (),
+    series: list[SeriesOf] = RATIOS,
+    percent: bool = False,
+    gap: timedelta | None = None,
 ) -> LineChart:
-    """The CPU and memory running ratios of the samples over the last hours, and the policies."""
+    """The series of the samples (each with an `at`, oldest first) over the last hours: running
+    ratios (on a scale past the largest value and the policies, drawn too), or percentages
+    (0-100 %); each line broken where two samples are further apart than gap (nothing was read
+    in between: the guest was off, the host or virtdeck down)."""
     start = now - timedelta(hours=hours)
     span = (now - start).total_seconds()
-    values = [v for s in samples for v in (s.cpu_ratio, s.memory_ratio) if v is not None]
-    top, step = _ceiling(max([*values, *policies]) * 1.1)
+    values = [v for s in samples for _, _, of in series if (v := of(s)) is not None]
+    top, step = (100.0, 25.0) if percent else _ceiling(max([*values, *policies]) * 1.1)
     plot_w = LINE_WIDTH - LINE_LEFT - LINE_RIGHT
     plot_h = LINE_HEIGHT - LINE_TOP - LINE_BOTTOM
 
@@ -238,22 +270,51 @@ def line_chart(
     def y(value: float) -> float:
         return round(LINE_TOP + plot_h * (1 - min(value, top) / top), 1)
 
-    def series(label: str, kind: str, attr: str) -> Series:
-        points = [(x(s.at), y(getattr(s, attr))) if getattr(s, attr) is not None else None
-                  for s in samples]  # fmt: skip
+    apart = {i for i in range(1, len(samples)) if gap and samples[i].at - samples[i - 1].at > gap}
+
+    def line(label: str, kind: str, of: Callable[[Any], float | None]) -> Series:
+        points: list[tuple[float, float] | None] = []
+        for i, s in enumerate(samples):
+            if i in apart:
+                points.append(None)
+            points.append((x(s.at), y(v)) if (v := of(s)) is not None else None)
         present = [p for p in points if p is not None]
         return Series(label, kind, _runs(points), present[-1] if present else None)
 
     count = round(top / step)
-    y_ticks = [Tick(f"{i * step:g}:1", y(i * step)) for i in range(count + 1)]
-    every = max(1, hours // 4)
-    x_ticks = [
-        Tick("now" if h == 0 else f"-{h} h", x(now - timedelta(hours=h)))
-        for h in range(hours, -1, -every)
-    ]
+    unit = " %" if percent else ":1"
     return LineChart(
-        series=[series("CPU", "cpu", "cpu_ratio"), series("memory", "memory", "memory_ratio")],
-        policies=[Tick("cpu", y(policies[0])), Tick("memory", y(policies[1]))],
-        y_ticks=y_ticks,
-        x_ticks=x_ticks,
+        series=[line(*each) for each in series],
+        policies=[Tick(kind, y(p)) for (_, kind, _), p in zip(series, policies, strict=False)],
+        y_ticks=[Tick(f"{i * step:g}{unit}", y(i * step)) for i in range(count + 1)],
+        x_ticks=_x_ticks(hours, x, now),
+    )
+
+
+SPARK_WIDTH, SPARK_HEIGHT = 60, 16
+
+
+def sparkline(
+    points: list[tuple[datetime, float]], *, now: datetime, span: timedelta, gap: timedelta
+) -> Markup:
+    """A percentage's last span as a small line, broken where two points are further apart
+    than gap (nothing for fewer than two points); hidden from screen readers, as the value
+    beside it says what matters."""
+    if len(points) < 2:
+        return Markup("")
+    start = now - span
+
+    def xy(at: datetime, value: float) -> tuple[float, float]:
+        x = SPARK_WIDTH * max(0.0, (at - start).total_seconds()) / span.total_seconds()
+        return x, 1 + (SPARK_HEIGHT - 2) * (1 - min(max(value, 0.0), 100.0) / 100)
+
+    broken: list[tuple[float, float] | None] = []
+    for i, (at, value) in enumerate(points):
+        if i and at - points[i - 1][0] > gap:
+            broken.append(None)
+        broken.append(xy(at, value))
+    lines = "".join(f'<polyline points="{escape(run)}"></polyline>' for run in _runs(broken))
+    return Markup(
+        f'<svg class="spark" viewBox="0 0 {SPARK_WIDTH} {SPARK_HEIGHT}" width="{SPARK_WIDTH}" '
+        f'height="{SPARK_HEIGHT}" aria-hidden="true" focusable="false">{lines}</svg>'
     )

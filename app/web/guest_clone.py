@@ -25,11 +25,8 @@ TEMPLATE = "partials/guest_clone.html"
 
 def _pools(session: Session, sync: HostCalls, guest: Guest) -> dict:
     """The pools a clone can go to (active directory pools), or why they cannot be read."""
-    try:
-        pools = host_storage.pools(session, sync, guest.host_id)
-    except VirtdeckError as exc:
-        return {"unavailable": exc.message, "pools": []}
-    return {"pools": [p for p in pools if p.active and p.holds_qcow2]}
+    pools, unavailable = host_storage.file_pools(session, sync, guest.host_id)
+    return {"pools": pools, "unavailable": unavailable}
 
 
 @router.get(

@@ -143,4 +143,4 @@ def rename(
         return form_refused(
             request, TEMPLATE, exc, form={**_form(now), "name": name}, guest=guest, now=now
         )
-    return navigate(request, f"/guests/{uuid}", toast=f"renamed to {guest.name}")
+    return navigate(request, f"/guests/{uuid}?section=hardware", toast=f"renamed to {guest.name}")

@@ -12,6 +12,7 @@ from app.services import fleet
 from app.services import guests as guest_service
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
+from app.services import usage as usage_service
 from app.services.auth import Permission
 from app.web.htmx import PAGE_SIZE, page_count, redirect, wants_fragment, with_toast
 from app.web.templating import form_refused, page_window, templates
@@ -70,6 +71,7 @@ def add_host(
 def host_page(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     host_id: int,
     q: str = "",
     state: str = "",
@@ -95,6 +97,9 @@ def host_page(
         "page": page,
         "pages": page_count(guests.total),
         "states": guest_service.STATE_FILTERS,
+        "sparks": usage_service.sparks(
+            session, [g.id for g in guests.items], usage_interval=settings.usage_interval
+        ),
     }
     if wants_fragment(request, "guest-table"):
         return templates.TemplateResponse(request, "partials/guest_table.html", context)
@@ -136,7 +141,8 @@ def set_console_address(
 @router.post("/hosts/{host_id:id}/delete", dependencies=guard(Permission.ADMIN, "host.remove"))
 def remove_host(request: Request, session: SessionDep, sync: SyncDep, host_id: int) -> Response:
     """Forget a host (its guests keep running)."""
-    host_service.remove_host(session, host_id)
+    host = host_service.remove_host(session, host_id)
+    request.state.audit_target = audit_target("host", host.id, host.name)  # gone once written
     session.commit()
     sync.remove(host_id)
     return redirect(request, "/")

@@ -95,7 +95,7 @@ def revert_snapshot(
     if now != was:
         toast += f": it was {was.label} and is now {now.label}"
     if is_htmx(request):
-        return navigate(request, f"/guests/{uuid}", toast=toast)
+        return navigate(request, f"/guests/{uuid}?section=snapshots", toast=toast)
     return _panel(request, sessions, uuid, toast)
 
 

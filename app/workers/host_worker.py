@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,12 +21,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.config import Settings
 from app.db import transaction
 from app.errors import HostUnreachable, NotFound, VirtdeckError
+from app.models.base import utcnow
+from app.services import addresses as address_service
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
+from app.services import usage as usage_service
 from app.services.inventory import apply_event, apply_sync, record_host_snapshots
+from app.virt import addresses as addresses_virt
 from app.virt import build
 from app.virt import overcommit as overcommit_virt
 from app.virt import snapshots as snapshots_virt
+from app.virt import usage as usage_virt
 from app.virt.connection import Balloons, HostConnection
 from app.virt.cpu import CpuProbe, from_record
 from app.virt.cpu import current as current_cpu
@@ -139,6 +145,11 @@ class HostWorker(threading.Thread):
         self._pass_deferral = settings.sync_interval * PASS_DEFERRAL
         # The overcommit reading last stored, and when (monotonic).
         self._stats_written: tuple[overcommit_virt.HostStats | None, float] = (None, 0.0)
+        # The last reading of the running guests' counters, when the next is due, and the hour
+        # of the last one stored (a new hour rolls the readings up).
+        self._usage: dict[str, usage_virt.Counters] = {}
+        self._usage_due = 0.0
+        self._usage_hour: datetime | None = None
 
     def request_sync(self) -> int:
         """Ask for a sync now; returns the generation that will include it."""
@@ -297,6 +308,7 @@ class HostWorker(threading.Thread):
         self._marks.update((g.spec.uuid, Mark.of(g)) for g in guests)
         self.stats.refreshed_by_pass += len(guests)
         self._record_overcommit(balloons)
+        self._record_usage()
         self._sync_snapshots(every=False)
         self.stats.synced(time.perf_counter() - started)
 
@@ -463,6 +475,52 @@ class HostWorker(threading.Thread):
             overcommit_service.record_stats(session, self.host_id, stats)
         self._stats_written = (stats, now)
 
+    def _record_usage(self) -> None:
+        """Every usage_interval, read the running guests' counters in one call and store what
+        they used since the last reading; and read the addresses of those due a reading."""
+        if time.monotonic() < self._usage_due:
+            return
+        self._usage_due = time.monotonic() + self._settings.usage_interval
+        self._read_usage()
+        self._read_addresses()
+
+    def _read_usage(self) -> None:
+        try:
+            counters = usage_virt.read_counters(self._conn)
+        except HostUnreachable:
+            raise
+        except VirtdeckError as exc:  # a figure that failed must not mark the host unreachable
+            log.warning("usage figures of host %s: %s", self.host_id, exc.message)
+            return
+        now = utcnow()
+        hour = usage_service.hour_of(now)
+        # Nothing to write for a host with no figures, except once an hour (its last running
+        # guests' readings rolled up, every expired sample dropped).
+        if counters or self._usage or hour != self._usage_hour:
+            with transaction(self._sessions) as session:
+                usage_service.record_usage(
+                    session, self.host_id, self._usage, counters, now=now,
+                    roll_up=hour != self._usage_hour,
+                )  # fmt: skip
+            self._usage_hour = hour
+        self._usage = counters
+
+    def _read_addresses(self) -> None:
+        """Store the addresses of the guests up and due a reading (a bounded number a pass: one
+        libvirt call a source each), and forget those of guests no longer up."""
+        now = utcnow()
+        with transaction(self._sessions) as session:
+            due = address_service.due_for_addresses(session, self.host_id, now=now)
+        try:
+            found = addresses_virt.read_addresses(self._conn, due) if due else {}
+        except HostUnreachable:
+            raise
+        except VirtdeckError as exc:  # as for the usage figures
+            log.warning("addresses of host %s: %s", self.host_id, exc.message)
+            return
+        with transaction(self._sessions) as session:
+            address_service.record_addresses(session, self.host_id, found, now=now)
+
     def check_stalled(self, timeout: float) -> None:
         """Mark the host unreachable once if the current attempt has waited too long on it."""
         started = self.attempt_started
@@ -489,3 +547,5 @@ class HostWorker(threading.Thread):
             self._conn = None
         self._watching = False
         self._cpu_probed = False
+        # Counters read before the loss are no start for a rate after it.
+        self._usage, self._usage_due = {}, 0.0

@@ -27,8 +27,7 @@ STOP_GRACE = 15.0
 # ...and ends itself after this long if its stop still hangs, before its server would kill it.
 STOP_LIMIT = STOP_GRACE - 1.0
 PR_SET_PDEATHSIG = 1
-# How often the main thread wakes to run the handler of a signal another thread received.
-SIGNAL_CHECK = 0.5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _wake_on_stdin(worker: Worker) -> None:
@@ -46,17 +45,20 @@ def run_worker(settings: Settings, *, wake_stdin: bool = False) -> None:
     LiveBus(engine).attach(sessions)  # what it commits reaches every web process's streams
     worker = Worker(sessions=sessions, settings=settings, instance=instance_name())
     collect_less()
-    stopping = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _sig, _frame: stopping.set())
+    # A stop signal is written to a pipe by Python's C-level handler, whichever thread it lands
+    # on, and the main thread reads it there. The Python-level handler does nothing: one that
+    # set an Event deadlocked when a second signal arrived while the first's set() held its
+    # lock (workers ran on for hours, deaf to SIGTERM).
+    signalled, wakeup = os.pipe()
+    os.set_blocking(wakeup, False)
+    signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda _sig, _frame: None)
     worker.start()
     if wake_stdin:
         threading.Thread(target=_wake_on_stdin, args=(worker,), daemon=True).start()
     log.info("worker %s started", worker.instance)
-    # Waited for in steps: a signal that lands on another thread (the libvirt event loop's, in
-    # poll) only runs its handler once this thread runs again, and an untimed wait never does
-    # (workers whose server had stopped kept running, deaf to SIGTERM).
-    while not stopping.wait(SIGNAL_CHECK):
+    while os.read(signalled, 1)[0] not in STOP_SIGNALS:
         pass
     log.info("worker %s stopping", worker.instance)
     # A stop that hangs (a job thread in a libvirt call that never returns) must not leave a

@@ -9,6 +9,7 @@ from app.db import make_engine, make_session_factory, transaction
 from app.models import Guest
 from app.services.guest_actions import guest_lock
 from app.services.hosts import record_unreachable
+from app.services.states import GuestState
 from tests.conftest import add_host
 
 WEB_1 = "a1000000-0000-4000-8000-000000000001"
@@ -61,7 +62,8 @@ def test_an_action_the_state_does_not_allow_is_409_with_the_state(
 
     assert response.status_code == 409
     assert response.json()["state"] == state
-    assert f"it is {state}" in response.json()["detail"]
+    # The state's value for machines, its words for people.
+    assert f"it is {GuestState(state).label}" in response.json()["detail"]
 
 
 def test_unknown_actions_and_guests_get_clear_errors(client: TestClient, two_hosts) -> None:

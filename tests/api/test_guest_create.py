@@ -299,7 +299,13 @@ def test_pools_volumes_and_networks_come_from_the_host(
         (DEFAULT_POOL, "dir", True, 100 * GIB)
     ]
     assert networks.json() == [
-        {"name": "default", "active": True, "forward": "nat", "bridge": "virbr0"}
+        {
+            "name": "default",
+            "active": True,
+            "forward": "nat",
+            "bridge": "virbr0",
+            "autostart": False,
+        }
     ]
     assert alpha_pools.json() == []  # the node file defines none
     missing_pool = client.get(f"/api/v1/hosts/{host['id']}/pools/nope/volumes")

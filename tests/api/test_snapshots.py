@@ -89,7 +89,7 @@ def test_snapshot_actions_show_in_the_guest_activity(client: TestClient, two_hos
     client.post(f"/api/v1/guests/{WEB_1}/snapshots/audited/revert")
     client.delete(f"/api/v1/guests/{WEB_1}/snapshots/audited")
 
-    page = client.get(f"/guests/{WEB_1}").text
+    page = client.get(f"/guests/{WEB_1}", params={"section": "activity"}).text
 
     for action in ("snapshot.create", "snapshot.revert", "snapshot.delete"):
         assert f'data-action="{action}"' in page

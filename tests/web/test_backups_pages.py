@@ -79,7 +79,7 @@ def test_the_guest_page_loads_a_panel_listing_its_backups_newest_first(
     newest = add_backup(sessions, host, seconds=4000, size_bytes=512 * 1024 * 1024)
     add_backup(sessions, host, guest_uuid=DB_1, guest_name="db-1")
 
-    page = admin.get(f"/guests/{WEB_1}").text
+    page = admin.get(f"/guests/{WEB_1}?section=backups").text
     answer = panel(admin)
 
     assert f'hx-get="/guests/{WEB_1}/backups" hx-trigger="load"' in page
@@ -363,6 +363,41 @@ def test_a_restore_form_refused_shows_the_reason_next_to_its_field(
     assert (
         'data-error="restore">web-1 is running; shut it off to restore it in place<' in running.text
     )
+
+
+def test_the_restore_form_offers_the_chosen_hosts_active_pools(
+    alpha, make_client, sessions: sessionmaker[Session]
+) -> None:
+    admin, host = alpha
+    storage = add_host(admin, "storage", node_uri("node-storage.xml"))
+    backup = add_backup(sessions, host, files=[], manifest_sha256="00" * 32)
+    # One app throughout: each app's connection to a test-driver host has its own pools.
+    url = f"/backups/{backup}/restore/pools"
+
+    def offered(response) -> list[str]:
+        assert response.status_code == 200, response.text
+        return [o.get("value") for o in parse(response.text).find("select").find_all("option")]
+
+    # The page loads the choice for the backup's host when it opens, and again on a change.
+    form = parse(admin.get(f"/backups/{backup}").text).find(id="restore-pool")
+    on_alpha = admin.get(url, params={"host_id": host["id"]}, headers=HTMX)
+    on_storage = admin.get(url, params={"host_id": storage["id"], "pool": "images"})
+    admin.post(f"/api/v1/hosts/{storage['id']}/pools/images/stop").raise_for_status()
+    stopped = admin.get(url, params={"host_id": storage["id"]})
+    refused = admin.post(
+        f"/api/v1/backups/{backup}/restore",
+        json={"mode": "new", "name": "web-1-copy", "host_id": storage["id"], "pool": "images"},
+    )
+    viewer = make_client(role="viewer").get(url, params={"host_id": storage["id"]})
+
+    assert form.get("hx-get") == f"/backups/{backup}/restore/pools?host_id={host['id']}&pool="
+    assert offered(on_alpha) == [""] and "no active directory pool" in on_alpha.text
+    assert offered(on_storage) == ["", "images"]
+    assert parse(on_storage.text).find("option", selected=True).get("value") == "images"
+    assert parse(on_storage.text).find("option", value="images").text.endswith(" GiB free)")
+    assert offered(stopped) == [""]  # a stopped pool is not offered
+    assert refused.status_code == 422 and refused.json()["field"] == "pool"
+    assert viewer.status_code == 403
 
 
 def test_a_restore_shows_its_progress_then_how_it_ended(

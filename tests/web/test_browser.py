@@ -290,12 +290,20 @@ def test_a_guest_page_shows_its_vcpus_disk_source_and_domain_xml_as_text(
     expect(page.locator("#guest-status .badge")).to_have_text("running")
     expect(page.locator("dt:text-is('vCPUs') + dd")).to_have_text("2")
     expect(page.locator("dt:text-is('Memory') + dd")).to_contain_text("1.5 GiB current of 2 GiB")
-    expect(page.locator("table").first).to_contain_text("/var/lib/libvirt/images/web-1.qcow2")
+    screenshot(page, "guest.png")
+    sections = page.get_by_role("navigation", name="Guest sections")
+    sections.get_by_role("link", name="Hardware").click()
+    page.wait_for_url(re.compile(r"\?section=hardware$"))
+    disk = page.locator("#guest-hardware tr[data-target='vda']")
+    expect(disk).to_contain_text("/var/lib/libvirt/images/web-1.qcow2")
+    sections.get_by_role("link", name="XML").click()
     xml = page.locator("pre.xml")
     expect(xml).to_contain_text("<domain")
     expect(xml).to_contain_text("<name>web-1</name>")
     expect(xml.locator("*")).to_have_count(0)  # escaped text, not markup
-    screenshot(page, "guest.png")
+    page.go_back()  # the browser's history holds each section
+    expect(disk).to_contain_text("/var/lib/libvirt/images/web-1.qcow2")
+    expect(sections.locator("[aria-current=page]")).to_have_text("Hardware")
 
 
 def write_xss_node(path: Path) -> None:
@@ -380,8 +388,11 @@ def test_markup_in_names_paths_uris_and_logins_is_shown_as_text_and_never_runs(
         page.wait_for_url(re.compile(f"/guests/{XSS_UUID}$"))
         expect(page.locator("h1")).to_have_text(XSS_GUEST)
         assert XSS_GUEST in page.title()
-        expect(page.locator("table").first.locator("td code")).to_have_text(XSS_DISK)
-        expect(page.locator("table").nth(1)).to_contain_text(XSS_NETWORK)
+        page.goto(f"{admin.url}/guests/{XSS_UUID}?section=hardware")
+        expect(page.locator("#guest-hardware tr[data-target='vda'] code")).to_have_text(XSS_DISK)
+        expect(page.locator("#guest-hardware tr[data-mac]")).to_contain_text(XSS_NETWORK)
+        assert_inert(page, dialogs)
+        page.goto(f"{admin.url}/guests/{XSS_UUID}?section=xml")
         xml = page.locator("pre.xml")
         expect(xml).to_contain_text("<name>&quot;&gt;&lt;img src=x onerror=alert(1)&gt;</name>")
         expect(xml.locator("*")).to_have_count(0)
@@ -393,8 +404,11 @@ def test_markup_in_names_paths_uris_and_logins_is_shown_as_text_and_never_runs(
         expect(login_row.first.locator("td.target")).to_have_text(f"user:{XSS_LOGIN}")
         expect(login_row.first.locator(".badge")).to_have_text("denied")
         added = page.locator('#audit-table tr[data-action="host.add"]')
-        expect(added.filter(has_text="(xss)").first.locator("td.target")).to_have_text(
-            f"host:{host_ids[0]} (xss)"
+        # The host by its name, a link to its page, its id beside it.
+        target = added.filter(has_text=f"host {host_ids[0]}").first.locator("td.target")
+        expect(target).to_have_text(f"xss host {host_ids[0]}")
+        expect(target.get_by_role("link", name="xss")).to_have_attribute(
+            "href", f"/hosts/{host_ids[0]}"
         )
         refused = added.filter(has_text="not allowed").first
         expect(refused.locator(".badge")).to_have_text("failed")

@@ -102,7 +102,7 @@ def wait_for_guest(server: Server, uuid: str, timeout: float = 15) -> None:
 def test_back_up_now_shows_the_bar_to_100_then_the_backup_restores_as_a_new_guest(
     server: Server, page: Page, guest: ThrowawayGuest, pool: str
 ) -> None:
-    page.goto(f"{server.url}/guests/{guest.uuid}")
+    page.goto(f"{server.url}/guests/{guest.uuid}?section=backups")
     panel = page.locator("#guest-backups")
     expect(panel).to_contain_text(f"No backups of {guest.name} yet.")
     page.evaluate(WATCH_BAR, "#guest-backups .backup-job")
@@ -132,6 +132,10 @@ def test_back_up_now_shows_the_bar_to_100_then_the_backup_restores_as_a_new_gues
     try:
         form.get_by_label("Name").fill(copy)
         expect(form.get_by_label("Host")).to_have_value(re.compile(r"^\d+$"))
+        # The host's pools load into the choice: the guest's pool is among them.
+        chosen = form.get_by_label("Pool for the disks")
+        expect(chosen.locator(f'option[value="{pool}"]')).to_have_count(1)
+        chosen.select_option(pool)
         page.evaluate(WATCH_BAR, "#backup-restore .backup-job")
         form.get_by_role("button", name="Restore as a new guest").click()
 

@@ -54,6 +54,7 @@ def test_choices_saved_as_a_profile_fill_the_next_form_which_creates_the_guest(
 
     page.wait_for_url(re.compile(r"/guests/[0-9a-f-]{36}$"), timeout=15_000)
     expect(page.locator("h1")).to_have_text("vd-from-golden")
-    expect(page.locator("table").first).to_contain_text(
+    page.get_by_role("link", name="XML").click()
+    expect(page.locator("pre.xml")).to_contain_text(
         "/var/lib/virtdeck-test/images/vd-from-golden.qcow2"
     )

@@ -25,7 +25,7 @@ def test_the_clone_section_passes_axe_and_submitting_it_opens_the_jobs_page(
     assert created.status_code == 201, created.text
     with chromium() as browser:
         tab = logged_in_tab(browser, server, "admin", ADMIN_PASSWORD, bypass_csp=True)
-        tab.goto(f"{server.url}/guests/{created.json()['uuid']}")
+        tab.goto(f"{server.url}/guests/{created.json()['uuid']}?section=hardware")
         expect(tab.locator("#clone-pool")).to_have_value("images")
         expect(tab.locator("#clone-name")).to_have_value("golden-clone")
         found = accessibility_violations(tab)

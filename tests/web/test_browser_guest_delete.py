@@ -21,7 +21,7 @@ server = host_server("alpha", "node-alpha.xml", scope="function")
 def test_the_button_waits_for_the_name_then_the_host_page_shows_the_toast(
     server: Server, page: Page
 ) -> None:
-    page.goto(f"{server.url}/guests/{DB_1}")
+    page.goto(f"{server.url}/guests/{DB_1}?section=hardware")
     panel = page.locator("#guest-delete")
     expect(panel.locator("tr[data-disk]")).to_contain_text("/var/lib/libvirt/images/db-1.qcow2")
     button = panel.get_by_role("button", name="Delete guest")

@@ -139,7 +139,7 @@ def test_an_api_action_shows_on_the_overview_the_audit_log_and_the_guest_activit
         with admin_tabs(browser, server, 3) as (overview, audit, guest_page):
             overview.goto(f"{server.url}/")
             audit.goto(f"{server.url}/audit")
-            guest_page.goto(f"{server.url}/guests/{db_1}")
+            guest_page.goto(f"{server.url}/guests/{db_1}?section=activity")
             count = overview.locator('.card[data-host="alpha"] .guest-count')
             logged = audit.locator('#audit-table tr[data-action="guest.start"]')
             listed = guest_page.locator('#guest-activity tr[data-action="guest.start"]')

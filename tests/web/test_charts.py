@@ -1,5 +1,6 @@
 """Chart geometry, on the chart functions themselves: bars and marks share one scale inside the
-track, gauges keep the policy line in view, the line chart puts time and ratios on its axes."""
+track, gauges keep the policy line in view, the line chart puts time and ratios on its axes and
+breaks where samples are missing."""
 
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -96,3 +97,15 @@ def test_the_line_chart_scales_its_ratios_from_the_bottom_to_a_round_top() -> No
     assert top.at == LINE_TOP and float(top.label.removesuffix(":1")) >= 4.0
     cpu_policy, memory_policy = chart.policies
     assert LINE_TOP <= cpu_policy.at < memory_policy.at < LINE_HEIGHT - LINE_BOTTOM
+
+
+def test_the_line_chart_breaks_where_samples_are_further_apart_than_the_gap() -> None:
+    # A reading a minute for three minutes, none for 20 minutes, then two more.
+    samples = [sample(m / 60, 1.0, 0.5) for m in (30, 29, 28, 8, 7)]
+
+    broken = line_chart(samples, now=NOW, hours=1, gap=timedelta(minutes=2.5))
+    joined = line_chart(samples, now=NOW, hours=1)
+
+    assert [len(run.split()) for run in broken.series[0].runs] == [3, 2]
+    assert [len(run.split()) for run in joined.series[0].runs] == [5]
+    assert broken.series[0].last == joined.series[0].last

@@ -60,5 +60,5 @@ def test_a_viewer_gets_no_clone_section(
     viewer = make_client(role="viewer")
 
     assert viewer.get(f"/guests/{uuid}/clone", headers=HTMX).status_code == 403
-    assert not parse(viewer.get(f"/guests/{uuid}").text).has(id="guest-clone")
-    assert parse(make_client().get(f"/guests/{uuid}").text).has(id="guest-clone")
+    assert not parse(viewer.get(f"/guests/{uuid}?section=hardware").text).has(id="guest-clone")
+    assert parse(make_client().get(f"/guests/{uuid}?section=hardware").text).has(id="guest-clone")

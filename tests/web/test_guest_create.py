@@ -156,8 +156,9 @@ def test_a_guest_without_a_new_volume_opens_its_page_at_once(
 
     assert response.status_code == 204
     page = client.get(response.headers["HX-Redirect"])
+    xml = client.get(response.headers["HX-Redirect"], params={"section": "xml"})
     assert "<h1>web-3</h1>" in page.text
-    assert "/var/lib/virtdeck-test/images/golden.qcow2" in page.text
+    assert "/var/lib/virtdeck-test/images/golden.qcow2" in xml.text
     assert "badge-running" in page.text
 
 

@@ -22,8 +22,8 @@ def test_admins_see_the_panel_and_operators_do_not(make_client, two_hosts) -> No
     admin = make_client(role="admin")
     operator = make_client(role="operator")
 
-    admin_page = admin.get(f"/guests/{DB_1}").text
-    operator_page = operator.get(f"/guests/{DB_1}").text
+    admin_page = admin.get(f"/guests/{DB_1}?section=hardware").text
+    operator_page = operator.get(f"/guests/{DB_1}?section=hardware").text
 
     assert 'id="guest-delete"' in admin_page
     assert f'hx-get="/guests/{DB_1}/delete"' in admin_page

@@ -1,6 +1,7 @@
 """The guest page's Edit section: the settings as the host has them, what applies at next start,
 a refusal next to its field, and only for operators."""
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -64,7 +65,7 @@ def test_a_viewer_gets_no_edit_section(make_client: Callable[..., TestClient], a
     viewer = make_client(role="viewer")
 
     assert viewer.get(f"/guests/{WEB_1}/edit", headers=HTMX).status_code == 403
-    assert not parse(viewer.get(f"/guests/{WEB_1}").text).has(id="guest-edit")
+    assert not parse(viewer.get(f"/guests/{WEB_1}?section=hardware").text).has(id="guest-edit")
 
 
 def test_a_shut_off_guest_is_renamed_from_its_page_and_a_taken_name_is_refused(
@@ -79,6 +80,8 @@ def test_a_shut_off_guest_is_renamed_from_its_page_and_a_taken_name_is_refused(
     error = parse(taken.text).find(id="edit-name-error").text
     assert error == "name: a guest called 'web-1' is already on this host"
     assert renamed.status_code == 204 and toast(renamed) == "renamed to db-primary"
+    # Back to the section the rename form is in.
+    assert json.loads(renamed.headers["HX-Location"])["path"] == f"/guests/{DB_1}?section=hardware"
     assert client.get(f"/api/v1/guests/{DB_1}").json()["name"] == "db-primary"
 
 

@@ -1,11 +1,18 @@
 """The Guests page: every guest of every host in one table, searched by name, filtered by host
-and state, sorted by any column either way, a hundred a page; and the API's sort."""
+and state, sorted by any column either way, a hundred a page, with each guest's uptime and IP
+addresses; and the API's sort."""
 
+import time
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
-from tests.conftest import add_host
+from app.db import transaction
+from app.models import Guest
+from app.models.base import utcnow
+from tests.conftest import add_host, node_uri, post_guest
 from tests.htmx import htmx_to
 from tests.markup import parse
 
@@ -110,9 +117,9 @@ def test_a_sort_that_is_no_column_is_refused_naming_the_field(
     api = client.get("/api/v1/guests", params={"sort": "-evil"})
 
     assert page.status_code == 422
-    assert "sort: must be one of name, host, state, vcpus, memory" in page.text
+    assert "sort: must be one of name, host, state, vcpus, memory, cpu" in page.text
     assert api.status_code == 422
-    assert "sort" in api.text and "name, host, state, vcpus, memory" in api.text
+    assert "sort" in api.text and "name, host, state, vcpus, memory, cpu" in api.text
 
 
 def test_a_host_that_is_no_row_id_is_refused_naming_the_field(
@@ -172,3 +179,98 @@ def test_a_fleet_of_many_guests_shows_a_hundred_a_page_keeping_sort_and_filters(
     ]
     # The table re-polls the page it shows.
     assert "hx-vals='{\"page\": 2}'" in second.text
+
+
+def cells(html: str, uuid: str) -> dict[str, str]:
+    """The cells of a guest's row by their column heading, as a user reads them."""
+    page = parse(html)
+    headings = [th.text.split("▲")[0].split("▼")[0].strip() for th in page.find_all("th")]
+    row = page.find("tr", data_uuid=uuid)
+    return {
+        h: " ".join(td.text.split()) for h, td in zip(headings, row.find_all("td"), strict=False)
+    }
+
+
+def test_uptime_shows_in_human_units_for_guests_up_and_sorts_either_way(
+    client: TestClient, two_hosts: tuple[dict, dict], sessions
+) -> None:
+    seen_up = client.get("/api/v1/guests", params={"q": "web-1"}).json()["items"][0]
+    now = utcnow()
+    with transaction(sessions) as session:
+        for name, ago in (("web-1", timedelta(hours=3, minutes=12, seconds=40)),
+                          ("web-2", timedelta(days=2, hours=4, minutes=5))):  # fmt: skip
+            guest = session.scalars(select(Guest).where(Guest.name == name)).one()
+            guest.running_since = now - ago
+
+    page = client.get("/guests")
+    by_uptime = client.get("/guests", params={"sort": "uptime", "host": two_hosts[0]["id"]})
+    longest = client.get("/guests", params={"sort": "-uptime", "host": two_hosts[0]["id"]})
+    api = {g["name"]: g for g in client.get("/api/v1/guests").json()["items"]}
+
+    # A guest already up when first seen counts from then: its uptime is never claimed longer.
+    assert seen_up["running_since"] is not None and seen_up["uptime_seconds"] < 60
+    assert cells(page.text, WEB_1)["Uptime"] == "3 h 12 min"
+    assert (
+        parse(page.text)
+        .find("tr", data_uuid=WEB_1)
+        .find("td", class_="uptime")
+        .find("span")
+        .get("title")
+        .startswith("Up since ")
+    )
+    assert "2 d 4 h" in [cells(page.text, g["uuid"])["Uptime"] for g in api.values()]
+    assert cells(page.text, DB_1)["Uptime"] == "—"  # shut off
+    assert api["db-1"]["uptime_seconds"] is None and api["db-1"]["running_since"] is None
+    assert 3 * 3600 + 12 * 60 <= api["web-1"]["uptime_seconds"] < 3 * 3600 + 14 * 60
+    # Not up first (no time at all), then the shortest; the other way the longest first.
+    assert names(by_uptime.text) == ["db-1", "web-1", "web-2"]
+    assert names(longest.text) == ["web-2", "web-1", "db-1"]
+    assert (
+        parse(by_uptime.text).find("th", aria_sort="ascending").find("a").text.startswith("Uptime")
+    )
+    api_sorted = client.get("/api/v1/guests", params={"sort": "-uptime", "limit": 2}).json()
+    assert [g["name"] for g in api_sorted["items"]] == ["web-2", "web-1"]
+
+
+def test_a_guest_started_counts_its_uptime_from_then_and_loses_it_when_off(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    started = client.post(f"/api/v1/guests/{DB_1}/actions/start")
+    up = client.get("/guests", params={"q": "db-1"})
+    client.post(f"/api/v1/guests/{DB_1}/actions/force_off")
+    off = client.get("/api/v1/guests", params={"q": "db-1"}).json()["items"][0]
+
+    assert started.status_code == 200 and started.json()["uptime_seconds"] < 60
+    assert cells(up.text, DB_1)["Uptime"] == "< 1 min"
+    assert off["running_since"] is None and off["uptime_seconds"] is None
+
+
+def test_a_running_guests_addresses_show_in_the_table_with_their_source(make_client) -> None:
+    client = make_client(sync_interval=0.2, usage_interval=0.2)
+    host = add_host(client, "storage", node_uri("node-storage.xml"))
+    made = post_guest(client, host, "web-lan", network="lan", start=True)
+    assert made.status_code == 201, made.text
+    uuid = made.json()["uuid"]
+
+    # A pass reads them within a second here; CI's two loaded cores once needed more than 10 s.
+    deadline = time.monotonic() + 30
+    while not (listed := client.get("/api/v1/guests", params={"q": "web-lan"}).json())["items"][0][
+        "addresses"
+    ]:
+        assert time.monotonic() < deadline, "the worker read no address"
+        time.sleep(0.1)
+    page = client.get("/guests", params={"q": "web-lan"})
+
+    (address,) = listed["items"][0]["addresses"]
+    assert address["address"].startswith("192.168.150.") and address["source"] == "DHCP lease"
+    assert listed["items"][0]["addresses_at"] is not None
+    assert cells(page.text, uuid)["IP addresses"] == f"{address['address']} DHCP lease"
+    assert client.get(f"/api/v1/guests/{uuid}").json()["addresses"] == [address]
+
+    client.post(f"/api/v1/guests/{uuid}/actions/force_off")
+    off = client.get("/guests", params={"q": "web-lan"})
+    assert cells(off.text, uuid)["IP addresses"] == "—"
+    deadline = time.monotonic() + 10
+    while client.get(f"/api/v1/guests/{uuid}").json()["addresses_at"] is not None:
+        assert time.monotonic() < deadline, "a shut-off guest kept its addresses"
+        time.sleep(0.1)

@@ -66,7 +66,7 @@ def test_host_page_searches_and_filters_guests(
 def test_guest_page_shows_the_domain_xml_escaped(
     client: TestClient, two_hosts: tuple[dict, dict]
 ) -> None:
-    page = client.get("/guests/a1000000-0000-4000-8000-000000000001")
+    page = client.get("/guests/a1000000-0000-4000-8000-000000000001?section=xml")
 
     assert page.status_code == 200
     assert "&lt;domain" in page.text and "<domain" not in page.text
@@ -140,7 +140,7 @@ def test_a_button_replaces_its_row_and_the_action_shows_in_the_activity_list(
 ) -> None:
     uuid = "a1000000-0000-4000-8000-000000000003"
     response = client.post(f"/guests/{uuid}/actions/start", headers=htmx_to(f"guest-row-{uuid}"))
-    page = client.get(f"/guests/{uuid}")
+    page = client.get(f"/guests/{uuid}?section=activity")
 
     assert response.status_code == 200
     assert response.text.lstrip().startswith(f'<tr id="guest-row-{uuid}"')
@@ -159,4 +159,4 @@ def test_a_refused_button_shows_an_error_toast(
 
     assert response.status_code == 409
     assert response.headers["HX-Retarget"] == "#toasts"
-    assert "cannot resume db-1: it is shutoff" in response.text
+    assert "cannot resume db-1: it is shut off" in response.text

@@ -20,8 +20,8 @@ def test_operators_take_and_delete_from_the_panel(make_client) -> None:
 
     taken = operator.post(f"/guests/{WEB_1}/snapshots", data={"name": "s1", "memory": "auto"})
     child = operator.post(f"/guests/{WEB_1}/snapshots", data={"name": "s2"})
-    page = operator.get(f"/guests/{WEB_1}").text
-    seen_by_viewer = viewer.get(f"/guests/{WEB_1}").text
+    page = operator.get(f"/guests/{WEB_1}?section=snapshots").text
+    seen_by_viewer = viewer.get(f"/guests/{WEB_1}?section=snapshots").text
     deleted = operator.post(f"/guests/{WEB_1}/snapshots/s2/delete")
 
     assert taken.status_code == 200 and 'data-snapshot="s1"' in taken.text
@@ -51,9 +51,9 @@ def test_a_revert_that_changes_the_running_state_says_so_before_and_after(
     def revert_button(page: str, snapshot: str):
         return parse(page).find("tr", data_snapshot=snapshot).find("button", data_action="revert")
 
-    page = client.get(f"/guests/{DB_1}").text
+    page = client.get(f"/guests/{DB_1}?section=snapshots").text
     reverted = client.post(f"/guests/{DB_1}/snapshots/cold/revert", headers=HTMX)
-    after = client.get(f"/guests/{DB_1}").text
+    after = client.get(f"/guests/{DB_1}?section=snapshots").text
 
     assert (taken.status_code, warm.status_code) == (200, 200) and started.status_code == 204
     to_cold = revert_button(page, "cold")
@@ -69,7 +69,9 @@ def test_a_revert_that_changes_the_running_state_says_so_before_and_after(
     assert (memory.get("value"), memory.text) == ("auto", "saved with the disks (the guest is on)")
     assert options(page, "memory") == ["auto"]
     assert reverted.status_code == 204
-    assert json.loads(reverted.headers["HX-Location"])["path"] == f"/guests/{DB_1}"
+    assert (
+        json.loads(reverted.headers["HX-Location"])["path"] == f"/guests/{DB_1}?section=snapshots"
+    )
     assert json.loads(reverted.headers["HX-Trigger"]) == {
         "toast": {"message": "db-1 reverted to cold: it was running and is now shut off"}
     }

@@ -375,6 +375,16 @@ def _stream(conn: HostConnection, path: str, writer: HashingWriter) -> None:
     volumes.download(conn, path, writer.write, writer.hole)
 
 
+def _counting(meter: Meter, throttle: Throttle, what: str) -> Callable[[int], None]:
+    """A copy's on_bytes: count bytes on meter, at throttle's rate (listening while it waits)."""
+
+    def on_bytes(count: int) -> None:
+        throttle.passed(count, lambda: meter.add(0, what))
+        meter.add(count, what)
+
+    return on_bytes
+
+
 def _download(
     disk: virt.DiskCopy,
     fmt: str,
@@ -390,10 +400,7 @@ def _download(
     into a writer that hashes it as it comes."""
     name = f"disk-{disk.target}.{fmt}"
     what = f"copying {disk.target}"
-
-    def on_bytes(count: int) -> None:
-        throttle.passed(count)
-        meter.add(count, what)
+    on_bytes = _counting(meter, throttle, what)
 
     writer = HashingWriter(directory / name, on_bytes=on_bytes, algorithm=algorithm)
     try:
@@ -426,10 +433,7 @@ def _pull(
     what = f"copying {disk.target}"
     if changed is not None:
         what += f", {human_bytes(changed[disk.target])} changed"
-
-    def on_bytes(count: int) -> None:
-        throttle.passed(count)
-        meter.add(count, what)
+    on_bytes = _counting(meter, throttle, what)
 
     try:
         extents, size, digest = copy_extents(

@@ -3,6 +3,7 @@ fixed-newstyle handshake, structured replies, one meta context, and the two comm
 needs: BLOCK_STATUS (which extents a dirty bitmap marks) and READ. Pure Python, since the venv
 has no libnbd. The server is QEMU, but every length and count it sends is bounded before use."""
 
+import mmap
 import socket
 import struct
 from collections import deque
@@ -45,6 +46,7 @@ _REPLY_BLOCK_STATUS = 5
 _REPLY_ERROR_BIT = 1 << 15
 
 TIMEOUT = 120.0  # seconds the server may take to answer
+WritableBuffer = bytearray | mmap.mmap  # what a read lands in (a writer lends maps)
 MAX_READ = 8 << 20  # bytes one READ asks for (8 in flight keep QEMU's reads going)
 # A block status request covers at most this much (the length field is 32 bits; aligned).
 _MAX_STATUS = 1 << 30
@@ -195,8 +197,8 @@ class NbdClient:
         return _merged(extents)
 
     def read_ranges(
-        self, ranges: list[tuple[int, int]], lend: Callable[[bool], bytearray | None]
-    ) -> Iterator[tuple[bytearray, int]]:
+        self, ranges: list[tuple[int, int]], lend: Callable[[bool], WritableBuffer | None]
+    ) -> Iterator[tuple[WritableBuffer, int]]:
         """Each range's bytes, in order, with several reads in flight: ranges are split into
         reads of at most MAX_READ, each into a buffer of at least that size from lend(wait),
         yielded as (buffer, length) for the caller to hand back. lend(False) may answer None
@@ -342,7 +344,7 @@ class _Read:
 
     __slots__ = ("buffer", "covered", "length", "offset")
 
-    def __init__(self, offset: int, length: int, buffer: bytearray) -> None:
+    def __init__(self, offset: int, length: int, buffer: WritableBuffer) -> None:
         self.offset, self.length, self.buffer = offset, length, buffer
         self.covered: list[tuple[int, int]] = []
 

@@ -8,7 +8,7 @@ hold host resources now) is what the policy judges; the "defined" one (every gue
 from typing import Any
 
 from sqlalchemy import Row, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, undefer
 
 from app.models import Guest, Host
 from app.services.guests import status
@@ -114,14 +114,17 @@ def host_overcommit(session: Session, host_id: int) -> HostOvercommit:
 
 
 def pictures(session: Session, hosts: list[Host]) -> list[HostOvercommit]:
-    """The overcommit pictures of these hosts, in their order, in two queries."""
-    guests = _present_guests(session, [host.id for host in hosts])
+    """The overcommit pictures of these hosts, in their order, in three queries (their
+    readings, deferred in the model, all in one)."""
+    ids = [host.id for host in hosts]
+    guests = _present_guests(session, ids)
+    session.execute(select(Host).where(Host.id.in_(ids)).options(undefer(Host.stats))).all()
     policy = get_policy(session)
     return [_build(host, guests.get(host.id, []), policy) for host in hosts]
 
 
 def all_overcommit(session: Session) -> list[HostOvercommit]:
-    """Every host's overcommit picture, by host name, in three queries."""
+    """Every host's overcommit picture, by host name, in four queries."""
     return pictures(session, list(session.scalars(select(Host).order_by(Host.name))))
 
 
