@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.schemas import GuestDetail, JobOut
 from app.deps import JobsDep, RowId, SessionDep, SessionsDep, SyncDep, guard, needs
 from app.models.audit import audit_target
-from app.services import guest_create, host_storage, profiles
+from app.services import audit, guest_create, host_storage, profiles
 from app.services.auth import Permission, Principal
 
 router = APIRouter(tags=["create"])
@@ -230,9 +230,8 @@ def create_guest(
     principal: Annotated[Principal, needs(Permission.OPERATE, "guest.create")],
 ) -> GuestDetail | JobOut:
     """Create a guest: 201 with it, or 202 with the job when a new volume must be made."""
-    request.state.audit_target = audit_target(
-        "host", body.host_id
-    )  # until there is a guest to name
+    # The host, until there is a guest to name.
+    request.state.audit_target = audit.named(session, "host", body.host_id)
     created = guest_create.create_guest(
         session,
         request=body.request(),

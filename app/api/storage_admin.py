@@ -7,8 +7,7 @@ from fastapi import APIRouter, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.deps import SessionDep, SyncDep, guard
-from app.models.audit import audit_target
-from app.services import host_storage, storage_admin
+from app.services import audit, host_storage, storage_admin
 from app.services.auth import Permission
 
 router = APIRouter(tags=["storage"])
@@ -34,7 +33,7 @@ def create_pool(
     request: Request, host_id: int, body: DirectoryPoolIn, session: SessionDep, sync: SyncDep
 ) -> host_storage.Pool:
     """Make a directory pool (the directory too if missing), started and set to autostart."""
-    request.state.audit_target = audit_target("host", host_id, f"pool {body.name}")
+    request.state.audit_target = audit.within(session, host_id, "pool", body.name)
     return storage_admin.create_directory_pool(
         session, sync, host_id=host_id, name=body.name, path=body.path
     )
@@ -50,7 +49,7 @@ def switch_pool(
 ) -> host_storage.Pool:
     """Start or stop the pool; the pool as it is then."""
     request.state.action = f"pool.{switch}"
-    request.state.audit_target = audit_target("host", host_id, f"pool {pool}")
+    request.state.audit_target = audit.within(session, host_id, "pool", pool)
     return storage_admin.set_pool_active(
         session, sync, host_id=host_id, pool=pool, active=switch == "start"
     )
@@ -71,7 +70,7 @@ def switch_network(
 ) -> host_storage.Network:
     """Start or stop the virtual network (409 to stop one running guests use, naming them)."""
     request.state.action = f"network.{switch}"
-    request.state.audit_target = audit_target("host", host_id, f"network {network}")
+    request.state.audit_target = audit.within(session, host_id, "network", network)
     return storage_admin.set_network_active(
         session, sync, host_id=host_id, network=network, active=switch == "start"
     )

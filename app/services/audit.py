@@ -125,6 +125,12 @@ def named(session: Session, kind: str, ident: object) -> str:
     return audit_target(kind, ident, name)
 
 
+def within(session: Session, host_id: int, kind: str, name: str) -> str:
+    """An audit target for a pool or network of a host: the host with its name, then the thing
+    (`host:3 (kvm-1), pool:images`), so each links or filters as what it is."""
+    return f"{named(session, 'host', host_id)}, {audit_target(kind, name)}"
+
+
 def _about(target: str) -> ColumnElement[bool]:
     """Rows whose targets start with this one, whatever name they recorded with it."""
     return or_(

@@ -321,13 +321,18 @@ def restore_pools(
     backup_id: int,
     host_id: str = "",
     pool: Annotated[str, Query(max_length=255)] = "",
+    invalid: bool = False,
 ) -> Response:
     """The restore form's choice of pool: the chosen host's (else the backup's) pools that can
-    take the disks, as they are now, or why they cannot be read; `pool` stays chosen."""
+    take the disks, as they are now, or why they cannot be read; `pool` stays chosen (and
+    marked invalid if the form refused it)."""
     backup = backup_service.get_backup(session, backup_id)
     chosen_host = _host_id(host_id) or backup.host_id
     pools, unavailable = host_storage.file_pools(session, sync, chosen_host)
-    context = {"backup": backup, "pools": pools, "unavailable": unavailable, "chosen": pool}
+    context = {
+        "backup": backup, "pools": pools, "unavailable": unavailable, "chosen": pool,
+        "errors": {"pool": "refused"} if invalid else {},
+    }  # fmt: skip
     return templates.TemplateResponse(request, RESTORE_POOLS, context)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from app.deps import JobsDep, SessionDep, SessionsDep, SyncDep, guard, needs, parse_row_id
 from app.errors import Invalid, VirtdeckError
 from app.models.audit import audit_target
-from app.services import guest_create, host_storage, profiles
+from app.services import audit, guest_create, host_storage, profiles
 from app.services import hosts as host_service
 from app.services.auth import Permission, Principal
 from app.services.ports import HostCalls
@@ -224,7 +224,7 @@ def create_guest(
     """Create from the form: the guest's page, a job's progress, or the form with the reason."""
     form = typed.shown()
     with contextlib.suppress(Invalid):  # the host, until there is a guest to name
-        request.state.audit_target = audit_target("host", _host_id(typed.host_id))
+        request.state.audit_target = audit.named(session, "host", _host_id(typed.host_id))
     try:
         created = guest_create.create_guest(
             session, request=_request(typed.model_dump()), principal=principal, sync=sync,

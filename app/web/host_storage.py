@@ -9,8 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from app.deps import SessionDep, SyncDep, guard
 from app.errors import Invalid, VirtdeckError
-from app.models.audit import audit_target
-from app.services import host_storage, storage_admin
+from app.services import audit, host_storage, storage_admin
 from app.services import hosts as host_service
 from app.services.auth import Permission
 from app.web.htmx import with_toast
@@ -86,7 +85,7 @@ def create_pool(
     path: Annotated[str, Form()] = "",
 ) -> HTMLResponse:
     """Make a directory pool; a refusal shows the form again with the reason by each field."""
-    request.state.audit_target = audit_target("host", host_id, f"pool {name[:64]}")
+    request.state.audit_target = audit.within(session, host_id, "pool", name[:64])
     try:
         pool = storage_admin.create_directory_pool(
             session, sync, host_id=host_id, name=name, path=path
@@ -113,7 +112,7 @@ def _switch(
     if switch not in ("start", "stop"):
         raise Invalid(f"action: {noun}s are started or stopped, not '{switch}'", field="action")
     request.state.action = f"{noun}.{switch}"
-    request.state.audit_target = audit_target("host", host_id, f"{noun} {name}")
+    request.state.audit_target = audit.within(session, host_id, noun, name)
     change = storage_admin.set_pool_active if noun == "pool" else storage_admin.set_network_active
     try:
         change(session, sync, host_id=host_id, active=switch == "start", **{noun: name})

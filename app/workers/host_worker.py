@@ -22,6 +22,7 @@ from app.config import Settings
 from app.db import transaction
 from app.errors import HostUnreachable, NotFound, VirtdeckError
 from app.models.base import utcnow
+from app.models.host import Host
 from app.services import addresses as address_service
 from app.services import hosts as host_service
 from app.services import overcommit as overcommit_service
@@ -243,7 +244,10 @@ class HostWorker(threading.Thread):
                 )
                 reconcile_due = due  # reconnecting reads every guest again
             except Exception:
-                log.exception("sync of host %s failed", self.host_id)
+                if self._removed():  # removed while a write was on its way: nothing to report
+                    log.info("host %s was removed during its sync", self.host_id)
+                else:
+                    log.exception("sync of host %s failed", self.host_id)
                 due = time.monotonic() + self._settings.sync_interval
                 if full:  # tried again at the next pass, not at once
                     reconcile_due = due
@@ -533,6 +537,10 @@ class HostWorker(threading.Thread):
             host_service.record_unreachable(
                 session, self.host_id, f"no answer from the host for {timeout:g} s"
             )
+
+    def _removed(self) -> bool:
+        with self._sessions() as session:
+            return session.get(Host, self.host_id) is None
 
     def _record_unreachable(self, error: str) -> None:
         with transaction(self._sessions) as session:

@@ -322,7 +322,10 @@ def test_the_create_is_audited_with_the_guest_as_target(
     entries = client.get("/api/v1/audit", params={"action": "guest.create"}).json()["items"]
 
     assert refusal.status_code == 422
-    assert (entries[0]["result"], entries[0]["target"]) == ("failed", f"host:{host['id']}")
+    assert (entries[0]["result"], entries[0]["target"]) == (
+        "failed",
+        f"host:{host['id']} ({host['name']})",
+    )
     assert (entries[1]["result"], entries[1]["target"]) == (
         "ok",
         f"guest:{guest['uuid']} ({prefix}-aud)",

@@ -130,7 +130,11 @@ def test_operators_cannot_change_storage_and_changes_are_audited(
     assert forbidden.status_code == 403
     assert _pools(client, host)["images"]["active"] is False
     entry = client.get("/api/v1/audit", params={"action": "pool.stop"}).json()["items"][0]
-    assert (entry["result"], entry["target"]) == ("ok", f"host:{host['id']} (pool images)")
+    assert (entry["result"], entry["target"]) == ("ok", f"host:{host['id']} (storage), pool:images")
+    assert entry["targets"] == [
+        {"kind": "host", "id": str(host["id"]), "name": "storage"},
+        {"kind": "pool", "id": "images", "name": None},
+    ]
 
 
 def test_a_pool_whose_volume_a_running_guest_uses_is_not_stopped(client: TestClient) -> None:

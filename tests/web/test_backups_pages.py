@@ -345,6 +345,9 @@ def test_a_restore_form_refused_shows_the_reason_next_to_its_field(
     no_host = operator.post(url, data={**new, "name": "web-1-copy", "host_id": "x"}, headers=HTMX)
     not_admin = operator.post(url, data={"mode": "in_place"}, headers=HTMX)
     running = admin.post(url, data={"mode": "in_place"}, headers=HTMX)
+    # The refused form loads its pools again: the pool typed stays chosen, and marked.
+    pools_url = parse(no_pool.text).find(id="restore-pool").get("hx-get")
+    pools = parse(operator.get(pools_url, headers=HTMX).text).find("select")
 
     assert bad_name.status_code == 422
     reason = parse(bad_name.text).find(class_="field-error", data_field="name").text
@@ -357,6 +360,8 @@ def test_a_restore_form_refused_shows_the_reason_next_to_its_field(
         and 'data-field="pool">alpha has no active pool nope<' in no_pool.text
     )
     assert 'value="nope"' in no_pool.text
+    assert pools.find("option", selected=True).get("value") == "nope"
+    assert pools.get("aria-invalid") == "true"
     assert no_host.status_code == 422 and 'data-field="host_id">choose a host' in no_host.text
     assert not_admin.status_code == 403
     assert running.status_code == 409
