@@ -67,7 +67,7 @@ def parse_targets(target: str | None) -> list[Target]:
 
 
 def target_id(target: str | None, kind: str) -> str | None:
-    """The id part of an audit target of this kind (`guest:<uuid> (name)` gives the uuid)."""
-    found, _, rest = (target or "").partition(":")
-    ident = rest.split(" ", 1)[0]
-    return ident if found == kind and ident else None
+    """The id of a row's first target if it is of this kind (`guest:<uuid> (name), job:7`
+    gives the uuid)."""
+    first = TARGET.match(target or "")
+    return first.group(2) if first and first.group(1) == kind else None

@@ -539,8 +539,11 @@ class HostWorker(threading.Thread):
             )
 
     def _removed(self) -> bool:
-        with self._sessions() as session:
-            return session.get(Host, self.host_id) is None
+        try:
+            with self._sessions() as session:
+                return session.get(Host, self.host_id) is None
+        except Exception:  # the database itself failing: the caller reports the first error
+            return False
 
     def _record_unreachable(self, error: str) -> None:
         with transaction(self._sessions) as session:
