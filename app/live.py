@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 from sqlalchemy import Engine, delete, event, func, insert, inspect, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -261,6 +260,9 @@ class LiveBus:
             self._stopping.wait(OUTBOX_POLL)
 
     def _listen(self) -> None:
+        # Imported only here: a process on SQLite never needs psycopg (about 9 MiB of memory).
+        import psycopg
+
         url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         backoff = 0.5
         while not self._stopping.is_set():

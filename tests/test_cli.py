@@ -90,3 +90,17 @@ def test_a_worker_stops_on_sigterm_whichever_of_its_threads_receives_it(tmp_path
 
     assert code == 0
     assert "stopping" in log.read_text()
+
+
+def test_a_worker_on_sqlite_without_ssh_hosts_maps_neither_libpq_nor_cryptography(
+    tmp_path: Path,
+) -> None:
+    """What only PostgreSQL or a qemu+ssh host needs (psycopg, asyncssh with cryptography:
+    about 24 MiB of memory) stays out of a worker that has neither."""
+    env = {"VIRTDECK_DEFAULT_HOST_URI": "test:///default"}
+    with running_worker(tmp_path, env) as worker:
+        until(lambda: "started" in (tmp_path / "worker.log").read_text(), timeout=20)
+        maps = Path(f"/proc/{worker.pid}/maps").read_text()
+
+    assert "/libvirtmod" in maps  # the maps of the worker's own libraries are read
+    assert "psycopg" not in maps and "cryptography" not in maps

@@ -1,6 +1,6 @@
 """Reach a running guest's VNC server from this process, whatever its host's URI: a socket the
-local libvirtd hands over (no TCP port at all), a direct-tcpip channel over SSH with the URI's
-user, key and known_hosts (host keys checked), or, for qemu+tcp/tls where libvirt has no tunnel,
+local libvirtd hands over (no TCP port at all), a direct-tcpip channel over SSH
+(app.services.console_ssh), or, for qemu+tcp/tls where libvirt has no tunnel,
 TCP to the host's console address when one is set. All of it is asyncio: nothing blocks the web
 process's event loop (libvirt calls run in HostCalls' threads)."""
 
@@ -10,14 +10,11 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
-
-import asyncssh
+from typing import ClassVar, Protocol
 
 from app.config import Settings
 from app.errors import ConsoleUnavailable, HostUnreachable, VirtdeckError
 from app.services.ports import HostCalls
-from app.services.ssh_hosts import ssh_connection
 from app.virt.consoles import graphics_socket_fd, guest_is_live, vnc_listen
 from app.virt.failures import one_line
 from app.virt.types import VncListen
@@ -57,12 +54,14 @@ class Link:
     writer: Writer
     via: str
     close_more: Callable[[], Awaitable[None]] | None = None
+    # What a read or write raises when the link is lost (an SSH link adds asyncssh's errors).
+    errors: ClassVar[tuple[type[Exception], ...]] = (OSError,)
 
     async def recv(self) -> bytes:
         """What the VNC server sent next; b'' at the end."""
         try:
             return await self.reader.read(READ_SIZE)
-        except (asyncssh.Error, OSError) as exc:
+        except self.errors as exc:
             raise self._lost(exc) from exc
 
     async def send(self, data: bytes) -> None:
@@ -70,11 +69,11 @@ class Link:
         try:
             self.writer.write(data)
             await self.writer.drain()
-        except (asyncssh.Error, OSError) as exc:
+        except self.errors as exc:
             raise self._lost(exc) from exc
 
     def _lost(self, exc: Exception) -> HostUnreachable:
-        reason = one_line((exc.reason if isinstance(exc, asyncssh.Error) else str(exc)), 200)
+        reason = one_line(str(exc), 200)  # an asyncssh error's text is its reason
         return HostUnreachable(f"the guest's screen was lost ({self.via}): {reason or 'no reason'}")
 
     async def lost(self) -> str | None:
@@ -128,7 +127,11 @@ async def open_vnc(calls: HostCalls, host: HostRoute, guest_uuid: str, settings:
             "hands over"
         )
     if how == "ssh":
-        return await _over_ssh(host.uri, listen, settings)
+        # Imported by the first screen of a qemu+ssh host: asyncssh and cryptography would
+        # otherwise hold about 15 MiB of every web process's memory.
+        from app.services.console_ssh import over_ssh
+
+        return await over_ssh(host.uri, listen, settings)
     return await _direct(host, listen, settings, how)
 
 
@@ -174,41 +177,6 @@ async def guest_stopped(
         if asyncio.get_running_loop().time() >= deadline:
             return False
         await asyncio.sleep(0.2)
-
-
-def _loopback_for(address: str) -> str:
-    """Where, on the host itself, a server listening on `address` is reached."""
-    ip = ipaddress.ip_address(address)
-    if ip.is_unspecified:
-        return "::1" if ip.version == 6 else "127.0.0.1"
-    return address
-
-
-async def _over_ssh(uri: str, listen: VncListen, settings: Settings) -> Link:
-    assert listen.address is not None and listen.port is not None
-    connection = await ssh_connection(uri, settings, refused=ConsoleUnavailable)
-    address = _loopback_for(listen.address)
-    try:
-        reader, writer = await asyncio.wait_for(
-            connection.open_connection(address, listen.port), CONNECT_TIMEOUT
-        )
-    except BaseException as exc:
-        connection.close()
-        if isinstance(exc, asyncssh.ChannelOpenError):
-            raise ConsoleUnavailable(
-                f"SSH would not reach the VNC server at {address}:{listen.port}: "
-                f"{one_line(exc.reason, 60)}"
-            ) from exc
-        if isinstance(exc, (OSError, TimeoutError, asyncssh.Error)):
-            raise HostUnreachable(f"the SSH channel to the screen failed: {exc}") from exc
-        raise
-
-    async def close_connection() -> None:
-        connection.close()
-        await connection.wait_closed()
-
-    host = ssh_target(uri).host
-    return Link(reader, writer, via=f"SSH to {host}", close_more=close_connection)
 
 
 async def _direct(host: HostRoute, listen: VncListen, settings: Settings, how: str) -> Link:

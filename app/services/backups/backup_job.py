@@ -40,7 +40,6 @@ from app.services.backups.digests import backup_hash
 from app.services.backups.files import backup_root, make_private_dirs, remove_tree, write_manifest
 from app.services.backups.local_copy import copy_file, readable_file
 from app.services.backups.retention import apply_retention
-from app.services.backups.ssh_exports import exports_over_ssh
 from app.services.backups.streams import HashingWriter, Meter, Throttle, write_bytes
 from app.services.backups.webhook import report_failure
 from app.services.backups.work import Started, connect, release
@@ -348,7 +347,14 @@ def _pull_all(
     through SSH), beginning the plan's checkpoint: in full (the extents that may hold data), or
     for an incremental plan only the extents changed since its parent's."""
     begin = partial(nbd_exports, conn, source, checkpoint=plan.checkpoint, incremental=plan.since)
-    exports = begin() if is_local(job.uri) else exports_over_ssh(job.uri, env.settings, begin)
+    if is_local(job.uri):
+        exports = begin()
+    else:
+        # Imported by the first backup of a qemu+ssh host: asyncssh and cryptography would
+        # otherwise hold about 15 MiB of every worker's memory.
+        from app.services.backups.ssh_exports import exports_over_ssh
+
+        exports = exports_over_ssh(job.uri, env.settings, begin)
     changed = None if plan.since is None else plan.changed
     # A full copy counts each disk's capacity until its export says what may hold data.
     meter = Meter(
