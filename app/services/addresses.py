@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.models import Guest
 from app.services.guests import get_guest
 from app.services.ports import HostCalls
-from app.services.states import GuestState
+from app.services.states import RESOURCE_STATES
 from app.virt.addresses import Address, guest_addresses
 
 # What one read of a host's addresses takes at most (each guest costs a few libvirt calls, and
@@ -21,7 +21,6 @@ from app.virt.addresses import Address, guest_addresses
 READS_PER_PASS = 10
 STALE_AFTER = timedelta(minutes=30)
 BOOTING = timedelta(minutes=3)
-UP_STATES = tuple(state.value for state in GuestState if state.holds_resources)
 
 
 def addresses(session: Session, sync: HostCalls, uuid: str) -> list[Address]:
@@ -40,7 +39,7 @@ def due_for_addresses(session: Session, host_id: int, *, now: datetime) -> list[
             .where(
                 Guest.host_id == host_id,
                 Guest.gone_at.is_(None),
-                Guest.state.in_(UP_STATES),
+                Guest.state.in_(RESOURCE_STATES),
                 Guest.addresses_at.is_(None)
                 | (Guest.addresses_at < now - STALE_AFTER)
                 | (Guest.running_since > now - BOOTING),
@@ -62,7 +61,7 @@ def record_addresses(
             Guest.host_id == host_id,
             Guest.gone_at.is_(None),  # a gone guest shows none (app.services.guests)
             Guest.addresses_at.is_not(None),
-            Guest.state.not_in(UP_STATES),
+            Guest.state.not_in(RESOURCE_STATES),
         )
         .values(addresses=None, addresses_at=None)
     )

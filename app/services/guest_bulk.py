@@ -26,6 +26,7 @@ BULK_ACTIONS = {"start": "start", "shutdown": "shut down", "force_off": "force o
                 "backup": "back up"}  # fmt: skip
 OUTCOMES = ("ok", "refused", "failed")
 MAX_GUESTS = MAX_PAGE  # a page of the Guests page at most
+UUID_LENGTH = 36
 # Hosts acted on at once; a host's guests go one after another (a start's overcommit check
 # sees the guests started before it).
 MAX_HOSTS_AT_ONCE = 8
@@ -65,6 +66,8 @@ def _wanted(action: str, uuids: list[str]) -> list[str]:
         raise Invalid("uuids: choose at least one guest", field="uuids")
     if len(wanted) > MAX_GUESTS:
         raise Invalid(f"uuids: at most {MAX_GUESTS} guests at once", field="uuids")
+    if any(len(uuid) > UUID_LENGTH for uuid in wanted):
+        raise Invalid(f"uuids: a guest's UUID has {UUID_LENGTH} characters", field="uuids")
     return wanted
 
 

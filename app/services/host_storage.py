@@ -13,7 +13,7 @@ from app.errors import VirtdeckError
 from app.models import Guest
 from app.services.hosts import get_host
 from app.services.ports import HostCalls
-from app.services.states import GuestState
+from app.services.states import RESOURCE_STATES
 from app.virt import build
 from app.virt import networks as virt_networks
 from app.virt import volumes as virt_volumes
@@ -106,7 +106,7 @@ def volume_users(
     users: dict[str, list[str]] = {}
     query = select(Guest.name, Guest.disks).where(Guest.host_id == host_id, Guest.gone_at.is_(None))
     if running:
-        query = query.where(Guest.state.in_([s for s in GuestState if s.holds_resources]))
+        query = query.where(Guest.state.in_(RESOURCE_STATES))
     guests = session.execute(query.order_by(Guest.name))
     for name, disks in guests:
         for disk in disks:

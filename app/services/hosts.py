@@ -14,7 +14,7 @@ from app.errors import Conflict, HostUnreachable, Invalid, NotFound
 from app.models import Guest, Host
 from app.models.base import utcnow
 from app.models.guest import USAGE_CLEARED
-from app.services.states import GuestState
+from app.services.states import RESOURCE_STATES, GuestState
 from app.virt.connection import HostConnection
 from app.virt.types import HostFacts
 from app.virt.uri import check_console_address, validate_uri
@@ -127,7 +127,7 @@ def guest_sums(session: Session, host_ids: list[int]) -> dict[int, GuestSums]:
     if not host_ids:
         return {}
     running = case((Guest.state == GuestState.RUNNING, 1), else_=0)
-    active = Guest.state.in_([state for state in GuestState if state.holds_resources])
+    active = Guest.state.in_(RESOURCE_STATES)
     rows = session.execute(
         select(
             Guest.host_id,

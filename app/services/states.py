@@ -95,3 +95,5 @@ _HOLDS_RESOURCES = frozenset(
     }
 )
 LIBVIRT_STATES = tuple(state for state in GuestState if state.from_libvirt)
+# The states whose guests a query counts as up: a QEMU process holds their resources.
+RESOURCE_STATES = tuple(state for state in GuestState if state.holds_resources)

@@ -13,7 +13,7 @@ from app.models import Guest
 from app.services import host_storage
 from app.services.host_storage import Network, Pool, on_host, volume_users
 from app.services.ports import HostCalls
-from app.services.states import GuestState
+from app.services.states import RESOURCE_STATES
 from app.virt import networks as virt_networks
 from app.virt import pools as virt_pools
 from app.virt import volumes as virt_volumes
@@ -91,10 +91,9 @@ def guests_on_network(
     """The names of the host's guests holding resources (running, paused…) with an interface
     on the virtual network, or plugged straight into its bridge (type="bridge": they lose
     their link all the same when it stops)."""
-    active = [state for state in GuestState if state.holds_resources]
     guests = session.scalars(
         select(Guest)
-        .where(Guest.host_id == host_id, Guest.gone_at.is_(None), Guest.state.in_(active))
+        .where(Guest.host_id == host_id, Guest.gone_at.is_(None), Guest.state.in_(RESOURCE_STATES))
         .order_by(Guest.name)
     )
     attached = {("network", network)} | ({("bridge", bridge)} if bridge else set())

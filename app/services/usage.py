@@ -191,13 +191,18 @@ SPARK_SPAN = timedelta(hours=1)
 PERIODS = {"day": (False, READINGS_KEPT), "month": (True, HOURS_KEPT)}
 
 
+def _period(period: str) -> tuple[bool, timedelta]:
+    """Whether the period's samples are hourly, and its span; 422 naming `period` for another."""
+    if period not in PERIODS:
+        raise Invalid(f"period: must be one of {', '.join(PERIODS)}", field="period")
+    return PERIODS[period]
+
+
 def history(session: Session, uuid: str, *, period: str, now: datetime) -> list[UsageSample]:
     """A guest's samples over the period ("day": each reading; "month": each hour), oldest
     first; 404 for an unknown guest, 422 for another period."""
-    if period not in PERIODS:
-        raise Invalid(f"period: must be one of {', '.join(PERIODS)}", field="period")
+    hourly, span = _period(period)
     guest = get_guest(session, uuid)
-    hourly, span = PERIODS[period]
     return list(
         session.scalars(
             select(UsageSample)
@@ -225,10 +230,8 @@ class HostSample:
 def host_history(session: Session, host_id: int, *, period: str, now: datetime) -> list[HostSample]:
     """The host's guests' use over the period (its own samples: the sum of its guests' at each
     reading), oldest first; 404 for an unknown host, 422 for another period."""
-    if period not in PERIODS:
-        raise Invalid(f"period: must be one of {', '.join(PERIODS)}", field="period")
+    hourly, span = _period(period)
     host = get_host(session, host_id)
-    hourly, span = PERIODS[period]
     rows = session.execute(
         select(HostUsageSample.at, HostUsageSample.cpus_used, HostUsageSample.memory_used_kib)
         .where(

@@ -35,17 +35,17 @@ def _addresses(label: str, interfaces: dict) -> list[Address]:
     for name, interface in sorted(interfaces.items()):
         for entry in interface.get("addrs") or []:
             try:
-                address = str(ipaddress.ip_address(entry.get("addr", "")))
+                ip = ipaddress.ip_address(entry.get("addr", ""))
             except ValueError:
                 continue
-            if ipaddress.ip_address(address).is_loopback:
+            if ip.is_loopback:
                 continue
             prefix = entry.get("prefix")
             found.append(
                 Address(
                     interface=one_line(str(name), 32),
                     mac=one_line(str(interface["hwaddr"]), 32) if interface.get("hwaddr") else None,
-                    address=address,
+                    address=str(ip),
                     prefix=prefix if isinstance(prefix, int) and 0 <= prefix <= 128 else None,
                     source=label,
                 )

@@ -3,7 +3,7 @@ pages, read from the database (it stays fast at tens of thousands of guests)."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 
 from app.deps import SessionDep, SettingsDep, bulk_run, guard, needs, parse_row_id
@@ -33,10 +33,10 @@ def guest_list(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
-    q: str = "",
+    q: Annotated[str, Query(max_length=255)] = "",
     host: str = "",
     state: str = "",
-    tag: str = "",
+    tag: Annotated[str, Query(max_length=64)] = "",
     sort: str = "name",
     page: int = 1,
 ) -> HTMLResponse:

@@ -60,7 +60,7 @@ def ago(value: datetime | None) -> str:
     return f"{seconds} s ago"
 
 
-def duration(value: timedelta | None) -> str:
+def coarse_duration(value: timedelta | None) -> str:
     """A span in its two largest units, to the minute ("3 h 12 min", "2 d 4 h", "< 1 min"), or
     a dash: the times it comes from are as exact as a sync, not to the second."""
     if value is None:
@@ -107,7 +107,7 @@ templates.env.globals["revert_effect"] = revert_effect
 templates.env.globals["utcnow"] = utcnow
 templates.env.filters["kib"] = kib
 templates.env.filters["ago"] = ago
-templates.env.filters["duration"] = duration
+templates.env.filters["coarse_duration"] = coarse_duration
 templates.env.filters["utc"] = utc
 templates.env.filters["ratio"] = ratio_text
 templates.env.filters["bytes"] = human_bytes

@@ -112,6 +112,11 @@ def test_a_bad_action_or_no_guest_is_refused_naming_the_field(
     page_action = client.post(
         "/guests/bulk", data={"action": "delete", "uuid": [WEB_1]}, headers=htmx_to("bulk-results")
     )
+    page_long = client.post(
+        "/guests/bulk",
+        data={"action": "start", "uuid": [WEB_1 + "0"]},
+        headers=htmx_to("bulk-results"),
+    )
 
     assert api_action.status_code == 422 and "action" in api_action.text
     assert none.status_code == 422 and "uuids" in none.text
@@ -119,3 +124,5 @@ def test_a_bad_action_or_no_guest_is_refused_naming_the_field(
     assert "uuids: choose at least one guest" in page_none.text
     assert page_action.status_code == 422
     assert "action: must be one of start, shutdown, force_off, backup" in page_action.text
+    assert page_long.status_code == 422
+    assert "uuids: a guest&#39;s UUID has 36 characters" in page_long.text

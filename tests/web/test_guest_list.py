@@ -132,6 +132,17 @@ def test_a_host_that_is_no_row_id_is_refused_naming_the_field(
         assert "host: choose a host from the list" in page.text
 
 
+def test_a_search_or_tag_too_long_is_refused_naming_the_field(
+    client: TestClient, two_hosts: tuple[dict, dict]
+) -> None:
+    search = client.get("/guests", params={"q": "w" * 256})
+    tag = client.get("/guests", params={"tag": "t" * 65})
+
+    assert (search.status_code, tag.status_code) == (422, 422)
+    assert "q: String should have at most 255 characters" in search.text
+    assert "tag: String should have at most 64 characters" in tag.text
+
+
 def test_the_api_sorts_too(client: TestClient, two_hosts: tuple[dict, dict]) -> None:
     listed = client.get("/api/v1/guests", params={"sort": "-memory", "limit": 2})
 
@@ -191,6 +202,15 @@ def cells(html: str, uuid: str) -> dict[str, str]:
     }
 
 
+def facts(html: str) -> dict[str, str]:
+    """The guest page's Resources list, each fact's text by its term, as a user reads them."""
+    listed = parse(html).find(id="guest-details").find("dl")
+    return {
+        dt.text.strip(): " ".join(dd.text.split())
+        for dt, dd in zip(listed.find_all("dt"), listed.find_all("dd"), strict=True)
+    }
+
+
 def test_uptime_shows_in_human_units_for_guests_up_and_sorts_either_way(
     client: TestClient, two_hosts: tuple[dict, dict], sessions
 ) -> None:
@@ -203,6 +223,7 @@ def test_uptime_shows_in_human_units_for_guests_up_and_sorts_either_way(
             guest.running_since = now - ago
 
     page = client.get("/guests")
+    overview = {uuid: facts(client.get(f"/guests/{uuid}").text) for uuid in (WEB_1, DB_1)}
     by_uptime = client.get("/guests", params={"sort": "uptime", "host": two_hosts[0]["id"]})
     longest = client.get("/guests", params={"sort": "-uptime", "host": two_hosts[0]["id"]})
     api = {g["name"]: g for g in client.get("/api/v1/guests").json()["items"]}
@@ -220,6 +241,9 @@ def test_uptime_shows_in_human_units_for_guests_up_and_sorts_either_way(
     )
     assert "2 d 4 h" in [cells(page.text, g["uuid"])["Uptime"] for g in api.values()]
     assert cells(page.text, DB_1)["Uptime"] == "—"  # shut off
+    # The guest's page says it too, with the time it counts from.
+    assert overview[WEB_1]["Uptime"].startswith("3 h 12 min (up since ")
+    assert overview[DB_1]["Uptime"] == "not running"
     assert api["db-1"]["uptime_seconds"] is None and api["db-1"]["running_since"] is None
     assert 3 * 3600 + 12 * 60 <= api["web-1"]["uptime_seconds"] < 3 * 3600 + 14 * 60
     # Not up first (no time at all), then the shortest; the other way the longest first.

@@ -37,17 +37,23 @@ def test_the_panel_loads_with_the_page_and_says_why_there_are_no_figures(
     assert client.get(f"/guests/{WEB_1}/usage", params={"period": "year"}).status_code == 422
 
 
-def test_the_days_and_the_months_samples_are_drawn(client: TestClient, sessions) -> None:
-    add_host(client, "alpha", node_uri("node-alpha.xml"))
+def add_samples(sessions, uuid: str, *, ages: tuple[int, ...]) -> None:
+    """Samples of the guest at 40 % CPU and 32 MiB in use, each this many units ago: minutes
+    in the day's readings, hours in the month's."""
     now = utcnow()
     with transaction(sessions) as session:
-        guest_id = session.scalars(select(Guest.id).where(Guest.uuid == WEB_1)).one()
+        guest_id = session.scalars(select(Guest.id).where(Guest.uuid == uuid)).one()
         session.add_all(
-            UsageSample(guest_id=guest_id, hourly=hourly, at=at,
-                        cpu_percent=40.0, memory_used_kib=32 * 1024, disk_bps=0, net_bps=0)
-            for hourly, step in ((False, timedelta(minutes=1)), (True, timedelta(hours=1)))
-            for at in (now - 3 * step, now - 2 * step, now - step)
+            UsageSample(guest_id=guest_id, hourly=hourly, at=now - unit * age, cpu_percent=40.0,
+                        memory_used_kib=32 * 1024, disk_bps=0, net_bps=0)
+            for hourly, unit in ((False, timedelta(minutes=1)), (True, timedelta(hours=1)))
+            for age in ages
         )  # fmt: skip
+
+
+def test_the_days_and_the_months_samples_are_drawn(client: TestClient, sessions) -> None:
+    add_host(client, "alpha", node_uri("node-alpha.xml"))
+    add_samples(sessions, WEB_1, ages=(3, 2, 1))
 
     day = parse(client.get(f"/guests/{WEB_1}/usage", headers=HTMX).text)
     month = parse(client.get(f"/guests/{WEB_1}/usage?period=month", headers=HTMX).text)
@@ -125,16 +131,8 @@ def y_of(percent: float) -> float:
 
 def test_a_guest_chart_breaks_where_nothing_was_read(client: TestClient, sessions) -> None:
     add_host(client, "alpha", node_uri("node-alpha.xml"))
-    now = utcnow()
-    with transaction(sessions) as session:
-        guest_id = session.scalars(select(Guest.id).where(Guest.uuid == WEB_1)).one()
-        # On for three minutes, off for half an hour, on again; an hour missing in the month.
-        session.add_all(
-            UsageSample(guest_id=guest_id, hourly=hourly, at=now - ago, cpu_percent=40.0,
-                        memory_used_kib=32 * 1024, disk_bps=0, net_bps=0)
-            for hourly, unit in ((False, timedelta(minutes=1)), (True, timedelta(hours=1)))
-            for ago in (unit * m for m in (40, 39, 38, 3, 2, 1))
-        )  # fmt: skip
+    # On for three minutes, off for half an hour, on again; hours missing in the month.
+    add_samples(sessions, WEB_1, ages=(40, 39, 38, 3, 2, 1))
 
     for period in ("day", "month"):
         panel = parse(client.get(f"/guests/{WEB_1}/usage?period={period}", headers=HTMX).text)
