@@ -225,24 +225,28 @@ async def _relay(websocket: WebSocket, uuid: str, kind: str, admitted: Admitted)
     await run_in_threadpool(_settle_takeover, websocket, admitted, opened=True)
     activity = _Activity()
     from_guest = asyncio.create_task(_to_browser(websocket, link.recv))
+    to_guest = asyncio.create_task(_from_browser(websocket, link.send, activity, TYPED[kind]))
     tasks = {
-        asyncio.create_task(_from_browser(websocket, link.send, activity, TYPED[kind])),
+        to_guest,
         from_guest,
         asyncio.create_task(_watch(websocket, admitted, activity, link.lost)),
     }
     try:
         done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         outcome = next(iter(done))
+        failed = False
         try:
             result = outcome.result()
-            if outcome is from_guest:
-                return await _why_the_guest_side_ended(websocket, admitted, uuid) or result
-            return result
         except VirtdeckError as exc:
-            return _close_code(exc), exc.message
+            result, failed = (_close_code(exc), exc.message), True
         except Exception:
             log.exception("relaying the %s console of %s failed", kind, uuid)
             return CLOSE_FAILED, "the console failed (see the server's log)"
+        # The guest's side ended, or the link failed either way: a QEMU that exits may reset
+        # the connection (ECONNRESET, EPIPE) rather than end it.
+        if outcome is from_guest or (failed and outcome is to_guest):
+            return await _why_the_guest_side_ended(websocket, admitted, uuid) or result
+        return result
     finally:
         for task in tasks:
             task.cancel()

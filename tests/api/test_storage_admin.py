@@ -10,6 +10,7 @@ from sqlalchemy import update
 from app.db import transaction
 from app.models import Guest
 from tests.conftest import add_host, node_uri, post_guest
+from tests.markup import parse
 
 POOL_DIR = "/var/lib/virtdeck-test/more"
 
@@ -149,3 +150,27 @@ def test_a_pool_whose_volume_a_running_guest_uses_is_not_stopped(client: TestCli
     assert refused.status_code == 409
     assert "holds disks of web-disk" in refused.json()["detail"]
     assert _pools(client, host)["images"]["active"] is True
+
+
+def test_a_stopped_network_or_pool_is_marked_in_the_wizard_and_refused_for_a_guest(
+    client: TestClient,
+) -> None:
+    host = add_host(client, "storage", node_uri("node-storage.xml"))
+    client.post(f"/api/v1/hosts/{host['id']}/networks/lan/stop").raise_for_status()
+    client.post(f"/api/v1/hosts/{host['id']}/pools/images/stop").raise_for_status()
+    golden = {"pool": "images", "volume": "golden.qcow2", "format": "qcow2"}
+
+    choices = parse(client.get("/guests/new/choices", params={"host_id": host["id"]}).text)
+    to_start = post_guest(client, host, "net-off", network="lan", start=True)
+    on_a_stopped_pool = post_guest(client, host, "pool-off", disk=golden)
+    names = [
+        g["name"]
+        for g in client.get("/api/v1/guests", params={"host_id": host["id"]}).json()["items"]
+    ]
+
+    assert choices.find("option", value="lan").text == "lan (inactive)"
+    assert to_start.status_code == 422 and to_start.json()["field"] == "network"
+    assert "network 'lan' is not active" in to_start.json()["detail"]
+    assert on_a_stopped_pool.status_code == 422
+    assert on_a_stopped_pool.json()["field"] == "disk.pool"
+    assert "net-off" not in names and "pool-off" not in names  # nothing left on the host
