@@ -155,16 +155,20 @@ def test_unreachable_host_is_shown_with_its_error_and_pages_stay_fast(
     host_id = response.json()["id"]
     client.post(f"/api/v1/hosts/{host_id}/refresh", params={"wait": 10})
 
-    started = time.perf_counter()
-    host = client.get(f"/api/v1/hosts/{host_id}").json()
-    page = client.get("/")
-    elapsed = time.perf_counter() - started
+    # A page that waited on the host would be slow each time; the best of three leaves out a
+    # moment when the machine (two cores, real guests beside) was busy elsewhere.
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        host = client.get(f"/api/v1/hosts/{host_id}").json()
+        page = client.get("/")
+        timings.append(time.perf_counter() - started)
 
     assert host["connection"] == "unreachable"
     assert "127.0.0.1:9" in host["last_error"] or "refused" in host["last_error"].lower()
     assert host["unreachable_since"] is not None
     assert "unreachable" in page.text and "dead" in page.text
-    assert elapsed < 1.0
+    assert min(timings) < 1.0, timings
 
 
 def test_refresh_without_wait_is_accepted_at_once(
