@@ -120,3 +120,16 @@ document.addEventListener("change", (event) => {
     box.checked = event.target.checked;
   }
 });
+
+// A page that is already leaving (an answer said HX-Redirect) does not start to leave again: a
+// job's bar asks on load and on its live event, and a second redirect to the guest would abort
+// the first navigation (net::ERR_ABORTED) while it loads.
+let leaving = false;
+document.addEventListener("htmx:beforeOnLoad", (event) => {
+  if (!event.detail.xhr.getResponseHeader("HX-Redirect")) return;
+  if (leaving) event.preventDefault();
+  leaving = true;
+});
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) leaving = false; // back again from the browser's page cache
+});
